@@ -1,0 +1,43 @@
+# `make serve` and `make test` set themselves up on a fresh Debian machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEBIAN_STAMP := /var/lib/dicomweb-debian-deps
+DICOMWEB_DATA_DIR ?= var
+DICOMWEB_BIND ?= 127.0.0.1:8080
+export DICOMWEB_DATA_DIR
+
+.PHONY: serve test bench sweep clean
+
+# Debian packages: a Python with venv support; curl for the README examples.
+$(DEBIAN_STAMP):
+	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! command -v curl >/dev/null; then \
+		apt-get update && apt-get install -y python3 python3-venv python3-dev curl; fi
+	@touch $@ 2>/dev/null || true
+
+$(STAMP): setup.cfg pyproject.toml | $(DEBIAN_STAMP)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+serve: $(STAMP)
+	@mkdir -p $(DICOMWEB_DATA_DIR)
+	@if [ -z "$$DICOMWEB_API_KEY" ] && [ ! -s $(DICOMWEB_DATA_DIR)/api-key ]; then \
+		umask 077; $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(32))' > $(DICOMWEB_DATA_DIR)/api-key; fi
+	@if [ -z "$$DICOMWEB_API_KEY" ]; then echo "API key (stored in $(DICOMWEB_DATA_DIR)/api-key): $$(cat $(DICOMWEB_DATA_DIR)/api-key)"; fi
+	@echo "DICOMweb service on http://$(DICOMWEB_BIND)/dicom-web"
+	exec $(BIN)/gunicorn --config deploy/gunicorn.conf.py --bind $(DICOMWEB_BIND) wsgi:app
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run --help
+
+sweep: $(STAMP)
+	$(BIN)/flask --app wsgi sweep
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

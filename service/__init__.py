@@ -1,0 +1,89 @@
+"""The DICOMweb origin server: ``create_app`` is the only place an app is made."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from flask import Flask, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from storage import Archive, Catalog, open_blob_store
+
+from .auth import CHALLENGE, PEER_ENVIRON_KEY, AuditMiddleware, identify, presented_key
+from .config import Config
+from .errors import DicomWebError, Unauthorized
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Config | None = None) -> Flask:
+    """Build the WSGI app from ``config``, or from the environment when None."""
+    config = config or Config.from_env(os.environ)
+    if config.auth_enabled and not config.peers:
+        raise ValueError("authentication is on but no API key is configured: set DICOMWEB_API_KEY "
+                         "or DICOMWEB_PEERS_FILE, or turn authentication off with DICOMWEB_AUTH=off")
+    app = Flask(__name__, static_folder=None)
+    app.config["DICOMWEB"] = config
+    app.extensions["archive"] = _make_archive(config)
+
+    from . import health, stow_rs, wado_rs
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(stow_rs.bp, url_prefix=config.url_prefix)
+    app.register_blueprint(wado_rs.bp, url_prefix=config.url_prefix)
+
+    app.before_request(_authenticate)
+    _register_error_handlers(app)
+
+    if config.trusted_proxies:
+        n = config.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
+    app.wsgi_app = AuditMiddleware(app.wsgi_app, logging.getLogger("dicomweb.audit"))
+    return app
+
+
+def _make_archive(config: Config) -> Archive:
+    config.spool_dir.mkdir(parents=True, exist_ok=True)
+    blobs = open_blob_store(config.storage, config.s3_endpoint_url, config.s3_region, fsync=config.fsync)
+    catalog = Catalog(config.catalog_url, durable=config.fsync)
+    catalog.create_schema()
+    return Archive(blobs, catalog, replace_duplicates=config.replace_duplicates)
+
+
+def _authenticate() -> None:
+    """Every request but the health check names a known peer's key (or auth is off)."""
+    config: Config = current_app.config["DICOMWEB"]
+    if not config.auth_enabled or request.endpoint == "health.health":
+        return
+    peer = identify(config.peers, presented_key(request.headers.get("Authorization")))
+    if peer is None:
+        raise Unauthorized("a valid API key is required in the Authorization header",
+                           {"WWW-Authenticate": CHALLENGE})
+    request.environ[PEER_ENVIRON_KEY] = peer
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(DicomWebError)
+    def dicomweb_error(exc: DicomWebError) -> Any:
+        response = jsonify(error=exc.title, message=exc.message)
+        response.status_code = exc.status
+        response.headers.update(exc.headers)
+        return response
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        response = jsonify(error=exc.name, message=exc.description)
+        response.status_code = exc.code or 500
+        for name, value in exc.get_response().headers.items():
+            if name.lower() in ("allow", "www-authenticate"):
+                response.headers[name] = value
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Any:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        response = jsonify(error="Internal Server Error", message="the server failed to handle the request")
+        response.status_code = 500
+        return response

@@ -1,0 +1,103 @@
+"""API-key authentication of peer systems, and the audit record of every request.
+
+Keys are accepted as ``Authorization: <key>``, ``ApiKey <key>`` or ``Bearer <key>``
+and compared as SHA-256 digests in constant time against every configured peer,
+so neither the key nor its length leaks through timing. Keys are never logged.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from typing import Callable, Iterable
+
+from .config import Peer, hash_key
+
+PEER_ENVIRON_KEY = "dicomweb.peer"
+STUDY_ENVIRON_KEY = "dicomweb.study"
+SCHEMES = ("apikey", "bearer")
+CHALLENGE = 'ApiKey realm="dicomweb", Bearer realm="dicomweb"'
+
+
+def presented_key(header: str | None) -> str | None:
+    """The key in an Authorization header value, without its scheme."""
+    if not header:
+        return None
+    value = header.strip()
+    scheme, _, rest = value.partition(" ")
+    if rest and scheme.lower() in SCHEMES:
+        value = rest.strip()
+    return value or None
+
+
+def identify(peers: Iterable[Peer], key: str | None) -> str | None:
+    """The name of the peer holding ``key``, or None."""
+    if key is None:
+        return None
+    digest = hash_key(key)
+    match = None
+    for peer in peers:   # no early exit: every peer costs the same
+        if hmac.compare_digest(peer.key_sha256, digest) and match is None:
+            match = peer.name
+    return match
+
+
+class AuditMiddleware:
+    """WSGI middleware writing one JSON line per request when its body is done.
+
+    Wrapping the response iterable is what lets the line carry the bytes really
+    sent for streamed answers, and log aborted downloads with what they got.
+    """
+
+    def __init__(self, app: Callable, logger: logging.Logger) -> None:
+        self.app = app
+        self.logger = logger
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        started = time.time()
+        state: dict = {"status": None}
+
+        def capture(status: str, headers: list, exc_info=None):  # noqa: ANN001
+            state["status"] = int(status.split(" ", 1)[0])
+            return start_response(status, headers, exc_info)
+
+        body = self.app(environ, capture)
+        return _CountingBody(body, lambda sent, complete: self._record(environ, state, started, sent, complete))
+
+    def _record(self, environ: dict, state: dict, started: float, sent: int, complete: bool) -> None:
+        record = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)) + f".{int(started % 1 * 1000):03d}Z",
+            "peer": environ.get(PEER_ENVIRON_KEY),
+            "remote": environ.get("REMOTE_ADDR"),
+            "method": environ.get("REQUEST_METHOD"),
+            "path": environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
+            "status": state["status"],
+            "bytes_sent": sent,
+            "complete": complete,
+            "study": environ.get(STUDY_ENVIRON_KEY),
+            "duration_ms": round((time.time() - started) * 1000, 1),
+        }
+        self.logger.info(json.dumps(record, separators=(",", ":")))
+
+
+class _CountingBody:
+    def __init__(self, body: Iterable[bytes], on_close: Callable[[int, bool], None]) -> None:
+        self._body = body
+        self._on_close = on_close
+        self._sent = 0
+        self._complete = False
+
+    def __iter__(self):
+        for chunk in self._body:
+            self._sent += len(chunk)
+            yield chunk
+        self._complete = True
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._on_close(self._sent, self._complete)

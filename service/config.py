@@ -1,0 +1,110 @@
+"""Configuration: one frozen object, filled from defaults, then the environment.
+
+``Config.from_env`` is the only reader of environment variables; the README
+lists each of them.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A system allowed to call the service, known by the SHA-256 of its key."""
+
+    name: str
+    key_sha256: bytes
+
+
+def hash_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = Path("var")
+    storage: str = ""                     # directory or s3://bucket/prefix; default <data_dir>/blobs
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    catalog_url: str = ""                 # default sqlite:///<data_dir>/catalog.sqlite
+    peers: tuple[Peer, ...] = ()
+    auth_enabled: bool = True
+    url_prefix: str = "/dicom-web"
+    public_base_url: str | None = None    # e.g. https://pacs.example.org/dicom-web
+    trusted_proxies: int = 0              # how many X-Forwarded-* hops to believe
+    max_request_bytes: int = 8 << 30
+    replace_duplicates: bool = False
+    fsync: bool = True
+    spool_memory_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        data_dir = Path(self.data_dir)
+        object.__setattr__(self, "data_dir", data_dir)
+        if not self.storage:
+            object.__setattr__(self, "storage", str(data_dir / "blobs"))
+        if not self.catalog_url:
+            object.__setattr__(self, "catalog_url", f"sqlite:///{(data_dir / 'catalog.sqlite').resolve()}")
+        if self.url_prefix and not self.url_prefix.startswith("/"):
+            object.__setattr__(self, "url_prefix", "/" + self.url_prefix)
+        object.__setattr__(self, "url_prefix", self.url_prefix.rstrip("/"))
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Config":
+        data_dir = Path(env.get("DICOMWEB_DATA_DIR", "var"))
+        peers = list(_peers_file(env.get("DICOMWEB_PEERS_FILE")))
+        key = env.get("DICOMWEB_API_KEY") or _read_key_file(data_dir / "api-key")
+        if key:
+            peers.append(Peer(env.get("DICOMWEB_API_KEY_PEER", "default"), hash_key(key)))
+        return cls(
+            data_dir=data_dir,
+            storage=env.get("DICOMWEB_STORAGE", ""),
+            s3_endpoint_url=env.get("DICOMWEB_S3_ENDPOINT_URL") or None,
+            s3_region=env.get("DICOMWEB_S3_REGION") or None,
+            catalog_url=env.get("DICOMWEB_CATALOG_URL", ""),
+            peers=tuple(peers),
+            auth_enabled=_flag(env.get("DICOMWEB_AUTH", "on"), "DICOMWEB_AUTH"),
+            url_prefix=env.get("DICOMWEB_PREFIX", "/dicom-web"),
+            public_base_url=env.get("DICOMWEB_PUBLIC_URL") or None,
+            trusted_proxies=int(env.get("DICOMWEB_TRUSTED_PROXIES", "0")),
+            max_request_bytes=int(env.get("DICOMWEB_MAX_REQUEST_BYTES", str(8 << 30))),
+            replace_duplicates=env.get("DICOMWEB_ON_DUPLICATE", "reject") == "replace",
+            fsync=_flag(env.get("DICOMWEB_FSYNC", "on"), "DICOMWEB_FSYNC"),
+        )
+
+
+def _flag(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "on", "true", "yes"):
+        return True
+    if lowered in ("0", "off", "false", "no"):
+        return False
+    raise ValueError(f"{name} must be on or off, not {value!r}")
+
+
+def _read_key_file(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _peers_file(path: str | None):
+    """Lines of ``<peer name> <sha256 hex of its key>``; ``#`` starts a comment."""
+    if not path:
+        return
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            name, digest = line.split()
+            yield Peer(name, bytes.fromhex(digest))
+        except ValueError:
+            raise ValueError(f"{path}:{number}: expected '<peer name> <sha256 hex>'") from None

@@ -1,0 +1,139 @@
+"""Media types: parsing Content-Type and Accept, and negotiating retrieve representations.
+
+Pure functions (PS3.18 §8.7). Media ranges are split on commas outside quoted
+strings, parameters are case-insensitive names with optionally quoted values,
+and ranges are ordered by q-value, keeping the client's order among equals.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from storage.uids import is_valid_uid
+from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
+
+DICOM = "application/dicom"
+DICOM_JSON = "application/dicom+json"
+DICOM_XML = "application/dicom+xml"
+MULTIPART_RELATED = "multipart/related"
+ANY_TRANSFER_SYNTAX = "*"
+
+
+@dataclass(frozen=True)
+class MediaType:
+    type: str                              # "multipart/related", lower case
+    params: dict[str, str] = field(default_factory=dict)
+    q: float = 1.0
+
+    def param(self, name: str) -> str | None:
+        return self.params.get(name)
+
+
+def _split_outside_quotes(text: str, separator: str) -> list[str]:
+    pieces, current, quoted, escaped = [], [], False, False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == separator and not quoted:
+            pieces.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    pieces.append("".join(current))
+    return pieces
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return value
+
+
+def parse_media_type(text: str) -> MediaType:
+    """Parse one media type or range with parameters; raise ValueError if malformed."""
+    head, *raw_params = _split_outside_quotes(text, ";")
+    mtype = head.strip().lower()
+    major, slash, minor = mtype.partition("/")
+    if not slash or not major or not minor or " " in mtype:
+        raise ValueError(f"malformed media type {text.strip()!r}")
+    params: dict[str, str] = {}
+    q = 1.0
+    for raw in raw_params:
+        if not raw.strip():
+            continue
+        name, eq, value = raw.partition("=")
+        name = name.strip().lower()
+        if not eq or not name:
+            raise ValueError(f"malformed parameter {raw.strip()!r} in media type {text.strip()!r}")
+        value = _unquote(value)
+        if name == "q":
+            try:
+                q = float(value)
+            except ValueError:
+                raise ValueError(f"malformed q-value {value!r}") from None
+            if not 0.0 <= q <= 1.0:
+                raise ValueError(f"q-value {value!r} is outside 0..1")
+        else:
+            params[name] = value
+    return MediaType(mtype, params, q)
+
+
+def parse_accept(header: str | None) -> list[MediaType]:
+    """Acceptable media ranges, most preferred first; q=0 ranges are dropped.
+
+    A missing or empty header accepts anything (RFC 9110 §12.5.1).
+    """
+    if header is None or not header.strip():
+        return [MediaType("*/*")]
+    ranges = [parse_media_type(part) for part in _split_outside_quotes(header, ",") if part.strip()]
+    ordered = sorted(enumerate(ranges), key=lambda pair: (-pair[1].q, pair[0]))
+    return [media for _, media in ordered if media.q > 0]
+
+
+@dataclass(frozen=True)
+class Representation:
+    """One acceptable way to send a DICOM instance."""
+
+    multipart: bool
+    transfer_syntax: str        # a UID, or "*" for as stored
+
+
+def instance_representations(accept: list[MediaType]) -> list[Representation]:
+    """The DICOM instance representations an Accept list allows, in preference order.
+
+    PS3.18 §8.7.3: without a transfer-syntax parameter the syntax is Explicit VR
+    Little Endian; ``transfer-syntax=*`` asks for the stored one. ``*/*`` means
+    the default, a multipart/related payload of application/dicom parts.
+    """
+    found: list[Representation] = []
+    for media in accept:
+        if media.type in ("*/*", "multipart/*", MULTIPART_RELATED):
+            inner = (media.param("type") or DICOM).lower()
+            if inner not in (DICOM, "application/*", "*/*"):
+                continue
+            multipart = True
+        elif media.type in (DICOM, "application/*"):
+            multipart = False
+        else:
+            continue
+        syntax = media.param("transfer-syntax") or EXPLICIT_VR_LITTLE_ENDIAN
+        if syntax != ANY_TRANSFER_SYNTAX and not is_valid_uid(syntax):
+            continue
+        representation = Representation(multipart, syntax)
+        if representation not in found:
+            found.append(representation)
+    return found
+
+
+def response_format(accept: list[MediaType], offered: tuple[str, ...]) -> str | None:
+    """The first of ``offered`` media types that the Accept list allows, or None."""
+    for media in accept:
+        for candidate in offered:
+            major = candidate.split("/")[0]
+            if media.type in (candidate, "*/*", f"{major}/*"):
+                return candidate
+    return None

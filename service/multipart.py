@@ -1,0 +1,201 @@
+"""multipart/related (RFC 2387) both ways, without I/O.
+
+``MultipartDecoder`` is a state machine: ``feed`` it bytes as they arrive and
+iterate ``events()``; it buffers at most one delimiter's length of part data
+plus one header block. ``encode_parts`` is a generator that writes parts from
+iterables of byte chunks, so responses stream without joining bodies.
+"""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+MAX_HEADER_BYTES = 16 * 1024
+
+
+class MultipartError(ValueError):
+    """The body is not well-formed multipart."""
+
+
+@dataclass(frozen=True)
+class PartStart:
+    headers: dict[str, str]    # names lower-cased
+
+
+@dataclass(frozen=True)
+class PartData:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class PartEnd:
+    pass
+
+
+@dataclass(frozen=True)
+class Finished:
+    pass
+
+
+_PREAMBLE, _AFTER_DELIMITER, _HEADERS, _BODY, _EPILOGUE = range(5)
+
+
+class MultipartDecoder:
+    def __init__(self, boundary: str | bytes, max_header_bytes: int = MAX_HEADER_BYTES) -> None:
+        if isinstance(boundary, str):
+            boundary = boundary.encode("latin-1")
+        if not boundary or len(boundary) > 200:
+            raise MultipartError("multipart boundary must be 1 to 200 characters")
+        self._dash_boundary = b"--" + boundary
+        self._delimiter = b"\r\n--" + boundary
+        self._buffer = bytearray()
+        self._state = _PREAMBLE
+        self._ended = False
+        self._max_header_bytes = max_header_bytes
+        self._events: list[object] = []
+
+    def feed(self, data: bytes) -> None:
+        """Add received bytes; ``b""`` marks the end of the body."""
+        if self._ended:
+            raise MultipartError("data after the end of the body")
+        if data:
+            self._buffer += data
+        else:
+            self._ended = True
+        self._run()
+
+    def events(self) -> Iterator[object]:
+        """Drain the events produced so far."""
+        while self._events:
+            yield self._events.pop(0)
+
+    def _run(self) -> None:
+        buf = self._buffer
+        while True:
+            if self._state == _PREAMBLE:
+                # The first delimiter may open the body without a preceding CRLF.
+                if buf.startswith(self._dash_boundary):
+                    del buf[: len(self._dash_boundary)]
+                    self._state = _AFTER_DELIMITER
+                    continue
+                index = buf.find(self._delimiter)
+                if index >= 0:
+                    del buf[: index + len(self._delimiter)]
+                    self._state = _AFTER_DELIMITER
+                    continue
+                keep = len(self._delimiter) - 1
+                if len(buf) > keep:
+                    del buf[: len(buf) - keep]
+                if self._ended:
+                    raise MultipartError("no multipart boundary found in the body")
+                return
+            if self._state == _AFTER_DELIMITER:
+                if len(buf) < 2:
+                    if self._ended:
+                        raise MultipartError("body ends inside a boundary line")
+                    return
+                if buf[:2] == b"--":
+                    del buf[:]
+                    self._state = _EPILOGUE
+                    self._events.append(Finished())
+                    continue
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    if len(buf) > 1024 or self._ended:
+                        raise MultipartError("malformed boundary line")
+                    return
+                if buf[:end].strip(b" \t"):
+                    raise MultipartError("unexpected characters after a boundary")
+                del buf[: end + 2]
+                self._state = _HEADERS
+                continue
+            if self._state == _HEADERS:
+                if buf.startswith(b"\r\n"):
+                    del buf[:2]
+                    self._events.append(PartStart({}))
+                    self._state = _BODY
+                    continue
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(buf) > self._max_header_bytes:
+                        raise MultipartError("part headers are too large")
+                    if self._ended:
+                        raise MultipartError("body ends inside part headers")
+                    return
+                headers = _parse_headers(bytes(buf[:end]))
+                del buf[: end + 4]
+                self._events.append(PartStart(headers))
+                self._state = _BODY
+                continue
+            if self._state == _BODY:
+                index = buf.find(self._delimiter)
+                if index >= 0:
+                    if index:
+                        self._events.append(PartData(bytes(buf[:index])))
+                    del buf[: index + len(self._delimiter)]
+                    self._events.append(PartEnd())
+                    self._state = _AFTER_DELIMITER
+                    continue
+                # Keep back what could be the start of a delimiter split across feeds.
+                safe = len(buf) - (len(self._delimiter) - 1)
+                if safe > 0:
+                    self._events.append(PartData(bytes(buf[:safe])))
+                    del buf[:safe]
+                if self._ended:
+                    raise MultipartError("body ends inside a part (no closing boundary)")
+                return
+            # Epilogue: ignored.
+            del buf[:]
+            return
+
+
+def _parse_headers(block: bytes) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for line in block.decode("latin-1").split("\r\n"):
+        if line[:1] in (" ", "\t") and headers:   # obsolete line folding
+            last = next(reversed(headers))
+            headers[last] += " " + line.strip()
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not name.strip():
+            raise MultipartError(f"malformed part header line {line[:80]!r}")
+        headers[name.strip().lower()] = value.strip()
+    return headers
+
+
+def new_boundary() -> str:
+    return "dicomweb-" + secrets.token_hex(16)
+
+
+@dataclass(frozen=True)
+class Part:
+    headers: dict[str, str]
+    body: Iterable[bytes]
+
+
+def encode_parts(parts: Iterable[Part], boundary: str) -> Iterator[bytes]:
+    """Yield a multipart body: each part's headers, then its body chunks as given."""
+    opening = f"--{boundary}\r\n".encode("latin-1")
+    between = f"\r\n--{boundary}\r\n".encode("latin-1")
+    separator = opening
+    for part in parts:
+        head = "".join(f"{name}: {value}\r\n" for name, value in part.headers.items())
+        yield separator + head.encode("latin-1") + b"\r\n"
+        yield from part.body
+        separator = between
+    if separator is opening:   # RFC 2046 wants one part at least; an empty body still closes cleanly
+        yield opening[:-2] + b"--\r\n"
+    else:
+        yield f"\r\n--{boundary}--\r\n".encode("latin-1")
+
+
+def part_header_length(headers: dict[str, str], boundary: str, first: bool) -> int:
+    """Bytes ``encode_parts`` writes before a part's body (for Content-Length)."""
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    lead = f"--{boundary}\r\n" if first else f"\r\n--{boundary}\r\n"
+    return len(lead.encode("latin-1")) + len(head.encode("latin-1")) + 2
+
+
+def closing_length(boundary: str, any_parts: bool) -> int:
+    return len(f"\r\n--{boundary}--\r\n") if any_parts else len(f"--{boundary}--\r\n")

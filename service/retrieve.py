@@ -1,0 +1,119 @@
+"""Planning and streaming a WADO-RS retrieve of DICOM instances (PS3.18 §10.4)."""
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+from storage import Archive, StoredInstance
+from storage.blobs import CHUNK_SIZE, iter_chunks
+from transcode import can_transcode, transcode
+from transcode.syntaxes import describe
+
+from . import multipart, urls
+from .errors import NotAcceptable
+from .media import ANY_TRANSFER_SYNTAX, DICOM, Representation
+
+log = logging.getLogger(__name__)
+
+SPOOL_LIMIT = 16 << 20
+
+
+@dataclass(frozen=True)
+class PlannedPart:
+    instance: StoredInstance
+    transfer_syntax: str
+
+    @property
+    def as_stored(self) -> bool:
+        return self.transfer_syntax == self.instance.transfer_syntax_uid
+
+    @property
+    def content_type(self) -> str:
+        return f"{DICOM}; transfer-syntax={self.transfer_syntax}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    multipart: bool
+    parts: list[PlannedPart]
+    skipped: list[StoredInstance]
+
+
+def plan(instances: Sequence[StoredInstance], representations: Sequence[Representation],
+         single_part_allowed: bool) -> Plan:
+    """Choose a response form and, per instance, the first acceptable transfer syntax.
+
+    The form (multipart or single part) is that of the most preferred usable
+    representation; single part only where the resource is one instance. Each
+    part may have its own syntax, named in its Content-Type. Instances no
+    acceptable syntax fits are skipped; if all are, the answer is 406.
+    """
+    usable = [r for r in representations if r.multipart or single_part_allowed]
+    if not usable:
+        raise NotAcceptable("no acceptable media type: this resource is sent as "
+                            'multipart/related; type="application/dicom"')
+    form = usable[0].multipart
+    candidates = [r.transfer_syntax for r in usable if r.multipart == form]
+    parts, skipped = [], []
+    for instance in instances:
+        stored = instance.transfer_syntax_uid
+        chosen = next((stored if ts == ANY_TRANSFER_SYNTAX else ts for ts in candidates
+                       if ts == ANY_TRANSFER_SYNTAX or can_transcode(stored, ts)), None)
+        if chosen is None:
+            skipped.append(instance)
+        else:
+            parts.append(PlannedPart(instance, chosen))
+    if not parts:
+        stored_syntaxes = sorted({describe(i.transfer_syntax_uid) for i in skipped})
+        raise NotAcceptable(
+            "the requested transfer syntax cannot be produced from the stored "
+            f"{', '.join(stored_syntaxes)}; ask for transfer-syntax=* to receive the data as stored"
+        )
+    return Plan(form, parts, skipped)
+
+
+def body_chunks(archive: Archive, part: PlannedPart) -> Iterator[bytes]:
+    """The bytes of one instance in its planned syntax, read lazily."""
+    if part.as_stored:
+        yield from iter_chunks(archive.open(part.instance))
+        return
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_LIMIT) as spool:
+        for chunk in iter_chunks(archive.open(part.instance)):
+            spool.write(chunk)
+        spool.seek(0)
+        data = transcode(spool, part.transfer_syntax)
+    for start in range(0, len(data), CHUNK_SIZE):
+        yield data[start:start + CHUNK_SIZE]
+
+
+def multipart_body(archive: Archive, parts: Sequence[PlannedPart], base_url: str,
+                   boundary: str) -> tuple[Iterator[bytes], int | None]:
+    """The multipart body as a generator, and its length when it is known up front."""
+    encoded = [
+        multipart.Part(
+            {"Content-Type": p.content_type,
+             "Content-Location": urls.retrieve_url(base_url, p.instance.study_uid, p.instance.series_uid,
+                                                   p.instance.sop_instance_uid)},
+            _Lazy(archive, p),
+        )
+        for p in parts
+    ]
+    length = None
+    if all(p.as_stored for p in parts):
+        length = sum(multipart.part_header_length(e.headers, boundary, i == 0) + p.instance.size
+                     for i, (e, p) in enumerate(zip(encoded, parts)))
+        length += multipart.closing_length(boundary, bool(parts))
+    return multipart.encode_parts(encoded, boundary), length
+
+
+class _Lazy:
+    """Opens the blob only when the encoder reaches the part, one at a time."""
+
+    def __init__(self, archive: Archive, part: PlannedPart) -> None:
+        self.archive = archive
+        self.part = part
+
+    def __iter__(self) -> Iterator[bytes]:
+        return body_chunks(self.archive, self.part)

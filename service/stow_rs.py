@@ -1,0 +1,167 @@
+"""STOW-RS: POST /studies and POST /studies/{study} (PS3.18 §10.5).
+
+The body is read in chunks and decoded as it arrives; each part is spooled
+(memory up to a limit, then a file under the data directory) while its digest
+is computed, stored, and released before the next part is read.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from typing import BinaryIO, Iterator
+
+from flask import Blueprint, Response, request
+
+from storage import StoreOutcome
+from storage.status import FailureReason
+
+from . import stow_response
+from .dicom_xml import dataset_to_xml
+from .errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
+from .media import DICOM, DICOM_JSON, DICOM_XML, MULTIPART_RELATED, parse_media_type, response_format
+from .multipart import Finished, MultipartDecoder, MultipartError, PartData, PartEnd, PartStart
+from .web import accepted, archive, base_url, require_uids, settings
+
+bp = Blueprint("stow_rs", __name__)
+
+READ_SIZE = 1 << 20
+MAX_WARNING_HEADERS = 10
+
+
+@bp.post("/studies")
+@bp.post("/studies/<study>")
+def store(study: str | None = None) -> Response:
+    require_uids(study=study)
+    answer_as = response_format(accepted(), (DICOM_JSON, DICOM_XML, "application/json"))
+    if answer_as is None:
+        raise NotAcceptable("the STOW-RS response is sent as application/dicom+json or application/dicom+xml")
+    config = settings()
+    if request.content_length is not None and request.content_length > config.max_request_bytes:
+        raise PayloadTooLarge(f"the request body exceeds the limit of {config.max_request_bytes} bytes")
+
+    outcomes: list[StoreOutcome] = []
+    for spool, digest in _instances(request.stream, request.headers.get("Content-Type", ""), outcomes):
+        outcomes.append(archive().store(spool, digest, expected_study=study))
+    if not outcomes:
+        raise BadRequest("the request body holds no DICOM instance")
+
+    dataset = stow_response.response_dataset(outcomes, base_url(), study)
+    if answer_as == DICOM_XML:
+        body, mimetype = dataset_to_xml(dataset), DICOM_XML
+    else:
+        body, mimetype = json.dumps(dataset.to_json_dict()), DICOM_JSON
+    response = Response(body, status=stow_response.response_status(outcomes), mimetype=mimetype)
+    for outcome in [o for o in outcomes if not o.stored][:MAX_WARNING_HEADERS]:
+        response.headers.add("Warning", _warning(outcome))
+    return response
+
+
+def _warning(outcome: StoreOutcome) -> str:
+    text = f"{outcome.sop_instance_uid or 'part'}: {outcome.message}".replace('"', "'")
+    return f'299 dicomweb "{text[:300]}"'
+
+
+def _instances(stream: BinaryIO, content_type: str,
+               outcomes: list[StoreOutcome]) -> Iterator[tuple[BinaryIO, str]]:
+    """Yield each received instance as a (spooled file, sha256 hex) pair.
+
+    Parts that are not application/dicom are recorded in ``outcomes`` as failed.
+    """
+    try:
+        media = parse_media_type(content_type) if content_type else None
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    if media is None:
+        raise UnsupportedMediaType('Content-Type must be multipart/related; type="application/dicom"')
+    if media.type == DICOM:
+        yield from _single(stream)
+        return
+    if media.type != MULTIPART_RELATED:
+        raise UnsupportedMediaType(f"cannot store {media.type}: send multipart/related; type=\"application/dicom\"")
+    inner = (media.param("type") or DICOM).lower()
+    if inner != DICOM:
+        raise UnsupportedMediaType(f"multipart/related parts of type {inner} are not supported; "
+                                   "send application/dicom instances")
+    boundary = media.param("boundary")
+    if not boundary:
+        raise BadRequest("multipart/related Content-Type has no boundary parameter")
+    yield from _parts(stream, MultipartDecoder(boundary), outcomes)
+
+
+def _spool() -> tuple[tempfile.SpooledTemporaryFile, "hashlib._Hash"]:
+    config = settings()
+    return (tempfile.SpooledTemporaryFile(max_size=config.spool_memory_bytes, dir=config.spool_dir),
+            hashlib.sha256())
+
+
+def _chunks(stream: BinaryIO) -> Iterator[bytes]:
+    limit = settings().max_request_bytes
+    received = 0
+    while chunk := stream.read(READ_SIZE):
+        received += len(chunk)
+        if received > limit:
+            raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
+        yield chunk
+
+
+def _single(stream: BinaryIO) -> Iterator[tuple[BinaryIO, str]]:
+    spool, digest = _spool()
+    with spool:
+        for chunk in _chunks(stream):
+            spool.write(chunk)
+            digest.update(chunk)
+        spool.seek(0)
+        yield spool, digest.hexdigest()
+
+
+def _parts(stream: BinaryIO, decoder: MultipartDecoder,
+           outcomes: list[StoreOutcome]) -> Iterator[tuple[BinaryIO, str]]:
+    spool = digest = None
+    accepting = False
+    finished = False
+    try:
+        reader = _chunks(stream)
+        while not finished:
+            chunk = next(reader, b"")
+            decoder.feed(chunk)
+            for event in decoder.events():
+                if isinstance(event, PartStart):
+                    accepting = _part_is_dicom(event.headers, outcomes)
+                    if accepting:
+                        spool, digest = _spool()
+                elif isinstance(event, PartData) and accepting:
+                    spool.write(event.data)
+                    digest.update(event.data)
+                elif isinstance(event, PartEnd) and accepting:
+                    with spool:
+                        spool.seek(0)
+                        yield spool, digest.hexdigest()
+                    spool = digest = None
+                    accepting = False
+                elif isinstance(event, Finished):
+                    finished = True
+            if not chunk and not finished:
+                raise MultipartError("body ends before the closing boundary")
+    except MultipartError as exc:
+        if not outcomes:
+            raise BadRequest(f"malformed multipart body: {exc}") from None
+        outcomes.append(StoreOutcome(None, None, failure=FailureReason.CANNOT_UNDERSTAND,
+                                     message=f"malformed multipart body: {exc}"))
+    finally:
+        if spool is not None:
+            spool.close()
+
+
+def _part_is_dicom(headers: dict[str, str], outcomes: list[StoreOutcome]) -> bool:
+    declared = headers.get("content-type")
+    if declared is None:
+        return True
+    try:
+        if parse_media_type(declared).type == DICOM:
+            return True
+    except ValueError:
+        pass
+    outcomes.append(StoreOutcome(None, None, failure=FailureReason.CANNOT_UNDERSTAND,
+                                 message=f"part of type {declared[:80]} is not application/dicom"))
+    return False

@@ -1,0 +1,46 @@
+"""WADO-RS retrieve of DICOM instances: study, series and instance resources (PS3.18 §10.4)."""
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from . import retrieve
+from .errors import NotFound
+from .media import instance_representations
+from .multipart import new_boundary
+from .web import accepted, archive, base_url, require_uids
+
+bp = Blueprint("wado_rs", __name__)
+
+
+@bp.get("/studies/<study>")
+@bp.get("/studies/<study>/series/<series>")
+@bp.get("/studies/<study>/series/<series>/instances/<instance>")
+def retrieve_instances(study: str, series: str | None = None, instance: str | None = None) -> Response:
+    require_uids(study=study, series=series, instance=instance)
+    representations = instance_representations(accepted())
+    found = archive().instances(study, series, instance)
+    if not found:
+        level = "instance" if instance else "series" if series else "study"
+        raise NotFound(f"no such {level} in the archive")
+    planned = retrieve.plan(found, representations, single_part_allowed=instance is not None)
+
+    if planned.multipart:
+        boundary = new_boundary()
+        body, length = retrieve.multipart_body(archive(), planned.parts, base_url(), boundary)
+        content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    else:
+        part = planned.parts[0]
+        body = retrieve.body_chunks(archive(), part)
+        length = part.instance.size if part.as_stored else None
+        content_type = part.content_type
+
+    response = Response(body, status=206 if planned.skipped else 200, content_type=content_type,
+                        direct_passthrough=True)
+    if length is not None:
+        response.content_length = length
+    if planned.skipped:
+        response.headers["Warning"] = (
+            f'299 dicomweb "{len(planned.skipped)} of {len(found)} instances were left out: '
+            'their stored transfer syntax cannot be converted to an acceptable one"'
+        )
+    return response

@@ -1,0 +1,52 @@
+"""Small helpers the request handlers share: the archive, URLs, UID checks."""
+from __future__ import annotations
+
+from flask import current_app, request
+
+from storage import Archive
+from storage.uids import InvalidUID, validate_uid
+
+from .auth import STUDY_ENVIRON_KEY
+from .config import Config
+from .errors import BadRequest
+from .media import MediaType, parse_accept
+
+
+def settings() -> Config:
+    return current_app.config["DICOMWEB"]
+
+
+def archive() -> Archive:
+    return current_app.extensions["archive"]
+
+
+def base_url() -> str:
+    """The public URL of the DICOMweb root, for RetrieveURL and Content-Location."""
+    config = settings()
+    if config.public_base_url:
+        return config.public_base_url.rstrip("/")
+    return request.host_url.rstrip("/") + request.script_root + config.url_prefix
+
+
+def require_uids(**named: str | None) -> None:
+    """400 for any malformed UID from the URL, before it reaches storage."""
+    labels = {"study": "Study Instance UID", "series": "Series Instance UID", "instance": "SOP Instance UID"}
+    for name, value in named.items():
+        if value is None:
+            continue
+        try:
+            validate_uid(value, labels.get(name, name))
+        except InvalidUID as exc:
+            raise BadRequest(str(exc)) from None
+    if named.get("study"):
+        request.environ[STUDY_ENVIRON_KEY] = named["study"]
+
+
+def accepted() -> list[MediaType]:
+    """The Accept list; the ``accept`` query parameter overrides the header (PS3.18 §8.3.3.1)."""
+    values = request.args.getlist("accept")
+    header = ", ".join(values) if values else request.headers.get("Accept")
+    try:
+        return parse_accept(header)
+    except ValueError as exc:
+        raise BadRequest(f"malformed Accept: {exc}") from None

@@ -1,0 +1,135 @@
+"""Blobs in any S3-compatible object store, through boto3.
+
+boto3 is imported lazily and the client is made on first use in each process,
+so a gunicorn master that forks workers never shares a client with them.
+Backend errors for missing keys become ``FileNotFoundError`` here.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from datetime import datetime
+from typing import Any, BinaryIO, Iterator
+
+MULTIPART_THRESHOLD = 16 << 20
+
+
+class _S3Body:
+    def __init__(self, body: Any, size: int) -> None:
+        self._body = body
+        self.size = size
+
+    def read(self, n: int = -1) -> bytes:
+        return self._body.read(None if n < 0 else n)
+
+    def close(self) -> None:
+        self._body.close()
+
+
+class S3Store:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        client_options: dict | None = None,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self.client_options = client_options or {}
+        self._client: Any = None
+        self._client_pid = 0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, endpoint_url: str | None = None, region: str | None = None) -> "S3Store":
+        """Build from ``s3://bucket/prefix``."""
+        rest = url.removeprefix("s3://")
+        bucket, _, prefix = rest.partition("/")
+        if not bucket:
+            raise ValueError(f"S3 storage URL {url!r} names no bucket")
+        return cls(bucket, prefix, endpoint_url=endpoint_url, region=region)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None or self._client_pid != os.getpid():
+            with self._lock:
+                if self._client is None or self._client_pid != os.getpid():
+                    import boto3
+                    from botocore.config import Config
+
+                    config = Config(max_pool_connections=32, retries={"max_attempts": 4, "mode": "standard"})
+                    self._client = boto3.session.Session().client(
+                        "s3",
+                        endpoint_url=self.endpoint_url,
+                        region_name=self.region,
+                        config=config,
+                        **self.client_options,
+                    )
+                    self._client_pid = os.getpid()
+        return self._client
+
+    def _key(self, key: str) -> str:
+        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in key.split("/")):
+            raise ValueError(f"invalid blob key {key!r}")
+        return self.prefix + key
+
+    def put(self, key: str, stream: BinaryIO) -> int:
+        from boto3.s3.transfer import TransferConfig
+
+        start = stream.tell()
+        config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD, use_threads=False)
+        self.client.upload_fileobj(stream, self.bucket, self._key(key), Config=config)
+        return stream.tell() - start
+
+    def open(self, key: str, start: int = 0, length: int | None = None):
+        from botocore.exceptions import ClientError
+
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key)}
+        if start or length is not None:
+            if length == 0:
+                return _S3Body(_Empty(), 0)
+            end = "" if length is None else str(start + length - 1)
+            kwargs["Range"] = f"bytes={start}-{end}"
+        try:
+            answer = self.client.get_object(**kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise FileNotFoundError(key) from None
+            if code == "InvalidRange":
+                return _S3Body(_Empty(), 0)
+            raise
+        return _S3Body(answer["Body"], answer["ContentLength"])
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def list(self, prefix: str = "") -> Iterator[tuple[str, float]]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+            for item in page.get("Contents", []):
+                modified: datetime = item["LastModified"]
+                yield item["Key"][len(self.prefix):], modified.timestamp()
+
+
+class _Empty:
+    def read(self, n: Any = None) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass

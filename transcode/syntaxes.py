@@ -1,0 +1,49 @@
+"""Transfer syntaxes of PS3.5 §10 and Annex A, and the media types PS3.18 §8.7.3 pairs them with."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
+EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
+
+
+@dataclass(frozen=True)
+class TransferSyntax:
+    uid: str
+    name: str
+    compressed: bool
+    lossy: bool = False
+    bulk_media_type: str = "application/octet-stream"   # media type of its pixel data (PS3.18 table 8.7.3-2)
+
+
+_TABLE = [
+    TransferSyntax(IMPLICIT_VR_LITTLE_ENDIAN, "Implicit VR Little Endian", False),
+    TransferSyntax(EXPLICIT_VR_LITTLE_ENDIAN, "Explicit VR Little Endian", False),
+    TransferSyntax(DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, "Deflated Explicit VR Little Endian", False),
+    TransferSyntax(EXPLICIT_VR_BIG_ENDIAN, "Explicit VR Big Endian", False),
+    TransferSyntax("1.2.840.10008.1.2.4.50", "JPEG Baseline (Process 1)", True, True, "image/jpeg"),
+    TransferSyntax("1.2.840.10008.1.2.4.51", "JPEG Extended (Process 2 & 4)", True, True, "image/jpeg"),
+    TransferSyntax("1.2.840.10008.1.2.4.57", "JPEG Lossless (Process 14)", True, False, "image/jpeg"),
+    TransferSyntax("1.2.840.10008.1.2.4.70", "JPEG Lossless SV1", True, False, "image/jpeg"),
+    TransferSyntax("1.2.840.10008.1.2.4.80", "JPEG-LS Lossless", True, False, "image/jls"),
+    TransferSyntax("1.2.840.10008.1.2.4.81", "JPEG-LS Near-Lossless", True, True, "image/jls"),
+    TransferSyntax("1.2.840.10008.1.2.4.90", "JPEG 2000 Lossless", True, False, "image/jp2"),
+    TransferSyntax("1.2.840.10008.1.2.4.91", "JPEG 2000", True, True, "image/jp2"),
+    TransferSyntax("1.2.840.10008.1.2.4.201", "HTJ2K Lossless", True, False, "image/jphc"),
+    TransferSyntax("1.2.840.10008.1.2.4.202", "HTJ2K Lossless RPCL", True, False, "image/jphc"),
+    TransferSyntax("1.2.840.10008.1.2.4.203", "HTJ2K", True, True, "image/jphc"),
+    TransferSyntax("1.2.840.10008.1.2.5", "RLE Lossless", True, False, "image/dicom-rle"),
+    TransferSyntax("1.2.840.10008.1.2.4.100", "MPEG2 MP@ML", True, True, "video/mpeg"),
+    TransferSyntax("1.2.840.10008.1.2.4.102", "MPEG-4 AVC/H.264", True, True, "video/mp4"),
+    TransferSyntax("1.2.840.10008.1.2.4.110", "HEVC/H.265", True, True, "video/H265"),
+]
+
+TRANSFER_SYNTAXES: dict[str, TransferSyntax] = {ts.uid: ts for ts in _TABLE}
+UNCOMPRESSED = frozenset(ts.uid for ts in _TABLE if not ts.compressed)
+
+
+def describe(uid: str) -> str:
+    ts = TRANSFER_SYNTAXES.get(uid)
+    return f"{ts.name} ({uid})" if ts else uid
