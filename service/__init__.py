@@ -37,6 +37,12 @@ def create_app(config: Config | None = None) -> Flask:
     app.before_request(_authenticate)
     _register_error_handlers(app)
 
+    @app.cli.command("sweep")
+    def sweep() -> None:
+        """Remove blobs no catalog row references (left by interrupted writes)."""
+        removed = app.extensions["archive"].sweep()
+        print(f"removed {removed} orphaned blob(s)")
+
     if config.trusted_proxies:
         n = config.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)

@@ -80,10 +80,11 @@ class S3Store:
     def put(self, key: str, stream: BinaryIO) -> int:
         from boto3.s3.transfer import TransferConfig
 
-        start = stream.tell()
-        config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD, use_threads=False)
-        self.client.upload_fileobj(stream, self.bucket, self._key(key), Config=config)
-        return stream.tell() - start
+        config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD,
+                                use_threads=False)
+        counted = _CountingReader(stream)
+        self.client.upload_fileobj(counted, self.bucket, self._key(key), Config=config)
+        return counted.count
 
     def open(self, key: str, start: int = 0, length: int | None = None):
         from botocore.exceptions import ClientError
@@ -125,6 +126,19 @@ class S3Store:
             for item in page.get("Contents", []):
                 modified: datetime = item["LastModified"]
                 yield item["Key"][len(self.prefix):], modified.timestamp()
+
+
+class _CountingReader:
+    """Counts what boto3 reads, and keeps boto3 from closing the caller's stream."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n)
+        self.count += len(data)
+        return data
 
 
 class _Empty:

@@ -1,0 +1,77 @@
+"""Synthetic but valid DICOM studies, for tests and benchmarks.
+
+Instances are CT Image Storage with real-looking patient, study and series
+attributes and pixel data of the requested size, written as Part 10 files.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from pydicom import Dataset, FileMetaDataset, dcmwrite
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    series: int = 2
+    instances_per_series: int = 10
+    rows: int = 512
+    columns: int = 512
+    transfer_syntax: str = ExplicitVRLittleEndian
+
+
+def ct_instance(study_uid: str, series_uid: str, sop_uid: str | None = None, number: int = 1, rows: int = 64,
+                columns: int = 64, transfer_syntax: str = ExplicitVRLittleEndian, patient_id: str = "PAT-1",
+                patient_name: str = "Doe^Jane", series_number: int = 1, seed: int | None = None) -> bytes:
+    """One CT slice as Part 10 bytes."""
+    sop_uid = sop_uid or generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = transfer_syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = CT_IMAGE_STORAGE
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyDate, ds.StudyTime = "20240115", "101530"
+    ds.AccessionNumber = "ACC-" + study_uid[-6:]
+    ds.Modality = "CT"
+    ds.ReferringPhysicianName = "Smith^John"
+    ds.StudyDescription = "CT THORAX"
+    ds.SeriesDescription = f"AXIAL {series_number}"
+    ds.PatientName, ds.PatientID = patient_name, patient_id
+    ds.PatientBirthDate, ds.PatientSex = "19700101", "F"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+    ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", series_number, number
+    ds.ImagePositionPatient = [0, 0, float(number)]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.SliceThickness = 1.0
+    ds.PixelSpacing = [0.7, 0.7]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows, ds.Columns = rows, columns
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+    ds.WindowCenter, ds.WindowWidth = 40, 400
+    rng = np.random.default_rng(seed if seed is not None else number)
+    ds.PixelData = rng.integers(0, 4096, size=(rows, columns), dtype=np.uint16).tobytes()
+    out = io.BytesIO()
+    dcmwrite(out, ds, enforce_file_format=True, implicit_vr=transfer_syntax == ImplicitVRLittleEndian,
+             little_endian=True)
+    return out.getvalue()
+
+
+def study(spec: StudySpec = StudySpec(), study_uid: str | None = None, patient_id: str = "PAT-1"):
+    """Yield (study_uid, series_uid, sop_uid, bytes) for every instance of one study."""
+    study_uid = study_uid or generate_uid()
+    for s in range(1, spec.series + 1):
+        series_uid = generate_uid()
+        for n in range(1, spec.instances_per_series + 1):
+            sop_uid = generate_uid()
+            yield study_uid, series_uid, sop_uid, ct_instance(
+                study_uid, series_uid, sop_uid, number=n, rows=spec.rows, columns=spec.columns,
+                transfer_syntax=spec.transfer_syntax, patient_id=patient_id, series_number=s, seed=s * 100000 + n)

@@ -1,0 +1,110 @@
+"""Shared fixtures: apps over temporary archives, test DICOM files, PostgreSQL and S3 (moto)."""
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from service import create_app
+from service.config import Config, hash_key, Peer
+
+API_KEY = "test-key-0123456789"
+PEER = "test-peer"
+PG_BASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
+TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pydicom_test_files() -> list[Path]:
+    """Every file under pydicom's test_files that looks like DICOM (readable or not)."""
+    return sorted(p for p in TEST_FILES.rglob("*") if p.is_file() and p.suffix not in (".txt", ".json", ".dump",
+                                                                                         ".gz", ".icc"))
+
+
+def make_config(tmp_path: Path, **overrides) -> Config:
+    values = dict(data_dir=tmp_path / "var", peers=(Peer(PEER, hash_key(API_KEY)),))
+    values.update(overrides)
+    return Config(**values)
+
+
+@pytest.fixture
+def config(tmp_path):
+    return make_config(tmp_path)
+
+
+@pytest.fixture
+def app(config):
+    return create_app(config)
+
+
+@pytest.fixture
+def client(app):
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"ApiKey {API_KEY}"
+    return client
+
+
+def postgres_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def postgres_url():
+    """A catalog URL on a fresh schema of the local PostgreSQL ``test`` database."""
+    if not postgres_reachable():
+        if in_ci():
+            pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 in CI")
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    import sqlalchemy
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = sqlalchemy.create_engine(PG_BASE_URL.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    yield f"{PG_BASE_URL}?options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_SESSION_TOKEN": "testing"}.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """A moto S3 server over real HTTP on a free loopback port."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

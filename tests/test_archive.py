@@ -1,0 +1,191 @@
+"""The archive over disk and S3 blobs, with SQLite and PostgreSQL catalogs: ingest, duplicates, crashes, races."""
+import hashlib
+import io
+import os
+import threading
+import time
+
+import pytest
+
+from bench.synthetic import ct_instance
+from storage import Archive, Catalog, DiskStore
+from storage.status import FailureReason
+from pydicom.uid import generate_uid
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def archive(tmp_path, catalog_url):
+    catalog = Catalog(catalog_url)
+    catalog.create_schema()
+    return Archive(DiskStore(tmp_path / "blobs"), catalog)
+
+
+def store(archive, data, **kwargs):
+    return archive.store(io.BytesIO(data), sha(data), **kwargs)
+
+
+def instance(study=None, series=None, sop=None, **kwargs):
+    return ct_instance(study or generate_uid(), series or generate_uid(), sop or generate_uid(), **kwargs)
+
+
+def test_store_and_find(archive):
+    study, series = generate_uid(), generate_uid()
+    datas = [instance(study, series, number=n) for n in (2, 1, 3)]
+    for data in datas:
+        assert store(archive, data).stored
+    found = archive.instances(study)
+    assert len(found) == 3 and all(i.transfer_syntax_uid == "1.2.840.10008.1.2.1" for i in found)
+    assert [archive.open(i).read() for i in found] == [datas[1], datas[0], datas[2]]  # by InstanceNumber
+    assert [i.size for i in found] == [len(datas[1]), len(datas[0]), len(datas[2])]
+    assert archive.instances(study, series) == found
+    one = archive.instances(study, series, found[0].sop_instance_uid)
+    assert one == found[:1]
+    assert archive.instances(generate_uid()) == []
+    assert archive.instances(study, generate_uid()) == []
+
+
+def test_retrieve_order_is_series_then_instance_number(archive):
+    study, s1, s2 = generate_uid(), generate_uid(), generate_uid()
+    for series, number, series_number in [(s2, 2, 2), (s1, 3, 1), (s2, 1, 2), (s1, 1, 1)]:
+        store(archive, instance(study, series, number=number, series_number=series_number))
+    found = archive.instances(study)
+    assert [i.series_uid for i in found] == [s1, s1, s2, s2]
+
+
+def test_identical_duplicate_is_accepted_and_different_content_refused(archive):
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    first = instance(study, series, sop, seed=1)
+    assert store(archive, first).stored
+    assert store(archive, first).stored
+    other = instance(study, series, sop, seed=2)
+    outcome = store(archive, other)
+    assert outcome.failure == FailureReason.DUPLICATE_SOP_INSTANCE
+    [kept] = archive.instances(study)
+    assert archive.open(kept).read() == first
+    assert len(list(archive.blobs.list())) == 1
+
+
+def test_replace_policy(tmp_path, catalog_url):
+    catalog = Catalog(catalog_url)
+    catalog.create_schema()
+    archive = Archive(DiskStore(tmp_path / "b"), catalog, replace_duplicates=True)
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    store(archive, instance(study, series, sop, seed=1))
+    newer = instance(study, series, sop, seed=2)
+    assert store(archive, newer).stored
+    [kept] = archive.instances(study)
+    assert archive.open(kept).read() == newer
+    assert len(list(archive.blobs.list())) == 1  # the replaced blob is gone
+
+
+def test_hierarchy_conflicts_are_refused(archive):
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    store(archive, instance(study, series, sop))
+    moved_series = store(archive, instance(generate_uid(), series))
+    assert moved_series.failure == FailureReason.DATASET_MISMATCH
+    moved_instance = store(archive, instance(study, generate_uid(), sop))
+    assert moved_instance.failure == FailureReason.DATASET_MISMATCH
+    assert len(list(archive.blobs.list())) == 1
+
+
+def test_expected_study_mismatch(archive):
+    outcome = store(archive, instance(), expected_study="1.2.3")
+    assert outcome.failure == FailureReason.DATASET_MISMATCH and "does not match" in outcome.message
+    assert list(archive.blobs.list()) == []
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"not dicom at all", FailureReason.CANNOT_UNDERSTAND),
+    (b"\0" * 128 + b"DICM" + b"\x02\x00", FailureReason.CANNOT_UNDERSTAND),
+])
+def test_unreadable_input(archive, data, reason):
+    assert store(archive, data).failure == reason
+
+
+def test_catalog_failure_leaves_only_an_orphan_that_the_sweep_removes(archive, monkeypatch):
+    data = instance()
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(archive.catalog, "register", crash)
+    outcome = store(archive, data)
+    assert outcome.failure == FailureReason.PROCESSING_FAILURE
+    monkeypatch.undo()
+    [(orphan, _)] = list(archive.blobs.list())
+    assert archive.instances(outcome.study_uid) == []  # never a row without its blob
+    assert archive.sweep(grace_seconds=3600) == 0       # too young: might be a write in progress
+    kept = store(archive, instance())
+    assert archive.sweep(grace_seconds=0, now=time.time() + 1) == 1
+    assert [k for k, _ in archive.blobs.list()] != [orphan]
+    assert archive.open(archive.instances(kept.study_uid)[0]).read()
+
+
+def test_blob_failure_writes_nothing(archive, monkeypatch):
+    def full(key, stream):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(archive.blobs, "put", full)
+    outcome = store(archive, instance())
+    assert outcome.failure == FailureReason.OUT_OF_RESOURCES
+    assert archive.instances(outcome.study_uid) == []
+
+
+def test_concurrent_writers_of_the_same_instances(archive):
+    """Eight threads store the same study at once: every call succeeds, one row and one blob per instance."""
+    study, series = generate_uid(), generate_uid()
+    datas = [instance(study, series, number=n) for n in range(5)]
+    results, errors = [], []
+
+    def worker():
+        try:
+            for data in datas:
+                results.append(store(archive, data))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert all(r.stored for r in results) and len(results) == 40
+    assert len(archive.instances(study)) == 5
+    assert len(list(archive.blobs.list())) == 5
+
+
+def test_concurrent_conflicting_writers_keep_one_consistent_version(archive):
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    versions = [instance(study, series, sop, seed=s) for s in range(6)]
+    results = []
+    threads = [threading.Thread(target=lambda d=d: results.append(store(archive, d))) for d in versions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r.stored for r in results) == 1
+    [row] = archive.instances(study)
+    assert archive.open(row).read() in versions
+    assert [k for k, _ in archive.blobs.list()] == [row.blob_key]
+
+
+def test_s3_archive(tmp_path, aws_env, moto_server):
+    import boto3
+    from storage.s3 import S3Store
+
+    bucket = f"arch{time.time_ns()}"
+    boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(Bucket=bucket)
+    catalog = Catalog(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    catalog.create_schema()
+    archive = Archive(S3Store(bucket, "dicom", endpoint_url=moto_server), catalog)
+    data = instance()
+    outcome = store(archive, data)
+    assert outcome.stored
+    [row] = archive.instances(outcome.study_uid)
+    assert archive.open(row).read() == data
+    assert row.size == len(data) and os.path.basename(row.blob_key).startswith(outcome.sop_instance_uid)
