@@ -4,6 +4,7 @@ Pure functions over a seekable file object; no storage, no HTTP.
 """
 from __future__ import annotations
 
+import struct
 import warnings
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -79,13 +80,71 @@ def read_header(fp: BinaryIO) -> InstanceHeader:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _header(pydicom.dcmread(fp, stop_before_pixels=True))
+            ds = pydicom.dcmread(fp, stop_before_pixels=True)
+            header = _header(ds)
+            _check_complete(fp, ds)
+            return header
     except RejectedInstance:
         raise
     except InvalidDicomError as exc:
         raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND, f"not a DICOM Part 10 file: {exc}") from None
     except Exception as exc:  # pydicom raises many types on damaged input
         raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND, f"unreadable DICOM data: {exc}") from None
+
+
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
+_ITEM, _SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE0DD
+_UNDEFINED = 0xFFFFFFFF
+
+
+def _check_complete(fp: BinaryIO, ds: pydicom.Dataset) -> None:
+    """Refuse a file whose Pixel Data runs past its end (a truncated upload).
+
+    ``stop_before_pixels`` leaves ``fp`` at the Pixel Data element; its header
+    gives the value length, or, when encapsulated, item headers to seek over.
+    """
+    if ds.file_meta.get("TransferSyntaxUID") == pydicom.uid.DeflatedExplicitVRLittleEndian:
+        return  # read from an inflated copy; pydicom has already read it whole
+    # The encoding pydicom actually found, which may differ from what the
+    # transfer syntax says (some writers put implicit VR data under an explicit syntax).
+    implicit, little = ds.is_implicit_VR, ds.is_little_endian
+    order = "<" if little else ">"
+    start = fp.tell()
+    end = fp.seek(0, 2)
+    fp.seek(start)
+    if start >= end:
+        return
+    head = fp.read(8)
+    if len(head) < 8:
+        raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND, "the file is truncated inside an element header")
+    if implicit:
+        (length,) = struct.unpack(order + "I", head[4:8])
+    elif head[4:6] in _LONG_VRS:
+        extra = fp.read(4)
+        if len(extra) < 4:
+            raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND, "the file is truncated inside an element header")
+        (length,) = struct.unpack(order + "I", extra)
+    else:
+        (length,) = struct.unpack(order + "H", head[6:8])
+    position = fp.tell()
+    if length != _UNDEFINED:
+        if position + length > end:
+            raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND,
+                                   f"the file is truncated: Pixel Data needs {length} bytes, {end - position} remain")
+        return
+    while True:  # encapsulated fragments (PS3.5 A.4)
+        item = fp.read(8)
+        if len(item) < 8:
+            raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND,
+                                   "the file is truncated: encapsulated Pixel Data has no sequence delimiter")
+        group, element, size = struct.unpack(order + "HHI", item)
+        tag = (group << 16) | element
+        if tag == _SEQUENCE_DELIMITER:
+            return
+        if tag != _ITEM or size == _UNDEFINED or fp.tell() + size > end:
+            raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND,
+                                   "the file is truncated or damaged inside encapsulated Pixel Data")
+        fp.seek(size, 1)
 
 
 def _header(ds: pydicom.Dataset) -> InstanceHeader:

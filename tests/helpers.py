@@ -1,0 +1,39 @@
+"""Building requests and reading answers in tests."""
+from __future__ import annotations
+
+import email.parser
+import email.policy
+
+from service.multipart import MultipartDecoder, PartData, PartEnd, PartStart
+
+
+def multipart_body(parts: list[bytes], boundary: str = "test-boundary", content_type: str | None = "application/dicom"):
+    chunks = []
+    for part in parts:
+        head = f"--{boundary}\r\n" + (f"Content-Type: {content_type}\r\n" if content_type else "") + "\r\n"
+        chunks.append(head.encode() + part + b"\r\n")
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks)
+
+
+def stow_headers(boundary: str = "test-boundary") -> dict[str, str]:
+    return {"Content-Type": f'multipart/related; type="application/dicom"; boundary="{boundary}"'}
+
+
+def split_multipart(body: bytes, content_type: str) -> list[tuple[dict[str, str], bytes]]:
+    """Parts of a multipart answer, with an independent reading of the boundary."""
+    message = email.parser.BytesHeaderParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode())
+    boundary = message.get_param("boundary")
+    decoder = MultipartDecoder(boundary)
+    decoder.feed(body)
+    decoder.feed(b"")
+    parts, headers, data = [], None, bytearray()
+    for event in decoder.events():
+        if isinstance(event, PartStart):
+            headers, data = event.headers, bytearray()
+        elif isinstance(event, PartData):
+            data += event.data
+        elif isinstance(event, PartEnd):
+            parts.append((headers, bytes(data)))
+    return parts
