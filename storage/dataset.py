@@ -105,9 +105,7 @@ def _check_complete(fp: BinaryIO, ds: pydicom.Dataset) -> None:
     """
     if ds.file_meta.get("TransferSyntaxUID") == pydicom.uid.DeflatedExplicitVRLittleEndian:
         return  # read from an inflated copy; pydicom has already read it whole
-    # The encoding pydicom actually found, which may differ from what the
-    # transfer syntax says (some writers put implicit VR data under an explicit syntax).
-    implicit, little = ds.is_implicit_VR, ds.is_little_endian
+    implicit, little = ds.original_encoding
     order = "<" if little else ">"
     start = fp.tell()
     end = fp.seek(0, 2)
@@ -117,7 +115,9 @@ def _check_complete(fp: BinaryIO, ds: pydicom.Dataset) -> None:
     head = fp.read(8)
     if len(head) < 8:
         raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND, "the file is truncated inside an element header")
-    if implicit:
+    if implicit or not head[4:6].isupper():
+        # Some writers encode elements in implicit VR under an explicit syntax;
+        # pydicom reads those too, so we do the same here.
         (length,) = struct.unpack(order + "I", head[4:8])
     elif head[4:6] in _LONG_VRS:
         extra = fp.read(4)

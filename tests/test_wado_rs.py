@@ -1,0 +1,175 @@
+import io
+import warnings
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import ImplicitVRLittleEndian, generate_uid
+
+from bench.synthetic import ct_instance
+from tests.conftest import TEST_FILES
+from tests.helpers import multipart_body, split_multipart, stow_headers
+
+ELE = "1.2.840.10008.1.2.1"
+ANY = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+
+def store(client, *datas):
+    r = client.post("/dicom-web/studies", data=multipart_body(list(datas)), headers=stow_headers())
+    assert r.status_code == 200, r.data
+
+
+def read(data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(io.BytesIO(data))
+
+
+@pytest.fixture
+def study(client):
+    study, s1, s2 = generate_uid(), generate_uid(), generate_uid()
+    datas = [ct_instance(study, s1, number=1), ct_instance(study, s1, number=2),
+             ct_instance(study, s2, number=1, series_number=2)]
+    store(client, *datas)
+    return study, s1, s2, datas
+
+
+def test_study_series_instance_as_stored(client, study):
+    study_uid, s1, s2, datas = study
+    r = client.get(f"/dicom-web/studies/{study_uid}", headers={"Accept": ANY})
+    assert r.status_code == 200
+    assert r.headers["Content-Length"] == str(len(r.data))
+    parts = split_multipart(r.data, r.headers["Content-Type"])
+    assert [body for _, body in parts] == datas
+    for headers, body in parts:
+        ds = read(body)
+        assert headers["content-type"] == f"application/dicom; transfer-syntax={ELE}"
+        assert headers["content-location"] == (f"http://localhost/dicom-web/studies/{study_uid}/series/"
+                                               f"{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}")
+    r = client.get(f"/dicom-web/studies/{study_uid}/series/{s1}", headers={"Accept": ANY})
+    assert [b for _, b in split_multipart(r.data, r.headers["Content-Type"])] == datas[:2]
+    sop = read(datas[2]).SOPInstanceUID
+    r = client.get(f"/dicom-web/studies/{study_uid}/series/{s2}/instances/{sop}", headers={"Accept": ANY})
+    assert [b for _, b in split_multipart(r.data, r.headers["Content-Type"])] == datas[2:]
+
+
+@pytest.mark.parametrize("accept", [None, "*/*", "multipart/related; type=application/dicom",
+                                    f'multipart/related; type="application/dicom"; transfer-syntax={ELE}'])
+def test_default_is_explicit_little_endian_multipart(client, accept):
+    study_uid, series = generate_uid(), generate_uid()
+    data = ct_instance(study_uid, series, transfer_syntax=ImplicitVRLittleEndian)
+    store(client, data)
+    r = client.get(f"/dicom-web/studies/{study_uid}", headers={"Accept": accept} if accept else {})
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith('multipart/related; type="application/dicom"; boundary=')
+    [(headers, body)] = split_multipart(r.data, r.headers["Content-Type"])
+    assert headers["content-type"] == f"application/dicom; transfer-syntax={ELE}"
+    converted, original = read(body), read(data)
+    assert converted.file_meta.TransferSyntaxUID == ELE and not converted.is_implicit_VR
+    assert np.array_equal(converted.pixel_array, original.pixel_array)
+    assert converted.PatientName == original.PatientName
+
+
+def test_big_endian_file_is_converted(client):
+    data = (TEST_FILES / "MR_small_bigendian.dcm").read_bytes()
+    store(client, data)
+    ds = read(data)
+    r = client.get(f"/dicom-web/studies/{ds.StudyInstanceUID}")
+    [(_, body)] = split_multipart(r.data, r.headers["Content-Type"])
+    assert np.array_equal(read(body).pixel_array, ds.pixel_array)
+    r = client.get(f"/dicom-web/studies/{ds.StudyInstanceUID}", headers={"Accept": ANY})
+    [(headers, body)] = split_multipart(r.data, r.headers["Content-Type"])
+    assert body == data and headers["content-type"].endswith("transfer-syntax=1.2.840.10008.1.2.2")
+
+
+def test_single_part_instance(client, study):
+    study_uid, _, s2, datas = study
+    sop = read(datas[2]).SOPInstanceUID
+    url = f"/dicom-web/studies/{study_uid}/series/{s2}/instances/{sop}"
+    r = client.get(url, headers={"Accept": "application/dicom"})
+    assert r.status_code == 200 and r.data == datas[2]
+    assert r.headers["Content-Type"] == f"application/dicom; transfer-syntax={ELE}"
+    # Single part is for one instance only
+    assert client.get(f"/dicom-web/studies/{study_uid}", headers={"Accept": "application/dicom"}).status_code == 406
+
+
+def test_accept_query_parameter_overrides_header(client, study):
+    study_uid, _, s2, datas = study
+    sop = read(datas[2]).SOPInstanceUID
+    r = client.get(f"/dicom-web/studies/{study_uid}/series/{s2}/instances/{sop}?accept=application/dicom",
+                   headers={"Accept": "image/jpeg"})
+    assert r.status_code == 200 and r.data == datas[2]
+
+
+def test_compressed_needs_transfer_syntax_star(client):
+    data = (TEST_FILES / "JPEG2000.dcm").read_bytes()
+    store(client, data)
+    study_uid = read(data).StudyInstanceUID
+    r = client.get(f"/dicom-web/studies/{study_uid}")
+    assert r.status_code == 406 and "JPEG 2000" in r.get_json()["message"]
+    r = client.get(f"/dicom-web/studies/{study_uid}", headers={"Accept": ANY})
+    assert r.status_code == 200
+    # A list of preferences: the first one that fits wins, per instance
+    r = client.get(f"/dicom-web/studies/{study_uid}", headers={
+        "Accept": f'multipart/related; type="application/dicom"; transfer-syntax={ELE}, '
+                  'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.91;q=0.5'})
+    [(headers, body)] = split_multipart(r.data, r.headers["Content-Type"])
+    assert body == data and headers["content-type"].endswith("1.2.840.10008.1.2.4.91")
+
+
+def test_mixed_study_is_206_with_warning(client):
+    jpeg = read((TEST_FILES / "JPEG2000.dcm").read_bytes())
+    study_uid = jpeg.StudyInstanceUID
+    store(client, (TEST_FILES / "JPEG2000.dcm").read_bytes(), ct_instance(study_uid, generate_uid()))
+    r = client.get(f"/dicom-web/studies/{study_uid}")
+    assert r.status_code == 206 and "1 of 2 instances" in r.headers["Warning"]
+    assert len(split_multipart(r.data, r.headers["Content-Type"])) == 1
+
+
+@pytest.mark.parametrize("accept", ["image/jpeg", "application/dicom+json",
+                                    "multipart/related; type=application/octet-stream"])
+def test_unacceptable(client, study, accept):
+    r = client.get(f"/dicom-web/studies/{study[0]}", headers={"Accept": accept})
+    assert r.status_code == 406
+
+
+def test_not_found_and_bad_uids(client, study):
+    study_uid, s1, _, _ = study
+    assert client.get(f"/dicom-web/studies/{generate_uid()}").status_code == 404
+    assert client.get(f"/dicom-web/studies/{study_uid}/series/{generate_uid()}").status_code == 404
+    assert client.get(f"/dicom-web/studies/{study_uid}/series/{s1}/instances/1.2.3").status_code == 404
+    for bad in ["1.2.x", "..", "1..2", "1" * 65]:
+        r = client.get(f"/dicom-web/studies/{bad}")
+        assert r.status_code == 400, bad
+    assert client.get(f"/dicom-web/studies/{study_uid}", headers={"Accept": "a/b; q=9"}).status_code == 400
+
+
+def test_head_request(client, study):
+    r = client.head(f"/dicom-web/studies/{study[0]}", headers={"Accept": ANY})
+    assert r.status_code == 200 and r.data == b"" and int(r.headers["Content-Length"]) > 0
+
+
+def test_public_base_url(tmp_path):
+    from service import create_app
+    from tests.conftest import make_config
+
+    app = create_app(make_config(tmp_path, auth_enabled=False, public_base_url="https://pacs.example.org/dw/"))
+    client = app.test_client()
+    study_uid = generate_uid()
+    r = client.post("/dicom-web/studies", data=multipart_body([ct_instance(study_uid, generate_uid())]),
+                    headers=stow_headers())
+    assert r.get_json()["00081190"]["Value"] == [f"https://pacs.example.org/dw/studies/{study_uid}"]
+
+
+def test_forwarded_headers_from_a_trusted_proxy(tmp_path):
+    from service import create_app
+    from tests.conftest import make_config
+
+    data = ct_instance(generate_uid(), generate_uid())
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "gw.example.eu", "X-Forwarded-Prefix": "/pacs"}
+    trusting = create_app(make_config(tmp_path / "a", auth_enabled=False, trusted_proxies=1)).test_client()
+    r = trusting.post("/dicom-web/studies", data=multipart_body([data]), headers={**stow_headers(), **forwarded})
+    assert r.get_json()["00081190"]["Value"][0].startswith("https://gw.example.eu/pacs/dicom-web/studies/")
+    untrusting = create_app(make_config(tmp_path / "b", auth_enabled=False)).test_client()
+    r = untrusting.post("/dicom-web/studies", data=multipart_body([data]), headers={**stow_headers(), **forwarded})
+    assert r.get_json()["00081190"]["Value"][0].startswith("http://localhost/dicom-web/studies/")
