@@ -55,6 +55,7 @@ def _make_archive(config: Config) -> Archive:
     blobs = open_blob_store(config.storage, config.s3_endpoint_url, config.s3_region, fsync=config.fsync)
     catalog = Catalog(config.catalog_url, durable=config.fsync)
     catalog.create_schema()
+    catalog.dispose()  # the app may be made in a gunicorn master that forks workers
     return Archive(blobs, catalog, replace_duplicates=config.replace_duplicates)
 
 

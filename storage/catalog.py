@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 from sqlalchemy import (
-    BigInteger, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table,
+    BigInteger, Column, Float, bindparam, ForeignKey, Index, Integer, MetaData, String, Table,
     create_engine, event, select, update,
 )
 from sqlalchemy.engine import Connection, Engine
@@ -69,6 +69,23 @@ instances = Table(
     Column("stored_at", Float, nullable=False),
     Index("ix_instances_series_order", "series_pk", "InstanceNumber"),
 )
+
+
+# Retrieve runs on every WADO request: its statements are built once, with bound parameters.
+_RETRIEVE = (
+    select(
+        studies.c.StudyInstanceUID, series.c.SeriesInstanceUID, instances.c.SOPInstanceUID,
+        instances.c.SOPClassUID, instances.c.TransferSyntaxUID, instances.c.size, instances.c.blob_key,
+    )
+    .select_from(instances.join(series, instances.c.series_pk == series.c.pk)
+                 .join(studies, series.c.study_pk == studies.c.pk))
+    .where(studies.c.StudyInstanceUID == bindparam("study"))
+    .order_by(series.c.SeriesNumber, series.c.SeriesInstanceUID, instances.c.InstanceNumber,
+              instances.c.SOPInstanceUID)
+)
+_STUDY_QUERY = _RETRIEVE
+_SERIES_QUERY = _RETRIEVE.where(series.c.SeriesInstanceUID == bindparam("series"))
+_INSTANCE_QUERY = _SERIES_QUERY.where(instances.c.SOPInstanceUID == bindparam("sop"))
 
 
 @dataclass(frozen=True)
@@ -155,6 +172,12 @@ class Catalog:
                 if attempt == 4:
                     raise
                 time.sleep(0.2 * (attempt + 1))
+
+    def dispose(self) -> None:
+        """Close pooled connections (before a fork: children make their own)."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
 
     def drop_schema(self) -> None:
         metadata.drop_all(self.engine)
@@ -258,23 +281,14 @@ class Catalog:
     def instances(self, study_uid: str, series_uid: str | None = None,
                   sop_instance_uid: str | None = None) -> list[StoredInstance]:
         """The instances under a study, series or single instance, in a stable order."""
-        query = (
-            select(
-                studies.c.StudyInstanceUID, series.c.SeriesInstanceUID, instances.c.SOPInstanceUID,
-                instances.c.SOPClassUID, instances.c.TransferSyntaxUID, instances.c.size, instances.c.blob_key,
-            )
-            .select_from(instances.join(series, instances.c.series_pk == series.c.pk)
-                         .join(studies, series.c.study_pk == studies.c.pk))
-            .where(studies.c.StudyInstanceUID == study_uid)
-            .order_by(series.c.SeriesNumber, series.c.SeriesInstanceUID, instances.c.InstanceNumber,
-                      instances.c.SOPInstanceUID)
-        )
-        if series_uid is not None:
-            query = query.where(series.c.SeriesInstanceUID == series_uid)
         if sop_instance_uid is not None:
-            query = query.where(instances.c.SOPInstanceUID == sop_instance_uid)
+            query, params = _INSTANCE_QUERY, {"study": study_uid, "series": series_uid, "sop": sop_instance_uid}
+        elif series_uid is not None:
+            query, params = _SERIES_QUERY, {"study": study_uid, "series": series_uid}
+        else:
+            query, params = _STUDY_QUERY, {"study": study_uid}
         with self.engine.connect() as conn:
-            return [StoredInstance(*row) for row in conn.execute(query)]
+            return [StoredInstance(*row) for row in conn.execute(query, params)]
 
     def unreferenced(self, blob_keys: list[str]) -> set[str]:
         """Those of ``blob_keys`` that no instance row points at."""
