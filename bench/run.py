@@ -113,11 +113,17 @@ def run_clients(target, args_per_client: list[tuple]) -> list[tuple]:
     processes = [multiprocessing.Process(target=target, args=(*a, queue)) for a in args_per_client]
     for p in processes:
         p.start()
-    results = [queue.get() for _ in processes]
+    results = []
+    while len(results) < len(processes):
+        try:
+            results.append(queue.get(timeout=1))
+        except Exception:  # queue.Empty: check that no client died
+            if any(p.exitcode for p in processes):
+                for p in processes:
+                    p.kill()
+                raise RuntimeError("a client process failed") from None
     for p in processes:
         p.join()
-        if p.exitcode:
-            raise RuntimeError("a client process failed")
     return results
 
 
@@ -261,8 +267,8 @@ def main() -> None:
         report["study_bytes"] = sum(p.stat().st_size for p in studies[0])
         report["retrieve_study_as_stored"] = retrieve(url, key, study_resource, ANY, args.clients, args.repeat)
         report["retrieve_study_default"] = retrieve(url, key, study_resource, DEFAULT, args.clients, args.repeat)
-        report["retrieve_instance"] = retrieve(url, key, instance_resource(studies[0][0]),
-                                               "application/dicom; transfer-syntax=*", args.clients,
+        # Multipart, as every DICOMweb server offers it (Orthanc has no single-part application/dicom).
+        report["retrieve_instance"] = retrieve(url, key, instance_resource(studies[0][0]), ANY, args.clients,
                                                args.single_requests)
         if args.big_study_gb and pid:
             slices = int(args.big_study_gb * 1e9 / report["instance_bytes"]) + 1

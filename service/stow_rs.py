@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Union
 
 from flask import Blueprint, Response, request
 
@@ -26,6 +26,7 @@ from .web import accepted, archive, base_url, require_uids, settings
 bp = Blueprint("stow_rs", __name__)
 
 READ_SIZE = 1 << 20
+BATCH_SIZE = 50          # instances whose catalog rows are committed together
 MAX_WARNING_HEADERS = 10
 
 
@@ -40,9 +41,16 @@ def store(study: str | None = None) -> Response:
     if request.content_length is not None and request.content_length > config.max_request_bytes:
         raise PayloadTooLarge(f"the request body exceeds the limit of {config.max_request_bytes} bytes")
 
-    outcomes: list[StoreOutcome] = []
-    for spool, digest in _instances(request.stream, request.headers.get("Content-Type", ""), outcomes):
-        outcomes.append(archive().store(spool, digest, expected_study=study))
+    batch = archive().batch()
+    for received in _received(request.stream, request.headers.get("Content-Type", "")):
+        if isinstance(received, StoreOutcome):
+            batch.add_failure(received)
+            continue
+        spool, digest = received
+        batch.add(spool, digest, expected_study=study)
+        if len(batch) >= BATCH_SIZE:
+            batch.commit()
+    outcomes = batch.commit()
     if not outcomes:
         raise BadRequest("the request body holds no DICOM instance")
 
@@ -62,12 +70,13 @@ def _warning(outcome: StoreOutcome) -> str:
     return f'299 dicomweb "{text[:300]}"'
 
 
-def _instances(stream: BinaryIO, content_type: str,
-               outcomes: list[StoreOutcome]) -> Iterator[tuple[BinaryIO, str]]:
-    """Yield each received instance as a (spooled file, sha256 hex) pair.
+Received = Union[tuple[BinaryIO, str], StoreOutcome]
 
-    Parts that are not application/dicom are recorded in ``outcomes`` as failed.
-    """
+
+def _received(stream: BinaryIO, content_type: str) -> Iterator[Received]:
+    """Yield each received instance as a (spooled file, sha256 hex) pair, valid
+    until the next one is asked for, or a failed outcome for a part that is not
+    an instance at all."""
     try:
         media = parse_media_type(content_type) if content_type else None
     except ValueError as exc:
@@ -86,7 +95,7 @@ def _instances(stream: BinaryIO, content_type: str,
     boundary = media.param("boundary")
     if not boundary:
         raise BadRequest("multipart/related Content-Type has no boundary parameter")
-    yield from _parts(stream, MultipartDecoder(boundary), outcomes)
+    yield from _parts(stream, MultipartDecoder(boundary))
 
 
 def _spool() -> tuple[tempfile.SpooledTemporaryFile, "hashlib._Hash"]:
@@ -115,11 +124,10 @@ def _single(stream: BinaryIO) -> Iterator[tuple[BinaryIO, str]]:
         yield spool, digest.hexdigest()
 
 
-def _parts(stream: BinaryIO, decoder: MultipartDecoder,
-           outcomes: list[StoreOutcome]) -> Iterator[tuple[BinaryIO, str]]:
+def _parts(stream: BinaryIO, decoder: MultipartDecoder) -> Iterator[Received]:
     spool = digest = None
-    accepting = False
-    finished = False
+    accepting = finished = False
+    yielded = 0
     try:
         reader = _chunks(stream)
         while not finished:
@@ -127,15 +135,20 @@ def _parts(stream: BinaryIO, decoder: MultipartDecoder,
             decoder.feed(chunk)
             for event in decoder.events():
                 if isinstance(event, PartStart):
-                    accepting = _part_is_dicom(event.headers, outcomes)
+                    refusal = _refusal(event.headers)
+                    accepting = refusal is None
                     if accepting:
                         spool, digest = _spool()
+                    else:
+                        yielded += 1
+                        yield refusal
                 elif isinstance(event, PartData) and accepting:
                     spool.write(event.data)
                     digest.update(event.data)
                 elif isinstance(event, PartEnd) and accepting:
                     with spool:
                         spool.seek(0)
+                        yielded += 1
                         yield spool, digest.hexdigest()
                     spool = digest = None
                     accepting = False
@@ -144,24 +157,24 @@ def _parts(stream: BinaryIO, decoder: MultipartDecoder,
             if not chunk and not finished:
                 raise MultipartError("body ends before the closing boundary")
     except MultipartError as exc:
-        if not outcomes:
+        if not yielded:
             raise BadRequest(f"malformed multipart body: {exc}") from None
-        outcomes.append(StoreOutcome(None, None, failure=FailureReason.CANNOT_UNDERSTAND,
-                                     message=f"malformed multipart body: {exc}"))
+        yield StoreOutcome(None, None, failure=FailureReason.CANNOT_UNDERSTAND,
+                           message=f"malformed multipart body: {exc}")
     finally:
         if spool is not None:
             spool.close()
 
 
-def _part_is_dicom(headers: dict[str, str], outcomes: list[StoreOutcome]) -> bool:
+def _refusal(headers: dict[str, str]) -> StoreOutcome | None:
+    """A failed outcome for a part declared as something other than application/dicom."""
     declared = headers.get("content-type")
     if declared is None:
-        return True
+        return None
     try:
         if parse_media_type(declared).type == DICOM:
-            return True
+            return None
     except ValueError:
         pass
-    outcomes.append(StoreOutcome(None, None, failure=FailureReason.CANNOT_UNDERSTAND,
-                                 message=f"part of type {declared[:80]} is not application/dicom"))
-    return False
+    return StoreOutcome(None, None, failure=FailureReason.CANNOT_UNDERSTAND,
+                        message=f"part of type {declared[:80]} is not application/dicom")

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from .blobs import BlobReader, BlobStore
-from .catalog import Catalog, StoredInstance
-from .dataset import RejectedInstance, read_header
+from .catalog import Catalog, PendingInstance, Registration, StoredInstance
+from .dataset import InstanceHeader, RejectedInstance, read_header
 from .status import FailureReason
 from .uids import blob_key
 
@@ -44,52 +44,15 @@ class Archive:
         self.catalog = catalog
         self.replace_duplicates = replace_duplicates
 
-    def store(self, fp: BinaryIO, sha256: str, expected_study: str | None = None) -> StoreOutcome:
-        """Store one Part 10 instance read from the seekable ``fp``.
+    def batch(self) -> "StoreBatch":
+        """A group of instances whose catalog rows are committed together."""
+        return StoreBatch(self)
 
-        ``sha256`` is the hex digest of its bytes, computed while it was received.
-        """
-        try:
-            header = read_header(fp)
-        except RejectedInstance as exc:
-            return StoreOutcome(exc.sop_class, exc.sop_instance, failure=exc.reason, message=exc.message)
-        ids = dict(sop_class_uid=header.sop_class_uid, sop_instance_uid=header.sop_instance_uid,
-                   study_uid=header.study_uid, series_uid=header.series_uid)
-        if expected_study is not None and header.study_uid != expected_study:
-            return StoreOutcome(**ids, failure=FailureReason.DATASET_MISMATCH,
-                                message=f"Study Instance UID {header.study_uid} does not match the request URL")
-        key = blob_key(header.study_uid, header.series_uid, header.sop_instance_uid, sha256)
-        fp.seek(0)
-        try:
-            size = self.blobs.put(key, fp)
-        except OSError as exc:
-            log.exception("blob write failed for %s", header.sop_instance_uid)
-            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            return StoreOutcome(**ids, failure=FailureReason.OUT_OF_RESOURCES if full else FailureReason.PROCESSING_FAILURE,
-                                message="storage is full" if full else "the blob store could not write the instance")
-        except Exception:
-            log.exception("blob write failed for %s", header.sop_instance_uid)
-            return StoreOutcome(**ids, failure=FailureReason.PROCESSING_FAILURE,
-                                message="the blob store could not write the instance")
-        try:
-            registration = self.catalog.register(header, size, sha256, key, replace=self.replace_duplicates)
-        except Exception:
-            # The blob stays as an orphan for the sweep: it may be the very blob
-            # an earlier, identical upload of this instance is catalogued with.
-            log.exception("catalog write failed for %s", header.sop_instance_uid)
-            return StoreOutcome(**ids, failure=FailureReason.PROCESSING_FAILURE,
-                                message="the catalog could not record the instance")
-        if registration.outcome in ("created", "identical"):
-            return StoreOutcome(**ids)
-        if registration.outcome == "replaced":
-            if registration.previous_blob_key and registration.previous_blob_key != key:
-                self._delete_quietly(registration.previous_blob_key)
-            return StoreOutcome(**ids)
-        # Refused: the blob we wrote has a key no catalog row can point at.
-        self._delete_quietly(key)
-        reason = (FailureReason.DUPLICATE_SOP_INSTANCE if registration.outcome == "conflict"
-                  else FailureReason.DATASET_MISMATCH)
-        return StoreOutcome(**ids, failure=reason, message=registration.detail)
+    def store(self, fp: BinaryIO, sha256: str, expected_study: str | None = None) -> StoreOutcome:
+        """Store one Part 10 instance read from the seekable ``fp`` (``sha256``: hex digest of its bytes)."""
+        batch = self.batch()
+        batch.add(fp, sha256, expected_study)
+        return batch.commit()[0]
 
     def instances(self, study_uid: str, series_uid: str | None = None,
                   sop_instance_uid: str | None = None) -> list[StoredInstance]:
@@ -109,7 +72,7 @@ class Archive:
         def flush() -> int:
             orphans = self.catalog.unreferenced(batch)
             for key in orphans:
-                self._delete_quietly(key)
+                _delete_quietly(self.blobs, key)
             batch.clear()
             return len(orphans)
 
@@ -124,8 +87,98 @@ class Archive:
             removed += stale(grace_seconds)
         return removed
 
-    def _delete_quietly(self, key: str) -> None:
+
+
+class StoreBatch:
+    """Instances stored together: each blob is written as it is added, and the
+    catalog rows of all of them are committed in one transaction by ``commit``.
+
+    Outcomes come back in the order the instances were added. Nothing added is
+    visible to readers before ``commit``; each instance is still all-or-nothing.
+    """
+
+    def __init__(self, archive: Archive) -> None:
+        self._archive = archive
+        self._outcomes: list[StoreOutcome | None] = []
+        self._pending: list[tuple[int, PendingInstance]] = []
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add_failure(self, outcome: StoreOutcome) -> None:
+        """Record an instance that failed before it reached the archive (e.g. a bad part)."""
+        self._outcomes.append(outcome)
+
+    def add(self, fp: BinaryIO, sha256: str, expected_study: str | None = None) -> None:
         try:
-            self.blobs.delete(key)
-        except Exception:
-            log.exception("could not delete blob %s; the sweep will retry", key)
+            header = read_header(fp)
+        except RejectedInstance as exc:
+            self._outcomes.append(StoreOutcome(exc.sop_class, exc.sop_instance, failure=exc.reason,
+                                               message=exc.message))
+            return
+        ids = _ids(header)
+        if expected_study is not None and header.study_uid != expected_study:
+            self._outcomes.append(StoreOutcome(**ids, failure=FailureReason.DATASET_MISMATCH, message=(
+                f"Study Instance UID {header.study_uid} does not match the request URL")))
+            return
+        key = blob_key(header.study_uid, header.series_uid, header.sop_instance_uid, sha256)
+        fp.seek(0)
+        try:
+            size = self._archive.blobs.put(key, fp)
+        except Exception as exc:
+            log.exception("blob write failed for %s", header.sop_instance_uid)
+            full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            self._outcomes.append(StoreOutcome(
+                **ids, failure=FailureReason.OUT_OF_RESOURCES if full else FailureReason.PROCESSING_FAILURE,
+                message="storage is full" if full else "the blob store could not write the instance"))
+            return
+        self._pending.append((len(self._outcomes), PendingInstance(header, size, sha256, key)))
+        self._outcomes.append(None)
+
+    def commit(self) -> list[StoreOutcome]:
+        """Make the added blobs durable, record them in the catalog, and return every outcome."""
+        archive = self._archive
+        pending, self._pending = self._pending, []
+        if pending:
+            # A fixed order of row locks keeps concurrent batches from deadlocking.
+            pending.sort(key=lambda p: (p[1].header.study_uid, p[1].header.series_uid, p[1].header.sop_instance_uid))
+            items = [item for _, item in pending]
+            try:
+                archive.blobs.sync([item.blob_key for item in items])
+                registrations = archive.catalog.register_many(items, replace=archive.replace_duplicates)
+            except Exception:
+                # The blobs stay as orphans for the sweep: one may be the very blob
+                # an earlier, identical upload of the same instance is catalogued with.
+                log.exception("catalog write failed for %d instance(s)", len(items))
+                registrations = [Registration("error", detail="the catalog could not record the instance")] * len(items)
+            for (index, item), registration in zip(pending, registrations):
+                self._outcomes[index] = self._settle(item, registration)
+        return [o for o in self._outcomes if o is not None]
+
+    def _settle(self, item: PendingInstance, registration: Registration) -> StoreOutcome:
+        ids = _ids(item.header)
+        if registration.outcome in ("created", "identical"):
+            return StoreOutcome(**ids)
+        if registration.outcome == "replaced":
+            if registration.previous_blob_key and registration.previous_blob_key != item.blob_key:
+                _delete_quietly(self._archive.blobs, registration.previous_blob_key)
+            return StoreOutcome(**ids)
+        if registration.outcome == "error":
+            return StoreOutcome(**ids, failure=FailureReason.PROCESSING_FAILURE, message=registration.detail)
+        # Refused: the blob we wrote has a key no catalog row can point at.
+        _delete_quietly(self._archive.blobs, item.blob_key)
+        reason = (FailureReason.DUPLICATE_SOP_INSTANCE if registration.outcome == "conflict"
+                  else FailureReason.DATASET_MISMATCH)
+        return StoreOutcome(**ids, failure=reason, message=registration.detail)
+
+
+def _delete_quietly(blobs: BlobStore, key: str) -> None:
+    try:
+        blobs.delete(key)
+    except Exception:
+        log.exception("could not delete blob %s; the sweep will retry", key)
+
+
+def _ids(header: InstanceHeader) -> dict[str, str]:
+    return dict(sop_class_uid=header.sop_class_uid, sop_instance_uid=header.sop_instance_uid,
+                study_uid=header.study_uid, series_uid=header.series_uid)

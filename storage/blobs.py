@@ -10,7 +10,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import BinaryIO, Iterator, Protocol
+from typing import BinaryIO, Iterable, Iterator, Protocol
 
 CHUNK_SIZE = 1 << 20
 TEMP_PREFIX = ".tmp-"
@@ -27,7 +27,13 @@ class BlobReader(Protocol):
 
 class BlobStore(Protocol):
     def put(self, key: str, stream: BinaryIO) -> int:
-        """Store the rest of ``stream`` under ``key`` atomically; return the size."""
+        """Store the rest of ``stream`` under ``key`` atomically; return the size.
+
+        Readers see the whole blob or nothing; it is durable once ``sync`` returns.
+        """
+
+    def sync(self, keys: Iterable[str]) -> None:
+        """Make the puts of ``keys`` durable (one call for many puts is cheaper)."""
 
     def open(self, key: str, start: int = 0, length: int | None = None) -> BlobReader:
         """Open ``key`` for reading, optionally only ``length`` bytes from ``start``."""
@@ -108,9 +114,21 @@ class DiskStore:
             except FileNotFoundError:
                 pass
             raise
-        if self.fsync:
-            _fsync_dir(path.parent)
         return size
+
+    def sync(self, keys: Iterable[str]) -> None:
+        """fsync the directories holding ``keys`` and their parents up to the root,
+        so renames and newly made directories survive a crash."""
+        if not self.fsync:
+            return
+        directories: set[Path] = set()
+        for key in keys:
+            directory = self._path(key).parent
+            while directory not in directories and (directory == self.root or self.root in directory.parents):
+                directories.add(directory)
+                directory = directory.parent
+        for directory in sorted(directories, key=lambda d: len(d.parts), reverse=True):
+            _fsync_dir(directory)
 
     def open(self, key: str, start: int = 0, length: int | None = None) -> BlobReader:
         fh = open(self._path(key), "rb")

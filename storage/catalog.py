@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from sqlalchemy import (
     BigInteger, Column, Float, bindparam, ForeignKey, Index, Integer, MetaData, String, Table,
@@ -21,14 +21,15 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError, IntegrityError
 
-from .dataset import InstanceHeader, PATIENT_KEYWORDS, SERIES_KEYWORDS, STUDY_KEYWORDS
+from .dataset import (
+    INSTANCE_KEYWORDS, INTEGER_KEYWORDS, PATIENT_KEYWORDS, SERIES_KEYWORDS, STUDY_KEYWORDS, InstanceHeader,
+)
 
 metadata = MetaData()
 
 
 def _attribute_columns(keywords: Iterable[str]) -> list[Column]:
-    return [Column(k, Integer if k in ("SeriesNumber", "InstanceNumber", "NumberOfFrames", "Rows", "Columns",
-                                       "BitsAllocated") else String(400)) for k in keywords]
+    return [Column(k, Integer if k in INTEGER_KEYWORDS else String(400)) for k in keywords]
 
 
 patients = Table(
@@ -62,7 +63,7 @@ instances = Table(
     Column("series_pk", Integer, ForeignKey("series.pk"), nullable=False),
     Column("SOPClassUID", String(64), nullable=False),
     Column("TransferSyntaxUID", String(64), nullable=False),
-    *_attribute_columns(("InstanceNumber", "NumberOfFrames", "Rows", "Columns", "BitsAllocated")),
+    *_attribute_columns(INSTANCE_KEYWORDS),
     Column("size", BigInteger, nullable=False),
     Column("sha256", String(64), nullable=False),
     Column("blob_key", String(400), nullable=False, index=True),
@@ -87,6 +88,20 @@ _STUDY_QUERY = _RETRIEVE
 _SERIES_QUERY = _RETRIEVE.where(series.c.SeriesInstanceUID == bindparam("series"))
 _INSTANCE_QUERY = _SERIES_QUERY.where(instances.c.SOPInstanceUID == bindparam("sop"))
 
+_INSTANCE_BY_UID = select(instances.c.pk, instances.c.series_pk, instances.c.sha256, instances.c.blob_key).where(
+    instances.c.SOPInstanceUID == bindparam("sop"))
+_SERIES_BY_UID = (select(series.c.pk, studies.c.StudyInstanceUID)
+                  .join(studies, series.c.study_pk == studies.c.pk)
+                  .where(series.c.SeriesInstanceUID == bindparam("series")))
+_STUDY_BY_UID = select(studies.c.pk).where(studies.c.StudyInstanceUID == bindparam("study"))
+_PATIENT_BY_KEY = select(patients.c.pk).where(patients.c.patient_key == bindparam("key"))
+# Every attribute column, empty: rows always bind the same parameter set, so the
+# compiled INSERT is reused from SQLAlchemy's cache.
+_NO_PATIENT_ATTRIBUTES = dict.fromkeys(PATIENT_KEYWORDS)
+_NO_STUDY_ATTRIBUTES = dict.fromkeys(STUDY_KEYWORDS)
+_NO_SERIES_ATTRIBUTES = dict.fromkeys(SERIES_KEYWORDS)
+_NO_INSTANCE_ATTRIBUTES = dict.fromkeys(INSTANCE_KEYWORDS)
+
 
 @dataclass(frozen=True)
 class StoredInstance:
@@ -98,6 +113,16 @@ class StoredInstance:
     sop_class_uid: str
     transfer_syntax_uid: str
     size: int
+    blob_key: str
+
+
+@dataclass(frozen=True)
+class PendingInstance:
+    """An instance whose blob is written, waiting for its catalog row."""
+
+    header: InstanceHeader
+    size: int
+    sha256: str
     blob_key: str
 
 
@@ -119,6 +144,17 @@ class Catalog:
         self._engine: Engine | None = None
         self._pid = 0
         self._lock = threading.Lock()
+        if self.is_sqlite:
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        self._statements = {
+            "insert_patient": insert(patients).on_conflict_do_nothing(index_elements=["patient_key"]),
+            "insert_study": insert(studies).on_conflict_do_nothing(index_elements=["StudyInstanceUID"]),
+            "insert_series": insert(series).on_conflict_do_nothing(index_elements=["SeriesInstanceUID"]),
+            "insert_instance": insert(instances).on_conflict_do_nothing(index_elements=["SOPInstanceUID"])
+            .returning(instances.c.pk),
+        }
 
     @property
     def is_sqlite(self) -> bool:
@@ -185,96 +221,82 @@ class Catalog:
     def _writer(self) -> Connection:
         return self.engine.connect().execution_options(writer=True)
 
-    def _insert(self, table: Table):
-        if self.is_sqlite:
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-        return insert(table)
-
     # -- ingest ---------------------------------------------------------------
 
-    def register(self, header: InstanceHeader, size: int, sha256: str, blob_key: str,
-                 replace: bool = False) -> Registration:
-        """Record an instance whose blob is already stored, in one transaction.
+    def register_many(self, items: Sequence[PendingInstance], replace: bool = False) -> list[Registration]:
+        """Record instances whose blobs are already stored, in one transaction.
 
         An instance already catalogued with the same content is ``identical``;
         with other content it is a ``conflict``, or ``replaced`` when asked to.
         An instance whose series or SOP Instance UID is already filed under
-        another study or series is refused as ``hierarchy``.
+        another study or series is refused as ``hierarchy``. One transaction
+        (one log flush) for a whole STOW request is most of what makes ingest fast.
         """
         with self._writer() as conn, conn.begin():
-            series_pk = self._series_pk(conn, header)
-            if isinstance(series_pk, Registration):
-                return series_pk
-            row = {
-                "SOPInstanceUID": header.sop_instance_uid,
-                "series_pk": series_pk,
-                "SOPClassUID": header.sop_class_uid,
-                "TransferSyntaxUID": header.transfer_syntax_uid,
-                **header.instance,
-                "size": size,
-                "sha256": sha256,
-                "blob_key": blob_key,
-                "stored_at": time.time(),
-            }
-            inserted = conn.execute(
-                self._insert(instances).values(row).on_conflict_do_nothing(index_elements=["SOPInstanceUID"])
-                .returning(instances.c.pk)
-            ).first()
-            if inserted is not None:
-                return Registration("created")
-            existing = conn.execute(
-                select(instances.c.pk, instances.c.series_pk, instances.c.sha256, instances.c.blob_key)
-                .where(instances.c.SOPInstanceUID == header.sop_instance_uid)
-            ).one()
-            if existing.series_pk != series_pk:
-                return Registration("hierarchy", detail="SOP Instance UID is already stored in another series")
-            if existing.sha256 == sha256:
-                return Registration("identical")
-            if not replace:
-                return Registration("conflict", detail="SOP Instance UID is already stored with other content")
-            conn.execute(update(instances).where(instances.c.pk == existing.pk).values(row))
-            return Registration("replaced", previous_blob_key=existing.blob_key)
+            series_pks: dict[tuple[str, str], int | Registration] = {}
+            results = []
+            for item in items:
+                key = (item.header.study_uid, item.header.series_uid)
+                if key not in series_pks:
+                    series_pks[key] = self._series_pk(conn, item.header)
+                series_pk = series_pks[key]
+                if isinstance(series_pk, Registration):
+                    results.append(series_pk)
+                else:
+                    results.append(self._register_instance(conn, item, series_pk, replace))
+            return results
+
+    def _register_instance(self, conn: Connection, item: PendingInstance, series_pk: int,
+                           replace: bool) -> Registration:
+        header = item.header
+        row = {
+            **_NO_INSTANCE_ATTRIBUTES,
+            **header.instance,
+            "SOPInstanceUID": header.sop_instance_uid,
+            "series_pk": series_pk,
+            "SOPClassUID": header.sop_class_uid,
+            "TransferSyntaxUID": header.transfer_syntax_uid,
+            "size": item.size,
+            "sha256": item.sha256,
+            "blob_key": item.blob_key,
+            "stored_at": time.time(),
+        }
+        if conn.execute(self._statements["insert_instance"], row).first() is not None:
+            return Registration("created")
+        existing = conn.execute(_INSTANCE_BY_UID, {"sop": header.sop_instance_uid}).one()
+        if existing.series_pk != series_pk:
+            return Registration("hierarchy", detail="SOP Instance UID is already stored in another series")
+        if existing.sha256 == item.sha256:
+            return Registration("identical")
+        if not replace:
+            return Registration("conflict", detail="SOP Instance UID is already stored with other content")
+        conn.execute(update(instances).where(instances.c.pk == existing.pk).values(row))
+        return Registration("replaced", previous_blob_key=existing.blob_key)
 
     def _series_pk(self, conn: Connection, header: InstanceHeader) -> int | Registration:
-        found = conn.execute(
-            select(series.c.pk, studies.c.StudyInstanceUID)
-            .join(studies, series.c.study_pk == studies.c.pk)
-            .where(series.c.SeriesInstanceUID == header.series_uid)
-        ).first()
+        found = conn.execute(_SERIES_BY_UID, {"series": header.series_uid}).first()
         if found is None:
             study_pk = self._study_pk(conn, header)
-            conn.execute(
-                self._insert(series)
-                .values(SeriesInstanceUID=header.series_uid, study_pk=study_pk, **header.series)
-                .on_conflict_do_nothing(index_elements=["SeriesInstanceUID"])
-            )
-            found = conn.execute(
-                select(series.c.pk, studies.c.StudyInstanceUID)
-                .join(studies, series.c.study_pk == studies.c.pk)
-                .where(series.c.SeriesInstanceUID == header.series_uid)
-            ).one()
+            conn.execute(self._statements["insert_series"],
+                         {**_NO_SERIES_ATTRIBUTES, **header.series, "SeriesInstanceUID": header.series_uid,
+                          "study_pk": study_pk})
+            found = conn.execute(_SERIES_BY_UID, {"series": header.series_uid}).one()
         if found.StudyInstanceUID != header.study_uid:
             return Registration("hierarchy", detail="Series Instance UID is already stored in another study")
         return found.pk
 
     def _study_pk(self, conn: Connection, header: InstanceHeader) -> int:
-        pk = conn.execute(select(studies.c.pk).where(studies.c.StudyInstanceUID == header.study_uid)).scalar()
+        pk = conn.execute(_STUDY_BY_UID, {"study": header.study_uid}).scalar()
         if pk is not None:
             return pk
         patient_key = f"{header.patient.get('IssuerOfPatientID', '')}\x1f{header.patient.get('PatientID', '')}"
-        conn.execute(
-            self._insert(patients).values(patient_key=patient_key, **header.patient)
-            .on_conflict_do_nothing(index_elements=["patient_key"])
-        )
-        patient_pk = conn.execute(select(patients.c.pk).where(patients.c.patient_key == patient_key)).scalar_one()
-        conn.execute(
-            self._insert(studies)
-            .values(StudyInstanceUID=header.study_uid, patient_pk=patient_pk, created_at=time.time(), **header.study)
-            .on_conflict_do_nothing(index_elements=["StudyInstanceUID"])
-        )
-        return conn.execute(select(studies.c.pk).where(studies.c.StudyInstanceUID == header.study_uid)).scalar_one()
+        conn.execute(self._statements["insert_patient"],
+                     {**_NO_PATIENT_ATTRIBUTES, **header.patient, "patient_key": patient_key})
+        patient_pk = conn.execute(_PATIENT_BY_KEY, {"key": patient_key}).scalar_one()
+        conn.execute(self._statements["insert_study"],
+                     {**_NO_STUDY_ATTRIBUTES, **header.study, "StudyInstanceUID": header.study_uid,
+                      "patient_pk": patient_pk, "created_at": time.time()})
+        return conn.execute(_STUDY_BY_UID, {"study": header.study_uid}).scalar_one()
 
     # -- retrieve -------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from datetime import datetime
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
 MULTIPART_THRESHOLD = 16 << 20
 
@@ -85,6 +85,9 @@ class S3Store:
         counted = _CountingReader(stream)
         self.client.upload_fileobj(counted, self.bucket, self._key(key), Config=config)
         return counted.count
+
+    def sync(self, keys: Iterable[str]) -> None:
+        """Nothing to do: S3 acknowledges a PUT once the object is durable."""
 
     def open(self, key: str, start: int = 0, length: int | None = None):
         from botocore.exceptions import ClientError

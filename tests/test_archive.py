@@ -112,7 +112,7 @@ def test_catalog_failure_leaves_only_an_orphan_that_the_sweep_removes(archive, m
     def crash(*args, **kwargs):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(archive.catalog, "register", crash)
+    monkeypatch.setattr(archive.catalog, "register_many", crash)
     outcome = store(archive, data)
     assert outcome.failure == FailureReason.PROCESSING_FAILURE
     monkeypatch.undo()
@@ -189,3 +189,35 @@ def test_s3_archive(tmp_path, aws_env, moto_server):
     [row] = archive.instances(outcome.study_uid)
     assert archive.open(row).read() == data
     assert row.size == len(data) and os.path.basename(row.blob_key).startswith(outcome.sop_instance_uid)
+
+
+def test_batch_keeps_order_and_is_invisible_until_commit(archive):
+    study, series = generate_uid(), generate_uid()
+    batch = archive.batch()
+    good = [instance(study, series, number=n) for n in range(3)]
+    batch.add(io.BytesIO(good[0]), sha(good[0]))
+    batch.add(io.BytesIO(b"junk"), sha(b"junk"))
+    batch.add(io.BytesIO(good[1]), sha(good[1]), expected_study="1.2.3")
+    batch.add(io.BytesIO(good[2]), sha(good[2]))
+    assert len(batch) == 2 and archive.instances(study) == []
+    outcomes = batch.commit()
+    assert [o.stored for o in outcomes] == [True, False, False, True]
+    assert [o.failure for o in outcomes] == [None, FailureReason.CANNOT_UNDERSTAND, FailureReason.DATASET_MISMATCH, None]
+    assert len(archive.instances(study)) == 2
+
+
+def test_disk_sync_fsyncs_each_directory_once(tmp_path, monkeypatch):
+    import storage.blobs as blobs
+
+    synced = []
+    monkeypatch.setattr(blobs, "_fsync_dir", synced.append)
+    store = DiskStore(tmp_path)
+    keys = ["aa/bb/1/2/3.dcm", "aa/bb/1/2/4.dcm", "aa/cc/5/6/7.dcm"]
+    for key in keys:
+        store.put(key, io.BytesIO(b"x"))
+    assert synced == []
+    store.sync(keys)
+    assert sorted(synced) == sorted({store.root, *[(store.root / k).parent for k in keys],
+                                     store.root / "aa", store.root / "aa/bb", store.root / "aa/bb/1",
+                                     store.root / "aa/cc", store.root / "aa/cc/5"})
+    assert len(synced) == len(set(synced))

@@ -155,3 +155,20 @@ def test_pydicom_test_files(client):
         if r.status_code == 409:
             json.dumps(r.get_json())
             assert r.get_json()["00081198"]["Value"][0]["00081197"]["Value"][0] in (0xC000, 0xA900, 0x0111), path.name
+
+
+def test_more_parts_than_one_catalog_batch(client):
+    from service.stow_rs import BATCH_SIZE
+
+    study, series = generate_uid(), [generate_uid() for _ in range(4)]
+    parts = [ct_instance(study, series[n % 4], number=n, rows=8, columns=8) for n in range(BATCH_SIZE + 15)]
+    parts[BATCH_SIZE + 3] = b"not dicom"
+    r = client.post(URL, data=multipart_body(parts), headers=stow_headers())
+    assert r.status_code == 202
+    body = r.get_json()
+    assert len(body["00081198"]["Value"]) == 1
+    stored_uids = [item["00081155"]["Value"][0] for item in body["00081199"]["Value"]]
+    assert stored_uids == [str(pydicom.dcmread(io.BytesIO(p)).SOPInstanceUID) for p in parts if p != b"not dicom"]
+    retrieved = client.get(f"{URL}/{study}", headers={"Accept": 'multipart/related; type="application/dicom"; '
+                                                                "transfer-syntax=*"})
+    assert retrieved.data.count(b"Content-Location: ") == len(parts) - 1
