@@ -66,7 +66,9 @@ def store(study: str | None = None) -> Response:
 
 
 def _warning(outcome: StoreOutcome) -> str:
-    text = f"{outcome.sop_instance_uid or 'part'}: {outcome.message}".replace('"', "'")
+    """A Warning header value; messages may quote damaged input, so only printable ASCII is kept."""
+    text = f"{outcome.sop_instance_uid or 'part'}: {outcome.message}"
+    text = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text)
     return f'299 dicomweb "{text[:300]}"'
 
 

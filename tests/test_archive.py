@@ -221,3 +221,17 @@ def test_disk_sync_fsyncs_each_directory_once(tmp_path, monkeypatch):
                                      store.root / "aa", store.root / "aa/bb", store.root / "aa/bb/1",
                                      store.root / "aa/cc", store.root / "aa/cc/5"})
     assert len(synced) == len(set(synced))
+
+
+def test_sweep_command(tmp_path):
+    from service import create_app
+    from tests.conftest import make_config
+
+    app = create_app(make_config(tmp_path))
+    blobs = app.extensions["archive"].blobs
+    blobs.put("aa/bb/1.2/3.4/5.6.0123.dcm", io.BytesIO(b"orphan"))
+    old = time.time() - 7200
+    os.utime(blobs.root / "aa/bb/1.2/3.4/5.6.0123.dcm", (old, old))
+    result = app.test_cli_runner().invoke(args=["sweep"])
+    assert "removed 1 orphaned blob(s)" in result.output
+    assert list(blobs.list()) == []
