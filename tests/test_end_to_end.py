@@ -67,6 +67,20 @@ def test_pydicom_test_files_round_trip(server):
             by_uid.setdefault(str(read(data).SOPInstanceUID), data)  # the first of duplicates is the one stored
         except Exception:
             continue
+    # Study and series level: every stored instance comes back byte for byte, once.
+    by_level: dict[str, set[str]] = {}
+    for sop_uid, url in stored.items():
+        study_url = url.split("/series/")[0]
+        series_url = url.split("/instances/")[0]
+        by_level.setdefault(study_url, set()).add(sop_uid)
+        by_level.setdefault(series_url, set()).add(sop_uid)
+    for url, sop_uids in by_level.items():
+        r = requests.get(url, headers={**AUTH, "Accept": ANY})
+        assert r.status_code == 200
+        received = {str(read(b).SOPInstanceUID): b for _, b in split_multipart(r.content, r.headers["Content-Type"])}
+        assert set(received) == sop_uids, url
+        assert all(received[uid] == by_uid[uid] for uid in sop_uids)
+
     for sop_uid, url in stored.items():
         original = by_uid[sop_uid]
         r = requests.get(url, headers={**AUTH, "Accept": ANY})
