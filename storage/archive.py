@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import time
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -63,8 +64,6 @@ class Archive:
 
     def sweep(self, grace_seconds: float = 3600.0, now: float | None = None) -> int:
         """Delete blobs older than the grace period that no catalog row references."""
-        import time
-
         cutoff = (time.time() if now is None else now) - grace_seconds
         removed = 0
         batch: list[str] = []

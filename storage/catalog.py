@@ -215,9 +215,6 @@ class Catalog:
             self._engine.dispose()
             self._engine = None
 
-    def drop_schema(self) -> None:
-        metadata.drop_all(self.engine)
-
     def _writer(self) -> Connection:
         return self.engine.connect().execution_options(writer=True)
 
