@@ -34,7 +34,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.run --help
+	$(BIN)/python -m bench.run --start
 
 sweep: $(STAMP)
 	$(BIN)/flask --app wsgi sweep
