@@ -181,3 +181,18 @@ def test_warning_headers_are_safe_whatever_the_message():
     value = _warning(StoreOutcome(None, None, message='bad "value"\r\nX-Injected: 1 \u00e9\\'))
     assert value.startswith('299 dicomweb "part: bad ?value?') and "\r" not in value and "\n" not in value
     assert value.count('"') == 2 and value.isascii()
+
+
+def test_large_parts_spool_to_disk_and_leave_nothing_behind(tmp_path):
+    from service import create_app
+
+    config = make_config(tmp_path, auth_enabled=False, spool_memory_bytes=64 * 1024)
+    client = create_app(config).test_client()
+    study = generate_uid()
+    big = ct_instance(study, generate_uid(), rows=1024, columns=1024)  # 2 MiB of pixels
+    r = client.post(URL, data=multipart_body([big, big[:-4000], b"junk"]), headers=stow_headers())
+    assert r.status_code == 202
+    assert list(config.spool_dir.iterdir()) == []
+    got = client.get(f"{URL}/{study}", headers={"Accept": 'multipart/related; type="application/dicom"; '
+                                                          "transfer-syntax=*"})
+    assert big in got.data
