@@ -26,8 +26,9 @@ class StudySpec:
 
 def ct_instance(study_uid: str, series_uid: str, sop_uid: str | None = None, number: int = 1, rows: int = 64,
                 columns: int = 64, transfer_syntax: str = ExplicitVRLittleEndian, patient_id: str = "PAT-1",
-                patient_name: str = "Doe^Jane", series_number: int = 1, seed: int | None = None) -> bytes:
-    """One CT slice as Part 10 bytes."""
+                patient_name: str = "Doe^Jane", series_number: int = 1, seed: int | None = None,
+                **attributes: object) -> bytes:
+    """One CT slice as Part 10 bytes; ``attributes`` (by keyword) override the defaults."""
     sop_uid = sop_uid or generate_uid()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
@@ -57,6 +58,8 @@ def ct_instance(study_uid: str, series_uid: str, sop_uid: str | None = None, num
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
     ds.WindowCenter, ds.WindowWidth = 40, 400
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
     rng = np.random.default_rng(seed if seed is not None else number)
     ds.PixelData = rng.integers(0, 4096, size=(rows, columns), dtype=np.uint16).tobytes()
     out = io.BytesIO()

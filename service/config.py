@@ -39,6 +39,7 @@ class Config:
     replace_duplicates: bool = False
     fsync: bool = True
     spool_memory_bytes: int = 1 << 20
+    qido_max_results: int = 1000          # a search returns at most this many results per request
 
     def __post_init__(self) -> None:
         data_dir = Path(self.data_dir)
@@ -76,6 +77,7 @@ class Config:
             max_request_bytes=int(env.get("DICOMWEB_MAX_REQUEST_BYTES", str(8 << 30))),
             replace_duplicates=env.get("DICOMWEB_ON_DUPLICATE", "reject") == "replace",
             fsync=_flag(env.get("DICOMWEB_FSYNC", "on"), "DICOMWEB_FSYNC"),
+            qido_max_results=int(env.get("DICOMWEB_QIDO_MAX_RESULTS", "1000")),
         )
 
 

@@ -12,65 +12,18 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
-from sqlalchemy import (
-    BigInteger, Column, Float, bindparam, ForeignKey, Index, Integer, MetaData, String, Table,
-    create_engine, event, select, update,
-)
+from sqlalchemy import bindparam, create_engine, event, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError, IntegrityError
 
-from .dataset import (
-    INSTANCE_KEYWORDS, INTEGER_KEYWORDS, PATIENT_KEYWORDS, SERIES_KEYWORDS, STUDY_KEYWORDS, InstanceHeader,
+from .dataset import INSTANCE_KEYWORDS, PATIENT_KEYWORDS, SERIES_KEYWORDS, STUDY_KEYWORDS, InstanceHeader
+from .search import Query, run as run_search
+from .schema import (
+    instances, metadata, patients, person_name_columns, person_name_tokens,
+    person_name_tokens_of, series, studies,
 )
-
-metadata = MetaData()
-
-
-def _attribute_columns(keywords: Iterable[str]) -> list[Column]:
-    return [Column(k, Integer if k in INTEGER_KEYWORDS else String(400)) for k in keywords]
-
-
-patients = Table(
-    "patients", metadata,
-    Column("pk", Integer, primary_key=True),
-    Column("patient_key", String(200), nullable=False, unique=True),
-    *_attribute_columns(PATIENT_KEYWORDS),
-)
-
-studies = Table(
-    "studies", metadata,
-    Column("pk", Integer, primary_key=True),
-    Column("StudyInstanceUID", String(64), nullable=False, unique=True),
-    Column("patient_pk", Integer, ForeignKey("patients.pk"), nullable=False, index=True),
-    *_attribute_columns(STUDY_KEYWORDS),
-    Column("created_at", Float, nullable=False),
-)
-
-series = Table(
-    "series", metadata,
-    Column("pk", Integer, primary_key=True),
-    Column("SeriesInstanceUID", String(64), nullable=False, unique=True),
-    Column("study_pk", Integer, ForeignKey("studies.pk"), nullable=False, index=True),
-    *_attribute_columns(SERIES_KEYWORDS),
-)
-
-instances = Table(
-    "instances", metadata,
-    Column("pk", Integer, primary_key=True),
-    Column("SOPInstanceUID", String(64), nullable=False, unique=True),
-    Column("series_pk", Integer, ForeignKey("series.pk"), nullable=False),
-    Column("SOPClassUID", String(64), nullable=False),
-    Column("TransferSyntaxUID", String(64), nullable=False),
-    *_attribute_columns(INSTANCE_KEYWORDS),
-    Column("size", BigInteger, nullable=False),
-    Column("sha256", String(64), nullable=False),
-    Column("blob_key", String(400), nullable=False, index=True),
-    Column("stored_at", Float, nullable=False),
-    Index("ix_instances_series_order", "series_pk", "InstanceNumber"),
-)
-
 
 # Retrieve runs on every WADO request: its statements are built once, with bound parameters.
 _RETRIEVE = (
@@ -149,8 +102,11 @@ class Catalog:
         else:
             from sqlalchemy.dialects.postgresql import insert
         self._statements = {
-            "insert_patient": insert(patients).on_conflict_do_nothing(index_elements=["patient_key"]),
-            "insert_study": insert(studies).on_conflict_do_nothing(index_elements=["StudyInstanceUID"]),
+            "insert_patient": insert(patients).on_conflict_do_nothing(index_elements=["patient_key"])
+            .returning(patients.c.pk),
+            "insert_study": insert(studies).on_conflict_do_nothing(index_elements=["StudyInstanceUID"])
+            .returning(studies.c.pk),
+            "insert_name_token": insert(person_name_tokens).on_conflict_do_nothing(),
             "insert_series": insert(series).on_conflict_do_nothing(index_elements=["SeriesInstanceUID"]),
             "insert_instance": insert(instances).on_conflict_do_nothing(index_elements=["SOPInstanceUID"])
             .returning(instances.c.pk),
@@ -287,13 +243,26 @@ class Catalog:
         if pk is not None:
             return pk
         patient_key = f"{header.patient.get('IssuerOfPatientID', '')}\x1f{header.patient.get('PatientID', '')}"
-        conn.execute(self._statements["insert_patient"],
-                     {**_NO_PATIENT_ATTRIBUTES, **header.patient, "patient_key": patient_key})
+        patient_name = header.patient.get("PatientName")
+        created = conn.execute(self._statements["insert_patient"], {
+            **_NO_PATIENT_ATTRIBUTES, **header.patient, **person_name_columns("PatientName", patient_name),
+            "patient_key": patient_key}).first()
         patient_pk = conn.execute(_PATIENT_BY_KEY, {"key": patient_key}).scalar_one()
-        conn.execute(self._statements["insert_study"],
-                     {**_NO_STUDY_ATTRIBUTES, **header.study, "StudyInstanceUID": header.study_uid,
-                      "patient_pk": patient_pk, "created_at": time.time()})
-        return conn.execute(_STUDY_BY_UID, {"study": header.study_uid}).scalar_one()
+        if created is not None:
+            self._add_name_tokens(conn, "PatientName", patient_name, patient_pk)
+        referring = header.study.get("ReferringPhysicianName")
+        created = conn.execute(self._statements["insert_study"], {
+            **_NO_STUDY_ATTRIBUTES, **header.study, **person_name_columns("ReferringPhysicianName", referring),
+            "StudyInstanceUID": header.study_uid, "patient_pk": patient_pk, "created_at": time.time()}).first()
+        study_pk = conn.execute(_STUDY_BY_UID, {"study": header.study_uid}).scalar_one()
+        if created is not None:
+            self._add_name_tokens(conn, "ReferringPhysicianName", referring, study_pk)
+        return study_pk
+
+    def _add_name_tokens(self, conn: Connection, keyword: str, name: str | None, owner_pk: int) -> None:
+        rows = [{"keyword": keyword, "token": token, "owner_pk": owner_pk} for token in person_name_tokens_of(name)]
+        if rows:
+            conn.execute(self._statements["insert_name_token"], rows)
 
     # -- retrieve -------------------------------------------------------------
 
@@ -321,3 +290,8 @@ class Catalog:
         """Raise if the database cannot be reached."""
         with self.engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
+
+    def search(self, query: "Query") -> tuple[list[dict], bool]:
+        """Run a QIDO-RS query: a page of result rows, and whether more matched."""
+        with self.engine.connect() as conn:
+            return run_search(conn, query, self.is_sqlite)

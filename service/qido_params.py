@@ -1,0 +1,103 @@
+"""Parsing QIDO-RS query parameters into a ``storage.search.Query`` (PS3.18 §8.3.4, §10.6.1.2).
+
+Pure: takes the decoded parameters, returns the query and the Warning texts
+for what is accepted but not acted on; raises QueryError for what is wrong.
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+from pydicom.datadict import dictionary_has_tag, keyword_for_tag, tag_for_keyword
+
+from storage.search import ATTRIBUTES, BY_TAG, LEVELS, Attribute, Filter, Query, QueryError
+
+_DEPTH = {"patient": 0, "study": 0, "series": 1, "instance": 2}
+_TAG = re.compile(r"[0-9A-Fa-f]{8}")
+CONTROL = {"limit", "offset", "fuzzymatching", "includefield", "accept", "charset"}
+
+
+def _known_keyword(key: str) -> str | None:
+    """The dictionary keyword for a keyword or 8-hex-digit tag key, or None."""
+    if _TAG.fullmatch(key):
+        tag = int(key, 16)
+        return keyword_for_tag(tag) or (key.upper() if dictionary_has_tag(tag) else None)
+    return key if tag_for_keyword(key) is not None else None
+
+
+def _attribute(key: str, level: str, warnings: list[str]) -> Attribute | None:
+    """The searchable attribute a key names at ``level``; None (with a warning) when it is a
+    DICOM attribute this archive does not search on. Unknown keys are an error."""
+    if "." in key:
+        warnings.append(f"{key}: matching on sequence attributes is not supported; the key was ignored")
+        return None
+    keyword = _known_keyword(key)
+    if keyword is None:
+        raise QueryError(f"{key!r} is neither a DICOM attribute keyword nor a tag, nor a QIDO-RS parameter")
+    if level == "study" and keyword == "Modality":
+        keyword = "ModalitiesInStudy"   # as viewers send it (OHIF); PS3.18 has no Modality at study level
+    attribute = ATTRIBUTES.get(keyword) or (BY_TAG.get(int(key, 16)) if _TAG.fullmatch(key) else None)
+    if attribute is None:
+        warnings.append(f"{keyword} is not supported for matching or return; the key was ignored")
+        return None
+    if _DEPTH[attribute.level] > _DEPTH[level]:
+        raise QueryError(f"{keyword} belongs to the {attribute.level} level: it cannot be used in a "
+                         f"search for {level} results")
+    return attribute
+
+
+def _integer(name: str, value: str, minimum: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise QueryError(f"{name} must be an integer, not {value!r}") from None
+    if number < minimum:
+        raise QueryError(f"{name} must be at least {minimum}")
+    return number
+
+
+def parse_query(level: str, params: Iterable[tuple[str, str]], max_results: int,
+                scoped: dict[str, str] | None = None) -> tuple[Query, list[str]]:
+    """Build the Query for a search at ``level`` from (name, value) pairs.
+
+    ``scoped`` holds the UIDs the URL fixes (``{"StudyInstanceUID": …}``).
+    """
+    assert level in LEVELS
+    warnings: list[str] = []
+    values: dict[str, list[str]] = {}
+    include: set[str] = set()
+    include_all = fuzzy = False
+    limit, offset = max_results, 0
+    for name, value in params:
+        if name == "limit":
+            limit = _integer("limit", value, 1)
+        elif name == "offset":
+            offset = _integer("offset", value, 0)
+        elif name == "fuzzymatching":
+            if value.lower() not in ("true", "false"):
+                raise QueryError(f"fuzzymatching must be true or false, not {value!r}")
+            fuzzy = value.lower() == "true"
+        elif name == "includefield":
+            for field in filter(None, (f.strip() for f in value.split(","))):
+                if field == "all":
+                    include_all = True
+                elif (attribute := _attribute(field, level, warnings)) is not None:
+                    include.add(attribute.keyword)
+        elif name in CONTROL:
+            continue   # accept and charset concern the response format, handled by the caller
+        else:
+            attribute = _attribute(name, level, warnings)
+            if attribute is not None:
+                values.setdefault(attribute.keyword, []).append(value)
+    if limit > max_results:
+        warnings.append(f"limit {limit} exceeds the maximum of {max_results} results per request; "
+                        f"at most {max_results} are returned")
+        limit = max_results
+    filters = [Filter(ATTRIBUTES[k], "\\".join(v)) for k, v in values.items()]
+    for keyword, uid in (scoped or {}).items():
+        filters.append(Filter(ATTRIBUTES[keyword], uid))
+    if fuzzy and not any(f.attribute.vr == "PN" and f.value.strip("*") for f in filters):
+        warnings.append("fuzzymatching applies to person names only and no person name was matched")
+    query = Query(level, tuple(filters), fuzzy, frozenset(include), include_all, limit, offset,
+                  frozenset("study" if k == "StudyInstanceUID" else "series" for k in (scoped or {})))
+    return query, warnings

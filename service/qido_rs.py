@@ -1,0 +1,83 @@
+"""QIDO-RS search: studies, series and instances, at every level (PS3.18 §10.6)."""
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, Response, request
+from pydicom import Dataset
+
+from storage.search import QueryError
+
+from . import multipart
+from .dicom_xml import dataset_to_xml
+from .errors import BadRequest, NotAcceptable
+from .media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED
+from .qido_params import parse_query
+from .qido_response import result_json
+from .web import accepted, archive, base_url, require_uids, settings
+
+bp = Blueprint("qido_rs", __name__)
+
+TRUNCATED = ("the number of results exceeded the maximum supported by the server; "
+             "additional results can be requested with offset")
+
+
+@bp.get("/studies")
+def search_studies() -> Response:
+    return _search("study", {})
+
+
+@bp.get("/series")
+@bp.get("/studies/<study>/series")
+def search_series(study: str | None = None) -> Response:
+    require_uids(study=study)
+    return _search("series", {"StudyInstanceUID": study} if study else {})
+
+
+@bp.get("/instances")
+@bp.get("/studies/<study>/instances")
+@bp.get("/studies/<study>/series/<series>/instances")
+def search_instances(study: str | None = None, series: str | None = None) -> Response:
+    require_uids(study=study, series=series)
+    scoped = {k: v for k, v in (("StudyInstanceUID", study), ("SeriesInstanceUID", series)) if v}
+    return _search("instance", scoped)
+
+
+def _search(level: str, scoped: dict[str, str]) -> Response:
+    as_xml = _response_format()
+    max_results = settings().qido_max_results
+    try:
+        query, warnings = parse_query(level, request.args.items(multi=True), max_results, scoped)
+        rows, more = archive().catalog.search(query)
+    except QueryError as exc:
+        raise BadRequest(str(exc)) from None
+    if more and "limit" not in request.args:
+        warnings.append(TRUNCATED)
+    returned = query.returned()
+    root = base_url()
+    results = [result_json(row, returned, level, root) for row in rows]
+    if as_xml:
+        boundary = multipart.new_boundary()
+        parts = [multipart.Part({"Content-Type": DICOM_XML}, [dataset_to_xml(Dataset.from_json(r))]) for r in results]
+        response = Response(b"".join(multipart.encode_parts(parts, boundary)),
+                            content_type=f'{MULTIPART_RELATED}; type="{DICOM_XML}"; boundary={boundary}')
+    else:
+        response = Response(json.dumps(results), mimetype=DICOM_JSON)
+    for text in warnings:
+        response.headers.add("Warning", f'299 dicomweb "{_ascii(text)}"')
+    return response
+
+
+def _response_format() -> bool:
+    """True for multipart/related XML, False for JSON; 406 for anything else (PS3.18 §10.6.3.2)."""
+    for media in accepted():
+        if media.type in (DICOM_JSON, "application/json", "application/*", "*/*"):
+            return False
+        if media.type in (MULTIPART_RELATED, "multipart/*") and (media.param("type") or "").lower() == DICOM_XML:
+            return True
+    raise NotAcceptable("search results are sent as application/dicom+json or "
+                        'multipart/related; type="application/dicom+xml"')
+
+
+def _ascii(text: str) -> str:
+    return "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text)

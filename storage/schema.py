@@ -1,0 +1,106 @@
+"""The catalog's tables, and the derived search columns person names need.
+
+Attribute columns are named by their DICOM keyword so that search maps a query
+key to a column through a whitelist. On PostgreSQL, text columns use the "C"
+collation so that B-tree indexes serve prefix LIKE patterns, as SQLite's
+indexes serve prefix GLOB patterns.
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+from sqlalchemy import BigInteger, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table
+
+from .dataset import INSTANCE_KEYWORDS, INTEGER_KEYWORDS, PATIENT_KEYWORDS, SERIES_KEYWORDS, STUDY_KEYWORDS
+
+metadata = MetaData()
+
+PERSON_NAME_KEYWORDS = ("PatientName", "ReferringPhysicianName")
+
+
+def Text(length: int = 400) -> String:  # noqa: N802 - reads like a type
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
+def _attribute_columns(keywords: Iterable[str]) -> list[Column]:
+    columns = []
+    for keyword in keywords:
+        columns.append(Column(keyword, Integer if keyword in INTEGER_KEYWORDS else Text()))
+        if keyword in PERSON_NAME_KEYWORDS:
+            # Upper-cased alphabetic group (indexed, for prefix matches) and all groups as =A=I=P=.
+            columns.append(Column(f"{keyword}_upper", Text()))
+            columns.append(Column(f"{keyword}_groups", Text(1200)))
+    return columns
+
+
+patients = Table(
+    "patients", metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("patient_key", Text(200), nullable=False, unique=True),
+    *_attribute_columns(PATIENT_KEYWORDS),
+    Index("ix_patients_id", "PatientID"),
+    Index("ix_patients_name", "PatientName_upper"),
+)
+
+studies = Table(
+    "studies", metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("StudyInstanceUID", Text(64), nullable=False, unique=True),
+    Column("patient_pk", Integer, ForeignKey("patients.pk"), nullable=False, index=True),
+    *_attribute_columns(STUDY_KEYWORDS),
+    Column("created_at", Float, nullable=False),
+    Index("ix_studies_date", "StudyDate", "StudyTime"),
+    Index("ix_studies_accession", "AccessionNumber"),
+    Index("ix_studies_referring", "ReferringPhysicianName_upper"),
+)
+
+series = Table(
+    "series", metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("SeriesInstanceUID", Text(64), nullable=False, unique=True),
+    Column("study_pk", Integer, ForeignKey("studies.pk"), nullable=False, index=True),
+    *_attribute_columns(SERIES_KEYWORDS),
+    Index("ix_series_modality", "Modality", "study_pk"),
+)
+
+instances = Table(
+    "instances", metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("SOPInstanceUID", Text(64), nullable=False, unique=True),
+    Column("series_pk", Integer, ForeignKey("series.pk"), nullable=False),
+    Column("SOPClassUID", Text(64), nullable=False),
+    Column("TransferSyntaxUID", Text(64), nullable=False),
+    *_attribute_columns(INSTANCE_KEYWORDS),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", Text(64), nullable=False),
+    Column("blob_key", Text(400), nullable=False, index=True),
+    Column("stored_at", Float, nullable=False),
+    Index("ix_instances_series_order", "series_pk", "InstanceNumber"),
+)
+
+# Components of person names, for fuzzy matching: one row per (name, upper-cased component).
+person_name_tokens = Table(
+    "person_name_tokens", metadata,
+    Column("keyword", Text(64), nullable=False),
+    Column("token", Text(64), nullable=False),
+    Column("owner_pk", Integer, nullable=False),
+    Index("ix_person_name_tokens", "keyword", "token", "owner_pk", unique=True),
+)
+
+_TOKEN_SPLIT = re.compile(r"[\^= ,\-]+")
+
+
+def person_name_columns(keyword: str, value: str | None) -> dict[str, str | None]:
+    """The derived search columns of a person name attribute."""
+    if not value:
+        return {f"{keyword}_upper": None, f"{keyword}_groups": None}
+    groups = value.upper().split("=")
+    return {f"{keyword}_upper": groups[0], f"{keyword}_groups": "=" + "=".join(groups) + "="}
+
+
+def person_name_tokens_of(value: str | None) -> set[str]:
+    """Upper-cased name components (family, given, middle…) of every group."""
+    if not value:
+        return set()
+    return {token[:64] for token in _TOKEN_SPLIT.split(value.upper()) if token}

@@ -1,0 +1,318 @@
+"""QIDO-RS search over the catalog: a frozen query, translated to SQL (PS3.18 §10.6).
+
+Matching follows PS3.4 C.2.2.2: single value, UID list, wildcards ``*`` and
+``?``, DA/TM/DT ranges, and universal matching for an empty value. Query keys
+reach SQL only through the ``ATTRIBUTES`` whitelist, values only as bound
+parameters. Wildcards become GLOB patterns on SQLite and LIKE patterns on
+PostgreSQL, both case-sensitive and both served by the indexes of ``schema``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from sqlalchemy import ColumnElement, Select, and_, distinct, func, literal, or_, select
+from sqlalchemy.engine import Connection
+
+from .dataset import INSTANCE_KEYWORDS, PATIENT_KEYWORDS, SERIES_KEYWORDS, STUDY_KEYWORDS
+from .schema import instances, patients, person_name_tokens, series, studies
+from .uids import is_valid_uid
+
+LEVELS = ("study", "series", "instance")
+_TABLES = {"patient": patients, "study": studies, "series": series, "instance": instances}
+_DEPTH = {"patient": 0, "study": 0, "series": 1, "instance": 2}
+_INTEGER_VRS = {"IS", "US", "UL", "SS", "SL"}
+
+
+class QueryError(ValueError):
+    """A query the archive cannot run as asked (the message names the parameter)."""
+
+
+@dataclass(frozen=True)
+class Attribute:
+    keyword: str
+    tag: int
+    vr: str
+    level: str             # "patient", "study", "series" or "instance"
+    computed: bool = False  # derived from the archive's contents, returned but not stored
+
+
+def _attribute(keyword: str, level: str, computed: bool = False) -> Attribute:
+    tag = tag_for_keyword(keyword)
+    return Attribute(keyword, tag, dictionary_VR(tag), level, computed)
+
+
+ATTRIBUTES: dict[str, Attribute] = {a.keyword: a for a in [
+    *(_attribute(k, "patient") for k in PATIENT_KEYWORDS),
+    _attribute("StudyInstanceUID", "study"),
+    *(_attribute(k, "study") for k in STUDY_KEYWORDS),
+    _attribute("ModalitiesInStudy", "study", computed=True),
+    _attribute("SOPClassesInStudy", "study", computed=True),
+    _attribute("NumberOfStudyRelatedSeries", "study", computed=True),
+    _attribute("NumberOfStudyRelatedInstances", "study", computed=True),
+    _attribute("SeriesInstanceUID", "series"),
+    *(_attribute(k, "series") for k in SERIES_KEYWORDS),
+    _attribute("NumberOfSeriesRelatedInstances", "series", computed=True),
+    _attribute("SOPInstanceUID", "instance"),
+    _attribute("SOPClassUID", "instance"),
+    *(_attribute(k, "instance") for k in INSTANCE_KEYWORDS),
+]}
+BY_TAG = {a.tag: a for a in ATTRIBUTES.values()}
+# Matching on these is served by a derived query, not a column.
+_MATCHABLE_COMPUTED = {"ModalitiesInStudy", "SOPClassesInStudy"}
+
+# PS3.18 tables 10.6.3-3, -4 and -5: returned whatever includefield says.
+DEFAULT_RETURN = {
+    "study": ("StudyDate", "StudyTime", "AccessionNumber", "ModalitiesInStudy", "ReferringPhysicianName",
+              "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyID",
+              "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"),
+    "series": ("Modality", "SeriesDescription", "SeriesInstanceUID", "SeriesNumber",
+               "NumberOfSeriesRelatedInstances", "PerformedProcedureStepStartDate",
+               "PerformedProcedureStepStartTime"),
+    "instance": ("SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns", "BitsAllocated",
+                 "NumberOfFrames"),
+}
+
+
+@dataclass(frozen=True)
+class Filter:
+    attribute: Attribute
+    value: str
+
+
+@dataclass(frozen=True)
+class Query:
+    """A QIDO-RS search: what to match at which level, and what to return."""
+
+    level: str
+    filters: tuple[Filter, ...] = ()
+    fuzzy: bool = False
+    include: frozenset[str] = frozenset()
+    include_all: bool = False
+    limit: int = 100
+    offset: int = 0
+    scoped: frozenset[str] = field(default_factory=frozenset)  # levels fixed by the URL ("study", "series")
+
+    def returned(self) -> list[Attribute]:
+        """Attributes in every result: the level's defaults, its parents' where the
+        URL does not fix them, what was matched and what includefield names."""
+        depth = _DEPTH[self.level]
+        keywords: list[str] = []
+        for level in LEVELS[: depth + 1]:
+            if level == self.level or level not in self.scoped or self.include_all:
+                keywords += DEFAULT_RETURN[level]
+            else:
+                keywords.append("StudyInstanceUID" if level == "study" else "SeriesInstanceUID")
+        if self.include_all:
+            keywords += [a.keyword for a in ATTRIBUTES.values() if _DEPTH[a.level] <= depth]
+        keywords += [f.attribute.keyword for f in self.filters] + sorted(self.include)
+        # Computed attributes describe the result rows' own level (a series' count, not its study's).
+        seen = dict.fromkeys(k for k in keywords if _DEPTH[ATTRIBUTES[k].level] <= depth
+                             and (not ATTRIBUTES[k].computed or ATTRIBUTES[k].level == self.level))
+        return sorted((ATTRIBUTES[k] for k in seen), key=lambda a: a.tag)
+
+
+def run(conn: Connection, query: Query, sqlite: bool) -> tuple[list[dict[str, Any]], bool]:
+    """Run ``query``; return its page of results and whether more matched beyond it."""
+    table = _TABLES[query.level]
+    returned = query.returned()
+    columns = [_column(a).label(a.keyword) for a in returned if not a.computed]
+    statement: Select = select(table.c.pk.label("_pk"), *columns).select_from(_joined(query.level))
+    for condition in _conditions(query, sqlite):
+        statement = statement.where(condition)
+    statement = statement.order_by(table.c.pk).limit(query.limit + 1).offset(query.offset)
+    rows = [dict(row._mapping) for row in conn.execute(statement)]
+    more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    _add_computed(conn, query.level, {a.keyword for a in returned if a.computed}, rows)
+    return rows, more
+
+
+def _joined(level: str):
+    joined = studies.join(patients, studies.c.patient_pk == patients.c.pk)
+    if _DEPTH[level] >= 1:
+        joined = joined.join(series, series.c.study_pk == studies.c.pk)
+    if _DEPTH[level] >= 2:
+        joined = joined.join(instances, instances.c.series_pk == series.c.pk)
+    return joined
+
+
+def _column(attribute: Attribute) -> ColumnElement:
+    return _TABLES[attribute.level].c[attribute.keyword]
+
+
+# -- matching -----------------------------------------------------------------------
+
+def _conditions(query: Query, sqlite: bool) -> Iterable[ColumnElement]:
+    for f in query.filters:
+        condition = match(f.attribute, f.value, sqlite, query.fuzzy)
+        if condition is not None:
+            yield condition
+
+
+def match(attribute: Attribute, value: str, sqlite: bool, fuzzy: bool = False) -> ColumnElement | None:
+    """The SQL condition for one query key, or None for universal matching (PS3.4 C.2.2.2.3)."""
+    if value in ("", "*"):
+        return None
+    keyword, vr = attribute.keyword, attribute.vr
+    if keyword == "ModalitiesInStudy":
+        return studies.c.pk.in_(select(series.c.study_pk).where(
+            _any_of(series.c.Modality, _values(value), sqlite)))
+    if keyword == "SOPClassesInStudy":
+        return studies.c.pk.in_(select(series.c.study_pk).join(instances, instances.c.series_pk == series.c.pk)
+                                .where(instances.c.SOPClassUID.in_(_uids(keyword, value))))
+    if attribute.computed:
+        raise QueryError(f"{keyword} can be returned but not matched")
+    column = _column(attribute)
+    if vr == "UI":
+        uids = _uids(keyword, value)
+        return column == uids[0] if len(uids) == 1 else column.in_(uids)
+    if vr in ("DA", "TM", "DT"):
+        return _date_time(column, keyword, vr, value)
+    if vr == "PN":
+        return _person_name(attribute, value, sqlite, fuzzy)
+    if vr in _INTEGER_VRS:
+        try:
+            return column == int(value)
+        except ValueError:
+            raise QueryError(f"{keyword} must be an integer, not {value!r}") from None
+    return _any_of(column, _values(value), sqlite)
+
+
+def _values(value: str) -> list[str]:
+    """A value list: backslash-separated (PS3.4), or comma-separated as PS3.18 §8.3.4.1 allows."""
+    return [v for v in re.split(r"[\\,]", value) if v]
+
+
+def _uids(keyword: str, value: str) -> list[str]:
+    uids = _values(value)
+    for uid in uids:
+        if not is_valid_uid(uid):
+            raise QueryError(f"{keyword}: {uid[:80]!r} is not a valid UID")
+    if not uids:
+        raise QueryError(f"{keyword}: no UID given")
+    return uids
+
+
+def _any_of(column: ColumnElement, values: list[str], sqlite: bool) -> ColumnElement:
+    plain = [v for v in values if not _has_wildcard(v)]
+    conditions = [wildcard(column, v, sqlite) for v in values if _has_wildcard(v)]
+    if plain:
+        conditions.append(column == plain[0] if len(plain) == 1 else column.in_(plain))
+    return conditions[0] if len(conditions) == 1 else or_(*conditions)
+
+
+def _has_wildcard(value: str) -> bool:
+    return "*" in value or "?" in value
+
+
+def wildcard(column: ColumnElement, pattern: str, sqlite: bool) -> ColumnElement:
+    """Case-sensitive ``*``/``?`` matching; the data's own ``%``, ``_`` and ``[`` are literal."""
+    if sqlite:
+        return column.op("GLOB")(literal(pattern.replace("[", "[[]")))
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.like(escaped.replace("*", "%").replace("?", "_"), escape="\\")
+
+
+_DATE = {"DA": re.compile(r"\d{8}"), "TM": re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?"),
+         "DT": re.compile(r"\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?")}
+
+
+def _date_time(column: ColumnElement, keyword: str, vr: str, value: str) -> ColumnElement:
+    """Single value or range ``a-b``, ``-b``, ``a-`` (PS3.4 C.2.2.2.5); bounds inclusive.
+
+    Stored TM/DT values may be shorter or longer than the bound (``1015`` and
+    ``101530.5``): an upper bound covers every value it is a prefix of.
+    """
+    def valid(part: str) -> str:
+        if not _DATE[vr].fullmatch(part):
+            raise QueryError(f"{keyword}: {part[:40]!r} is not a valid {vr} value")
+        return part
+
+    if vr == "DT":
+        low, sep, high = value.partition("-") if not value.startswith("-") else ("", "-", value[1:])
+    else:
+        low, sep, high = value.partition("-")
+    if not sep:
+        return column == valid(value)
+    if not low and not high:
+        raise QueryError(f"{keyword}: a range needs at least one bound")
+    conditions = []
+    if low:
+        conditions.append(column >= valid(low))
+    if high:
+        conditions.append(column <= (valid(high) if vr == "DA" else valid(high) + "~"))
+    return and_(*conditions)
+
+
+def _person_name(attribute: Attribute, value: str, sqlite: bool, fuzzy: bool) -> ColumnElement:
+    """PN matching, case-insensitive. Without fuzzy matching the value is matched
+    against the alphabetic group (ASCII values) or against any group; with it,
+    every component of the value must begin some component of the name."""
+    table = _TABLES[attribute.level]
+    pattern = value.upper()
+    if fuzzy:
+        owner = patients.c.pk if attribute.level == "patient" else studies.c.pk
+        conditions = []
+        for token in re.split(r"[\^= ,]+", pattern.replace("?", "*")):
+            prefix = token.split("*", 1)[0]
+            if not prefix:
+                continue
+            tokens = select(person_name_tokens.c.owner_pk).where(
+                person_name_tokens.c.keyword == attribute.keyword,
+                wildcard(person_name_tokens.c.token, prefix + "*", sqlite))
+            conditions.append(owner.in_(tokens))
+        if not conditions:
+            return None  # type: ignore[return-value] - only wildcards: universal
+        return and_(*conditions)
+    if pattern.isascii():
+        column = table.c[f"{attribute.keyword}_upper"]
+        return wildcard(column, pattern, sqlite) if _has_wildcard(pattern) else column == pattern
+    return wildcard(table.c[f"{attribute.keyword}_groups"], f"*={pattern}=*", sqlite)
+
+
+# -- computed attributes ---------------------------------------------------------------
+
+def _add_computed(conn: Connection, level: str, wanted: set[str], rows: list[dict[str, Any]]) -> None:
+    """Fill counts, modalities and SOP classes of the page's studies or series in a few grouped queries."""
+    if not wanted or not rows:
+        return
+    by_pk = {row["_pk"]: row for row in rows}
+    pks = list(by_pk)
+    if level == "study":
+        if wanted & {"NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"}:
+            counts = select(series.c.study_pk, func.count(distinct(series.c.pk)), func.count(instances.c.pk)) \
+                .select_from(series.join(instances, instances.c.series_pk == series.c.pk)) \
+                .where(series.c.study_pk.in_(pks)).group_by(series.c.study_pk)
+            for pk in pks:
+                by_pk[pk]["NumberOfStudyRelatedSeries"] = by_pk[pk]["NumberOfStudyRelatedInstances"] = 0
+            for pk, n_series, n_instances in conn.execute(counts):
+                by_pk[pk]["NumberOfStudyRelatedSeries"] = n_series
+                by_pk[pk]["NumberOfStudyRelatedInstances"] = n_instances
+        if "ModalitiesInStudy" in wanted:
+            _collect(conn, by_pk, "ModalitiesInStudy",
+                     select(series.c.study_pk, series.c.Modality).distinct()
+                     .where(series.c.study_pk.in_(pks), series.c.Modality.is_not(None)))
+        if "SOPClassesInStudy" in wanted:
+            _collect(conn, by_pk, "SOPClassesInStudy",
+                     select(series.c.study_pk, instances.c.SOPClassUID).distinct()
+                     .select_from(series.join(instances, instances.c.series_pk == series.c.pk))
+                     .where(series.c.study_pk.in_(pks)))
+    elif level == "series" and "NumberOfSeriesRelatedInstances" in wanted:
+        for pk in pks:
+            by_pk[pk]["NumberOfSeriesRelatedInstances"] = 0
+        counts = select(instances.c.series_pk, func.count()).where(instances.c.series_pk.in_(pks)) \
+            .group_by(instances.c.series_pk)
+        for pk, n in conn.execute(counts):
+            by_pk[pk]["NumberOfSeriesRelatedInstances"] = n
+
+
+def _collect(conn: Connection, by_pk: dict[int, dict], keyword: str, statement: Select) -> None:
+    for row in by_pk.values():
+        row[keyword] = []
+    for pk, value in conn.execute(statement):
+        by_pk[pk][keyword].append(value)
+    for row in by_pk.values():
+        row[keyword].sort()
