@@ -122,12 +122,23 @@ def run(conn: Connection, query: Query, sqlite: bool) -> tuple[list[dict[str, An
     statement: Select = select(table.c.pk.label("_pk"), *columns).select_from(_joined(query.level))
     for condition in _conditions(query, sqlite):
         statement = statement.where(condition)
-    statement = statement.order_by(table.c.pk).limit(query.limit + 1).offset(query.offset)
+    statement = statement.order_by(*_order(query)).limit(query.limit + 1).offset(query.offset)
     rows = [dict(row._mapping) for row in conn.execute(statement)]
     more = len(rows) > query.limit
     rows = rows[: query.limit]
     _add_computed(conn, query.level, {a.keyword for a in returned if a.computed}, rows)
     return rows, more
+
+
+def _order(query: Query) -> list[ColumnElement]:
+    """Insertion order (the primary key: indexed, stable); inside one study or series,
+    the order a viewer shows: series and instance numbers first."""
+    order: list[ColumnElement] = []
+    if query.level != "study" and "study" in query.scoped:
+        order.append(series.c.SeriesNumber.nulls_last())
+    if query.level == "instance" and query.scoped:
+        order.append(instances.c.InstanceNumber.nulls_last())
+    return [*order, _TABLES[query.level].c.pk]
 
 
 def _joined(level: str):

@@ -205,5 +205,41 @@ def test_s3_and_postgresql_backend(tmp_path, moto_server, postgres_url, aws_env)
         assert [b for _, b in split_multipart(r.content, r.headers["Content-Type"])] == [d for *_, d in instances]
         keys = [o["Key"] for o in boto3.client("s3", endpoint_url=moto_server).list_objects_v2(Bucket=bucket)["Contents"]]
         assert len(keys) == 3 and all(k.startswith("archive/") for k in keys)
+        [study] = client.search_for_studies(search_filters={"StudyInstanceUID": instances[0][0]})
+        assert study["00201208"]["Value"] == [3]
+        assert len(client.search_for_instances(instances[0][0], instances[0][1])) == 3
     finally:
         server.stop()
+
+
+def test_dicomweb_client_search(server):
+    client = client_for(server)
+    study_uid, series_a, series_b = generate_uid(), generate_uid(), generate_uid()
+    patient = f"Searchable^Person{time.time_ns() % 100000}"
+    datasets = [read(ct_instance(study_uid, series, number=n, rows=8, columns=8, patient_name=patient,
+                                 patient_id="SEARCH-1", series_number=s, Modality=modality))
+                for s, (series, modality) in enumerate([(series_a, "CT"), (series_b, "PT")], 1) for n in (1, 2, 3)]
+    client.store_instances(datasets)
+
+    [study] = client.search_for_studies(search_filters={"PatientName": patient.split("^")[0] + "*"})
+    assert study["0020000D"]["Value"] == [study_uid]
+    assert study["00201208"]["Value"] == [6] and study["00080061"]["Value"] == ["CT", "PT"]
+    fuzzy = client.search_for_studies(search_filters={"PatientName": patient.split("^")[1].lower()},
+                                      fuzzymatching=True)
+    assert [s["0020000D"]["Value"][0] for s in fuzzy] == [study_uid]
+    described = client.search_for_studies(search_filters={"PatientID": "SEARCH-1"}, fields=["StudyDescription"])
+    assert described[0]["00081030"]["Value"] == ["CT THORAX"]
+
+    series = client.search_for_series(study_uid)
+    assert [s["0020000E"]["Value"][0] for s in series] == [series_a, series_b]
+    assert client.search_for_series(search_filters={"Modality": "PT", "PatientID": "SEARCH-1"})[0][
+        "0020000E"]["Value"] == [series_b]
+
+    first = client.search_for_instances(study_uid, limit=4)
+    rest = client.search_for_instances(study_uid, limit=4, offset=4)
+    assert len(first) == 4 and len(rest) == 2
+    everything = {i["00080018"]["Value"][0] for i in first + rest}
+    assert everything == {str(ds.SOPInstanceUID) for ds in datasets}
+    in_series = client.search_for_instances(study_uid, series_b)
+    assert {i["0020000E"]["Value"][0] for i in in_series} == {series_b}
+    assert client.search_for_studies(search_filters={"PatientID": "NOBODY-AT-ALL"}) == []
