@@ -1,4 +1,8 @@
-"""Formatting QIDO-RS results as the DICOM JSON model (PS3.18 Annex F) — pure."""
+"""Formatting QIDO-RS results as the DICOM JSON model (PS3.18 Annex F) — pure.
+
+Search answers are hot paths (a hundred results of fifteen attributes each):
+the per-attribute work is decided once per query by ``ResultFormat``, not per value.
+"""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -7,27 +11,45 @@ from storage.search import Attribute
 
 from . import urls
 
-RETRIEVE_URL = ("00081190", "UR")
-INSTANCE_AVAILABILITY = ("00080056", "CS")
+RETRIEVE_URL = "00081190"
+INSTANCE_AVAILABILITY = "00080056"
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 
 
-def _element(vr: str, value: Any) -> dict[str, Any]:
-    if value is None or value == "" or value == []:
-        return {"vr": vr}
-    values = value if isinstance(value, list) else [value]
-    if vr == "PN":
-        values = [{group: text for group, text in zip(_PN_GROUPS, str(v).split("=")) if text} for v in values]
-    return {"vr": vr, "Value": values}
+def _person_names(values: list) -> list[dict[str, str]]:
+    return [{group: text for group, text in zip(_PN_GROUPS, str(v).split("=")) if text} for v in values]
 
 
-def result_json(row: dict[str, Any], returned: Sequence[Attribute], level: str, base_url: str) -> dict[str, Any]:
-    """One match as a DICOM JSON object, attributes in tag order, with its Retrieve URL (PS3.18 §10.6.3.3)."""
-    elements = {f"{a.tag:08X}": _element(a.vr, row.get(a.keyword)) for a in returned}
-    study = row.get("StudyInstanceUID")
-    series = row.get("SeriesInstanceUID") if level != "study" else None
-    instance = row.get("SOPInstanceUID") if level == "instance" else None
-    elements[RETRIEVE_URL[0]] = _element(RETRIEVE_URL[1], urls.retrieve_url(base_url, study, series, instance))
-    if level in ("study", "instance"):
-        elements[INSTANCE_AVAILABILITY[0]] = _element(INSTANCE_AVAILABILITY[1], "ONLINE")
-    return dict(sorted(elements.items()))
+class ResultFormat:
+    """Turns result rows of one query into DICOM JSON objects, attributes in tag order."""
+
+    def __init__(self, returned: Sequence[Attribute], level: str, base_url: str) -> None:
+        fields = [(f"{a.tag:08X}", a.keyword, a.vr) for a in returned]
+        fields.append((RETRIEVE_URL, None, "UR"))
+        if level in ("study", "instance"):
+            fields.append((INSTANCE_AVAILABILITY, None, "CS"))
+        self._fields = sorted(fields)
+        self._level = level
+        self._base_url = base_url
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for tag, keyword, vr in self._fields:
+            if tag == RETRIEVE_URL:
+                value: Any = self._retrieve_url(row)
+            elif tag == INSTANCE_AVAILABILITY and keyword is None:
+                value = "ONLINE"
+            else:
+                value = row.get(keyword)
+            if value is None or value == "" or value == []:
+                result[tag] = {"vr": vr}
+                continue
+            values = value if isinstance(value, list) else [value]
+            result[tag] = {"vr": vr, "Value": _person_names(values) if vr == "PN" else values}
+        return result
+
+    def _retrieve_url(self, row: dict[str, Any]) -> str:
+        """PS3.18 §10.6.3.3: the URL retrieving the matched study, series or instance."""
+        series = row.get("SeriesInstanceUID") if self._level != "study" else None
+        instance = row.get("SOPInstanceUID") if self._level == "instance" else None
+        return urls.retrieve_url(self._base_url, row.get("StudyInstanceUID"), series, instance)

@@ -1,7 +1,7 @@
 """QIDO-RS search: studies, series and instances, at every level (PS3.18 §10.6)."""
 from __future__ import annotations
 
-import json
+import orjson
 
 from flask import Blueprint, Response, request
 from pydicom import Dataset
@@ -13,7 +13,7 @@ from .dicom_xml import dataset_to_xml
 from .errors import BadRequest, NotAcceptable
 from .media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED
 from .qido_params import parse_query
-from .qido_response import result_json
+from .qido_response import ResultFormat
 from .web import accepted, archive, base_url, require_uids, settings
 
 bp = Blueprint("qido_rs", __name__)
@@ -53,16 +53,15 @@ def _search(level: str, scoped: dict[str, str]) -> Response:
         raise BadRequest(str(exc)) from None
     if more and "limit" not in request.args:
         warnings.append(TRUNCATED)
-    returned = query.returned()
-    root = base_url()
-    results = [result_json(row, returned, level, root) for row in rows]
+    to_json = ResultFormat(query.returned(), level, base_url())
+    results = [to_json(row) for row in rows]
     if as_xml:
         boundary = multipart.new_boundary()
         parts = [multipart.Part({"Content-Type": DICOM_XML}, [dataset_to_xml(Dataset.from_json(r))]) for r in results]
         response = Response(b"".join(multipart.encode_parts(parts, boundary)),
                             content_type=f'{MULTIPART_RELATED}; type="{DICOM_XML}"; boundary={boundary}')
     else:
-        response = Response(json.dumps(results), mimetype=DICOM_JSON)
+        response = Response(orjson.dumps(results), mimetype=DICOM_JSON)
     for text in warnings:
         response.headers.add("Warning", f'299 dicomweb "{_ascii(text)}"')
     return response

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import Counter
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from sqlalchemy import bindparam, create_engine, event, select, update
+from sqlalchemy import bindparam, create_engine, event, func, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError, IntegrityError
 
@@ -43,7 +44,7 @@ _INSTANCE_QUERY = _SERIES_QUERY.where(instances.c.SOPInstanceUID == bindparam("s
 
 _INSTANCE_BY_UID = select(instances.c.pk, instances.c.series_pk, instances.c.sha256, instances.c.blob_key).where(
     instances.c.SOPInstanceUID == bindparam("sop"))
-_SERIES_BY_UID = (select(series.c.pk, studies.c.StudyInstanceUID)
+_SERIES_BY_UID = (select(series.c.pk, series.c.study_pk, studies.c.StudyInstanceUID)
                   .join(studies, series.c.study_pk == studies.c.pk)
                   .where(series.c.SeriesInstanceUID == bindparam("series")))
 _STUDY_BY_UID = select(studies.c.pk).where(studies.c.StudyInstanceUID == bindparam("study"))
@@ -80,6 +81,13 @@ class PendingInstance:
 
 
 @dataclass(frozen=True)
+class SeriesRow:
+    pk: int
+    study_pk: int
+    created: bool       # by this transaction
+
+
+@dataclass(frozen=True)
 class Registration:
     """The outcome of registering an instance in the catalog."""
 
@@ -107,7 +115,8 @@ class Catalog:
             "insert_study": insert(studies).on_conflict_do_nothing(index_elements=["StudyInstanceUID"])
             .returning(studies.c.pk),
             "insert_name_token": insert(person_name_tokens).on_conflict_do_nothing(),
-            "insert_series": insert(series).on_conflict_do_nothing(index_elements=["SeriesInstanceUID"]),
+            "insert_series": insert(series).on_conflict_do_nothing(index_elements=["SeriesInstanceUID"])
+            .returning(series.c.pk),
             "insert_instance": insert(instances).on_conflict_do_nothing(index_elements=["SOPInstanceUID"])
             .returning(instances.c.pk),
         }
@@ -186,18 +195,54 @@ class Catalog:
         (one log flush) for a whole STOW request is most of what makes ingest fast.
         """
         with self._writer() as conn, conn.begin():
-            series_pks: dict[tuple[str, str], int | Registration] = {}
+            found: dict[tuple[str, str], SeriesRow | Registration] = {}
             results = []
+            added = Counter()           # new instances per series pk
             for item in items:
                 key = (item.header.study_uid, item.header.series_uid)
-                if key not in series_pks:
-                    series_pks[key] = self._series_pk(conn, item.header)
-                series_pk = series_pks[key]
-                if isinstance(series_pk, Registration):
-                    results.append(series_pk)
-                else:
-                    results.append(self._register_instance(conn, item, series_pk, replace))
+                if key not in found:
+                    found[key] = self._series(conn, item.header)
+                row = found[key]
+                if isinstance(row, Registration):
+                    results.append(row)
+                    continue
+                registration = self._register_instance(conn, item, row.pk, replace)
+                if registration.outcome == "created":
+                    added[row.pk] += 1
+                results.append(registration)
+            rows = [r for r in found.values() if isinstance(r, SeriesRow)]
+            self._update_counts(conn, rows, added)
             return results
+
+    def _update_counts(self, conn: Connection, rows: list["SeriesRow"], added: Counter) -> None:
+        """Keep the stored NumberOf… counts and ModalitiesInStudy current, so search never aggregates.
+
+        Rows are locked series first, then studies, each in key order, so that
+        concurrent batches never wait on each other in a cycle. A study's series
+        and modalities are recounted under its row lock; instances are added up.
+        """
+        for series_pk in sorted(added):
+            conn.execute(update(series).where(series.c.pk == series_pk).values(
+                NumberOfSeriesRelatedInstances=series.c.NumberOfSeriesRelatedInstances + added[series_pk]))
+        per_study: dict[int, list[SeriesRow]] = {}
+        for row in rows:
+            per_study.setdefault(row.study_pk, []).append(row)
+        for study_pk in sorted(per_study):
+            study_rows = per_study[study_pk]
+            new_instances = sum(added[r.pk] for r in study_rows)
+            values: dict = {}
+            if new_instances:
+                values["NumberOfStudyRelatedInstances"] = studies.c.NumberOfStudyRelatedInstances + new_instances
+            if any(r.created for r in study_rows):
+                # FOR NO KEY UPDATE: it must not wait on the key-share locks foreign keys take.
+                conn.execute(select(studies.c.pk).where(studies.c.pk == study_pk).with_for_update(key_share=True))
+                modalities = conn.execute(select(series.c.Modality).distinct().where(
+                    series.c.study_pk == study_pk, series.c.Modality.is_not(None))).scalars()
+                values["ModalitiesInStudy"] = "\\".join(sorted(modalities)) or None
+                values["NumberOfStudyRelatedSeries"] = conn.execute(
+                    select(func.count()).where(series.c.study_pk == study_pk)).scalar_one()
+            if values:
+                conn.execute(update(studies).where(studies.c.pk == study_pk).values(values))
 
     def _register_instance(self, conn: Connection, item: PendingInstance, series_pk: int,
                            replace: bool) -> Registration:
@@ -226,17 +271,18 @@ class Catalog:
         conn.execute(update(instances).where(instances.c.pk == existing.pk).values(row))
         return Registration("replaced", previous_blob_key=existing.blob_key)
 
-    def _series_pk(self, conn: Connection, header: InstanceHeader) -> int | Registration:
+    def _series(self, conn: Connection, header: InstanceHeader) -> "SeriesRow | Registration":
         found = conn.execute(_SERIES_BY_UID, {"series": header.series_uid}).first()
+        created = False
         if found is None:
             study_pk = self._study_pk(conn, header)
-            conn.execute(self._statements["insert_series"],
-                         {**_NO_SERIES_ATTRIBUTES, **header.series, "SeriesInstanceUID": header.series_uid,
-                          "study_pk": study_pk})
+            created = conn.execute(self._statements["insert_series"], {
+                **_NO_SERIES_ATTRIBUTES, **header.series, "SeriesInstanceUID": header.series_uid,
+                "study_pk": study_pk}).first() is not None
             found = conn.execute(_SERIES_BY_UID, {"series": header.series_uid}).one()
         if found.StudyInstanceUID != header.study_uid:
             return Registration("hierarchy", detail="Series Instance UID is already stored in another study")
-        return found.pk
+        return SeriesRow(found.pk, found.study_pk, created)
 
     def _study_pk(self, conn: Connection, header: InstanceHeader) -> int:
         pk = conn.execute(_STUDY_BY_UID, {"study": header.study_uid}).scalar()

@@ -49,6 +49,10 @@ studies = Table(
     Column("StudyInstanceUID", Text(64), nullable=False, unique=True),
     Column("patient_pk", Integer, ForeignKey("patients.pk"), nullable=False, index=True),
     *_attribute_columns(STUDY_KEYWORDS),
+    # Kept current at ingest (storage.catalog), so searches return them without aggregating.
+    Column("NumberOfStudyRelatedSeries", Integer, nullable=False, server_default="0"),
+    Column("NumberOfStudyRelatedInstances", Integer, nullable=False, server_default="0"),
+    Column("ModalitiesInStudy", Text(200)),          # backslash-separated, sorted
     Column("created_at", Float, nullable=False),
     Index("ix_studies_date", "StudyDate", "StudyTime"),
     Index("ix_studies_accession", "AccessionNumber"),
@@ -59,9 +63,10 @@ series = Table(
     "series", metadata,
     Column("pk", Integer, primary_key=True),
     Column("SeriesInstanceUID", Text(64), nullable=False, unique=True),
-    Column("study_pk", Integer, ForeignKey("studies.pk"), nullable=False, index=True),
+    Column("study_pk", Integer, ForeignKey("studies.pk"), nullable=False),
     *_attribute_columns(SERIES_KEYWORDS),
-    Index("ix_series_modality", "Modality", "study_pk"),
+    Column("NumberOfSeriesRelatedInstances", Integer, nullable=False, server_default="0"),
+    Index("ix_series_study_modality", "study_pk", "Modality"),
 )
 
 instances = Table(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from sqlalchemy import ColumnElement, Select, and_, distinct, func, literal, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, or_, select
 from sqlalchemy.engine import Connection
 
 from .dataset import INSTANCE_KEYWORDS, PATIENT_KEYWORDS, SERIES_KEYWORDS, STUDY_KEYWORDS
@@ -48,20 +48,18 @@ ATTRIBUTES: dict[str, Attribute] = {a.keyword: a for a in [
     *(_attribute(k, "patient") for k in PATIENT_KEYWORDS),
     _attribute("StudyInstanceUID", "study"),
     *(_attribute(k, "study") for k in STUDY_KEYWORDS),
-    _attribute("ModalitiesInStudy", "study", computed=True),
+    _attribute("ModalitiesInStudy", "study"),
     _attribute("SOPClassesInStudy", "study", computed=True),
-    _attribute("NumberOfStudyRelatedSeries", "study", computed=True),
-    _attribute("NumberOfStudyRelatedInstances", "study", computed=True),
+    _attribute("NumberOfStudyRelatedSeries", "study"),
+    _attribute("NumberOfStudyRelatedInstances", "study"),
     _attribute("SeriesInstanceUID", "series"),
     *(_attribute(k, "series") for k in SERIES_KEYWORDS),
-    _attribute("NumberOfSeriesRelatedInstances", "series", computed=True),
+    _attribute("NumberOfSeriesRelatedInstances", "series"),
     _attribute("SOPInstanceUID", "instance"),
     _attribute("SOPClassUID", "instance"),
     *(_attribute(k, "instance") for k in INSTANCE_KEYWORDS),
 ]}
 BY_TAG = {a.tag: a for a in ATTRIBUTES.values()}
-# Matching on these is served by a derived query, not a column.
-_MATCHABLE_COMPUTED = {"ModalitiesInStudy", "SOPClassesInStudy"}
 
 # PS3.18 tables 10.6.3-3, -4 and -5: returned whatever includefield says.
 DEFAULT_RETURN = {
@@ -126,7 +124,11 @@ def run(conn: Connection, query: Query, sqlite: bool) -> tuple[list[dict[str, An
     rows = [dict(row._mapping) for row in conn.execute(statement)]
     more = len(rows) > query.limit
     rows = rows[: query.limit]
-    _add_computed(conn, query.level, {a.keyword for a in returned if a.computed}, rows)
+    if any(a.keyword == "ModalitiesInStudy" for a in returned):
+        for row in rows:
+            row["ModalitiesInStudy"] = row["ModalitiesInStudy"].split("\\") if row["ModalitiesInStudy"] else []
+    if any(a.keyword == "SOPClassesInStudy" for a in returned):
+        _add_sop_classes(conn, rows)
     return rows, more
 
 
@@ -168,14 +170,14 @@ def match(attribute: Attribute, value: str, sqlite: bool, fuzzy: bool = False) -
     if value in ("", "*"):
         return None
     keyword, vr = attribute.keyword, attribute.vr
+    # Correlated EXISTS: results are read in primary-key order and stop at the limit,
+    # so probing each study's series (index on study_pk, Modality) beats building the full set.
     if keyword == "ModalitiesInStudy":
-        return studies.c.pk.in_(select(series.c.study_pk).where(
-            _any_of(series.c.Modality, _values(value), sqlite)))
+        return exists().where(series.c.study_pk == studies.c.pk,
+                              _any_of(series.c.Modality, _values(value), sqlite))
     if keyword == "SOPClassesInStudy":
-        return studies.c.pk.in_(select(series.c.study_pk).join(instances, instances.c.series_pk == series.c.pk)
-                                .where(instances.c.SOPClassUID.in_(_uids(keyword, value))))
-    if attribute.computed:
-        raise QueryError(f"{keyword} can be returned but not matched")
+        return exists().where(series.c.study_pk == studies.c.pk, instances.c.series_pk == series.c.pk,
+                              instances.c.SOPClassUID.in_(_uids(keyword, value)))
     column = _column(attribute)
     if vr == "UI":
         uids = _uids(keyword, value)
@@ -286,44 +288,18 @@ def _person_name(attribute: Attribute, value: str, sqlite: bool, fuzzy: bool) ->
 
 # -- computed attributes ---------------------------------------------------------------
 
-def _add_computed(conn: Connection, level: str, wanted: set[str], rows: list[dict[str, Any]]) -> None:
-    """Fill counts, modalities and SOP classes of the page's studies or series in a few grouped queries."""
-    if not wanted or not rows:
+
+def _add_sop_classes(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Fill the SOP classes of the page's studies in one grouped query."""
+    if not rows:
         return
     by_pk = {row["_pk"]: row for row in rows}
-    pks = list(by_pk)
-    if level == "study":
-        if wanted & {"NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"}:
-            counts = select(series.c.study_pk, func.count(distinct(series.c.pk)), func.count(instances.c.pk)) \
-                .select_from(series.join(instances, instances.c.series_pk == series.c.pk)) \
-                .where(series.c.study_pk.in_(pks)).group_by(series.c.study_pk)
-            for pk in pks:
-                by_pk[pk]["NumberOfStudyRelatedSeries"] = by_pk[pk]["NumberOfStudyRelatedInstances"] = 0
-            for pk, n_series, n_instances in conn.execute(counts):
-                by_pk[pk]["NumberOfStudyRelatedSeries"] = n_series
-                by_pk[pk]["NumberOfStudyRelatedInstances"] = n_instances
-        if "ModalitiesInStudy" in wanted:
-            _collect(conn, by_pk, "ModalitiesInStudy",
-                     select(series.c.study_pk, series.c.Modality).distinct()
-                     .where(series.c.study_pk.in_(pks), series.c.Modality.is_not(None)))
-        if "SOPClassesInStudy" in wanted:
-            _collect(conn, by_pk, "SOPClassesInStudy",
-                     select(series.c.study_pk, instances.c.SOPClassUID).distinct()
-                     .select_from(series.join(instances, instances.c.series_pk == series.c.pk))
-                     .where(series.c.study_pk.in_(pks)))
-    elif level == "series" and "NumberOfSeriesRelatedInstances" in wanted:
-        for pk in pks:
-            by_pk[pk]["NumberOfSeriesRelatedInstances"] = 0
-        counts = select(instances.c.series_pk, func.count()).where(instances.c.series_pk.in_(pks)) \
-            .group_by(instances.c.series_pk)
-        for pk, n in conn.execute(counts):
-            by_pk[pk]["NumberOfSeriesRelatedInstances"] = n
-
-
-def _collect(conn: Connection, by_pk: dict[int, dict], keyword: str, statement: Select) -> None:
-    for row in by_pk.values():
-        row[keyword] = []
+    for row in rows:
+        row["SOPClassesInStudy"] = []
+    statement = (select(series.c.study_pk, instances.c.SOPClassUID).distinct()
+                 .select_from(series.join(instances, instances.c.series_pk == series.c.pk))
+                 .where(series.c.study_pk.in_(list(by_pk))))
     for pk, value in conn.execute(statement):
-        by_pk[pk][keyword].append(value)
-    for row in by_pk.values():
-        row[keyword].sort()
+        by_pk[pk]["SOPClassesInStudy"].append(value)
+    for row in rows:
+        row["SOPClassesInStudy"].sort()

@@ -235,3 +235,39 @@ def test_sweep_command(tmp_path):
     result = app.test_cli_runner().invoke(args=["sweep"])
     assert "removed 1 orphaned blob(s)" in result.output
     assert list(blobs.list()) == []
+
+
+def study_counts(archive, study):
+    from service.qido_params import parse_query
+
+    [row], _ = archive.catalog.search(parse_query("study", [("StudyInstanceUID", study)], 10)[0])
+    return row["NumberOfStudyRelatedSeries"], row["NumberOfStudyRelatedInstances"], row["ModalitiesInStudy"]
+
+
+def test_counts_ignore_repeats_and_survive_concurrent_writers(archive):
+    study = generate_uid()
+    series_uids = [generate_uid() for _ in range(6)]
+    datas = [instance(study, series_uids[n % 6], number=n, Modality=["CT", "MR", "PT"][n % 3]) for n in range(18)]
+    store(archive, datas[0])
+    store(archive, datas[0])   # identical again: not counted twice
+    assert study_counts(archive, study) == (1, 1, ["CT"])
+    errors = []
+
+    def worker(offset):
+        try:
+            for data in datas[offset::3] + datas[::4]:   # overlapping work, in different orders
+                store(archive, data)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert study_counts(archive, study) == (6, 18, ["CT", "MR", "PT"])
+    from service.qido_params import parse_query
+
+    rows, _ = archive.catalog.search(parse_query("series", [("StudyInstanceUID", study)], 10)[0])
+    assert sorted(r["NumberOfSeriesRelatedInstances"] for r in rows) == [3] * 6
