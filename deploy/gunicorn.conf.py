@@ -3,8 +3,8 @@ import multiprocessing
 
 # Threads keep slow clients from holding a whole process; processes use the cores.
 worker_class = "gthread"
-workers = max(2, multiprocessing.cpu_count())
-threads = 8
+workers = 2 * multiprocessing.cpu_count()
+threads = 4
 # Large studies stream for minutes; a worker busy sending is not stuck.
 timeout = 300
 graceful_timeout = 30
