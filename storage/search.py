@@ -267,7 +267,7 @@ def _person_name(attribute: Attribute, value: str, sqlite: bool, fuzzy: bool) ->
     table = _TABLES[attribute.level]
     pattern = value.upper()
     if fuzzy:
-        owner = patients.c.pk if attribute.level == "patient" else studies.c.pk
+        owner = studies.c.patient_pk if attribute.level == "patient" else studies.c.pk
         conditions = []
         for token in re.split(r"[\^= ,]+", pattern.replace("?", "*")):
             prefix = token.split("*", 1)[0]
