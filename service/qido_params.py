@@ -10,9 +10,7 @@ from typing import Iterable
 
 from pydicom.datadict import dictionary_has_tag, keyword_for_tag, tag_for_keyword
 
-from storage.search import ATTRIBUTES, BY_TAG, LEVELS, Attribute, Filter, Query, QueryError
-
-_DEPTH = {"patient": 0, "study": 0, "series": 1, "instance": 2}
+from storage.search import ATTRIBUTES, BY_TAG, DEPTH, LEVELS, Attribute, Filter, Query, QueryError
 _TAG = re.compile(r"[0-9A-Fa-f]{8}")
 CONTROL = {"limit", "offset", "fuzzymatching", "includefield", "accept", "charset"}
 
@@ -40,7 +38,7 @@ def _attribute(key: str, level: str, warnings: list[str]) -> Attribute | None:
     if attribute is None:
         warnings.append(f"{keyword} is not supported for matching or return; the key was ignored")
         return None
-    if _DEPTH[attribute.level] > _DEPTH[level]:
+    if DEPTH[attribute.level] > DEPTH[level]:
         raise QueryError(f"{keyword} belongs to the {attribute.level} level: it cannot be used in a "
                          f"search for {level} results")
     return attribute
@@ -98,6 +96,8 @@ def parse_query(level: str, params: Iterable[tuple[str, str]], max_results: int,
         filters.append(Filter(ATTRIBUTES[keyword], uid))
     if fuzzy and not any(f.attribute.vr == "PN" and f.value.strip("*") for f in filters):
         warnings.append("fuzzymatching applies to person names only and no person name was matched")
+    # A study in the URL fixes its patient too; its series fix the study and patient.
+    fixed = {"StudyInstanceUID": {"patient", "study"}, "SeriesInstanceUID": {"patient", "study", "series"}}
     query = Query(level, tuple(filters), fuzzy, frozenset(include), include_all, limit, offset,
-                  frozenset("study" if k == "StudyInstanceUID" else "series" for k in (scoped or {})))
+                  frozenset().union(*(fixed[k] for k in (scoped or {}))))
     return query, warnings

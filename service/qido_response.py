@@ -25,7 +25,8 @@ class ResultFormat:
 
     def __init__(self, returned: Sequence[Attribute], level: str, base_url: str) -> None:
         fields = [(f"{a.tag:08X}", a.keyword, a.vr) for a in returned]
-        fields.append((RETRIEVE_URL, None, "UR"))
+        if level != "patient":   # PS3.18 has no patient-level retrieve
+            fields.append((RETRIEVE_URL, None, "UR"))
         if level in ("study", "instance"):
             fields.append((INSTANCE_AVAILABILITY, None, "CS"))
         self._fields = sorted(fields)

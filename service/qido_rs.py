@@ -22,6 +22,12 @@ TRUNCATED = ("the number of results exceeded the maximum supported by the server
              "additional results can be requested with offset")
 
 
+@bp.get("/patients")
+def search_patients() -> Response:
+    """Patient-level search, as dcm4chee and the O3-DPACS statement offer (not part of PS3.18)."""
+    return _search("patient", {})
+
+
 @bp.get("/studies")
 def search_studies() -> Response:
     return _search("study", {})

@@ -20,9 +20,9 @@ from .dataset import INSTANCE_KEYWORDS, PATIENT_KEYWORDS, SERIES_KEYWORDS, STUDY
 from .schema import instances, patients, person_name_tokens, series, studies
 from .uids import is_valid_uid
 
-LEVELS = ("study", "series", "instance")
+LEVELS = ("patient", "study", "series", "instance")
 _TABLES = {"patient": patients, "study": studies, "series": series, "instance": instances}
-_DEPTH = {"patient": 0, "study": 0, "series": 1, "instance": 2}
+DEPTH = {level: depth for depth, level in enumerate(LEVELS)}
 _INTEGER_VRS = {"IS", "US", "UL", "SS", "SL"}
 
 
@@ -46,6 +46,9 @@ def _attribute(keyword: str, level: str, computed: bool = False) -> Attribute:
 
 ATTRIBUTES: dict[str, Attribute] = {a.keyword: a for a in [
     *(_attribute(k, "patient") for k in PATIENT_KEYWORDS),
+    _attribute("NumberOfPatientRelatedStudies", "patient", computed=True),
+    _attribute("NumberOfPatientRelatedSeries", "patient", computed=True),
+    _attribute("NumberOfPatientRelatedInstances", "patient", computed=True),
     _attribute("StudyInstanceUID", "study"),
     *(_attribute(k, "study") for k in STUDY_KEYWORDS),
     _attribute("ModalitiesInStudy", "study"),
@@ -61,11 +64,13 @@ ATTRIBUTES: dict[str, Attribute] = {a.keyword: a for a in [
 ]}
 BY_TAG = {a.tag: a for a in ATTRIBUTES.values()}
 
-# PS3.18 tables 10.6.3-3, -4 and -5: returned whatever includefield says.
+# PS3.18 tables 10.6.3-3, -4 and -5 (the patient attributes of the first are the patient level's):
+# returned whatever includefield says.
 DEFAULT_RETURN = {
+    "patient": ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "NumberOfPatientRelatedStudies",
+                "NumberOfPatientRelatedSeries", "NumberOfPatientRelatedInstances"),
     "study": ("StudyDate", "StudyTime", "AccessionNumber", "ModalitiesInStudy", "ReferringPhysicianName",
-              "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyID",
-              "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"),
+              "StudyInstanceUID", "StudyID", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"),
     "series": ("Modality", "SeriesDescription", "SeriesInstanceUID", "SeriesNumber",
                "NumberOfSeriesRelatedInstances", "PerformedProcedureStepStartDate",
                "PerformedProcedureStepStartTime"),
@@ -96,18 +101,18 @@ class Query:
     def returned(self) -> list[Attribute]:
         """Attributes in every result: the level's defaults, its parents' where the
         URL does not fix them, what was matched and what includefield names."""
-        depth = _DEPTH[self.level]
+        depth = DEPTH[self.level]
         keywords: list[str] = []
         for level in LEVELS[: depth + 1]:
             if level == self.level or level not in self.scoped or self.include_all:
                 keywords += DEFAULT_RETURN[level]
-            else:
+            elif level != "patient":
                 keywords.append("StudyInstanceUID" if level == "study" else "SeriesInstanceUID")
         if self.include_all:
-            keywords += [a.keyword for a in ATTRIBUTES.values() if _DEPTH[a.level] <= depth]
+            keywords += [a.keyword for a in ATTRIBUTES.values() if DEPTH[a.level] <= depth]
         keywords += [f.attribute.keyword for f in self.filters] + sorted(self.include)
         # Computed attributes describe the result rows' own level (a series' count, not its study's).
-        seen = dict.fromkeys(k for k in keywords if _DEPTH[ATTRIBUTES[k].level] <= depth
+        seen = dict.fromkeys(k for k in keywords if DEPTH[ATTRIBUTES[k].level] <= depth
                              and (not ATTRIBUTES[k].computed or ATTRIBUTES[k].level == self.level))
         return sorted((ATTRIBUTES[k] for k in seen), key=lambda a: a.tag)
 
@@ -129,6 +134,8 @@ def run(conn: Connection, query: Query, sqlite: bool) -> tuple[list[dict[str, An
             row["ModalitiesInStudy"] = row["ModalitiesInStudy"].split("\\") if row["ModalitiesInStudy"] else []
     if any(a.keyword == "SOPClassesInStudy" for a in returned):
         _add_sop_classes(conn, rows)
+    if query.level == "patient":
+        _add_patient_counts(conn, rows)
     return rows, more
 
 
@@ -144,10 +151,12 @@ def _order(query: Query) -> list[ColumnElement]:
 
 
 def _joined(level: str):
+    if level == "patient":
+        return patients
     joined = studies.join(patients, studies.c.patient_pk == patients.c.pk)
-    if _DEPTH[level] >= 1:
+    if DEPTH[level] >= DEPTH["series"]:
         joined = joined.join(series, series.c.study_pk == studies.c.pk)
-    if _DEPTH[level] >= 2:
+    if DEPTH[level] >= DEPTH["instance"]:
         joined = joined.join(instances, instances.c.series_pk == series.c.pk)
     return joined
 
@@ -160,12 +169,13 @@ def _column(attribute: Attribute) -> ColumnElement:
 
 def _conditions(query: Query, sqlite: bool) -> Iterable[ColumnElement]:
     for f in query.filters:
-        condition = match(f.attribute, f.value, sqlite, query.fuzzy)
+        condition = match(f.attribute, f.value, sqlite, query.fuzzy, query.level)
         if condition is not None:
             yield condition
 
 
-def match(attribute: Attribute, value: str, sqlite: bool, fuzzy: bool = False) -> ColumnElement | None:
+def match(attribute: Attribute, value: str, sqlite: bool, fuzzy: bool = False,
+          level: str = "study") -> ColumnElement | None:
     """The SQL condition for one query key, or None for universal matching (PS3.4 C.2.2.2.3)."""
     if value in ("", "*"):
         return None
@@ -185,7 +195,7 @@ def match(attribute: Attribute, value: str, sqlite: bool, fuzzy: bool = False) -
     if vr in ("DA", "TM", "DT"):
         return _date_time(column, keyword, vr, value)
     if vr == "PN":
-        return _person_name(attribute, value, sqlite, fuzzy)
+        return _person_name(attribute, value, sqlite, fuzzy, level)
     if vr in _INTEGER_VRS:
         try:
             return column == int(value)
@@ -260,14 +270,18 @@ def _date_time(column: ColumnElement, keyword: str, vr: str, value: str) -> Colu
     return and_(*conditions)
 
 
-def _person_name(attribute: Attribute, value: str, sqlite: bool, fuzzy: bool) -> ColumnElement:
+def _person_name(attribute: Attribute, value: str, sqlite: bool, fuzzy: bool, level: str) -> ColumnElement:
     """PN matching, case-insensitive. Without fuzzy matching the value is matched
     against the alphabetic group (ASCII values) or against any group; with it,
     every component of the value must begin some component of the name."""
     table = _TABLES[attribute.level]
     pattern = value.upper()
     if fuzzy:
-        owner = studies.c.patient_pk if attribute.level == "patient" else studies.c.pk
+        # The patient key on the studies side when studies are searched: it spares a join on patients.
+        if attribute.level == "patient":
+            owner = patients.c.pk if level == "patient" else studies.c.patient_pk
+        else:
+            owner = studies.c.pk
         conditions = []
         for token in re.split(r"[\^= ,]+", pattern.replace("?", "*")):
             prefix = token.split("*", 1)[0]
@@ -287,6 +301,20 @@ def _person_name(attribute: Attribute, value: str, sqlite: bool, fuzzy: bool) ->
 
 
 # -- computed attributes ---------------------------------------------------------------
+
+
+def _add_patient_counts(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Studies, series and instances of the page's patients, from the studies' stored counts."""
+    by_pk = {row["_pk"]: row for row in rows}
+    for row in rows:
+        row.update(NumberOfPatientRelatedStudies=0, NumberOfPatientRelatedSeries=0,
+                   NumberOfPatientRelatedInstances=0)
+    statement = (select(studies.c.patient_pk, func.count(), func.sum(studies.c.NumberOfStudyRelatedSeries),
+                        func.sum(studies.c.NumberOfStudyRelatedInstances))
+                 .where(studies.c.patient_pk.in_(list(by_pk))).group_by(studies.c.patient_pk))
+    for pk, n_studies, n_series, n_instances in conn.execute(statement):
+        by_pk[pk].update(NumberOfPatientRelatedStudies=n_studies, NumberOfPatientRelatedSeries=int(n_series or 0),
+                         NumberOfPatientRelatedInstances=int(n_instances or 0))
 
 
 def _add_sop_classes(conn: Connection, rows: list[dict[str, Any]]) -> None:

@@ -227,3 +227,15 @@ def test_malformed_values(searchable, params, message):
     level = "series" if "SeriesNumber" in params else "study"
     with pytest.raises(QueryError, match=message):
         found(searchable, params, level)
+
+
+def test_patient_level(searchable):
+    catalog, _ = searchable
+    query, _ = parse_query("patient", [("PatientName", "doe*")], 1000)
+    rows, _ = catalog.search(query)
+    assert sorted(r["PatientID"] for r in rows) == ["PAT-1", "PAT-2", "PAT-3"]
+    [jane] = [r for r in rows if r["PatientID"] == "PAT-1"]
+    assert (jane["NumberOfPatientRelatedStudies"], jane["NumberOfPatientRelatedSeries"],
+            jane["NumberOfPatientRelatedInstances"]) == (1, 2, 2)
+    with pytest.raises(QueryError, match="study level"):
+        parse_query("patient", [("StudyDate", "20240101")], 1000)

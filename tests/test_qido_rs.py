@@ -156,3 +156,15 @@ def test_unacceptable_formats(client, archive, accept):
 def test_accept_variants(client, archive):
     for accept in ["application/json", "*/*", "application/dicom+json; q=0.9, text/html"]:
         assert get(client, "/studies", Accept=accept).status_code == 200
+
+
+def test_patient_level_search(client, archive):
+    r = get(client, "/patients?PatientName=thom*")
+    [patient] = r.get_json()
+    assert patient["00100020"]["Value"] == ["THOMPSON"]
+    assert patient["00201200"]["Value"] == [1]          # NumberOfPatientRelatedStudies
+    assert patient["00201202"]["Value"] == [2] and patient["00201204"]["Value"] == [4]
+    assert "00081190" not in patient and "0020000D" not in patient
+    assert len(get(client, "/patients").get_json()) == 2
+    assert get(client, "/patients?StudyDate=20240115").status_code == 400
+    assert get(client, "/patients?PatientName=sean&fuzzymatching=true").get_json()[0]["00100020"]["Value"] == ["OBRIEN"]
