@@ -13,7 +13,6 @@ import argparse
 import http.client
 import json
 import multiprocessing
-import os
 import tempfile
 import threading
 import time

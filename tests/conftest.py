@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pydicom
@@ -59,23 +60,34 @@ def postgres_reachable() -> bool:
         return False
 
 
-@pytest.fixture
-def postgres_url():
-    """A catalog URL on a fresh schema of the local PostgreSQL ``test`` database."""
+@contextmanager
+def postgres_schema(prefix: str = "t"):
+    """A catalog URL on a fresh schema of the local PostgreSQL ``test`` database, dropped afterwards.
+
+    Skips with a visible reason where no server listens; in CI, where one must, fails instead.
+    """
     if not postgres_reachable():
         if in_ci():
             pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 in CI")
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
     import sqlalchemy
 
-    schema = f"t_{uuid.uuid4().hex[:12]}"
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
     engine = sqlalchemy.create_engine(PG_BASE_URL.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as conn:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    yield f"{PG_BASE_URL}?options=-csearch_path%3D{schema}"
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    engine.dispose()
+    try:
+        yield f"{PG_BASE_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        engine.dispose()
+
+
+@pytest.fixture
+def postgres_url():
+    with postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -166,7 +166,7 @@ def test_bad_parts_and_mismatched_study(server):
     assert r.status_code == 202
     reasons = [item["00081197"]["Value"][0] for item in r.json()["00081198"]["Value"]]
     assert reasons == [0xC000, 0xC000, 0xA900]
-    assert requests.get(server.dicomweb + f"/studies/1.2.x", headers=AUTH).status_code == 400
+    assert requests.get(server.dicomweb + "/studies/1.2.x", headers=AUTH).status_code == 400
     assert requests.get(server.dicomweb + f"/studies/{generate_uid()}", headers=AUTH).status_code == 404
 
 

@@ -1,4 +1,5 @@
 """QIDO-RS matching, table-driven per value representation, on SQLite and PostgreSQL, without HTTP."""
+import contextlib
 import hashlib
 import io
 import warnings
@@ -12,6 +13,7 @@ from bench.synthetic import ct_instance
 from service.qido_params import parse_query
 from storage import Archive, Catalog, DiskStore
 from storage.search import QueryError
+from tests.conftest import postgres_schema
 
 CHARSET_FILES = Path(pydicom.__file__).parent / "data" / "charset_files"
 
@@ -35,31 +37,34 @@ CHARSET_STUDIES = {"yamada": "chrH31.dcm", "hong": "chrI2.dcm", "wang": "chrX1.d
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def searchable(request, tmp_path_factory):
     """An archive holding the studies above; yields (catalog, label of each study UID)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('qido') / 'catalog.sqlite'}"
-        cleanup = None
-    else:
-        url, cleanup = _postgres_schema()
-    catalog = Catalog(url)
-    catalog.create_schema()
-    archive = Archive(DiskStore(tmp_path_factory.mktemp("blobs")), catalog)
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path_factory.mktemp('qido') / 'catalog.sqlite'}"
+        else:
+            url = stack.enter_context(postgres_schema("q"))
+        catalog = Catalog(url)
+        catalog.create_schema()
+        stack.callback(catalog.dispose)
+        archive = Archive(DiskStore(tmp_path_factory.mktemp("blobs")), catalog)
+        yield catalog, _store_studies(archive)
+
+
+def _store_studies(archive: Archive) -> dict[str, str]:
     labels = {}
     for label, spec in STUDIES.items():
         spec = dict(spec)
         modalities = spec.pop("modalities")
         study = generate_uid()
         labels[study] = label
+        patient_name, patient_id = spec.pop("PatientName"), spec.pop("PatientID")
         for number, modality in enumerate(modalities, 1):
             data = ct_instance(study, generate_uid(), number=number, rows=8, columns=8, series_number=number,
-                               patient_name=spec.pop("PatientName", None) or STUDIES[label]["PatientName"],
-                               patient_id=spec.pop("PatientID", None) or STUDIES[label]["PatientID"],
-                               Modality=modality, **spec)
+                               patient_name=patient_name, patient_id=patient_id, Modality=modality, **spec)
             assert archive.store(io.BytesIO(data), hashlib.sha256(data).hexdigest()).stored
     for label, name in CHARSET_STUDIES.items():
-        data = (CHARSET_FILES / name).read_bytes()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(io.BytesIO(data))
+            ds = pydicom.dcmread(CHARSET_FILES / name)
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         buffer = io.BytesIO()
@@ -67,34 +72,7 @@ def searchable(request, tmp_path_factory):
         data = buffer.getvalue()
         assert archive.store(io.BytesIO(data), hashlib.sha256(data).hexdigest()).stored
         labels[str(ds.StudyInstanceUID)] = label
-    yield catalog, labels
-    catalog.dispose()
-    if cleanup:
-        cleanup()
-
-
-def _postgres_schema():
-    import uuid
-
-    import sqlalchemy
-
-    from tests.conftest import PG_BASE_URL, in_ci, postgres_reachable
-
-    if not postgres_reachable():
-        if in_ci():
-            pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 in CI")
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    schema = f"q_{uuid.uuid4().hex[:12]}"
-    engine = sqlalchemy.create_engine(PG_BASE_URL.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-
-    def cleanup():
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        engine.dispose()
-
-    return f"{PG_BASE_URL}?options=-csearch_path%3D{schema}", cleanup
+    return labels
 
 
 def found(searchable, params, level="study"):

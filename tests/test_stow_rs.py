@@ -7,7 +7,7 @@ from pydicom.uid import generate_uid
 
 from bench.synthetic import ct_instance
 from service.dicom_xml import NAMESPACE
-from tests.conftest import TEST_FILES, make_config
+from tests.conftest import make_config
 from tests.helpers import multipart_body, stow_headers
 
 URL = "/dicom-web/studies"
