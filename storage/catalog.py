@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from sqlalchemy import bindparam, create_engine, event, func, select, update
+from sqlalchemy import bindparam, create_engine, event, func, inspect, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError, IntegrityError
 
@@ -78,6 +78,10 @@ class PendingInstance:
     size: int
     sha256: str
     blob_key: str
+
+
+class SchemaOutdated(RuntimeError):
+    """The catalog's tables are older than this code."""
 
 
 @dataclass(frozen=True)
@@ -164,15 +168,27 @@ class Catalog:
         return engine
 
     def create_schema(self) -> None:
-        """Create missing tables; safe when several workers start at once."""
+        """Create missing tables; safe when several workers start at once.
+
+        Raises SchemaOutdated when existing tables lack columns this version needs,
+        rather than failing later on the first store or search.
+        """
         for attempt in range(5):
             try:
                 metadata.create_all(self.engine)
-                return
+                break
             except (OperationalError, ProgrammingError, IntegrityError):
                 if attempt == 4:
                     raise
                 time.sleep(0.2 * (attempt + 1))
+        inspector = inspect(self.engine)
+        missing = [f"{table.name}.{column.name}" for table in metadata.sorted_tables
+                   for column in table.columns
+                   if column.name not in {c["name"] for c in inspector.get_columns(table.name)}]
+        if missing:
+            raise SchemaOutdated(f"the catalog at {self.engine.url.render_as_string(hide_password=True)} was "
+                                 f"made by an older version and lacks {', '.join(missing[:5])}"
+                                 f"{' …' if len(missing) > 5 else ''}; it needs migrating")
 
     def dispose(self) -> None:
         """Close pooled connections (before a fork: children make their own)."""

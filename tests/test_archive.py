@@ -271,3 +271,16 @@ def test_counts_ignore_repeats_and_survive_concurrent_writers(archive):
 
     rows, _ = archive.catalog.search(parse_query("series", [("StudyInstanceUID", study)], 10)[0])
     assert sorted(r["NumberOfSeriesRelatedInstances"] for r in rows) == [3] * 6
+
+
+def test_an_outdated_catalog_is_refused_at_start(tmp_path):
+    import sqlite3
+
+    from storage.catalog import SchemaOutdated
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:   # the studies table as an earlier version made it
+        db.execute('CREATE TABLE studies (pk INTEGER PRIMARY KEY, "StudyInstanceUID" VARCHAR(64), '
+                   'patient_pk INTEGER, created_at FLOAT)')
+    with pytest.raises(SchemaOutdated, match="lacks studies.StudyDate, .*needs migrating"):
+        Catalog(f"sqlite:///{path}").create_schema()
