@@ -122,10 +122,15 @@ def run(conn: Connection, query: Query, sqlite: bool) -> tuple[list[dict[str, An
     table = _TABLES[query.level]
     returned = query.returned()
     columns = [_column(a).label(a.keyword) for a in returned if not a.computed]
-    statement: Select = select(table.c.pk.label("_pk"), *columns).select_from(_joined(query.level))
+    # Two steps in one statement: the page's keys first, over only the tables the filters
+    # need, then the columns of those rows alone (not of every match before the sort).
+    page = select(table.c.pk).select_from(_joined(query.level, _needs_patients(query)))
     for condition in _conditions(query, sqlite):
-        statement = statement.where(condition)
-    statement = statement.order_by(*_order(query)).limit(query.limit + 1).offset(query.offset)
+        page = page.where(condition)
+    page = page.order_by(*_order(query)).limit(query.limit + 1).offset(query.offset)
+    statement: Select = (select(table.c.pk.label("_pk"), *columns).select_from(_joined(query.level))
+                         .where(table.c.pk.in_(page))
+                         .order_by(*_order(query)))
     rows = [dict(row._mapping) for row in conn.execute(statement)]
     more = len(rows) > query.limit
     rows = rows[: query.limit]
@@ -150,10 +155,16 @@ def _order(query: Query) -> list[ColumnElement]:
     return [*order, _TABLES[query.level].c.pk]
 
 
-def _joined(level: str):
+def _needs_patients(query: Query) -> bool:
+    """Whether the filters read patient columns (fuzzy name matching reads the token table)."""
+    return any(f.attribute.level == "patient" and not (query.fuzzy and f.attribute.vr == "PN")
+               for f in query.filters)
+
+
+def _joined(level: str, with_patients: bool = True):
     if level == "patient":
         return patients
-    joined = studies.join(patients, studies.c.patient_pk == patients.c.pk)
+    joined = studies.join(patients, studies.c.patient_pk == patients.c.pk) if with_patients else studies
     if DEPTH[level] >= DEPTH["series"]:
         joined = joined.join(series, series.c.study_pk == studies.c.pk)
     if DEPTH[level] >= DEPTH["instance"]:
