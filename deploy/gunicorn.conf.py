@@ -1,7 +1,8 @@
 """gunicorn settings for the DICOMweb service (`gunicorn -c deploy/gunicorn.conf.py wsgi:app`)."""
 import multiprocessing
 
-# Threads keep slow clients from holding a whole process; processes use the cores.
+# Threads keep slow clients from holding a whole process; two processes per core keep
+# short searches from queueing behind each other on one GIL (see docs/benchmarks.md).
 worker_class = "gthread"
 workers = 2 * multiprocessing.cpu_count()
 threads = 4
