@@ -28,13 +28,14 @@ def create_app(config: Config | None = None) -> Flask:
     app.config["DICOMWEB"] = config
     app.extensions["archive"] = _make_archive(config)
 
-    from . import health, qido_rs, stow_rs, wado_rs
+    from . import cors, health, qido_rs, stow_rs, wado_rs
 
     app.register_blueprint(health.bp)
     app.register_blueprint(qido_rs.bp, url_prefix=config.url_prefix)
     app.register_blueprint(stow_rs.bp, url_prefix=config.url_prefix)
     app.register_blueprint(wado_rs.bp, url_prefix=config.url_prefix)
 
+    cors.install(app, config.cors_origins)   # preflights are answered before authentication
     app.before_request(_authenticate)
     _register_error_handlers(app)
 

@@ -40,6 +40,7 @@ class Config:
     fsync: bool = True
     spool_memory_bytes: int = 1 << 20
     qido_max_results: int = 1000          # a search returns at most this many results per request
+    cors_origins: tuple[str, ...] = ()    # browser origins allowed to call the service, or ("*",)
 
     def __post_init__(self) -> None:
         data_dir = Path(self.data_dir)
@@ -78,6 +79,8 @@ class Config:
             replace_duplicates=env.get("DICOMWEB_ON_DUPLICATE", "reject") == "replace",
             fsync=_flag(env.get("DICOMWEB_FSYNC", "on"), "DICOMWEB_FSYNC"),
             qido_max_results=int(env.get("DICOMWEB_QIDO_MAX_RESULTS", "1000")),
+            cors_origins=tuple(o.strip().rstrip("/") for o in env.get("DICOMWEB_CORS_ORIGINS", "").split(",")
+                               if o.strip()),
         )
 
 

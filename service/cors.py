@@ -1,0 +1,53 @@
+"""Cross-origin access for browser viewers (OHIF and others call the server directly).
+
+Off unless ``DICOMWEB_CORS_ORIGINS`` lists origins (or ``*``). Preflight requests
+carry no credentials, so they are answered before authentication; the actual
+requests still need their API key.
+"""
+from __future__ import annotations
+
+from flask import Flask, Response, request
+
+ALLOWED_METHODS = "GET, HEAD, POST, OPTIONS"
+ALLOWED_HEADERS = "Authorization, Accept, Content-Type, If-None-Match, Range"
+EXPOSED_HEADERS = "Warning, Content-Location, Content-Length, Content-Type, ETag"
+MAX_AGE = "600"
+
+
+def allowed_origin(origin: str | None, origins: tuple[str, ...]) -> str | None:
+    """The value for Access-Control-Allow-Origin, or None when ``origin`` is not allowed."""
+    if not origin or not origins:
+        return None
+    if "*" in origins:
+        return "*"
+    return origin if origin in origins else None
+
+
+def install(app: Flask, origins: tuple[str, ...]) -> None:
+    if not origins:
+        return
+
+    @app.before_request
+    def preflight() -> Response | None:
+        if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers:
+            return None
+        response = Response(status=204)
+        allowed = allowed_origin(request.headers.get("Origin"), origins)
+        if allowed:
+            response.headers.update({
+                "Access-Control-Allow-Origin": allowed,
+                "Access-Control-Allow-Methods": ALLOWED_METHODS,
+                "Access-Control-Allow-Headers": ALLOWED_HEADERS,
+                "Access-Control-Max-Age": MAX_AGE,
+            })
+        response.headers["Vary"] = "Origin"
+        return response
+
+    @app.after_request
+    def cross_origin(response: Response) -> Response:
+        allowed = allowed_origin(request.headers.get("Origin"), origins)
+        if allowed and "Access-Control-Allow-Origin" not in response.headers:
+            response.headers["Access-Control-Allow-Origin"] = allowed
+            response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+            response.headers.add("Vary", "Origin")
+        return response
