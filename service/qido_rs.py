@@ -14,7 +14,7 @@ from .errors import BadRequest, NotAcceptable
 from .media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED
 from .qido_params import parse_query
 from .qido_response import ResultFormat
-from .web import accepted, archive, base_url, require_uids, settings
+from .web import accepted, archive, base_url, require_uids, settings, warning
 
 bp = Blueprint("qido_rs", __name__)
 
@@ -69,7 +69,7 @@ def _search(level: str, scoped: dict[str, str]) -> Response:
     else:
         response = Response(orjson.dumps(results), mimetype=DICOM_JSON)
     for text in warnings:
-        response.headers.add("Warning", f'299 dicomweb "{_ascii(text)}"')
+        response.headers.add("Warning", warning(text))
     return response
 
 
@@ -82,7 +82,3 @@ def _response_format() -> bool:
             return True
     raise NotAcceptable("search results are sent as application/dicom+json or "
                         'multipart/related; type="application/dicom+xml"')
-
-
-def _ascii(text: str) -> str:
-    return "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text)

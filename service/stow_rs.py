@@ -21,7 +21,7 @@ from .dicom_xml import dataset_to_xml
 from .errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 from .media import DICOM, DICOM_JSON, DICOM_XML, MULTIPART_RELATED, parse_media_type, response_format
 from .multipart import Finished, MultipartDecoder, MultipartError, PartData, PartEnd, PartStart
-from .web import accepted, archive, base_url, require_uids, settings
+from .web import accepted, archive, base_url, require_uids, settings, warning
 
 bp = Blueprint("stow_rs", __name__)
 
@@ -61,15 +61,8 @@ def store(study: str | None = None) -> Response:
         body, mimetype = json.dumps(dataset.to_json_dict()), DICOM_JSON
     response = Response(body, status=stow_response.response_status(outcomes), mimetype=mimetype)
     for outcome in [o for o in outcomes if not o.stored][:MAX_WARNING_HEADERS]:
-        response.headers.add("Warning", _warning(outcome))
+        response.headers.add("Warning", warning(f"{outcome.sop_instance_uid or 'part'}: {outcome.message}"))
     return response
-
-
-def _warning(outcome: StoreOutcome) -> str:
-    """A Warning header value; messages may quote damaged input, so only printable ASCII is kept."""
-    text = f"{outcome.sop_instance_uid or 'part'}: {outcome.message}"
-    text = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text)
-    return f'299 dicomweb "{text[:300]}"'
 
 
 Received = Union[tuple[BinaryIO, str], StoreOutcome]

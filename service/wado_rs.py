@@ -7,7 +7,7 @@ from . import retrieve
 from .errors import NotFound
 from .media import instance_representations
 from .multipart import new_boundary
-from .web import accepted, archive, base_url, require_uids
+from .web import accepted, archive, base_url, require_uids, warning
 
 bp = Blueprint("wado_rs", __name__)
 
@@ -39,8 +39,7 @@ def retrieve_instances(study: str, series: str | None = None, instance: str | No
     if length is not None:
         response.content_length = length
     if planned.skipped:
-        response.headers["Warning"] = (
-            f'299 dicomweb "{len(planned.skipped)} of {len(found)} instances were left out: '
-            'their stored transfer syntax cannot be converted to an acceptable one"'
-        )
+        response.headers["Warning"] = warning(
+            f"{len(planned.skipped)} of {len(found)} instances were left out: "
+            "their stored transfer syntax cannot be converted to an acceptable one")
     return response

@@ -50,3 +50,10 @@ def accepted() -> list[MediaType]:
         return parse_accept(header)
     except ValueError as exc:
         raise BadRequest(f"malformed Accept: {exc}") from None
+
+
+def warning(text: str) -> str:
+    """A ``Warning: 299`` header value (PS3.18 §8.4.3). Texts may quote damaged input,
+    so only printable ASCII is kept and the length is bounded."""
+    safe = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text)
+    return f'299 dicomweb "{safe[:300]}"'

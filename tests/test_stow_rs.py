@@ -175,10 +175,9 @@ def test_more_parts_than_one_catalog_batch(client):
 
 
 def test_warning_headers_are_safe_whatever_the_message():
-    from service.stow_rs import _warning
-    from storage import StoreOutcome
+    from service.web import warning
 
-    value = _warning(StoreOutcome(None, None, message='bad "value"\r\nX-Injected: 1 \u00e9\\'))
+    value = warning('part: bad "value"\r\nX-Injected: 1 \u00e9\\')
     assert value.startswith('299 dicomweb "part: bad ?value?') and "\r" not in value and "\n" not in value
     assert value.count('"') == 2 and value.isascii()
 
