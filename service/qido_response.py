@@ -17,7 +17,13 @@ _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 
 
 def _person_names(values: list) -> list[dict[str, str]]:
-    return [{group: text for group, text in zip(_PN_GROUPS, str(v).split("=")) if text} for v in values]
+    names = []
+    for value in values:
+        if "=" not in value:   # the common case: one alphabetic group
+            names.append({"Alphabetic": value})
+        else:
+            names.append({group: text for group, text in zip(_PN_GROUPS, value.split("=")) if text})
+    return names
 
 
 class ResultFormat:
