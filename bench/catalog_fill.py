@@ -16,7 +16,8 @@ import time
 
 from storage.catalog import Catalog
 from storage.schema import (
-    instances, patients, person_name_columns, person_name_tokens, person_name_tokens_of, series, studies,
+    STUDY_PATIENT_NAME, instances, patients, person_name_columns, person_name_tokens, person_name_tokens_of,
+    series, studies,
 )
 
 FAMILY = ["SMITH", "JOHNSON", "WILLIAMS", "BROWN", "JONES", "GARCIA", "MILLER", "DAVIS", "RODRIGUEZ", "MARTINEZ",
@@ -81,11 +82,14 @@ def fill(catalog: Catalog, n_studies: int, seed: int = 1, batch: int = 2000, ver
                 "StudyDate": f"{rng.randint(2015, 2025)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}",
                 "StudyTime": f"{rng.randint(7, 19):02d}{rng.randint(0, 59):02d}{rng.randint(0, 59):02d}",
                 "AccessionNumber": f"A{study_pk:09d}", "ReferringPhysicianName": referring,
+                "patient_name_upper": person_name_columns("PatientName", name)["PatientName_upper"],
                 **person_name_columns("ReferringPhysicianName", referring),
                 "StudyDescription": rng.choice(["CHEST", "ABDOMEN", "HEAD", "SPINE", "KNEE", "PELVIS", "THORAX"]),
                 "StudyID": str(rng.randint(1, 9999)), "created_at": started})
             rows["tokens"] += [{"keyword": "ReferringPhysicianName", "token": t, "owner_pk": study_pk}
                                for t in person_name_tokens_of(referring)]
+            rows["tokens"] += [{"keyword": STUDY_PATIENT_NAME, "token": t, "owner_pk": study_pk}
+                               for t in person_name_tokens_of(name)]
             counts["studies"] += 1
             study_row = rows["studies"][-1]
             study_modalities: set[str] = set()

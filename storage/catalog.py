@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError, IntegrityError
 from .dataset import INSTANCE_KEYWORDS, PATIENT_KEYWORDS, SERIES_KEYWORDS, STUDY_KEYWORDS, InstanceHeader
 from .search import Query, run as run_search
 from .schema import (
-    instances, metadata, patients, person_name_columns, person_name_tokens,
+    STUDY_PATIENT_NAME, instances, metadata, patients, person_name_columns, person_name_tokens,
     person_name_tokens_of, series, studies,
 )
 
@@ -315,10 +315,12 @@ class Catalog:
         referring = header.study.get("ReferringPhysicianName")
         created = conn.execute(self._statements["insert_study"], {
             **_NO_STUDY_ATTRIBUTES, **header.study, **person_name_columns("ReferringPhysicianName", referring),
+            "patient_name_upper": person_name_columns("PatientName", patient_name)["PatientName_upper"],
             "StudyInstanceUID": header.study_uid, "patient_pk": patient_pk, "created_at": time.time()}).first()
         study_pk = conn.execute(_STUDY_BY_UID, {"study": header.study_uid}).scalar_one()
         if created is not None:
             self._add_name_tokens(conn, "ReferringPhysicianName", referring, study_pk)
+            self._add_name_tokens(conn, STUDY_PATIENT_NAME, patient_name, study_pk)
         return study_pk
 
     def _add_name_tokens(self, conn: Connection, keyword: str, name: str | None, owner_pk: int) -> None:

@@ -53,10 +53,14 @@ studies = Table(
     Column("NumberOfStudyRelatedSeries", Integer, nullable=False, server_default="0"),
     Column("NumberOfStudyRelatedInstances", Integer, nullable=False, server_default="0"),
     Column("ModalitiesInStudy", Text(200)),          # backslash-separated, sorted
+    # The patient's upper-cased alphabetic name, copied here so that name searches for
+    # studies read one index and no patient rows.
+    Column("patient_name_upper", Text()),
     Column("created_at", Float, nullable=False),
     Index("ix_studies_date", "StudyDate", "StudyTime"),
     Index("ix_studies_accession", "AccessionNumber"),
     Index("ix_studies_referring", "ReferringPhysicianName_upper"),
+    Index("ix_studies_patient_name", "patient_name_upper"),
 )
 
 series = Table(
@@ -85,6 +89,8 @@ instances = Table(
 )
 
 # Components of person names, for fuzzy matching: one row per (name, upper-cased component).
+# Patient names are indexed twice: against the patient (for /patients) and against each of
+# its studies (STUDY_PATIENT_NAME), so that study searches go from tokens to studies directly.
 person_name_tokens = Table(
     "person_name_tokens", metadata,
     Column("keyword", Text(64), nullable=False),
@@ -92,6 +98,8 @@ person_name_tokens = Table(
     Column("owner_pk", Integer, nullable=False),
     Index("ix_person_name_tokens", "keyword", "token", "owner_pk", unique=True),
 )
+
+STUDY_PATIENT_NAME = "PatientName@study"
 
 _TOKEN_SPLIT = re.compile(r"[\^= ,\-]+")
 

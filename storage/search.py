@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, or_, 
 from sqlalchemy.engine import Connection
 
 from .dataset import INSTANCE_KEYWORDS, PATIENT_KEYWORDS, SERIES_KEYWORDS, STUDY_KEYWORDS
-from .schema import instances, patients, person_name_tokens, series, studies
+from .schema import STUDY_PATIENT_NAME, instances, patients, person_name_tokens, series, studies
 from .uids import is_valid_uid
 
 LEVELS = ("patient", "study", "series", "instance")
@@ -156,8 +156,11 @@ def _order(query: Query) -> list[ColumnElement]:
 
 
 def _needs_patients(query: Query) -> bool:
-    """Whether the filters read patient columns (fuzzy name matching reads the token table)."""
-    return any(f.attribute.level == "patient" and not (query.fuzzy and f.attribute.vr == "PN")
+    """Whether the filters read patient rows. Name matching does not, but for non-ASCII
+    values matched against every name group: fuzzy matching reads the token table,
+    alphabetic matching the studies' copy of the name."""
+    return any(f.attribute.level == "patient" and f.value not in ("", "*")
+               and not (f.attribute.vr == "PN" and (query.fuzzy or f.value.isascii()))
                for f in query.filters)
 
 
@@ -288,25 +291,26 @@ def _person_name(attribute: Attribute, value: str, sqlite: bool, fuzzy: bool, le
     table = _TABLES[attribute.level]
     pattern = value.upper()
     if fuzzy:
-        # The patient key on the studies side when studies are searched: it spares a join on patients.
+        keyword, owner = attribute.keyword, studies.c.pk
         if attribute.level == "patient":
-            owner = patients.c.pk if level == "patient" else studies.c.patient_pk
-        else:
-            owner = studies.c.pk
+            # Searches below patient level use the tokens filed against studies: no patient join.
+            keyword, owner = ((attribute.keyword, patients.c.pk) if level == "patient"
+                              else (STUDY_PATIENT_NAME, studies.c.pk))
         conditions = []
         for token in re.split(r"[\^= ,]+", pattern.replace("?", "*")):
             prefix = token.split("*", 1)[0]
             if not prefix:
                 continue
             tokens = select(person_name_tokens.c.owner_pk).where(
-                person_name_tokens.c.keyword == attribute.keyword,
+                person_name_tokens.c.keyword == keyword,
                 wildcard(person_name_tokens.c.token, prefix + "*", sqlite))
             conditions.append(owner.in_(tokens))
         if not conditions:
             return None  # type: ignore[return-value] - only wildcards: universal
         return and_(*conditions)
     if pattern.isascii():
-        column = table.c[f"{attribute.keyword}_upper"]
+        column = (studies.c.patient_name_upper if attribute.keyword == "PatientName" and level != "patient"
+                  else table.c[f"{attribute.keyword}_upper"])
         return wildcard(column, pattern, sqlite) if _has_wildcard(pattern) else column == pattern
     return wildcard(table.c[f"{attribute.keyword}_groups"], f"*={pattern}=*", sqlite)
 
