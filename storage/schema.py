@@ -112,8 +112,12 @@ def person_name_columns(keyword: str, value: str | None) -> dict[str, str | None
     return {f"{keyword}_upper": groups[0], f"{keyword}_groups": "=" + "=".join(groups) + "="}
 
 
+def name_components(value: str) -> list[str]:
+    """Upper-cased components (family, given, middle…) of every group of a person name,
+    split the same way for the index and for fuzzy queries."""
+    return [token for token in _TOKEN_SPLIT.split(value.upper()) if token]
+
+
 def person_name_tokens_of(value: str | None) -> set[str]:
-    """Upper-cased name components (family, given, middle…) of every group."""
-    if not value:
-        return set()
-    return {token[:64] for token in _TOKEN_SPLIT.split(value.upper()) if token}
+    """The tokens a person name is indexed under for fuzzy matching."""
+    return {token[:64] for token in name_components(value)} if value else set()

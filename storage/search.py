@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, or_, 
 from sqlalchemy.engine import Connection
 
 from .dataset import INSTANCE_KEYWORDS, PATIENT_KEYWORDS, SERIES_KEYWORDS, STUDY_KEYWORDS
-from .schema import STUDY_PATIENT_NAME, instances, patients, person_name_tokens, series, studies
+from .schema import STUDY_PATIENT_NAME, instances, name_components, patients, person_name_tokens, series, studies
 from .uids import is_valid_uid
 
 LEVELS = ("patient", "study", "series", "instance")
@@ -284,7 +284,8 @@ def _date_time(column: ColumnElement, keyword: str, vr: str, value: str) -> Colu
     return and_(*conditions)
 
 
-def _person_name(attribute: Attribute, value: str, sqlite: bool, fuzzy: bool, level: str) -> ColumnElement:
+def _person_name(attribute: Attribute, value: str, sqlite: bool, fuzzy: bool,
+                 level: str) -> ColumnElement | None:
     """PN matching, case-insensitive. Without fuzzy matching the value is matched
     against the alphabetic group (ASCII values) or against any group; with it,
     every component of the value must begin some component of the name."""
@@ -297,7 +298,7 @@ def _person_name(attribute: Attribute, value: str, sqlite: bool, fuzzy: bool, le
             keyword, owner = ((attribute.keyword, patients.c.pk) if level == "patient"
                               else (STUDY_PATIENT_NAME, studies.c.pk))
         conditions = []
-        for token in re.split(r"[\^= ,]+", pattern.replace("?", "*")):
+        for token in name_components(pattern.replace("?", "*")):
             prefix = token.split("*", 1)[0]
             if not prefix:
                 continue
@@ -306,7 +307,7 @@ def _person_name(attribute: Attribute, value: str, sqlite: bool, fuzzy: bool, le
                 wildcard(person_name_tokens.c.token, prefix + "*", sqlite))
             conditions.append(owner.in_(tokens))
         if not conditions:
-            return None  # type: ignore[return-value] - only wildcards: universal
+            return None   # only wildcards: universal matching
         return and_(*conditions)
     if pattern.isascii():
         column = (studies.c.patient_name_upper if attribute.keyword == "PatientName" and level != "patient"

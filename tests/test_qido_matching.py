@@ -217,3 +217,9 @@ def test_patient_level(searchable):
             jane["NumberOfPatientRelatedInstances"]) == (1, 2, 2)
     with pytest.raises(QueryError, match="study level"):
         parse_query("patient", [("StudyDate", "20240101")], 1000)
+
+
+def test_fuzzy_query_words_split_like_the_index(searchable):
+    """Hyphens and commas separate words in queries as in the indexed names."""
+    assert found(searchable, {"PatientName": "doe-jan", "fuzzymatching": "true"}) == ["jane"]
+    assert found(searchable, {"PatientName": "doe, jo?n", "fuzzymatching": "true"}) == ["john"]
