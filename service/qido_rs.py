@@ -4,12 +4,11 @@ from __future__ import annotations
 import orjson
 
 from flask import Blueprint, Response, request
-from pydicom import Dataset
 
 from storage.search import QueryError
 
 from . import multipart
-from .dicom_xml import dataset_to_xml
+from .dicom_xml import json_to_xml
 from .errors import BadRequest, NotAcceptable
 from .media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED
 from .qido_params import parse_query
@@ -63,7 +62,7 @@ def _search(level: str, scoped: dict[str, str]) -> Response:
     results = [to_json(row) for row in rows]
     if as_xml:
         boundary = multipart.new_boundary()
-        parts = [multipart.Part({"Content-Type": DICOM_XML}, [dataset_to_xml(Dataset.from_json(r))]) for r in results]
+        parts = [multipart.Part({"Content-Type": DICOM_XML}, [json_to_xml(r)]) for r in results]
         response = Response(b"".join(multipart.encode_parts(parts, boundary)),
                             content_type=f'{MULTIPART_RELATED}; type="{DICOM_XML}"; boundary={boundary}')
     else:

@@ -17,7 +17,7 @@ from storage import StoreOutcome
 from storage.status import FailureReason
 
 from . import stow_response
-from .dicom_xml import dataset_to_xml
+from .dicom_xml import json_to_xml
 from .errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 from .media import DICOM, DICOM_JSON, DICOM_XML, MULTIPART_RELATED, parse_media_type, response_format
 from .multipart import Finished, MultipartDecoder, MultipartError, PartData, PartEnd, PartStart
@@ -56,7 +56,7 @@ def store(study: str | None = None) -> Response:
 
     dataset = stow_response.response_dataset(outcomes, base_url(), study)
     if answer_as == DICOM_XML:
-        body, mimetype = dataset_to_xml(dataset), DICOM_XML
+        body, mimetype = json_to_xml(dataset.to_json_dict()), DICOM_XML
     else:
         body, mimetype = json.dumps(dataset.to_json_dict()), DICOM_JSON
     response = Response(body, status=stow_response.response_status(outcomes), mimetype=mimetype)

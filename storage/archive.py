@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import errno
 import logging
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Iterator, Sequence
 
-from .blobs import BlobReader, BlobStore
+from .blobs import CHUNK_SIZE, BlobReader, BlobStore
 from .catalog import Catalog, PendingInstance, Registration, StoredInstance
 from .dataset import InstanceHeader, RejectedInstance, read_header
 from .status import FailureReason
@@ -21,6 +23,7 @@ from .uids import blob_key
 log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 500
+METADATA_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,31 @@ class Archive:
 
     def open(self, instance: StoredInstance) -> BlobReader:
         return self.blobs.open(instance.blob_key)
+
+    def metadata(self, found: Sequence[StoredInstance]) -> Iterator[bytes]:
+        """Each instance's DICOM JSON, read in chunks so memory stays flat in their number.
+
+        An instance stored before metadata was kept has it made from its blob now,
+        and recorded, so the archive backfills itself as it is used.
+        """
+        for start in range(0, len(found), METADATA_CHUNK):
+            chunk = found[start:start + METADATA_CHUNK]
+            stored = self.catalog.metadata(chunk)
+            for instance in chunk:
+                text = stored.get(instance.pk)
+                yield text if text is not None else self.backfill_metadata(instance)
+
+    def backfill_metadata(self, instance: StoredInstance) -> bytes:
+        with tempfile.SpooledTemporaryFile(max_size=16 << 20) as spool:
+            reader = self.blobs.open(instance.blob_key)
+            try:
+                shutil.copyfileobj(reader, spool, CHUNK_SIZE)
+            finally:
+                reader.close()
+            spool.seek(0)
+            text = read_header(spool).metadata
+        self.catalog.store_metadata(instance.pk, text)
+        return text
 
     def sweep(self, grace_seconds: float = 3600.0, now: float | None = None) -> int:
         """Delete blobs older than the grace period that no catalog row references."""

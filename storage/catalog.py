@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError, IntegrityError
 from .dataset import INSTANCE_KEYWORDS, PATIENT_KEYWORDS, SERIES_KEYWORDS, STUDY_KEYWORDS, InstanceHeader
 from .search import Query, run as run_search
 from .schema import (
-    STUDY_PATIENT_NAME, instances, metadata, patients, person_name_columns, person_name_tokens,
+    STUDY_PATIENT_NAME, instance_metadata, instances, metadata, patients, person_name_columns, person_name_tokens,
     person_name_tokens_of, series, studies,
 )
 
@@ -31,6 +31,7 @@ _RETRIEVE = (
     select(
         studies.c.StudyInstanceUID, series.c.SeriesInstanceUID, instances.c.SOPInstanceUID,
         instances.c.SOPClassUID, instances.c.TransferSyntaxUID, instances.c.size, instances.c.blob_key,
+        instances.c.pk, instances.c.sha256,
     )
     .select_from(instances.join(series, instances.c.series_pk == series.c.pk)
                  .join(studies, series.c.study_pk == studies.c.pk))
@@ -41,6 +42,9 @@ _RETRIEVE = (
 _STUDY_QUERY = _RETRIEVE
 _SERIES_QUERY = _RETRIEVE.where(series.c.SeriesInstanceUID == bindparam("series"))
 _INSTANCE_QUERY = _SERIES_QUERY.where(instances.c.SOPInstanceUID == bindparam("sop"))
+
+_METADATA = select(instance_metadata.c.instance_pk, instance_metadata.c.json).where(
+    instance_metadata.c.instance_pk.in_(bindparam("pks", expanding=True)))
 
 _INSTANCE_BY_UID = select(instances.c.pk, instances.c.series_pk, instances.c.sha256, instances.c.blob_key).where(
     instances.c.SOPInstanceUID == bindparam("sop"))
@@ -68,6 +72,8 @@ class StoredInstance:
     transfer_syntax_uid: str
     size: int
     blob_key: str
+    pk: int
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,7 @@ class Catalog:
             "insert_study": insert(studies).on_conflict_do_nothing(index_elements=["StudyInstanceUID"])
             .returning(studies.c.pk),
             "insert_name_token": insert(person_name_tokens).on_conflict_do_nothing(),
+            "insert_metadata": insert(instance_metadata).on_conflict_do_nothing(),
             "insert_series": insert(series).on_conflict_do_nothing(index_elements=["SeriesInstanceUID"])
             .returning(series.c.pk),
             "insert_instance": insert(instances).on_conflict_do_nothing(index_elements=["SOPInstanceUID"])
@@ -275,7 +282,9 @@ class Catalog:
             "blob_key": item.blob_key,
             "stored_at": time.time(),
         }
-        if conn.execute(self._statements["insert_instance"], row).first() is not None:
+        inserted = conn.execute(self._statements["insert_instance"], row).first()
+        if inserted is not None:
+            conn.execute(instance_metadata.insert(), {"instance_pk": inserted.pk, "json": header.metadata.decode()})
             return Registration("created")
         existing = conn.execute(_INSTANCE_BY_UID, {"sop": header.sop_instance_uid}).one()
         if existing.series_pk != series_pk:
@@ -285,6 +294,8 @@ class Catalog:
         if not replace:
             return Registration("conflict", detail="SOP Instance UID is already stored with other content")
         conn.execute(update(instances).where(instances.c.pk == existing.pk).values(row))
+        conn.execute(update(instance_metadata).where(instance_metadata.c.instance_pk == existing.pk)
+                     .values(json=header.metadata.decode()))
         return Registration("replaced", previous_blob_key=existing.blob_key)
 
     def _series(self, conn: Connection, header: InstanceHeader) -> "SeriesRow | Registration":
@@ -341,6 +352,22 @@ class Catalog:
             query, params = _STUDY_QUERY, {"study": study_uid}
         with self.engine.connect() as conn:
             return [StoredInstance(*row) for row in conn.execute(query, params)]
+
+    def metadata(self, found: Sequence[StoredInstance]) -> dict[int, bytes]:
+        """Stored DICOM JSON of these instances by primary key; those without any are absent."""
+        result: dict[int, bytes] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(found), 900):   # bounded IN lists (SQLite's variable limit)
+                chunk = [i.pk for i in found[start:start + 900]]
+                for pk, text in conn.execute(_METADATA, {"pks": chunk}):
+                    result[pk] = text.encode()
+        return result
+
+    def store_metadata(self, instance_pk: int, metadata_json: bytes) -> None:
+        """Record the metadata of an instance stored before metadata was kept (backfill)."""
+        with self._writer() as conn, conn.begin():
+            conn.execute(self._statements["insert_metadata"], {"instance_pk": instance_pk,
+                                                               "json": metadata_json.decode()})
 
     def unreferenced(self, blob_keys: list[str]) -> set[str]:
         """Those of ``blob_keys`` that no instance row points at."""

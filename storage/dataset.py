@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import struct
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from .metadata import instance_metadata
 from .status import FailureReason
 from .uids import is_valid_uid
 
@@ -53,6 +54,7 @@ class InstanceHeader:
     study: dict = field(default_factory=dict)
     series: dict = field(default_factory=dict)
     instance: dict = field(default_factory=dict)
+    metadata: bytes = b""      # the DICOM JSON object (storage.metadata)
 
 
 def _value(ds: pydicom.Dataset, keyword: str) -> str | int | None:
@@ -82,8 +84,10 @@ def read_header(fp: BinaryIO) -> InstanceHeader:
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(fp, stop_before_pixels=True)
             header = _header(ds)
-            _check_complete(fp, ds)
-            return header
+            pixel_data = _pixel_element(fp, ds)
+            metadata = instance_metadata(ds, header.study_uid, header.series_uid, header.sop_instance_uid,
+                                         pixel_data)
+            return replace(header, metadata=metadata)
     except RejectedInstance:
         raise
     except InvalidDicomError as exc:
@@ -97,28 +101,34 @@ _ITEM, _SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
 
 
-def _check_complete(fp: BinaryIO, ds: pydicom.Dataset) -> None:
-    """Refuse a file whose Pixel Data runs past its end (a truncated upload).
+def _pixel_element(fp: BinaryIO, ds: pydicom.Dataset) -> tuple[int, str] | None:
+    """The (tag, VR) of the pixel data element after the header, refusing a file
+    whose value runs past its end (a truncated upload).
 
-    ``stop_before_pixels`` leaves ``fp`` at the Pixel Data element; its header
-    gives the value length, or, when encapsulated, item headers to seek over.
+    ``stop_before_pixels`` leaves ``fp`` at that element; its header gives the
+    value length, or, when encapsulated, item headers to seek over.
     """
+    bits = int(ds.get("BitsAllocated", 16) or 16)
     if ds.file_meta.get("TransferSyntaxUID") == pydicom.uid.DeflatedExplicitVRLittleEndian:
-        return  # read from an inflated copy; pydicom has already read it whole
+        # Read from an inflated copy, whole: nothing to check, the VR follows from the data.
+        return (0x7FE00010, "OW" if bits > 8 else "OB") if "Rows" in ds else None
     implicit, little = ds.original_encoding
     order = "<" if little else ">"
     start = fp.tell()
     end = fp.seek(0, 2)
     fp.seek(start)
     if start >= end:
-        return
+        return None
     head = fp.read(8)
     if len(head) < 8:
         raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND, "the file is truncated inside an element header")
+    group, element = struct.unpack(order + "HH", head[:4])
+    tag = (group << 16) | element
     if implicit or not head[4:6].isupper():
         # Some writers encode elements in implicit VR under an explicit syntax;
         # pydicom reads those too, so we do the same here.
         (length,) = struct.unpack(order + "I", head[4:8])
+        vr = {0x7FE00008: "OF", 0x7FE00009: "OD"}.get(tag, "OB" if length == _UNDEFINED or bits <= 8 else "OW")
     elif head[4:6] in _LONG_VRS:
         extra = fp.read(4)
         if len(extra) < 4:
@@ -126,22 +136,24 @@ def _check_complete(fp: BinaryIO, ds: pydicom.Dataset) -> None:
         (length,) = struct.unpack(order + "I", extra)
     else:
         (length,) = struct.unpack(order + "H", head[6:8])
+    if not (implicit or not head[4:6].isupper()):
+        vr = head[4:6].decode("ascii")
     position = fp.tell()
     if length != _UNDEFINED:
         if position + length > end:
             raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND,
                                    f"the file is truncated: Pixel Data needs {length} bytes, {end - position} remain")
-        return
+        return tag, vr
     while True:  # encapsulated fragments (PS3.5 A.4)
         item = fp.read(8)
         if len(item) < 8:
             raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND,
                                    "the file is truncated: encapsulated Pixel Data has no sequence delimiter")
         group, element, size = struct.unpack(order + "HHI", item)
-        tag = (group << 16) | element
-        if tag == _SEQUENCE_DELIMITER:
-            return
-        if tag != _ITEM or size == _UNDEFINED or fp.tell() + size > end:
+        item_tag = (group << 16) | element
+        if item_tag == _SEQUENCE_DELIMITER:
+            return tag, vr
+        if item_tag != _ITEM or size == _UNDEFINED or fp.tell() + size > end:
             raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND,
                                    "the file is truncated or damaged inside encapsulated Pixel Data")
         fp.seek(size, 1)

@@ -11,6 +11,7 @@ import re
 from typing import Iterable
 
 from sqlalchemy import BigInteger, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table
+from sqlalchemy import Text as LargeText
 
 from .dataset import INSTANCE_KEYWORDS, INTEGER_KEYWORDS, PATIENT_KEYWORDS, SERIES_KEYWORDS, STUDY_KEYWORDS
 
@@ -86,6 +87,14 @@ instances = Table(
     Column("blob_key", Text(400), nullable=False, index=True),
     Column("stored_at", Float, nullable=False),
     Index("ix_instances_series_order", "series_pk", "InstanceNumber"),
+)
+
+# Each instance's DICOM JSON metadata (storage.metadata), kept apart from the row that
+# search and retrieve read so those stay small.
+instance_metadata = Table(
+    "instance_metadata", metadata,
+    Column("instance_pk", Integer, ForeignKey("instances.pk"), primary_key=True),
+    Column("json", LargeText, nullable=False),
 )
 
 # Components of person names, for fuzzy matching: one row per (name, upper-cased component).

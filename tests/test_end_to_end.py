@@ -243,3 +243,24 @@ def test_dicomweb_client_search(server):
     in_series = client.search_for_instances(study_uid, series_b)
     assert {i["0020000E"]["Value"][0] for i in in_series} == {series_b}
     assert client.search_for_studies(search_filters={"PatientID": "NOBODY-AT-ALL"}) == []
+
+
+def test_dicomweb_client_metadata(server):
+    client = client_for(server)
+    instances = list(synthetic_study(StudySpec(series=2, instances_per_series=3, rows=16, columns=16)))
+    datasets = [read(data) for *_, data in instances]
+    client.store_instances(datasets)
+    study_uid, series_uid, sop_uid = instances[0][0], instances[0][1], instances[0][2]
+    study = client.retrieve_study_metadata(study_uid)
+    assert sorted(m["00080018"]["Value"][0] for m in study) == sorted(str(ds.SOPInstanceUID) for ds in datasets)
+    assert len(client.retrieve_series_metadata(study_uid, series_uid)) == 3
+    [model] = [client.retrieve_instance_metadata(study_uid, series_uid, sop_uid)]
+    rebuilt = pydicom.Dataset.from_json(model, bulk_data_uri_handler=lambda tag, vr, uri: b"")
+    original = datasets[0]
+    assert rebuilt.PatientName == original.PatientName and rebuilt.Rows == original.Rows
+    # dicomweb-client sends "Host: 127.0.0.1" without the port, so URLs built from the request
+    # lack it (DICOMWEB_PUBLIC_URL fixes that in deployments); the path is what matters here.
+    assert model["7FE00010"]["BulkDataURI"].endswith(
+        f"/dicom-web/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/bulk/7FE00010")
+    r = requests.get(f"{server.dicomweb}/studies/{study_uid}/metadata", headers={**AUTH, "Accept-Encoding": "gzip"})
+    assert r.headers["Content-Encoding"] == "gzip" and len(r.json()) == 6

@@ -1,0 +1,83 @@
+"""WADO-RS metadata: study, series and instance metadata (PS3.18 §10.4.1.1.2, Annex F).
+
+Each instance's DICOM JSON was made at ingest; a study's metadata is their
+concatenation, streamed, with BulkDataURIs made absolute for this request's
+base URL. An ETag over the instances' content digests answers If-None-Match
+with 304; gzip is used when the client accepts it.
+"""
+from __future__ import annotations
+
+import hashlib
+import zlib
+from typing import Iterable, Iterator
+
+import orjson
+from flask import Blueprint, Response, request
+
+from storage.metadata import with_base_url
+
+from . import multipart
+from .dicom_xml import json_to_xml
+from .errors import NotAcceptable, NotFound
+from .media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED
+from .web import accepted, archive, base_url, require_uids
+
+bp = Blueprint("metadata_rs", __name__)
+
+
+@bp.get("/studies/<study>/metadata")
+@bp.get("/studies/<study>/series/<series>/metadata")
+@bp.get("/studies/<study>/series/<series>/instances/<instance>/metadata")
+def retrieve_metadata(study: str, series: str | None = None, instance: str | None = None) -> Response:
+    require_uids(study=study, series=series, instance=instance)
+    as_xml = _xml_wanted()
+    found = archive().instances(study, series, instance)
+    if not found:
+        raise NotFound(f"no such {'instance' if instance else 'series' if series else 'study'} in the archive")
+    root = base_url()
+    gzipped = "gzip" in request.accept_encodings
+    tag = hashlib.sha1("\n".join([root, "xml" if as_xml else "json", "gzip" if gzipped else "identity",
+                                  *(i.sha256 for i in found)]).encode()).hexdigest()
+    etag = f'"{tag}"'
+    # Weak comparison (RFC 9110 §13.1.2): proxies that compress mark the tag weak.
+    if request.if_none_match.contains_weak(tag):
+        return Response(status=304, headers={"ETag": etag})
+    texts = (with_base_url(text, root) for text in archive().metadata(found))
+    if as_xml:
+        boundary = multipart.new_boundary()
+        parts = (multipart.Part({"Content-Type": DICOM_XML}, [json_to_xml(orjson.loads(t))]) for t in texts)
+        body: Iterable[bytes] = multipart.encode_parts(parts, boundary)
+        content_type = f'{MULTIPART_RELATED}; type="{DICOM_XML}"; boundary={boundary}'
+    else:
+        body, content_type = _json_array(texts), DICOM_JSON
+    headers = {"ETag": etag, "Vary": "Accept, Accept-Encoding", "Cache-Control": "no-cache"}
+    if gzipped:
+        body = _gzip(body)
+        headers["Content-Encoding"] = "gzip"
+    return Response(body, content_type=content_type, headers=headers, direct_passthrough=True)
+
+
+def _xml_wanted() -> bool:
+    for media in accepted():
+        if media.type in (DICOM_JSON, "application/json", "application/*", "*/*"):
+            return False
+        if media.type in (MULTIPART_RELATED, "multipart/*") and (media.param("type") or "").lower() == DICOM_XML:
+            return True
+    raise NotAcceptable("metadata is sent as application/dicom+json or "
+                        'multipart/related; type="application/dicom+xml"')
+
+
+def _json_array(texts: Iterable[bytes]) -> Iterator[bytes]:
+    separator = b"["
+    for text in texts:
+        yield separator + text
+        separator = b","
+    yield b"]" if separator == b"," else b"[]"
+
+
+def _gzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)   # 31: gzip header and trailer
+    for chunk in chunks:
+        if out := compressor.compress(chunk):
+            yield out
+    yield compressor.flush()

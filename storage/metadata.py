@@ -1,0 +1,81 @@
+"""An instance's metadata as the DICOM JSON model (PS3.18 Annex F), made once at ingest.
+
+Stored with the instance so that study and series metadata are served by
+concatenation rather than by parsing every file. Binary values longer than
+``BULK_DATA_THRESHOLD`` and Pixel Data become BulkDataURIs; shorter ones are
+InlineBinary. BulkDataURIs are stored as paths under the DICOMweb root
+(``/studies/…/bulk/…``) and made absolute when served, since the public base
+URL belongs to the request, not to the archive.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import orjson
+import pydicom
+from pydicom.dataelem import DataElement
+
+BULK_DATA_THRESHOLD = 1024
+BULK_DATA_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
+URI_KEY = b'"BulkDataURI":"/'
+
+
+def bulk_data_base(study: str, series: str, instance: str) -> str:
+    return f"/studies/{study}/series/{series}/instances/{instance}/bulk/"
+
+
+def _bulk_paths(ds: pydicom.Dataset, prefix: str = "") -> Iterator[tuple[int, str]]:
+    """(id of element, tag path) for every binary element, nested ones as ``tag/item/tag``."""
+    for elem in ds:
+        path = f"{prefix}{elem.tag:08X}"
+        if elem.VR == "SQ":
+            for index, item in enumerate(elem.value, 1):
+                yield from _bulk_paths(item, f"{path}/{index}/")
+        elif elem.VR in BULK_DATA_VRS:
+            yield id(elem), path
+
+
+def instance_metadata(ds: pydicom.Dataset, study: str, series: str, instance: str,
+                      pixel_data: tuple[int, str] | None) -> bytes:
+    """The DICOM JSON object of a data set read up to Pixel Data.
+
+    ``pixel_data`` is the (tag, VR) of the pixel element that followed, if any; it
+    is always referenced by BulkDataURI, never inlined.
+    """
+    base = bulk_data_base(study, series, instance)
+    paths = dict(_bulk_paths(ds))
+
+    def uri(elem: DataElement) -> str:
+        return base + paths.get(id(elem), f"{elem.tag:08X}")
+
+    model = _json_model(ds, uri)
+    if pixel_data is not None:
+        tag, vr = pixel_data
+        model[f"{tag:08X}"] = {"vr": vr, "BulkDataURI": base + f"{tag:08X}"}
+    return orjson.dumps(dict(sorted(model.items())))
+
+
+def _json_model(ds: pydicom.Dataset, uri) -> dict:  # noqa: ANN001
+    try:
+        return ds.to_json_dict(bulk_data_threshold=BULK_DATA_THRESHOLD, bulk_data_element_handler=uri)
+    except Exception:
+        pass
+    # Real files carry values their VR does not allow (an IS of "1A"): rather than refuse
+    # the instance, such a value is kept as the string it is, and the others as usual.
+    model = {}
+    for elem in ds:
+        try:
+            model[f"{elem.tag:08X}"] = elem.to_json_dict(uri, BULK_DATA_THRESHOLD)
+        except Exception:
+            values = elem.value if isinstance(elem.value, (list, pydicom.multival.MultiValue)) else [elem.value]
+            model[f"{elem.tag:08X}"] = {"vr": elem.VR, "Value": [str(v) for v in values]}
+    return model
+
+
+def with_base_url(metadata: bytes, base_url: str) -> bytes:
+    """Make the stored BulkDataURI paths absolute under ``base_url``.
+
+    Only our own keys can contain the quoted ``"BulkDataURI":"/`` sequence:
+    quotes inside values are escaped in JSON.
+    """
+    return metadata.replace(URI_KEY, b'"BulkDataURI":"' + base_url.rstrip("/").encode() + b"/")

@@ -1,0 +1,146 @@
+"""WADO-RS metadata: the stored DICOM JSON against pydicom's reading of the originals."""
+import gzip
+import io
+import json
+import warnings
+import xml.etree.ElementTree as ET
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from bench.synthetic import ct_instance
+from service.dicom_xml import NAMESPACE
+from tests.conftest import TEST_FILES
+from tests.helpers import multipart_body, split_multipart, stow_headers
+
+CHARSET_FILES = TEST_FILES.parent / "charset_files"
+
+
+def read(data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(io.BytesIO(data))
+
+
+def store(client, *datas):
+    r = client.post("/dicom-web/studies", data=multipart_body(list(datas)), headers=stow_headers())
+    assert r.status_code == 200, r.data
+
+
+def assert_same_attributes(model: dict, original: pydicom.Dataset, url_prefix: str):
+    """Every attribute of the original (up to Pixel Data) is in the model with an equal value."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rebuilt = pydicom.Dataset.from_json(model, bulk_data_uri_handler=lambda tag, vr, uri: b"")
+    for elem in original:
+        if elem.tag >= 0x7FE00000:
+            continue
+        key = f"{elem.tag:08X}"
+        assert key in model, elem
+        if "BulkDataURI" in model[key]:
+            assert model[key]["BulkDataURI"].startswith(url_prefix)
+            continue
+        if elem.VR == "SQ":
+            assert len(rebuilt[elem.tag].value) == len(elem.value)
+            continue
+        assert rebuilt[elem.tag].value == elem.value, elem
+
+
+def test_study_series_instance_metadata(client):
+    study, s1, s2 = generate_uid(), generate_uid(), generate_uid()
+    datas = [ct_instance(study, s1, number=1, rows=8, columns=8), ct_instance(study, s1, number=2, rows=8, columns=8),
+             ct_instance(study, s2, number=1, rows=8, columns=8, series_number=2)]
+    store(client, *datas)
+    r = client.get(f"/dicom-web/studies/{study}/metadata")
+    assert r.status_code == 200 and r.mimetype == "application/dicom+json"
+    models = r.get_json()
+    assert len(models) == 3
+    for model, data in zip(models, datas):
+        original = read(data)
+        assert_same_attributes(model, original, "http://localhost/dicom-web/studies/")
+        assert model["7FE00010"] == {"vr": "OW", "BulkDataURI": (
+            f"http://localhost/dicom-web/studies/{study}/series/{original.SeriesInstanceUID}/instances/"
+            f"{original.SOPInstanceUID}/bulk/7FE00010")}
+    assert len(client.get(f"/dicom-web/studies/{study}/series/{s1}/metadata").get_json()) == 2
+    sop = read(datas[2]).SOPInstanceUID
+    [one] = client.get(f"/dicom-web/studies/{study}/series/{s2}/instances/{sop}/metadata").get_json()
+    assert one["00080018"]["Value"] == [sop]
+
+
+@pytest.mark.parametrize("name", ["chrH31.dcm", "chrI2.dcm", "chrX1.dcm", "chrRuss.dcm", "chrArab.dcm", "chrGreek.dcm"])
+def test_character_sets_come_back_right(client, name):
+    original = read((CHARSET_FILES / name).read_bytes())
+    original.StudyInstanceUID, original.SeriesInstanceUID = generate_uid(), generate_uid()
+    original.SOPInstanceUID = original.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    buffer = io.BytesIO()
+    original.save_as(buffer, enforce_file_format=True)
+    store(client, buffer.getvalue())
+    [model] = client.get(f"/dicom-web/studies/{original.StudyInstanceUID}/metadata").get_json()
+    assert_same_attributes(model, read(buffer.getvalue()), "http://localhost/")
+    groups = str(original.PatientName).split("=")
+    assert [model["00100010"]["Value"][0].get(g) for g in ("Alphabetic", "Ideographic", "Phonetic")][:len(groups)] \
+        == [g or None for g in groups]
+
+
+def test_pydicom_files_with_sequences_private_tags_and_binary(client):
+    for name in ["rtplan.dcm", "nested_priv_SQ.dcm", "waveform_ecg.dcm", "JPEG2000.dcm", "MR_small_bigendian.dcm",
+                 "reportsi.dcm", "badVR.dcm"]:
+        data = (TEST_FILES / name).read_bytes()
+        original = read(data)
+        if "SOPInstanceUID" not in original:
+            continue
+        r = client.post("/dicom-web/studies", data=multipart_body([data]), headers=stow_headers())
+        if r.status_code != 200:
+            continue  # e.g. a UID clash with an earlier file
+        url = (f"/dicom-web/studies/{original.StudyInstanceUID}/series/{original.SeriesInstanceUID}/instances/"
+               f"{original.SOPInstanceUID}/metadata")
+        [model] = client.get(url).get_json()
+        if name != "badVR.dcm":
+            assert_same_attributes(model, original, "http://localhost/dicom-web/studies/")
+        if "PixelData" in original:
+            assert model["7FE00010"]["vr"] == original["PixelData"].VR.split(" ")[0] or \
+                model["7FE00010"]["vr"] in ("OB", "OW")
+
+
+def test_etag_gzip_and_xml(client):
+    study = generate_uid()
+    store(client, ct_instance(study, generate_uid(), rows=8, columns=8))
+    url = f"/dicom-web/studies/{study}/metadata"
+    first = client.get(url)
+    assert client.get(url, headers={"If-None-Match": first.headers["ETag"]}).status_code == 304
+    assert client.get(url, headers={"If-None-Match": "W/" + first.headers["ETag"]}).status_code == 304
+    assert client.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
+    zipped = client.get(url, headers={"Accept-Encoding": "gzip, deflate"})
+    assert zipped.headers["Content-Encoding"] == "gzip" and zipped.headers["ETag"] != first.headers["ETag"]
+    assert json.loads(gzip.decompress(zipped.data)) == first.get_json()
+    store(client, ct_instance(study, generate_uid(), rows=8, columns=8))
+    assert client.get(url, headers={"If-None-Match": first.headers["ETag"]}).status_code == 200  # study changed
+    xml = client.get(url, headers={"Accept": 'multipart/related; type="application/dicom+xml"'})
+    parts = split_multipart(xml.data, xml.headers["Content-Type"])
+    assert len(parts) == 2
+    root = ET.fromstring(parts[0][1])
+    bulk = root.find(f"{{{NAMESPACE}}}DicomAttribute[@tag='7FE00010']/{{{NAMESPACE}}}BulkData")
+    assert bulk.get("uri").endswith("/bulk/7FE00010")
+
+
+def test_errors(client):
+    assert client.get(f"/dicom-web/studies/{generate_uid()}/metadata").status_code == 404
+    assert client.get("/dicom-web/studies/1.x/metadata").status_code == 400
+    study = generate_uid()
+    store(client, ct_instance(study, generate_uid(), rows=8, columns=8))
+    assert client.get(f"/dicom-web/studies/{study}/metadata", headers={"Accept": "application/dicom"}).status_code == 406
+
+
+def test_instances_stored_before_metadata_was_kept_are_backfilled(app, client):
+    study = generate_uid()
+    store(client, ct_instance(study, generate_uid(), rows=8, columns=8), ct_instance(study, generate_uid(), rows=8, columns=8))
+    before = client.get(f"/dicom-web/studies/{study}/metadata").get_json()
+    catalog = app.extensions["archive"].catalog
+    from storage.schema import instance_metadata
+
+    with catalog.engine.begin() as conn:
+        conn.execute(instance_metadata.delete())
+    assert client.get(f"/dicom-web/studies/{study}/metadata").get_json() == before
+    with catalog.engine.connect() as conn:
+        assert len(conn.execute(instance_metadata.select()).all()) == 2
