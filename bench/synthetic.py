@@ -27,7 +27,7 @@ class StudySpec:
 def ct_instance(study_uid: str, series_uid: str, sop_uid: str | None = None, number: int = 1, rows: int = 64,
                 columns: int = 64, transfer_syntax: str = ExplicitVRLittleEndian, patient_id: str = "PAT-1",
                 patient_name: str = "Doe^Jane", series_number: int = 1, seed: int | None = None,
-                **attributes: object) -> bytes:
+                frames: int = 1, **attributes: object) -> bytes:
     """One CT slice as Part 10 bytes; ``attributes`` (by keyword) override the defaults."""
     sop_uid = sop_uid or generate_uid()
     meta = FileMetaDataset()
@@ -61,7 +61,9 @@ def ct_instance(study_uid: str, series_uid: str, sop_uid: str | None = None, num
     for keyword, value in attributes.items():
         setattr(ds, keyword, value)
     rng = np.random.default_rng(seed if seed is not None else number)
-    ds.PixelData = rng.integers(0, 4096, size=(rows, columns), dtype=np.uint16).tobytes()
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.PixelData = rng.integers(0, 4096, size=(frames, rows, columns), dtype=np.uint16).tobytes()
     out = io.BytesIO()
     dcmwrite(out, ds, enforce_file_format=True, implicit_vr=transfer_syntax == ImplicitVRLittleEndian,
              little_endian=True)

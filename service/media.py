@@ -137,3 +137,25 @@ def response_format(accept: list[MediaType], offered: tuple[str, ...]) -> str | 
             if media.type in (candidate, "*/*", f"{major}/*"):
                 return candidate
     return None
+
+
+OCTET_STREAM = "application/octet-stream"
+
+
+def octet_stream_syntaxes(accept: list[MediaType]) -> list[str]:
+    """Transfer syntaxes acceptable for uncompressed frames or bulk data, most preferred first.
+
+    PS3.18 §8.7.3.3: ``multipart/related; type="application/octet-stream"``, with no
+    transfer-syntax meaning Explicit VR Little Endian and ``*`` meaning as stored.
+    """
+    found: list[str] = []
+    for media in accept:
+        if media.type not in ("*/*", "multipart/*", MULTIPART_RELATED):
+            continue
+        inner = (media.param("type") or OCTET_STREAM).lower()
+        if inner not in (OCTET_STREAM, "application/*", "*/*"):
+            continue
+        syntax = media.param("transfer-syntax") or EXPLICIT_VR_LITTLE_ENDIAN
+        if (syntax == ANY_TRANSFER_SYNTAX or is_valid_uid(syntax)) and syntax not in found:
+            found.append(syntax)
+    return found

@@ -86,9 +86,18 @@ class Archive:
             finally:
                 reader.close()
             spool.seek(0)
-            text = read_header(spool).metadata
-        self.catalog.store_metadata(instance.pk, text)
-        return text
+            header = read_header(spool)
+        self.catalog.store_metadata(instance.pk, header)
+        return header.metadata
+
+    def pixel_location(self, instance: StoredInstance) -> tuple[int | None, int | None]:
+        """(offset, length) of the native pixel data value in the blob, (None, None) if it
+        cannot be read in place (encapsulated, deflated, or no pixel data)."""
+        location = self.catalog.pixel_location(instance)
+        if location is None:
+            self.backfill_metadata(instance)
+            location = self.catalog.pixel_location(instance) or (None, None)
+        return location
 
     def sweep(self, grace_seconds: float = 3600.0, now: float | None = None) -> int:
         """Delete blobs older than the grace period that no catalog row references."""

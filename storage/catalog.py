@@ -61,6 +61,13 @@ _NO_SERIES_ATTRIBUTES = dict.fromkeys(SERIES_KEYWORDS)
 _NO_INSTANCE_ATTRIBUTES = dict.fromkeys(INSTANCE_KEYWORDS)
 
 
+def _details(header: InstanceHeader) -> dict:
+    pixels = header.pixels
+    native = pixels is not None and pixels.length is not None
+    return {"json": header.metadata.decode(), "pixel_offset": pixels.offset if native else None,
+            "pixel_length": pixels.length if native else None}
+
+
 @dataclass(frozen=True)
 class StoredInstance:
     """What retrieve needs to know about one instance."""
@@ -284,7 +291,7 @@ class Catalog:
         }
         inserted = conn.execute(self._statements["insert_instance"], row).first()
         if inserted is not None:
-            conn.execute(instance_metadata.insert(), {"instance_pk": inserted.pk, "json": header.metadata.decode()})
+            conn.execute(instance_metadata.insert(), {"instance_pk": inserted.pk, **_details(header)})
             return Registration("created")
         existing = conn.execute(_INSTANCE_BY_UID, {"sop": header.sop_instance_uid}).one()
         if existing.series_pk != series_pk:
@@ -295,7 +302,7 @@ class Catalog:
             return Registration("conflict", detail="SOP Instance UID is already stored with other content")
         conn.execute(update(instances).where(instances.c.pk == existing.pk).values(row))
         conn.execute(update(instance_metadata).where(instance_metadata.c.instance_pk == existing.pk)
-                     .values(json=header.metadata.decode()))
+                     .values(_details(header)))
         return Registration("replaced", previous_blob_key=existing.blob_key)
 
     def _series(self, conn: Connection, header: InstanceHeader) -> "SeriesRow | Registration":
@@ -363,11 +370,18 @@ class Catalog:
                     result[pk] = text.encode()
         return result
 
-    def store_metadata(self, instance_pk: int, metadata_json: bytes) -> None:
+    def store_metadata(self, instance_pk: int, header: InstanceHeader) -> None:
         """Record the metadata of an instance stored before metadata was kept (backfill)."""
         with self._writer() as conn, conn.begin():
-            conn.execute(self._statements["insert_metadata"], {"instance_pk": instance_pk,
-                                                               "json": metadata_json.decode()})
+            conn.execute(self._statements["insert_metadata"], {"instance_pk": instance_pk, **_details(header)})
+
+    def pixel_location(self, instance: StoredInstance) -> tuple[int | None, int | None] | None:
+        """(offset, length) of the native pixel data value, (None, None) when it is not
+        readable in place, or None when not yet recorded."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(instance_metadata.c.pixel_offset, instance_metadata.c.pixel_length)
+                               .where(instance_metadata.c.instance_pk == instance.pk)).first()
+        return None if row is None else (row.pixel_offset, row.pixel_length)
 
     def unreferenced(self, blob_keys: list[str]) -> set[str]:
         """Those of ``blob_keys`` that no instance row points at."""

@@ -25,7 +25,7 @@ SERIES_KEYWORDS = (
     "Modality", "SeriesNumber", "SeriesDescription", "BodyPartExamined",
     "PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime",
 )
-INSTANCE_KEYWORDS = ("InstanceNumber", "NumberOfFrames", "Rows", "Columns", "BitsAllocated")
+INSTANCE_KEYWORDS = ("InstanceNumber", "NumberOfFrames", "Rows", "Columns", "BitsAllocated", "SamplesPerPixel")
 INTEGER_KEYWORDS = frozenset({*INSTANCE_KEYWORDS, "SeriesNumber"})
 
 
@@ -42,6 +42,16 @@ class RejectedInstance(Exception):
 
 
 @dataclass(frozen=True)
+class PixelLocation:
+    """Where an instance's pixel data element sits in its file."""
+
+    tag: int                  # Pixel Data, Float or Double Float Pixel Data
+    vr: str
+    offset: int | None        # of the value in the file; None when read from a deflated stream
+    length: int | None        # of a native value; None when encapsulated (or unknown)
+
+
+@dataclass(frozen=True)
 class InstanceHeader:
     """The identifying and searchable attributes of one instance."""
 
@@ -55,6 +65,7 @@ class InstanceHeader:
     series: dict = field(default_factory=dict)
     instance: dict = field(default_factory=dict)
     metadata: bytes = b""      # the DICOM JSON object (storage.metadata)
+    pixels: PixelLocation | None = None
 
 
 def _value(ds: pydicom.Dataset, keyword: str) -> str | int | None:
@@ -84,10 +95,10 @@ def read_header(fp: BinaryIO) -> InstanceHeader:
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(fp, stop_before_pixels=True)
             header = _header(ds)
-            pixel_data = _pixel_element(fp, ds)
+            pixels = _pixel_element(fp, ds)
             metadata = instance_metadata(ds, header.study_uid, header.series_uid, header.sop_instance_uid,
-                                         pixel_data)
-            return replace(header, metadata=metadata)
+                                         (pixels.tag, pixels.vr) if pixels else None)
+            return replace(header, metadata=metadata, pixels=pixels)
     except RejectedInstance:
         raise
     except InvalidDicomError as exc:
@@ -101,9 +112,9 @@ _ITEM, _SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
 
 
-def _pixel_element(fp: BinaryIO, ds: pydicom.Dataset) -> tuple[int, str] | None:
-    """The (tag, VR) of the pixel data element after the header, refusing a file
-    whose value runs past its end (a truncated upload).
+def _pixel_element(fp: BinaryIO, ds: pydicom.Dataset) -> PixelLocation | None:
+    """Where the pixel data element after the header is, refusing a file whose
+    value runs past its end (a truncated upload).
 
     ``stop_before_pixels`` leaves ``fp`` at that element; its header gives the
     value length, or, when encapsulated, item headers to seek over.
@@ -111,7 +122,7 @@ def _pixel_element(fp: BinaryIO, ds: pydicom.Dataset) -> tuple[int, str] | None:
     bits = int(ds.get("BitsAllocated", 16) or 16)
     if ds.file_meta.get("TransferSyntaxUID") == pydicom.uid.DeflatedExplicitVRLittleEndian:
         # Read from an inflated copy, whole: nothing to check, the VR follows from the data.
-        return (0x7FE00010, "OW" if bits > 8 else "OB") if "Rows" in ds else None
+        return PixelLocation(0x7FE00010, "OW" if bits > 8 else "OB", None, None) if "Rows" in ds else None
     implicit, little = ds.original_encoding
     order = "<" if little else ">"
     start = fp.tell()
@@ -143,7 +154,7 @@ def _pixel_element(fp: BinaryIO, ds: pydicom.Dataset) -> tuple[int, str] | None:
         if position + length > end:
             raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND,
                                    f"the file is truncated: Pixel Data needs {length} bytes, {end - position} remain")
-        return tag, vr
+        return PixelLocation(tag, vr, position, length)
     while True:  # encapsulated fragments (PS3.5 A.4)
         item = fp.read(8)
         if len(item) < 8:
@@ -152,7 +163,7 @@ def _pixel_element(fp: BinaryIO, ds: pydicom.Dataset) -> tuple[int, str] | None:
         group, element, size = struct.unpack(order + "HHI", item)
         item_tag = (group << 16) | element
         if item_tag == _SEQUENCE_DELIMITER:
-            return tag, vr
+            return PixelLocation(tag, vr, position, None)
         if item_tag != _ITEM or size == _UNDEFINED or fp.tell() + size > end:
             raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND,
                                    "the file is truncated or damaged inside encapsulated Pixel Data")

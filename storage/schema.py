@@ -95,6 +95,9 @@ instance_metadata = Table(
     "instance_metadata", metadata,
     Column("instance_pk", Integer, ForeignKey("instances.pk"), primary_key=True),
     Column("json", LargeText, nullable=False),
+    # Where a native (not encapsulated) pixel data value is in the blob, for frame reads.
+    Column("pixel_offset", BigInteger),
+    Column("pixel_length", BigInteger),
 )
 
 # Components of person names, for fuzzy matching: one row per (name, upper-cased component).

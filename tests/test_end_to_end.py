@@ -204,10 +204,15 @@ def test_s3_and_postgresql_backend(tmp_path, moto_server, postgres_url, aws_env)
         r = requests.get(server.dicomweb + f"/studies/{instances[0][0]}", headers={**AUTH, "Accept": ANY})
         assert [b for _, b in split_multipart(r.content, r.headers["Content-Type"])] == [d for *_, d in instances]
         keys = [o["Key"] for o in boto3.client("s3", endpoint_url=moto_server).list_objects_v2(Bucket=bucket)["Contents"]]
-        assert len(keys) == 3 and all(k.startswith("archive/") for k in keys)
+        assert len(keys) == 3 and all(k.startswith("archive/") for k in keys)   # before the multi-frame one
+        framed = ct_instance(instances[0][0], instances[0][1], rows=16, columns=16, frames=5)
+        client.store_instances([read(framed)])
+        sop = str(read(framed).SOPInstanceUID)
+        assert client.retrieve_instance_frames(instances[0][0], instances[0][1], sop, frame_numbers=[4]) == [
+            read(framed).pixel_array[3].tobytes()]   # a ranged GET on S3
         [study] = client.search_for_studies(search_filters={"StudyInstanceUID": instances[0][0]})
-        assert study["00201208"]["Value"] == [3]
-        assert len(client.search_for_instances(instances[0][0], instances[0][1])) == 3
+        assert study["00201208"]["Value"] == [4]
+        assert len(client.search_for_instances(instances[0][0], instances[0][1])) == 4
     finally:
         server.stop()
 
@@ -264,3 +269,13 @@ def test_dicomweb_client_metadata(server):
         f"/dicom-web/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/bulk/7FE00010")
     r = requests.get(f"{server.dicomweb}/studies/{study_uid}/metadata", headers={**AUTH, "Accept-Encoding": "gzip"})
     assert r.headers["Content-Encoding"] == "gzip" and len(r.json()) == 6
+
+
+def test_dicomweb_client_frames(server):
+    client = client_for(server)
+    study_uid, series_uid, sop_uid = generate_uid(), generate_uid(), generate_uid()
+    data = ct_instance(study_uid, series_uid, sop_uid, rows=32, columns=32, frames=10)
+    client.store_instances([read(data)])
+    frames = client.retrieve_instance_frames(study_uid, series_uid, sop_uid, frame_numbers=[2, 10])
+    pixels = read(data).pixel_array
+    assert frames == [pixels[1].tobytes(), pixels[9].tobytes()]

@@ -1,0 +1,125 @@
+"""WADO-RS frames of uncompressed instances (PS3.18 §10.4.1.1.4).
+
+A frame of native pixel data is read by byte range from the blob store, at the
+offset recorded at ingest: one frame never costs reading the whole instance.
+Instances whose pixels cannot be read in place (big endian, deflated) are
+converted once per request; compressed ones answer 406 until frame extraction
+from fragments is built.
+"""
+from __future__ import annotations
+
+import io
+import re
+import tempfile
+import warnings
+from typing import Iterator
+
+import orjson
+import pydicom
+from flask import Blueprint, Response
+
+from storage import StoredInstance
+from storage.blobs import BlobStore, iter_chunks
+from transcode import transcode
+from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, UNCOMPRESSED, describe
+
+from . import multipart
+from .errors import BadRequest, NotAcceptable, NotFound
+from .media import ANY_TRANSFER_SYNTAX, OCTET_STREAM, octet_stream_syntaxes
+from .web import accepted, archive, base_url, require_uids
+
+bp = Blueprint("frames_rs", __name__)
+
+_FRAME_LIST = re.compile(r"[0-9]+(,[0-9]+)*")
+IN_PLACE = {IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN}   # native little endian pixel bytes
+
+
+def parse_frame_list(text: str) -> list[int]:
+    """``1,3,5`` → [1, 3, 5], in the order asked; 400 for anything else."""
+    if not _FRAME_LIST.fullmatch(text) or len(text) > 10_000:
+        raise BadRequest(f"frame list {text[:80]!r} is not a comma-separated list of frame numbers")
+    numbers = [int(n) for n in text.split(",")]
+    if min(numbers) < 1:
+        raise BadRequest("frame numbers start at 1")
+    return numbers
+
+
+@bp.get("/studies/<study>/series/<series>/instances/<instance>/frames/<frames>")
+def retrieve_frames(study: str, series: str, instance: str, frames: str) -> Response:
+    require_uids(study=study, series=series, instance=instance)
+    numbers = parse_frame_list(frames)
+    syntaxes = octet_stream_syntaxes(accepted())
+    if not syntaxes:
+        raise NotAcceptable('frames are sent as multipart/related; type="application/octet-stream"')
+    found = archive().instances(study, series, instance)
+    if not found:
+        raise NotFound("no such instance in the archive")
+    stored = found[0]
+    if stored.transfer_syntax_uid not in UNCOMPRESSED:
+        raise NotAcceptable(f"frames of instances stored as {describe(stored.transfer_syntax_uid)} cannot be "
+                            "sent yet; retrieve the instance with transfer-syntax=* instead")
+    if not any(s in (ANY_TRANSFER_SYNTAX, EXPLICIT_VR_LITTLE_ENDIAN, stored.transfer_syntax_uid) for s in syntaxes):
+        raise NotAcceptable("frames are sent in Explicit VR Little Endian or as stored")
+    model = orjson.loads(next(archive().metadata([stored])))
+    frame_size, count = _geometry(model)
+    bad = [n for n in numbers if n > count]
+    if bad:
+        raise BadRequest(f"frame {bad[0]} is out of range: the instance has {count} frame(s)")
+
+    # Native little endian pixel bytes are the same in every little endian syntax.
+    content_type = f"{OCTET_STREAM}; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}"
+    location = f"{base_url()}/studies/{study}/series/{series}/instances/{instance}/frames/"
+    offset, length = archive().pixel_location(stored) if stored.transfer_syntax_uid in IN_PLACE else (None, None)
+    if offset is not None and length is not None and length >= count * frame_size:
+        blobs = archive().blobs
+        bodies = [_FrameRange(blobs, stored.blob_key, offset + (n - 1) * frame_size, frame_size) for n in numbers]
+    else:
+        pixels = _converted_pixels(stored)
+        bodies = [[pixels[(n - 1) * frame_size:n * frame_size]] for n in numbers]
+    parts = [multipart.Part({"Content-Type": content_type, "Content-Location": f"{location}{n}"}, body)
+             for n, body in zip(numbers, bodies)]
+    boundary = multipart.new_boundary()
+    return Response(multipart.encode_parts(parts, boundary), direct_passthrough=True,
+                    content_type=f'multipart/related; type="{OCTET_STREAM}"; boundary={boundary}')
+
+
+def _geometry(model: dict) -> tuple[int, int]:
+    """(bytes per frame, number of frames) from the instance's metadata."""
+    def value(tag: str, default: int | None = None) -> int:
+        values = model.get(tag, {}).get("Value")
+        if not values:
+            if default is None:
+                raise NotFound("the instance has no pixel data")
+            return default
+        return int(values[0])
+
+    if "7FE00010" not in model:
+        raise NotFound("the instance has no pixel data")
+    bits = value("00280100")
+    if bits % 8:
+        raise NotAcceptable(f"frames of {bits}-bit packed pixel data cannot be sent yet")
+    size = value("00280010") * value("00280011") * value("00280002", 1) * bits // 8
+    return size, value("00280008", 1)
+
+
+class _FrameRange:
+    """One frame's bytes, read by range only when the encoder reaches it."""
+
+    def __init__(self, blobs: BlobStore, key: str, start: int, length: int) -> None:
+        self.blobs, self.key, self.start, self.length = blobs, key, start, length
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter_chunks(self.blobs.open(self.key, self.start, self.length))
+
+
+def _converted_pixels(stored: StoredInstance) -> bytes:
+    """The pixel bytes of an uncompressed instance in little endian, reading it whole."""
+    with tempfile.SpooledTemporaryFile(max_size=64 << 20) as spool:
+        for chunk in iter_chunks(archive().open(stored)):
+            spool.write(chunk)
+        spool.seek(0)
+        data = transcode(spool, EXPLICIT_VR_LITTLE_ENDIAN) if stored.transfer_syntax_uid not in IN_PLACE \
+            else spool.read()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(io.BytesIO(data)).PixelData

@@ -1,0 +1,95 @@
+"""WADO-RS frames: byte-equal to pydicom's decoding of the originals, in the order asked."""
+import io
+import warnings
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import ImplicitVRLittleEndian, generate_uid
+
+from bench.synthetic import ct_instance
+from service.frames_rs import parse_frame_list
+from service.errors import BadRequest
+from tests.conftest import TEST_FILES
+from tests.helpers import multipart_body, split_multipart, stow_headers
+
+OHIF_ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax=*"
+
+
+def read(data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(io.BytesIO(data))
+
+
+def stored(client, data):
+    r = client.post("/dicom-web/studies", data=multipart_body([data]), headers=stow_headers())
+    assert r.status_code == 200, r.data
+    ds = read(data)
+    return ds, f"/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+
+
+def frames_of(response):
+    assert response.status_code == 200, response.data
+    return split_multipart(response.data, response.headers["Content-Type"])
+
+
+@pytest.mark.parametrize("text, expected", [("1", [1]), ("3,1,2", [3, 1, 2]), ("5,5", [5, 5])])
+def test_parse_frame_list(text, expected):
+    assert parse_frame_list(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "0", "1,", ",1", "a", "1;2", "-1", "1.5"])
+def test_malformed_frame_lists(text):
+    with pytest.raises(BadRequest):
+        parse_frame_list(text)
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.1", ImplicitVRLittleEndian])
+@pytest.mark.parametrize("accept", [None, "*/*", OHIF_ACCEPT, 'multipart/related; type="application/octet-stream"'])
+def test_multiframe_instance(client, syntax, accept):
+    data = ct_instance(generate_uid(), generate_uid(), rows=16, columns=12, frames=7, transfer_syntax=syntax)
+    ds, url = stored(client, data)
+    pixels = ds.pixel_array
+    parts = frames_of(client.get(f"{url}/frames/3,1,7", headers={"Accept": accept} if accept else {}))
+    assert [body for _, body in parts] == [pixels[i].tobytes() for i in (2, 0, 6)]
+    headers = parts[0][0]
+    assert headers["content-type"] == "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
+    assert headers["content-location"].endswith(f"{url}/frames/3")
+
+
+def test_single_frame_and_converted_files(client):
+    ds, url = stored(client, ct_instance(generate_uid(), generate_uid(), rows=8, columns=8))
+    [(_, body)] = frames_of(client.get(f"{url}/frames/1"))
+    assert body == ds.pixel_array.tobytes()
+    for name in ["MR_small_bigendian.dcm", "image_dfl.dcm", "SC_rgb_small_odd.dcm"]:
+        original = read((TEST_FILES / name).read_bytes())
+        r = client.post("/dicom-web/studies", data=multipart_body([(TEST_FILES / name).read_bytes()]),
+                        headers=stow_headers())
+        if r.status_code != 200:
+            continue
+        url = (f"/dicom-web/studies/{original.StudyInstanceUID}/series/{original.SeriesInstanceUID}/instances/"
+               f"{original.SOPInstanceUID}")
+        [(_, body)] = frames_of(client.get(f"{url}/frames/1"))
+        expected = original.pixel_array
+        assert np.array_equal(np.frombuffer(body, dtype=expected.dtype.newbyteorder("<")).reshape(expected.shape),
+                              expected), name
+
+
+def test_errors(client):
+    ds, url = stored(client, ct_instance(generate_uid(), generate_uid(), rows=8, columns=8, frames=3))
+    assert client.get(f"{url}/frames/4").status_code == 400
+    assert client.get(f"{url}/frames/0").status_code == 400
+    assert client.get(f"{url}/frames/x").status_code == 400
+    assert client.get(f"{url}/frames/1", headers={"Accept": "image/jpeg"}).status_code == 406
+    assert client.get(f"{url}/frames/1", headers={
+        "Accept": "multipart/related; type=application/octet-stream; transfer-syntax=1.2.840.10008.1.2.4.50"
+    }).status_code == 406
+    study = ds.StudyInstanceUID
+    assert client.get(f"/dicom-web/studies/{study}/series/{ds.SeriesInstanceUID}/instances/{generate_uid()}"
+                      f"/frames/1").status_code == 404
+    jpeg, jpeg_url = stored(client, (TEST_FILES / "JPEG2000.dcm").read_bytes())
+    r = client.get(f"{jpeg_url}/frames/1")
+    assert r.status_code == 406 and "JPEG 2000" in r.get_json()["message"]
+    report, report_url = stored(client, (TEST_FILES / "reportsi.dcm").read_bytes())
+    assert client.get(f"{report_url}/frames/1").status_code == 404
