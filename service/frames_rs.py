@@ -60,8 +60,8 @@ def retrieve_frames(study: str, series: str, instance: str, frames: str) -> Resp
                             "sent yet; retrieve the instance with transfer-syntax=* instead")
     if not any(s in (ANY_TRANSFER_SYNTAX, EXPLICIT_VR_LITTLE_ENDIAN, stored.transfer_syntax_uid) for s in syntaxes):
         raise NotAcceptable("frames are sent in Explicit VR Little Endian or as stored")
-    model = orjson.loads(next(archive().metadata([stored])))
-    frame_size, count = _geometry(model)
+    details = archive().details(stored)
+    frame_size, count = _geometry(orjson.loads(details.metadata))
     bad = [n for n in numbers if n > count]
     if bad:
         raise BadRequest(f"frame {bad[0]} is out of range: the instance has {count} frame(s)")
@@ -69,8 +69,8 @@ def retrieve_frames(study: str, series: str, instance: str, frames: str) -> Resp
     # Native little endian pixel bytes are the same in every little endian syntax.
     content_type = f"{OCTET_STREAM}; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}"
     location = f"{base_url()}/studies/{study}/series/{series}/instances/{instance}/frames/"
-    offset, length = archive().pixel_location(stored) if stored.transfer_syntax_uid in IN_PLACE else (None, None)
-    if offset is not None and length is not None and length >= count * frame_size:
+    offset, length = details.pixel_offset, details.pixel_length
+    if stored.transfer_syntax_uid in IN_PLACE and offset is not None and length >= count * frame_size:
         blobs = archive().blobs
         bodies = [_FrameRange(blobs, stored.blob_key, offset + (n - 1) * frame_size, frame_size) for n in numbers]
     else:

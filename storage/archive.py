@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Sequence
 
 from .blobs import CHUNK_SIZE, BlobReader, BlobStore
-from .catalog import Catalog, PendingInstance, Registration, StoredInstance
+from .catalog import Catalog, InstanceDetails, PendingInstance, Registration, StoredInstance
 from .dataset import InstanceHeader, RejectedInstance, read_header
 from .status import FailureReason
 from .uids import blob_key
@@ -90,14 +90,13 @@ class Archive:
         self.catalog.store_metadata(instance.pk, header)
         return header.metadata
 
-    def pixel_location(self, instance: StoredInstance) -> tuple[int | None, int | None]:
-        """(offset, length) of the native pixel data value in the blob, (None, None) if it
-        cannot be read in place (encapsulated, deflated, or no pixel data)."""
-        location = self.catalog.pixel_location(instance)
-        if location is None:
+    def details(self, instance: StoredInstance) -> InstanceDetails:
+        """Metadata and pixel data location of one instance, in one catalog read."""
+        found = self.catalog.details(instance)
+        if found is None:
             self.backfill_metadata(instance)
-            location = self.catalog.pixel_location(instance) or (None, None)
-        return location
+            found = self.catalog.details(instance)
+        return found
 
     def sweep(self, grace_seconds: float = 3600.0, now: float | None = None) -> int:
         """Delete blobs older than the grace period that no catalog row references."""

@@ -46,6 +46,9 @@ _INSTANCE_QUERY = _SERIES_QUERY.where(instances.c.SOPInstanceUID == bindparam("s
 _METADATA = select(instance_metadata.c.instance_pk, instance_metadata.c.json).where(
     instance_metadata.c.instance_pk.in_(bindparam("pks", expanding=True)))
 
+_DETAILS = select(instance_metadata.c.json, instance_metadata.c.pixel_offset, instance_metadata.c.pixel_length).where(
+    instance_metadata.c.instance_pk == bindparam("pk"))
+
 _INSTANCE_BY_UID = select(instances.c.pk, instances.c.series_pk, instances.c.sha256, instances.c.blob_key).where(
     instances.c.SOPInstanceUID == bindparam("sop"))
 _SERIES_BY_UID = (select(series.c.pk, series.c.study_pk, studies.c.StudyInstanceUID)
@@ -59,6 +62,13 @@ _NO_PATIENT_ATTRIBUTES = dict.fromkeys(PATIENT_KEYWORDS)
 _NO_STUDY_ATTRIBUTES = dict.fromkeys(STUDY_KEYWORDS)
 _NO_SERIES_ATTRIBUTES = dict.fromkeys(SERIES_KEYWORDS)
 _NO_INSTANCE_ATTRIBUTES = dict.fromkeys(INSTANCE_KEYWORDS)
+
+
+@dataclass(frozen=True)
+class InstanceDetails:
+    metadata: bytes                 # DICOM JSON (storage.metadata)
+    pixel_offset: int | None        # of a native pixel data value in the blob, when readable in place
+    pixel_length: int | None
 
 
 def _details(header: InstanceHeader) -> dict:
@@ -375,13 +385,11 @@ class Catalog:
         with self._writer() as conn, conn.begin():
             conn.execute(self._statements["insert_metadata"], {"instance_pk": instance_pk, **_details(header)})
 
-    def pixel_location(self, instance: StoredInstance) -> tuple[int | None, int | None] | None:
-        """(offset, length) of the native pixel data value, (None, None) when it is not
-        readable in place, or None when not yet recorded."""
+    def details(self, instance: StoredInstance) -> InstanceDetails | None:
+        """An instance's metadata and pixel data location, or None when not yet recorded."""
         with self.engine.connect() as conn:
-            row = conn.execute(select(instance_metadata.c.pixel_offset, instance_metadata.c.pixel_length)
-                               .where(instance_metadata.c.instance_pk == instance.pk)).first()
-        return None if row is None else (row.pixel_offset, row.pixel_length)
+            row = conn.execute(_DETAILS, {"pk": instance.pk}).first()
+        return None if row is None else InstanceDetails(row.json.encode(), row.pixel_offset, row.pixel_length)
 
     def unreferenced(self, blob_keys: list[str]) -> set[str]:
         """Those of ``blob_keys`` that no instance row points at."""
