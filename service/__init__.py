@@ -28,12 +28,13 @@ def create_app(config: Config | None = None) -> Flask:
     app.config["DICOMWEB"] = config
     app.extensions["archive"] = _make_archive(config)
 
-    from . import cors, frames_rs, health, metadata_rs, qido_rs, stow_rs, wado_rs
+    from . import bulkdata_rs, cors, frames_rs, health, metadata_rs, qido_rs, stow_rs, wado_rs
 
     app.register_blueprint(health.bp)
     app.register_blueprint(qido_rs.bp, url_prefix=config.url_prefix)
     app.register_blueprint(metadata_rs.bp, url_prefix=config.url_prefix)
     app.register_blueprint(frames_rs.bp, url_prefix=config.url_prefix)
+    app.register_blueprint(bulkdata_rs.bp, url_prefix=config.url_prefix)
     app.register_blueprint(stow_rs.bp, url_prefix=config.url_prefix)
     app.register_blueprint(wado_rs.bp, url_prefix=config.url_prefix)
 

@@ -8,30 +8,24 @@ from fragments is built.
 """
 from __future__ import annotations
 
-import io
 import re
-import tempfile
-import warnings
 from typing import Iterator
 
 import orjson
-import pydicom
 from flask import Blueprint, Response
 
-from storage import StoredInstance
 from storage.blobs import BlobStore, iter_chunks
-from transcode import transcode
-from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, UNCOMPRESSED, describe
+from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, UNCOMPRESSED, describe
 
 from . import multipart
 from .errors import BadRequest, NotAcceptable, NotFound
 from .media import ANY_TRANSFER_SYNTAX, OCTET_STREAM, octet_stream_syntaxes
+from .retrieve import IN_PLACE, pixel_bytes
 from .web import accepted, archive, base_url, require_uids
 
 bp = Blueprint("frames_rs", __name__)
 
 _FRAME_LIST = re.compile(r"[0-9]+(,[0-9]+)*")
-IN_PLACE = {IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN}   # native little endian pixel bytes
 
 
 def parse_frame_list(text: str) -> list[int]:
@@ -74,7 +68,7 @@ def retrieve_frames(study: str, series: str, instance: str, frames: str) -> Resp
         blobs = archive().blobs
         bodies = [_FrameRange(blobs, stored.blob_key, offset + (n - 1) * frame_size, frame_size) for n in numbers]
     else:
-        pixels = _converted_pixels(stored)
+        pixels = pixel_bytes(archive(), stored)
         bodies = [[pixels[(n - 1) * frame_size:n * frame_size]] for n in numbers]
     parts = [multipart.Part({"Content-Type": content_type, "Content-Location": f"{location}{n}"}, body)
              for n, body in zip(numbers, bodies)]
@@ -110,16 +104,3 @@ class _FrameRange:
 
     def __iter__(self) -> Iterator[bytes]:
         return iter_chunks(self.blobs.open(self.key, self.start, self.length))
-
-
-def _converted_pixels(stored: StoredInstance) -> bytes:
-    """The pixel bytes of an uncompressed instance in little endian, reading it whole."""
-    with tempfile.SpooledTemporaryFile(max_size=64 << 20) as spool:
-        for chunk in iter_chunks(archive().open(stored)):
-            spool.write(chunk)
-        spool.seek(0)
-        data = transcode(spool, EXPLICIT_VR_LITTLE_ENDIAN) if stored.transfer_syntax_uid not in IN_PLACE \
-            else spool.read()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pydicom.dcmread(io.BytesIO(data)).PixelData

@@ -1,15 +1,19 @@
 """Planning and streaming a WADO-RS retrieve of DICOM instances (PS3.18 §10.4)."""
 from __future__ import annotations
 
+import io
 import logging
 import tempfile
+import warnings
 from dataclasses import dataclass
 from typing import Iterator, Sequence
+
+import pydicom
 
 from storage import Archive, StoredInstance
 from storage.blobs import CHUNK_SIZE, iter_chunks
 from transcode import can_transcode, transcode
-from transcode.syntaxes import describe
+from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, describe
 
 from . import multipart, urls
 from .errors import NotAcceptable
@@ -117,3 +121,20 @@ class _Lazy:
 
     def __iter__(self) -> Iterator[bytes]:
         return body_chunks(self.archive, self.part)
+
+
+# Syntaxes whose native pixel bytes are little endian, readable in place from the blob.
+IN_PLACE = {IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN}
+
+
+def pixel_bytes(archive: Archive, stored: StoredInstance) -> bytes:
+    """The native pixel data of an uncompressed instance as little endian bytes, reading it whole
+    (for big endian and deflated instances, whose pixels cannot be read in place)."""
+    with tempfile.SpooledTemporaryFile(max_size=64 << 20) as spool:
+        for chunk in iter_chunks(archive.open(stored)):
+            spool.write(chunk)
+        spool.seek(0)
+        data = spool.read() if stored.transfer_syntax_uid in IN_PLACE else transcode(spool, EXPLICIT_VR_LITTLE_ENDIAN)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(io.BytesIO(data)).PixelData

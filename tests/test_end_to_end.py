@@ -32,8 +32,10 @@ def read(data: bytes) -> pydicom.Dataset:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("e2e")
-    server = Server({"DICOMWEB_DATA_DIR": str(data_dir), "DICOMWEB_API_KEY": API_KEY}, free_port(),
-                    data_dir / "gunicorn.log")
+    port = free_port()
+    # dicomweb-client sends "Host" without the port: the public URL keeps the URLs we hand out right.
+    server = Server({"DICOMWEB_DATA_DIR": str(data_dir), "DICOMWEB_API_KEY": API_KEY,
+                     "DICOMWEB_PUBLIC_URL": f"http://127.0.0.1:{port}/dicom-web"}, port, data_dir / "gunicorn.log")
     yield server
     server.stop()
 
@@ -263,10 +265,9 @@ def test_dicomweb_client_metadata(server):
     rebuilt = pydicom.Dataset.from_json(model, bulk_data_uri_handler=lambda tag, vr, uri: b"")
     original = datasets[0]
     assert rebuilt.PatientName == original.PatientName and rebuilt.Rows == original.Rows
-    # dicomweb-client sends "Host: 127.0.0.1" without the port, so URLs built from the request
-    # lack it (DICOMWEB_PUBLIC_URL fixes that in deployments); the path is what matters here.
-    assert model["7FE00010"]["BulkDataURI"].endswith(
-        f"/dicom-web/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/bulk/7FE00010")
+    assert model["7FE00010"]["BulkDataURI"] == (f"{server.dicomweb}/studies/{study_uid}/series/{series_uid}/"
+                                                f"instances/{sop_uid}/bulk/7FE00010")
+    assert client.retrieve_bulkdata(model["7FE00010"]["BulkDataURI"]) == [original.PixelData]
     r = requests.get(f"{server.dicomweb}/studies/{study_uid}/metadata", headers={**AUTH, "Accept-Encoding": "gzip"})
     assert r.headers["Content-Encoding"] == "gzip" and len(r.json()) == 6
 
