@@ -14,12 +14,16 @@ from typing import Iterator
 import orjson
 from flask import Blueprint, Response
 
+from storage import StoredInstance
 from storage.blobs import BlobStore, iter_chunks
-from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, UNCOMPRESSED, describe
+from storage.catalog import InstanceDetails
+from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, TRANSFER_SYNTAXES, UNCOMPRESSED, describe
 
 from . import multipart
 from .errors import BadRequest, NotAcceptable, NotFound
-from .media import ANY_TRANSFER_SYNTAX, OCTET_STREAM, octet_stream_syntaxes
+from .media import (
+    ANY_TRANSFER_SYNTAX, OCTET_STREAM, MediaType, compressed_frames_acceptable, octet_stream_syntaxes,
+)
 from .retrieve import IN_PLACE, pixel_bytes
 from .web import accepted, archive, base_url, require_uids
 
@@ -42,39 +46,65 @@ def parse_frame_list(text: str) -> list[int]:
 def retrieve_frames(study: str, series: str, instance: str, frames: str) -> Response:
     require_uids(study=study, series=series, instance=instance)
     numbers = parse_frame_list(frames)
-    syntaxes = octet_stream_syntaxes(accepted())
-    if not syntaxes:
-        raise NotAcceptable('frames are sent as multipart/related; type="application/octet-stream"')
+    accept = accepted()
     found = archive().instances(study, series, instance)
     if not found:
         raise NotFound("no such instance in the archive")
     stored = found[0]
-    if stored.transfer_syntax_uid not in UNCOMPRESSED:
-        raise NotAcceptable(f"frames of instances stored as {describe(stored.transfer_syntax_uid)} cannot be "
-                            "sent yet; retrieve the instance with transfer-syntax=* instead")
-    if not any(s in (ANY_TRANSFER_SYNTAX, EXPLICIT_VR_LITTLE_ENDIAN, stored.transfer_syntax_uid) for s in syntaxes):
-        raise NotAcceptable("frames are sent in Explicit VR Little Endian or as stored")
     details = archive().details(stored)
-    frame_size, count = _geometry(orjson.loads(details.metadata))
-    bad = [n for n in numbers if n > count]
-    if bad:
-        raise BadRequest(f"frame {bad[0]} is out of range: the instance has {count} frame(s)")
-
-    # Native little endian pixel bytes are the same in every little endian syntax.
-    content_type = f"{OCTET_STREAM}; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}"
     location = f"{base_url()}/studies/{study}/series/{series}/instances/{instance}/frames/"
-    offset, length = details.pixel_offset, details.pixel_length
-    if stored.transfer_syntax_uid in IN_PLACE and offset is not None and length >= count * frame_size:
-        blobs = archive().blobs
-        bodies = [_FrameRange(blobs, stored.blob_key, offset + (n - 1) * frame_size, frame_size) for n in numbers]
+    if stored.transfer_syntax_uid in UNCOMPRESSED:
+        media_type, content_type, bodies = _native_frames(stored, details, numbers, accept)
     else:
-        pixels = pixel_bytes(archive(), stored)
-        bodies = [[pixels[(n - 1) * frame_size:n * frame_size]] for n in numbers]
+        media_type, content_type, bodies = _compressed_frames(stored, details, numbers, accept)
     parts = [multipart.Part({"Content-Type": content_type, "Content-Location": f"{location}{n}"}, body)
              for n, body in zip(numbers, bodies)]
     boundary = multipart.new_boundary()
     return Response(multipart.encode_parts(parts, boundary), direct_passthrough=True,
-                    content_type=f'multipart/related; type="{OCTET_STREAM}"; boundary={boundary}')
+                    content_type=f'multipart/related; type="{media_type}"; boundary={boundary}')
+
+
+def _native_frames(stored: StoredInstance, details: InstanceDetails, numbers: list[int],
+                   accept: list[MediaType]) -> tuple[str, str, list]:
+    syntaxes = octet_stream_syntaxes(accept)
+    if not any(s in (ANY_TRANSFER_SYNTAX, EXPLICIT_VR_LITTLE_ENDIAN, stored.transfer_syntax_uid) for s in syntaxes):
+        raise NotAcceptable('uncompressed frames are sent as multipart/related; type="application/octet-stream" '
+                            "in Explicit VR Little Endian or as stored")
+    frame_size, count = _geometry(orjson.loads(details.metadata))
+    _check_range(numbers, count)
+    offset, length = details.pixel_offset, details.pixel_length
+    if stored.transfer_syntax_uid in IN_PLACE and offset is not None and length >= count * frame_size:
+        blobs = archive().blobs
+        bodies = [_FrameRange(blobs, stored.blob_key, [(offset + (n - 1) * frame_size, frame_size)])
+                  for n in numbers]
+    else:
+        pixels = pixel_bytes(archive(), stored)
+        bodies = [[pixels[(n - 1) * frame_size:n * frame_size]] for n in numbers]
+    # Native little endian pixel bytes are the same in every little endian syntax.
+    return OCTET_STREAM, f"{OCTET_STREAM}; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}", bodies
+
+
+def _compressed_frames(stored: StoredInstance, details: InstanceDetails, numbers: list[int],
+                       accept: list[MediaType]) -> tuple[str, str, list]:
+    """Each frame's own fragments, as stored, in the media type of their syntax (PS3.18 §8.7.3.5)."""
+    syntax = stored.transfer_syntax_uid
+    media_type = TRANSFER_SYNTAXES[syntax].bulk_media_type if syntax in TRANSFER_SYNTAXES else OCTET_STREAM
+    if not compressed_frames_acceptable(accept, media_type, syntax):
+        raise NotAcceptable(f"frames of this instance are stored as {describe(syntax)} and can only be sent so "
+                            f"({media_type}; transfer-syntax={syntax}); decompression is not available yet")
+    if not details.fragments:
+        raise NotAcceptable("the fragments of this instance's pixel data cannot be told apart into frames "
+                            "without decoding; retrieve the instance with transfer-syntax=* instead")
+    _check_range(numbers, len(details.fragments))
+    blobs = archive().blobs
+    bodies = [_FrameRange(blobs, stored.blob_key, details.fragments[n - 1]) for n in numbers]
+    return media_type, f"{media_type}; transfer-syntax={syntax}", bodies
+
+
+def _check_range(numbers: list[int], count: int) -> None:
+    bad = [n for n in numbers if n > count]
+    if bad:
+        raise BadRequest(f"frame {bad[0]} is out of range: the instance has {count} frame(s)")
 
 
 def _geometry(model: dict) -> tuple[int, int]:
@@ -97,10 +127,11 @@ def _geometry(model: dict) -> tuple[int, int]:
 
 
 class _FrameRange:
-    """One frame's bytes, read by range only when the encoder reaches it."""
+    """One frame's bytes — one span, or its fragments — read by range when the encoder reaches it."""
 
-    def __init__(self, blobs: BlobStore, key: str, start: int, length: int) -> None:
-        self.blobs, self.key, self.start, self.length = blobs, key, start, length
+    def __init__(self, blobs: BlobStore, key: str, spans: list) -> None:
+        self.blobs, self.key, self.spans = blobs, key, spans
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter_chunks(self.blobs.open(self.key, self.start, self.length))
+        for start, length in self.spans:
+            yield from iter_chunks(self.blobs.open(self.key, start, length))

@@ -159,3 +159,28 @@ def octet_stream_syntaxes(accept: list[MediaType]) -> list[str]:
         if (syntax == ANY_TRANSFER_SYNTAX or is_valid_uid(syntax)) and syntax not in found:
             found.append(syntax)
     return found
+
+
+# Media type names before DICOM 2021a, still sent by clients; answers use the new names.
+LEGACY_MEDIA_TYPES = {"image/x-jls": "image/jls", "image/x-dicom-rle": "image/dicom-rle"}
+
+
+def compressed_frames_acceptable(accept: list[MediaType], media_type: str, syntax: str) -> bool:
+    """Whether frames may be sent as stored: ``media_type`` in ``syntax`` (PS3.18 §8.7.3.5).
+
+    Accepted when a range names the media type (single or as a multipart ``type``) with no
+    transfer-syntax or this one, or asks for anything as stored (``transfer-syntax=*``,
+    as viewers send it even with ``type=application/octet-stream``), or is ``*/*``.
+    """
+    for media in accept:
+        if media.type == "*/*":
+            return True
+        wanted, syntax_asked = media.type, media.param("transfer-syntax")
+        if media.type in (MULTIPART_RELATED, "multipart/*"):
+            wanted = (media.param("type") or "*/*").lower()
+        wanted = LEGACY_MEDIA_TYPES.get(wanted, wanted)
+        if syntax_asked == ANY_TRANSFER_SYNTAX:
+            return True
+        if wanted in (media_type, "*/*", f"{media_type.split('/')[0]}/*") and syntax_asked in (None, syntax):
+            return True
+    return False

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import Counter
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import orjson
 from sqlalchemy import bindparam, create_engine, event, func, inspect, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError, IntegrityError
@@ -46,8 +47,8 @@ _INSTANCE_QUERY = _SERIES_QUERY.where(instances.c.SOPInstanceUID == bindparam("s
 _METADATA = select(instance_metadata.c.instance_pk, instance_metadata.c.json).where(
     instance_metadata.c.instance_pk.in_(bindparam("pks", expanding=True)))
 
-_DETAILS = select(instance_metadata.c.json, instance_metadata.c.pixel_offset, instance_metadata.c.pixel_length).where(
-    instance_metadata.c.instance_pk == bindparam("pk"))
+_DETAILS = select(instance_metadata.c.json, instance_metadata.c.pixel_offset, instance_metadata.c.pixel_length,
+                  instance_metadata.c.fragments).where(instance_metadata.c.instance_pk == bindparam("pk"))
 
 _INSTANCE_BY_UID = select(instances.c.pk, instances.c.series_pk, instances.c.sha256, instances.c.blob_key).where(
     instances.c.SOPInstanceUID == bindparam("sop"))
@@ -69,13 +70,16 @@ class InstanceDetails:
     metadata: bytes                 # DICOM JSON (storage.metadata)
     pixel_offset: int | None        # of a native pixel data value in the blob, when readable in place
     pixel_length: int | None
+    fragments: list | None = None   # encapsulated: each frame's [offset, length] fragments
 
 
 def _details(header: InstanceHeader) -> dict:
     pixels = header.pixels
     native = pixels is not None and pixels.length is not None
+    fragments = pixels.frames if pixels is not None else None
     return {"json": header.metadata.decode(), "pixel_offset": pixels.offset if native else None,
-            "pixel_length": pixels.length if native else None}
+            "pixel_length": pixels.length if native else None,
+            "fragments": orjson.dumps(fragments).decode() if fragments else None}
 
 
 @dataclass(frozen=True)
@@ -389,7 +393,10 @@ class Catalog:
         """An instance's metadata and pixel data location, or None when not yet recorded."""
         with self.engine.connect() as conn:
             row = conn.execute(_DETAILS, {"pk": instance.pk}).first()
-        return None if row is None else InstanceDetails(row.json.encode(), row.pixel_offset, row.pixel_length)
+        if row is None:
+            return None
+        return InstanceDetails(row.json.encode(), row.pixel_offset, row.pixel_length,
+                               orjson.loads(row.fragments) if row.fragments else None)
 
     def unreferenced(self, blob_keys: list[str]) -> set[str]:
         """Those of ``blob_keys`` that no instance row points at."""

@@ -49,6 +49,7 @@ class PixelLocation:
     vr: str
     offset: int | None        # of the value in the file; None when read from a deflated stream
     length: int | None        # of a native value; None when encapsulated (or unknown)
+    frames: tuple[tuple[tuple[int, int], ...], ...] | None = None   # encapsulated: each frame's fragments
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,8 @@ def _pixel_element(fp: BinaryIO, ds: pydicom.Dataset) -> PixelLocation | None:
             raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND,
                                    f"the file is truncated: Pixel Data needs {length} bytes, {end - position} remain")
         return PixelLocation(tag, vr, position, length)
-    while True:  # encapsulated fragments (PS3.5 A.4)
+    items: list[tuple[int, int]] = []   # (offset of the item's value in the file, its length)
+    while True:  # encapsulated fragments (PS3.5 A.4): the Basic Offset Table first, then fragments
         item = fp.read(8)
         if len(item) < 8:
             raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND,
@@ -163,11 +165,46 @@ def _pixel_element(fp: BinaryIO, ds: pydicom.Dataset) -> PixelLocation | None:
         group, element, size = struct.unpack(order + "HHI", item)
         item_tag = (group << 16) | element
         if item_tag == _SEQUENCE_DELIMITER:
-            return PixelLocation(tag, vr, position, None)
+            break
         if item_tag != _ITEM or size == _UNDEFINED or fp.tell() + size > end:
             raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND,
                                    "the file is truncated or damaged inside encapsulated Pixel Data")
+        items.append((fp.tell(), size))
         fp.seek(size, 1)
+    frames = None
+    if items:
+        bot_offset, bot_size = items[0]
+        fp.seek(bot_offset)
+        table = struct.unpack(f"{order}{bot_size // 4}I", fp.read(bot_size - bot_size % 4))
+        frames = split_frames(list(table), items[1:], int(ds.get("NumberOfFrames", 1) or 1))
+    return PixelLocation(tag, vr, position, None, frames)
+
+
+def split_frames(table: list[int], fragments: list[tuple[int, int]],
+                 number_of_frames: int) -> tuple[tuple[tuple[int, int], ...], ...] | None:
+    """Group encapsulated fragments (value offset in the file, length) into frames.
+
+    With a Basic Offset Table, its entries are offsets of each frame's first item from
+    the first fragment's item header (PS3.5 A.4). Without one, a single frame is every
+    fragment, and as many fragments as frames is one each. Otherwise, None: the
+    fragments cannot be split without decoding (PS3.5 allows it; few writers do it).
+    """
+    if not fragments:
+        return None
+    first_item = fragments[0][0] - 8
+    starts = [offset - 8 - first_item for offset, _ in fragments]
+    if table:
+        if len(table) != number_of_frames or table[0] != 0:
+            return None
+        bounds = [*table, float("inf")]
+        frames = tuple(tuple(f for f, start in zip(fragments, starts) if bounds[i] <= start < bounds[i + 1])
+                       for i in range(number_of_frames))
+        return frames if all(frames) else None
+    if number_of_frames == 1:
+        return (tuple(fragments),)
+    if len(fragments) == number_of_frames:
+        return tuple((f,) for f in fragments)
+    return None
 
 
 def _header(ds: pydicom.Dataset) -> InstanceHeader:

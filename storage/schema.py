@@ -98,6 +98,8 @@ instance_metadata = Table(
     # Where a native (not encapsulated) pixel data value is in the blob, for frame reads.
     Column("pixel_offset", BigInteger),
     Column("pixel_length", BigInteger),
+    # Encapsulated pixel data: each frame's fragments as JSON [[[offset, length], …], …].
+    Column("fragments", LargeText),
 )
 
 # Components of person names, for fuzzy matching: one row per (name, upper-cased component).

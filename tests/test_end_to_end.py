@@ -14,7 +14,7 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
 from bench.synthetic import StudySpec, ct_instance, study as synthetic_study
-from tests.conftest import API_KEY, free_port, pydicom_test_files
+from tests.conftest import API_KEY, TEST_FILES, free_port, pydicom_test_files
 from tests.helpers import split_multipart
 from tests.server import Server
 
@@ -280,3 +280,22 @@ def test_dicomweb_client_frames(server):
     frames = client.retrieve_instance_frames(study_uid, series_uid, sop_uid, frame_numbers=[2, 10])
     pixels = read(data).pixel_array
     assert frames == [pixels[1].tobytes(), pixels[9].tobytes()]
+
+
+def test_dicomweb_client_compressed_frames(server):
+    client = client_for(server)
+    original = read((TEST_FILES / "SC_rgb_rle_2frame.dcm").read_bytes())
+    # pydicom's RLE and JPEG examples share one SOP Instance UID: give this one its own.
+    original.SOPInstanceUID = original.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    buffer = io.BytesIO()
+    original.save_as(buffer, enforce_file_format=True)
+    r = requests.post(server.dicomweb + "/studies", data=buffer.getvalue(),
+                      headers={**AUTH, "Content-Type": "application/dicom"})
+    assert r.status_code == 200
+    frames = client.retrieve_instance_frames(
+        original.StudyInstanceUID, original.SeriesInstanceUID, original.SOPInstanceUID, frame_numbers=[2, 1],
+        media_types=(("image/dicom-rle", "1.2.840.10008.1.2.5"),))
+    import pydicom.encaps
+
+    expected = list(pydicom.encaps.generate_frames(original.PixelData, number_of_frames=2))
+    assert frames == [expected[1], expected[0]]

@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pydicom
+import pydicom.encaps
 import pytest
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
@@ -89,7 +90,43 @@ def test_errors(client):
     assert client.get(f"/dicom-web/studies/{study}/series/{ds.SeriesInstanceUID}/instances/{generate_uid()}"
                       f"/frames/1").status_code == 404
     jpeg, jpeg_url = stored(client, (TEST_FILES / "JPEG2000.dcm").read_bytes())
-    r = client.get(f"{jpeg_url}/frames/1")
-    assert r.status_code == 406 and "JPEG 2000" in r.get_json()["message"]
+    r = client.get(f"{jpeg_url}/frames/1", headers={"Accept": 'multipart/related; type="application/octet-stream"'})
+    assert r.status_code == 406 and "JPEG 2000" in r.get_json()["message"]   # decoding comes with transcoding
+    assert client.get(f"{jpeg_url}/frames/2", headers={"Accept": "*/*"}).status_code == 400
     report, report_url = stored(client, (TEST_FILES / "reportsi.dcm").read_bytes())
     assert client.get(f"{report_url}/frames/1").status_code == 404
+
+
+COMPRESSED = [("JPEG2000.dcm", "image/jp2"), ("SC_rgb_rle_2frame.dcm", "image/dicom-rle"),
+              ("rtdose_rle.dcm", "image/dicom-rle"), ("MR_small_jpeg_ls_lossless.dcm", "image/jls"),
+              ("JPGExtended.dcm", "image/jpeg"), ("SC_rgb_jpeg_gdcm.dcm", "image/jpeg")]
+
+
+@pytest.mark.parametrize("name, media_type", COMPRESSED)
+@pytest.mark.parametrize("accept", ["*/*", OHIF_ACCEPT, "multipart/related; type={media}",
+                                    "multipart/related; type={legacy}; transfer-syntax={syntax}"])
+def test_compressed_frames_are_their_own_fragments(client, name, media_type, accept):
+    data = (TEST_FILES / name).read_bytes()
+    ds, url = stored(client, data)
+    syntax = str(ds.file_meta.TransferSyntaxUID)
+    legacy = {"image/jls": "image/x-jls", "image/dicom-rle": "image/x-dicom-rle"}.get(media_type, media_type)
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    expected = list(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=count))
+    asked = list(range(count, 0, -1))[:3]
+    r = client.get(f"{url}/frames/{','.join(map(str, asked))}",
+                   headers={"Accept": accept.format(media=media_type, legacy=legacy, syntax=syntax)})
+    assert r.headers["Content-Type"].startswith(f'multipart/related; type="{media_type}"')
+    parts = frames_of(r)
+    assert [body for _, body in parts] == [expected[n - 1] for n in asked]
+    assert parts[0][0]["content-type"] == f"{media_type}; transfer-syntax={syntax}"
+
+
+def test_split_frames():
+    from storage.dataset import split_frames
+
+    fragments = [(108, 10), (126, 20), (154, 4)]   # item headers at 100, 118, 146
+    assert split_frames([], fragments, 1) == (tuple(fragments),)
+    assert split_frames([], fragments, 3) == tuple((f,) for f in fragments)
+    assert split_frames([], fragments, 2) is None
+    assert split_frames([0, 46], fragments, 2) == ((fragments[0], fragments[1]), (fragments[2],))
+    assert split_frames([0, 46], fragments, 3) is None
