@@ -8,7 +8,7 @@ DICOMWEB_DATA_DIR ?= var
 DICOMWEB_BIND ?= 127.0.0.1:8080
 export DICOMWEB_DATA_DIR
 
-.PHONY: serve test bench sweep clean
+.PHONY: serve test bench sweep backfill clean
 
 # Debian packages: a Python with venv support; curl for the README examples.
 $(DEBIAN_STAMP):
@@ -38,6 +38,9 @@ bench: $(STAMP)
 
 sweep: $(STAMP)
 	$(BIN)/flask --app wsgi sweep
+
+backfill: $(STAMP)
+	$(BIN)/flask --app wsgi backfill-metadata
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -48,6 +48,11 @@ def create_app(config: Config | None = None) -> Flask:
         removed = app.extensions["archive"].sweep()
         print(f"removed {removed} orphaned blob(s)")
 
+    @app.cli.command("backfill-metadata")
+    def backfill_metadata() -> None:
+        """Make the stored metadata of instances archived before it was kept."""
+        print(f"made the metadata of {app.extensions['archive'].backfill_all()} instance(s)")
+
     if config.trusted_proxies:
         n = config.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)

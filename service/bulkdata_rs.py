@@ -18,11 +18,12 @@ from flask import Blueprint, Response, request
 
 from storage import StoredInstance
 from storage.blobs import BlobStore, iter_chunks
-from transcode.syntaxes import UNCOMPRESSED, describe
+from transcode.syntaxes import UNCOMPRESSED
 
 from . import multipart
 from .errors import BadRequest, DicomWebError, NotAcceptable, NotFound
-from .media import OCTET_STREAM, octet_stream_syntaxes
+from .frames_rs import compressed_frame_bodies
+from .media import OCTET_STREAM, MediaType, octet_stream_syntaxes
 from .retrieve import IN_PLACE, pixel_bytes
 from .web import accepted, archive, require_uids
 
@@ -63,14 +64,17 @@ def retrieve_bulkdata(study: str, series: str, instance: str, path: str) -> Resp
         raise BadRequest(f"bulk data path {path[:80]!r} is not tag[/item/tag…]")
     media = accepted()
     single = bool(media) and media[0].type == OCTET_STREAM
-    if not single and not octet_stream_syntaxes(media):
-        raise NotAcceptable('bulk data is sent as multipart/related; type="application/octet-stream" '
-                            "or application/octet-stream")
     found = archive().instances(study, series, instance)
     if not found:
         raise NotFound("no such instance in the archive")
+    compressed_pixels = found[0].transfer_syntax_uid not in UNCOMPRESSED and path.upper() == "7FE00010"
+    if not compressed_pixels and not single and not octet_stream_syntaxes(media):
+        raise NotAcceptable('bulk data is sent as multipart/related; type="application/octet-stream" '
+                            "or application/octet-stream")
     steps = path.split("/")
     tags, items = [int(t, 16) for t in steps[::2]], [int(i) for i in steps[1::2]]
+    if compressed_pixels:
+        return _compressed_pixel_data(found[0], media)
     value = _pixel_data(found[0]) if len(tags) == 1 and tags[0] in PIXEL_TAGS else _value(found[0], tags, items)
     if single:
         return _single_part(value)
@@ -80,10 +84,18 @@ def retrieve_bulkdata(study: str, series: str, instance: str, path: str) -> Resp
                                                           f"boundary={boundary}")
 
 
+def _compressed_pixel_data(stored: StoredInstance, media: list[MediaType]) -> Response:
+    """Compressed pixel data as bulk data: every frame, each its own part (PS3.18 §8.7.3.5)."""
+    details = archive().details(stored)
+    count = len(details.fragments or [])
+    media_type, content_type, bodies = compressed_frame_bodies(stored, details, list(range(1, count + 1)), media)
+    parts = [multipart.Part({"Content-Type": content_type}, body) for body in bodies]
+    boundary = multipart.new_boundary()
+    return Response(multipart.encode_parts(parts, boundary), direct_passthrough=True,
+                    content_type=f'multipart/related; type="{media_type}"; boundary={boundary}')
+
+
 def _pixel_data(stored: StoredInstance) -> _Bytes:
-    if stored.transfer_syntax_uid not in UNCOMPRESSED:
-        raise NotAcceptable(f"pixel data stored as {describe(stored.transfer_syntax_uid)} cannot be sent as bulk "
-                            "data yet; retrieve the instance with transfer-syntax=* instead")
     details = archive().details(stored)
     if stored.transfer_syntax_uid in IN_PLACE and details.pixel_offset is not None:
         return _Bytes(blobs=archive().blobs, key=stored.blob_key, offset=details.pixel_offset,

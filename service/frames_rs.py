@@ -56,7 +56,7 @@ def retrieve_frames(study: str, series: str, instance: str, frames: str) -> Resp
     if stored.transfer_syntax_uid in UNCOMPRESSED:
         media_type, content_type, bodies = _native_frames(stored, details, numbers, accept)
     else:
-        media_type, content_type, bodies = _compressed_frames(stored, details, numbers, accept)
+        media_type, content_type, bodies = compressed_frame_bodies(stored, details, numbers, accept)
     parts = [multipart.Part({"Content-Type": content_type, "Content-Location": f"{location}{n}"}, body)
              for n, body in zip(numbers, bodies)]
     boundary = multipart.new_boundary()
@@ -84,7 +84,7 @@ def _native_frames(stored: StoredInstance, details: InstanceDetails, numbers: li
     return OCTET_STREAM, f"{OCTET_STREAM}; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}", bodies
 
 
-def _compressed_frames(stored: StoredInstance, details: InstanceDetails, numbers: list[int],
+def compressed_frame_bodies(stored: StoredInstance, details: InstanceDetails, numbers: list[int],
                        accept: list[MediaType]) -> tuple[str, str, list]:
     """Each frame's own fragments, as stored, in the media type of their syntax (PS3.18 §8.7.3.5)."""
     syntax = stored.transfer_syntax_uid

@@ -90,6 +90,16 @@ class Archive:
         self.catalog.store_metadata(instance.pk, header)
         return header.metadata
 
+    def backfill_all(self) -> int:
+        """Make the metadata of every instance stored before it was kept; return how many.
+        Serving does this lazily; this is for doing it ahead, after an upgrade."""
+        done = 0
+        while batch := self.catalog.without_metadata():
+            for instance in batch:
+                self.backfill_metadata(instance)
+            done += len(batch)
+        return done
+
     def details(self, instance: StoredInstance) -> InstanceDetails:
         """Metadata and pixel data location of one instance, in one catalog read."""
         found = self.catalog.details(instance)

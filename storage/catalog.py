@@ -384,6 +384,18 @@ class Catalog:
                     result[pk] = text.encode()
         return result
 
+    def without_metadata(self, limit: int = 500) -> list[StoredInstance]:
+        """Instances stored before metadata was kept (up to ``limit``)."""
+        statement = (
+            select(*_RETRIEVE.selected_columns)
+            .select_from(instances.join(series, instances.c.series_pk == series.c.pk)
+                         .join(studies, series.c.study_pk == studies.c.pk)
+                         .outerjoin(instance_metadata, instance_metadata.c.instance_pk == instances.c.pk))
+            .where(instance_metadata.c.instance_pk.is_(None)).order_by(instances.c.pk).limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [StoredInstance(*row) for row in conn.execute(statement)]
+
     def store_metadata(self, instance_pk: int, header: InstanceHeader) -> None:
         """Record the metadata of an instance stored before metadata was kept (backfill)."""
         with self._writer() as conn, conn.begin():

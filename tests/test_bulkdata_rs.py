@@ -102,5 +102,17 @@ def test_errors(client):
     assert client.get(url + "/bulk/7FE00010", headers={"Accept": "image/png"}).status_code == 406
     jpeg = store(client, (TEST_FILES / "JPEG2000.dcm").read_bytes())
     r = client.get(f"/dicom-web/studies/{jpeg.StudyInstanceUID}/series/{jpeg.SeriesInstanceUID}/instances/"
-                   f"{jpeg.SOPInstanceUID}/bulk/7FE00010")
-    assert r.status_code == 406
+                   f"{jpeg.SOPInstanceUID}/bulk/7FE00010", headers={"Accept": "multipart/related; "
+                                                                     "type=application/octet-stream"})
+    assert r.status_code == 406   # decompression comes with transcoding
+
+
+def test_compressed_pixel_data_is_every_frame_as_stored(client):
+    import pydicom.encaps
+
+    rle = store(client, (TEST_FILES / "rtdose_rle.dcm").read_bytes())
+    r = client.get(f"/dicom-web/studies/{rle.StudyInstanceUID}/series/{rle.SeriesInstanceUID}/instances/"
+                   f"{rle.SOPInstanceUID}/bulk/7FE00010")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith('multipart/related; type="image/dicom-rle"')
+    parts = split_multipart(r.data, r.headers["Content-Type"])
+    assert [body for _, body in parts] == list(pydicom.encaps.generate_frames(rle.PixelData, number_of_frames=15))

@@ -144,3 +144,18 @@ def test_instances_stored_before_metadata_was_kept_are_backfilled(app, client):
     assert client.get(f"/dicom-web/studies/{study}/metadata").get_json() == before
     with catalog.engine.connect() as conn:
         assert len(conn.execute(instance_metadata.select()).all()) == 2
+
+
+def test_backfill_command(app, client):
+    from storage.schema import instance_metadata
+
+    study = generate_uid()
+    store(client, *[ct_instance(study, generate_uid(), rows=8, columns=8) for _ in range(3)])
+    before = client.get(f"/dicom-web/studies/{study}/metadata").get_json()
+    catalog = app.extensions["archive"].catalog
+    with catalog.engine.begin() as conn:
+        conn.execute(instance_metadata.delete())
+    result = app.test_cli_runner().invoke(args=["backfill-metadata"])
+    assert "made the metadata of 3 instance(s)" in result.output
+    assert app.test_cli_runner().invoke(args=["backfill-metadata"]).output.startswith("made the metadata of 0")
+    assert client.get(f"/dicom-web/studies/{study}/metadata").get_json() == before
