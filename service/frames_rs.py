@@ -1,10 +1,10 @@
-"""WADO-RS frames of uncompressed instances (PS3.18 §10.4.1.1.4).
+"""WADO-RS frames (PS3.18 §10.4.1.1.4).
 
-A frame of native pixel data is read by byte range from the blob store, at the
-offset recorded at ingest: one frame never costs reading the whole instance.
-Instances whose pixels cannot be read in place (big endian, deflated) are
-converted once per request; compressed ones answer 406 until frame extraction
-from fragments is built.
+A frame is read by byte range from the blob store, at the place recorded at
+ingest: the span of a native frame, or the fragments of a compressed one (sent
+as stored, in its syntax's media type). One frame never costs reading the
+whole instance. Big endian and deflated instances, whose pixels cannot be read
+in place, are converted once per request.
 """
 from __future__ import annotations
 
