@@ -26,10 +26,19 @@ ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 
 
 def _store(url: str, key: str | None, path: Path) -> None:
-    headers = {"Content-Type": "application/dicom", "Accept": "application/dicom+json",
-               **({"Authorization": f"Bearer {key}"} if key else {})}
-    with open(path, "rb") as body:
-        r = requests.post(url.rstrip("/") + "/studies", data=body, headers=headers, timeout=1800)
+    """STOW one file as a one-part multipart body (what every server accepts), streamed from disk."""
+    boundary = "bench-frames"
+    headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+               "Accept": "application/dicom+json", **({"Authorization": f"Bearer {key}"} if key else {})}
+
+    def body():
+        yield f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                yield chunk
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    r = requests.post(url.rstrip("/") + "/studies", data=body(), headers=headers, timeout=1800)
     r.raise_for_status()
 
 

@@ -130,3 +130,12 @@ def test_split_frames():
     assert split_frames([], fragments, 2) is None
     assert split_frames([0, 46], fragments, 2) == ((fragments[0], fragments[1]), (fragments[2],))
     assert split_frames([0, 46], fragments, 3) is None
+
+
+def test_a_thousand_frame_instance(client):
+    data = ct_instance(generate_uid(), generate_uid(), rows=8, columns=8, frames=1000)
+    ds, url = stored(client, data)
+    pixels = ds.pixel_array
+    parts = frames_of(client.get(f"{url}/frames/1000,1,500,999"))
+    assert [body for _, body in parts] == [pixels[i].tobytes() for i in (999, 0, 499, 998)]
+    assert client.get(f"{url}/frames/1001").status_code == 400
