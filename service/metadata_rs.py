@@ -18,9 +18,9 @@ from storage.metadata import with_base_url
 
 from . import multipart
 from .dicom_xml import json_to_xml
-from .errors import NotAcceptable, NotFound
+from .errors import NotFound
 from .media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED
-from .web import accepted, archive, base_url, require_uids
+from .web import archive, base_url, require_uids, wants_xml
 
 bp = Blueprint("metadata_rs", __name__)
 
@@ -30,7 +30,7 @@ bp = Blueprint("metadata_rs", __name__)
 @bp.get("/studies/<study>/series/<series>/instances/<instance>/metadata")
 def retrieve_metadata(study: str, series: str | None = None, instance: str | None = None) -> Response:
     require_uids(study=study, series=series, instance=instance)
-    as_xml = _xml_wanted()
+    as_xml = wants_xml("metadata")
     found = archive().instances(study, series, instance)
     if not found:
         raise NotFound(f"no such {'instance' if instance else 'series' if series else 'study'} in the archive")
@@ -55,16 +55,6 @@ def retrieve_metadata(study: str, series: str | None = None, instance: str | Non
         body = _gzip(body)
         headers["Content-Encoding"] = "gzip"
     return Response(body, content_type=content_type, headers=headers, direct_passthrough=True)
-
-
-def _xml_wanted() -> bool:
-    for media in accepted():
-        if media.type in (DICOM_JSON, "application/json", "application/*", "*/*"):
-            return False
-        if media.type in (MULTIPART_RELATED, "multipart/*") and (media.param("type") or "").lower() == DICOM_XML:
-            return True
-    raise NotAcceptable("metadata is sent as application/dicom+json or "
-                        'multipart/related; type="application/dicom+xml"')
 
 
 def _json_array(texts: Iterable[bytes]) -> Iterator[bytes]:

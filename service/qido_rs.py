@@ -9,11 +9,11 @@ from storage.search import QueryError
 
 from . import multipart
 from .dicom_xml import json_to_xml
-from .errors import BadRequest, NotAcceptable
+from .errors import BadRequest
 from .media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED
 from .qido_params import parse_query
 from .qido_response import ResultFormat
-from .web import accepted, archive, base_url, require_uids, settings, warning
+from .web import archive, base_url, require_uids, settings, wants_xml, warning
 
 bp = Blueprint("qido_rs", __name__)
 
@@ -49,7 +49,7 @@ def search_instances(study: str | None = None, series: str | None = None) -> Res
 
 
 def _search(level: str, scoped: dict[str, str]) -> Response:
-    as_xml = _response_format()
+    as_xml = wants_xml("search results")   # PS3.18 §10.6.3.2
     max_results = settings().qido_max_results
     try:
         query, warnings = parse_query(level, request.args.items(multi=True), max_results, scoped)
@@ -72,12 +72,3 @@ def _search(level: str, scoped: dict[str, str]) -> Response:
     return response
 
 
-def _response_format() -> bool:
-    """True for multipart/related XML, False for JSON; 406 for anything else (PS3.18 §10.6.3.2)."""
-    for media in accepted():
-        if media.type in (DICOM_JSON, "application/json", "application/*", "*/*"):
-            return False
-        if media.type in (MULTIPART_RELATED, "multipart/*") and (media.param("type") or "").lower() == DICOM_XML:
-            return True
-    raise NotAcceptable("search results are sent as application/dicom+json or "
-                        'multipart/related; type="application/dicom+xml"')

@@ -8,8 +8,8 @@ from storage.uids import InvalidUID, validate_uid
 
 from .auth import STUDY_ENVIRON_KEY
 from .config import Config
-from .errors import BadRequest
-from .media import MediaType, parse_accept
+from .errors import BadRequest, NotAcceptable
+from .media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED, MediaType, parse_accept
 
 
 def settings() -> Config:
@@ -57,3 +57,15 @@ def warning(text: str) -> str:
     so only printable ASCII is kept and the length is bounded."""
     safe = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text)
     return f'299 dicomweb "{safe[:300]}"'
+
+
+def wants_xml(what: str) -> bool:
+    """For answers made of DICOM data sets (search results, metadata): True for
+    ``multipart/related; type="application/dicom+xml"``, False for DICOM JSON, the
+    default; 406 naming ``what`` for anything else."""
+    for media in accepted():
+        if media.type in (DICOM_JSON, "application/json", "application/*", "*/*"):
+            return False
+        if media.type in (MULTIPART_RELATED, "multipart/*") and (media.param("type") or "").lower() == DICOM_XML:
+            return True
+    raise NotAcceptable(f'{what} are sent as application/dicom+json or multipart/related; type="{DICOM_XML}"')
