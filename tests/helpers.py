@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import io
+import warnings
+
+import pydicom
 
 from service.multipart import MultipartDecoder, PartData, PartEnd, PartStart
 
@@ -37,3 +41,10 @@ def split_multipart(body: bytes, content_type: str) -> list[tuple[dict[str, str]
         elif isinstance(event, PartEnd):
             parts.append((headers, bytes(data)))
     return parts
+
+
+def read(data: bytes) -> pydicom.Dataset:
+    """A Part 10 file's data set, without pydicom's warnings about the odd test files."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(io.BytesIO(data))

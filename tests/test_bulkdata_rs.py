@@ -1,6 +1,4 @@
 """WADO-RS bulk data: every BulkDataURI in metadata resolves to the original bytes."""
-import io
-import warnings
 
 import pydicom
 import pytest
@@ -8,13 +6,9 @@ from pydicom.uid import generate_uid
 
 from bench.synthetic import ct_instance
 from tests.conftest import TEST_FILES
-from tests.helpers import multipart_body, split_multipart, stow_headers
+from tests.helpers import read, multipart_body, split_multipart, stow_headers
 
 
-def read(data):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pydicom.dcmread(io.BytesIO(data))
 
 
 def store(client, data):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import json
 import time
-import warnings
 
 import numpy as np
 import pydicom
@@ -15,18 +14,12 @@ from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
 from bench.synthetic import StudySpec, ct_instance, study as synthetic_study
 from tests.conftest import API_KEY, TEST_FILES, free_port, pydicom_test_files
-from tests.helpers import split_multipart
+from tests.helpers import read, split_multipart
 from tests.server import Server
 
 ANY = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"}
-
-
-def read(data: bytes) -> pydicom.Dataset:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pydicom.dcmread(io.BytesIO(data))
 
 
 @pytest.fixture(scope="module")

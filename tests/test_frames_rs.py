@@ -1,6 +1,4 @@
 """WADO-RS frames: byte-equal to pydicom's decoding of the originals, in the order asked."""
-import io
-import warnings
 
 import numpy as np
 import pydicom
@@ -12,15 +10,11 @@ from bench.synthetic import ct_instance
 from service.frames_rs import parse_frame_list
 from service.errors import BadRequest
 from tests.conftest import TEST_FILES
-from tests.helpers import multipart_body, split_multipart, stow_headers
+from tests.helpers import read, multipart_body, split_multipart, stow_headers
 
 OHIF_ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 
 
-def read(data):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pydicom.dcmread(io.BytesIO(data))
 
 
 def stored(client, data):

@@ -12,15 +12,11 @@ from pydicom.uid import generate_uid
 from bench.synthetic import ct_instance
 from service.dicom_xml import NAMESPACE
 from tests.conftest import TEST_FILES
-from tests.helpers import multipart_body, split_multipart, stow_headers
+from tests.helpers import read, multipart_body, split_multipart, stow_headers
 
 CHARSET_FILES = TEST_FILES.parent / "charset_files"
 
 
-def read(data):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pydicom.dcmread(io.BytesIO(data))
 
 
 def store(client, *datas):

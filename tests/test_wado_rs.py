@@ -1,14 +1,11 @@
-import io
-import warnings
 
 import numpy as np
-import pydicom
 import pytest
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
 from bench.synthetic import ct_instance
 from tests.conftest import TEST_FILES
-from tests.helpers import multipart_body, split_multipart, stow_headers
+from tests.helpers import read, multipart_body, split_multipart, stow_headers
 
 ELE = "1.2.840.10008.1.2.1"
 ANY = 'multipart/related; type="application/dicom"; transfer-syntax=*'
@@ -19,10 +16,6 @@ def store(client, *datas):
     assert r.status_code == 200, r.data
 
 
-def read(data):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pydicom.dcmread(io.BytesIO(data))
 
 
 @pytest.fixture
