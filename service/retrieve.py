@@ -5,7 +5,7 @@ import io
 import logging
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
 import pydicom
@@ -28,6 +28,7 @@ SPOOL_LIMIT = 16 << 20
 class PlannedPart:
     instance: StoredInstance
     transfer_syntax: str
+    converted: bytes | None = None    # the instance already re-encoded (see convert_now)
 
     @property
     def as_stored(self) -> bool:
@@ -78,18 +79,42 @@ def plan(instances: Sequence[StoredInstance], representations: Sequence[Represen
     return Plan(form, parts, skipped)
 
 
-def body_chunks(archive: Archive, part: PlannedPart) -> Iterator[bytes]:
-    """The bytes of one instance in its planned syntax, read lazily."""
-    if part.as_stored:
-        yield from iter_chunks(archive.open(part.instance))
-        return
+def convert(archive: Archive, part: PlannedPart) -> bytes:
+    """The instance re-encoded in its planned syntax; ValueError if its data cannot be."""
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_LIMIT) as spool:
         for chunk in iter_chunks(archive.open(part.instance)):
             spool.write(chunk)
         spool.seek(0)
-        data = transcode(spool, part.transfer_syntax)
+        return transcode(spool, part.transfer_syntax, part.instance.transfer_syntax_uid)
+
+
+def convert_now(archive: Archive, part: PlannedPart) -> PlannedPart:
+    """Convert before the answer starts, so that a failure can still be a 406 and not a
+    broken stream: done when a response holds a single instance."""
+    if part.as_stored:
+        return part
+    try:
+        return replace(part, converted=convert(archive, part))
+    except ValueError as exc:
+        raise NotAcceptable(f"the instance cannot be sent in {describe(part.transfer_syntax)}: {exc}; "
+                            "ask for transfer-syntax=* to receive it as stored") from None
+
+
+def body_chunks(archive: Archive, part: PlannedPart) -> Iterator[bytes]:
+    """The bytes of one instance in its planned syntax, read lazily. A conversion that
+    fails here, with the answer under way, ends the stream (and is logged)."""
+    if part.as_stored:
+        yield from iter_chunks(archive.open(part.instance))
+        return
+    data = part.converted if part.converted is not None else convert(archive, part)
     for start in range(0, len(data), CHUNK_SIZE):
         yield data[start:start + CHUNK_SIZE]
+
+
+def part_size(part: PlannedPart) -> int | None:
+    if part.as_stored:
+        return part.instance.size
+    return None if part.converted is None else len(part.converted)
 
 
 def multipart_body(archive: Archive, parts: Sequence[PlannedPart], base_url: str,
@@ -105,9 +130,10 @@ def multipart_body(archive: Archive, parts: Sequence[PlannedPart], base_url: str
         for p in parts
     ]
     length = None
-    if all(p.as_stored for p in parts):
-        length = sum(multipart.part_header_length(e.headers, boundary, i == 0) + p.instance.size
-                     for i, (e, p) in enumerate(zip(encoded, parts)))
+    sizes = [part_size(p) for p in parts]
+    if None not in sizes:
+        length = sum(multipart.part_header_length(e.headers, boundary, i == 0) + size
+                     for i, (e, size) in enumerate(zip(encoded, sizes)))
         length += multipart.closing_length(boundary, bool(parts))
     return multipart.encode_parts(encoded, boundary), length
 
@@ -134,7 +160,8 @@ def pixel_bytes(archive: Archive, stored: StoredInstance) -> bytes:
         for chunk in iter_chunks(archive.open(stored)):
             spool.write(chunk)
         spool.seek(0)
-        data = spool.read() if stored.transfer_syntax_uid in IN_PLACE else transcode(spool, EXPLICIT_VR_LITTLE_ENDIAN)
+        data = spool.read() if stored.transfer_syntax_uid in IN_PLACE else transcode(
+            spool, EXPLICIT_VR_LITTLE_ENDIAN, stored.transfer_syntax_uid)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return pydicom.dcmread(io.BytesIO(data)).PixelData

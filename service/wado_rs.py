@@ -1,6 +1,8 @@
 """WADO-RS retrieve of DICOM instances: study, series and instance resources (PS3.18 §10.4)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from flask import Blueprint, Response
 
 from . import retrieve
@@ -23,6 +25,8 @@ def retrieve_instances(study: str, series: str | None = None, instance: str | No
         level = "instance" if instance else "series" if series else "study"
         raise NotFound(f"no such {level} in the archive")
     planned = retrieve.plan(found, representations, single_part_allowed=instance is not None)
+    if len(planned.parts) == 1:
+        planned = replace(planned, parts=[retrieve.convert_now(archive(), planned.parts[0])])
 
     if planned.multipart:
         boundary = new_boundary()
@@ -31,7 +35,7 @@ def retrieve_instances(study: str, series: str | None = None, instance: str | No
     else:
         part = planned.parts[0]
         body = retrieve.body_chunks(archive(), part)
-        length = part.instance.size if part.as_stored else None
+        length = retrieve.part_size(part)
         content_type = part.content_type
 
     response = Response(body, status=206 if planned.skipped else 200, content_type=content_type,

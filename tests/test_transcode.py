@@ -27,7 +27,7 @@ def read(data):
 def test_uncompressed_conversion_keeps_every_value(name, target):
     original = read(TEST_FILES / name)
     with open(TEST_FILES / name, "rb") as fp:
-        converted = read(transcode(fp, target))
+        converted = read(transcode(fp, target, str(original.file_meta.TransferSyntaxUID)))
     assert converted.file_meta.TransferSyntaxUID == target
     assert converted.is_little_endian and converted.is_implicit_VR == (target == IMPLICIT_VR_LITTLE_ENDIAN)
     for elem in original:
@@ -43,5 +43,34 @@ def test_possible_conversions():
     assert can_transcode(EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN)
     assert can_transcode(DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
     assert can_transcode("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.50")
-    assert not can_transcode("1.2.840.10008.1.2.4.50", EXPLICIT_VR_LITTLE_ENDIAN)
+    assert can_transcode("1.2.840.10008.1.2.4.50", EXPLICIT_VR_LITTLE_ENDIAN)        # decompression
+    assert can_transcode("1.2.840.10008.1.2.5", IMPLICIT_VR_LITTLE_ENDIAN)
+    assert not can_transcode("1.2.840.10008.1.2.4.100", EXPLICIT_VR_LITTLE_ENDIAN)   # video
+    assert not can_transcode(EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.4.50")    # no compression yet
     assert not can_transcode(EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN)
+
+
+DECODABLE = ["JPEG2000.dcm", "MR_small_RLE.dcm", "SC_rgb_rle_2frame.dcm", "MR_small_jpeg_ls_lossless.dcm",
+             "MR_small_jp2klossless.dcm", "SC_rgb_jpeg_gdcm.dcm", "SC_rgb_dcmtk_+eb+cy+np.dcm",
+             "examples_ybr_color.dcm", "rtdose_rle.dcm", "JPEGLSNearLossless_16.dcm"]
+
+
+@pytest.mark.parametrize("name", DECODABLE)
+@pytest.mark.parametrize("target", [EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN])
+def test_decompression_keeps_pixels_and_attributes(name, target):
+    original = read(TEST_FILES / name)
+    source = str(original.file_meta.TransferSyntaxUID)
+    with open(TEST_FILES / name, "rb") as fp:
+        converted = read(transcode(fp, target, source))
+    assert converted.file_meta.TransferSyntaxUID == target
+    assert np.array_equal(converted.pixel_array, original.pixel_array)
+    for elem in original:
+        # Implicit VR does not record private attributes' VRs: they come back as raw bytes.
+        private = elem.tag.is_private and target == IMPLICIT_VR_LITTLE_ENDIAN
+        if elem.tag.group not in (0x0028, 0x7FE0) and elem.VR not in ("SQ", "OB", "OW", "UN") and not private:
+            assert converted[elem.tag].value == elem.value, elem.keyword
+
+
+def test_undecodable_data_is_a_value_error():
+    with open(TEST_FILES / "JPEG2000-embedded-sequence-delimiter.dcm", "rb") as fp, pytest.raises(ValueError):
+        transcode(fp, EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.4.91")

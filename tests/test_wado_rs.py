@@ -94,17 +94,22 @@ def test_accept_query_parameter_overrides_header(client, study):
     assert r.status_code == 200 and r.data == datas[2]
 
 
-def test_compressed_needs_transfer_syntax_star(client):
+def test_compressed_is_decompressed_by_default(client):
     data = (TEST_FILES / "JPEG2000.dcm").read_bytes()
     store(client, data)
     study_uid = read(data).StudyInstanceUID
     r = client.get(f"/dicom-web/studies/{study_uid}")
-    assert r.status_code == 406 and "JPEG 2000" in r.get_json()["message"]
-    r = client.get(f"/dicom-web/studies/{study_uid}", headers={"Accept": ANY})
     assert r.status_code == 200
-    # A list of preferences: the first one that fits wins, per instance
+    [(headers, body)] = split_multipart(r.data, r.headers["Content-Type"])
+    assert headers["content-type"] == f"application/dicom; transfer-syntax={ELE}"
+    assert int(r.headers["Content-Length"]) == len(r.data)
+    assert np.array_equal(read(body).pixel_array, read(data).pixel_array)
+    r = client.get(f"/dicom-web/studies/{study_uid}", headers={"Accept": ANY})
+    assert r.status_code == 200 and split_multipart(r.data, r.headers["Content-Type"])[0][1] == data
+    # A list of preferences: the first one that can be produced wins, per instance
+    # (JPEG baseline cannot be made from JPEG 2000: no recompression yet)
     r = client.get(f"/dicom-web/studies/{study_uid}", headers={
-        "Accept": f'multipart/related; type="application/dicom"; transfer-syntax={ELE}, '
+        "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50, '
                   'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.91;q=0.5'})
     [(headers, body)] = split_multipart(r.data, r.headers["Content-Type"])
     assert body == data and headers["content-type"].endswith("1.2.840.10008.1.2.4.91")
@@ -114,9 +119,21 @@ def test_mixed_study_is_206_with_warning(client):
     jpeg = read((TEST_FILES / "JPEG2000.dcm").read_bytes())
     study_uid = jpeg.StudyInstanceUID
     store(client, (TEST_FILES / "JPEG2000.dcm").read_bytes(), ct_instance(study_uid, generate_uid()))
-    r = client.get(f"/dicom-web/studies/{study_uid}")
+    # Asked for JPEG 2000 only: the stored one goes as is, the uncompressed one cannot be compressed yet.
+    r = client.get(f"/dicom-web/studies/{study_uid}",
+                   headers={"Accept": 'multipart/related; type="application/dicom"; '
+                                      'transfer-syntax=1.2.840.10008.1.2.4.91'})
     assert r.status_code == 206 and "1 of 2 instances" in r.headers["Warning"]
     assert len(split_multipart(r.data, r.headers["Content-Type"])) == 1
+
+
+def test_undecodable_single_instance_is_406(client):
+    data = (TEST_FILES / "JPEG2000-embedded-sequence-delimiter.dcm").read_bytes()
+    store(client, data)
+    ds = read(data)
+    r = client.get(f"/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/"
+                   f"{ds.SOPInstanceUID}")
+    assert r.status_code == 406 and "could not be decoded" in r.get_json()["message"]
 
 
 @pytest.mark.parametrize("accept", ["image/jpeg", "application/dicom+json",
