@@ -85,13 +85,13 @@ def _native_frames(stored: StoredInstance, details: InstanceDetails, numbers: li
 
 
 def compressed_frame_bodies(stored: StoredInstance, details: InstanceDetails, numbers: list[int],
-                       accept: list[MediaType]) -> tuple[str, str, list]:
+                            accept: list[MediaType]) -> tuple[str, str, list]:
     """Each frame's own fragments, as stored, in the media type of their syntax (PS3.18 §8.7.3.5)."""
     syntax = stored.transfer_syntax_uid
     media_type = TRANSFER_SYNTAXES[syntax].bulk_media_type if syntax in TRANSFER_SYNTAXES else OCTET_STREAM
     if not compressed_frames_acceptable(accept, media_type, syntax):
         raise NotAcceptable(f"frames of this instance are stored as {describe(syntax)} and can only be sent so "
-                            f"({media_type}; transfer-syntax={syntax}); decompression is not available yet")
+                            f"({media_type}; transfer-syntax={syntax}); decompressed frames are not available yet")
     if not details.fragments:
         raise NotAcceptable("the fragments of this instance's pixel data cannot be told apart into frames "
                             "without decoding; retrieve the instance with transfer-syntax=* instead")
