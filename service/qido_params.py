@@ -44,6 +44,16 @@ def _attribute(key: str, level: str, warnings: list[str]) -> Attribute | None:
     return attribute
 
 
+def _stored_only(key: str) -> str | None:
+    """The tag (8 hex digits) of a DICOM attribute the catalog does not index, for
+    includefield: it is returned from the instances' stored metadata."""
+    keyword = _known_keyword(key) if "." not in key else None
+    if keyword is None or keyword in ATTRIBUTES or keyword == "Modality":
+        return None
+    tag = int(key, 16) if _TAG.fullmatch(key) else tag_for_keyword(keyword)
+    return None if tag in BY_TAG else f"{tag:08X}"
+
+
 def _integer(name: str, value: str, minimum: int) -> int:
     try:
         number = int(value)
@@ -64,6 +74,7 @@ def parse_query(level: str, params: Iterable[tuple[str, str]], max_results: int,
     warnings: list[str] = []
     values: dict[str, list[str]] = {}
     include: set[str] = set()
+    stored: set[str] = set()
     include_all = fuzzy = False
     limit, offset = max_results, 0
     for name, value in params:
@@ -79,6 +90,8 @@ def parse_query(level: str, params: Iterable[tuple[str, str]], max_results: int,
             for field in filter(None, (f.strip() for f in value.split(","))):
                 if field == "all":
                     include_all = True
+                elif level != "patient" and (tag := _stored_only(field)) is not None:
+                    stored.add(tag)
                 elif (attribute := _attribute(field, level, warnings)) is not None:
                     include.add(attribute.keyword)
         elif name in CONTROL:
@@ -99,5 +112,5 @@ def parse_query(level: str, params: Iterable[tuple[str, str]], max_results: int,
     # A study in the URL fixes its patient too; its series fix the study and patient.
     fixed = {"StudyInstanceUID": {"patient", "study"}, "SeriesInstanceUID": {"patient", "study", "series"}}
     query = Query(level, tuple(filters), fuzzy, frozenset(include), include_all, limit, offset,
-                  frozenset().union(*(fixed[k] for k in (scoped or {}))))
+                  frozenset().union(*(fixed[k] for k in (scoped or {}))), frozenset(stored))
     return query, warnings

@@ -53,6 +53,11 @@ class ResultFormat:
                 continue
             values = value if isinstance(value, list) else [value]
             result[tag] = {"vr": vr, "Value": _person_names(values) if vr == "PN" else values}
+        if "_stored" in row:   # includefield attributes from stored metadata: already DICOM JSON
+            for tag, element in row["_stored"].items():
+                uri = element.get("BulkDataURI", "")
+                result[tag] = {**element, "BulkDataURI": self._base_url + uri} if uri.startswith("/") else element
+            result = dict(sorted(result.items()))
         return result
 
     def _retrieve_url(self, row: dict[str, Any]) -> str:

@@ -12,12 +12,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+import orjson
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, or_, select
 from sqlalchemy.engine import Connection
 
 from .dataset import INSTANCE_KEYWORDS, PATIENT_KEYWORDS, SERIES_KEYWORDS, STUDY_KEYWORDS
-from .schema import STUDY_PATIENT_NAME, instances, name_components, patients, person_name_tokens, series, studies
+from .schema import (
+    STUDY_PATIENT_NAME, instance_metadata, instances, name_components, patients, person_name_tokens, series, studies,
+)
 from .uids import is_valid_uid
 
 LEVELS = ("patient", "study", "series", "instance")
@@ -97,6 +100,7 @@ class Query:
     limit: int = 100
     offset: int = 0
     scoped: frozenset[str] = field(default_factory=frozenset)  # levels fixed by the URL ("study", "series")
+    stored: frozenset[str] = frozenset()   # tags to return from stored metadata (not indexed)
 
     def returned(self) -> list[Attribute]:
         """Attributes in every result: the level's defaults, its parents' where the
@@ -141,6 +145,8 @@ def run(conn: Connection, query: Query, sqlite: bool) -> tuple[list[dict[str, An
         _add_sop_classes(conn, rows)
     if query.level == "patient":
         _add_patient_counts(conn, rows)
+    if query.stored:
+        _add_stored_attributes(conn, query, rows)
     return rows, more
 
 
@@ -317,6 +323,31 @@ def _person_name(attribute: Attribute, value: str, sqlite: bool, fuzzy: bool,
 
 
 # -- computed attributes ---------------------------------------------------------------
+
+
+def _add_stored_attributes(conn: Connection, query: Query, rows: list[dict[str, Any]]) -> None:
+    """includefield attributes the catalog does not index, as DICOM JSON elements taken from
+    the stored metadata of each result's instance (for a study or series, its first one)."""
+    by_pk = {row["_pk"]: row for row in rows}
+    if query.level == "instance":
+        instance_of = {pk: pk for pk in by_pk}
+    else:
+        owner = series.c.study_pk if query.level == "study" else instances.c.series_pk
+        statement = (select(owner, func.min(instances.c.pk))
+                     .select_from(instances.join(series, instances.c.series_pk == series.c.pk))
+                     .where(owner.in_(list(by_pk))).group_by(owner))
+        instance_of = dict(conn.execute(statement).all())
+    statement = select(instance_metadata.c.instance_pk, instance_metadata.c.json).where(
+        instance_metadata.c.instance_pk.in_(list(instance_of.values())))
+    models = {pk: orjson.loads(text) for pk, text in conn.execute(statement)}
+    for pk, row in by_pk.items():
+        model = models.get(instance_of.get(pk), {})
+        row["_stored"] = {tag: model.get(tag) or {"vr": _dictionary_vr(tag)} for tag in query.stored}
+
+
+def _dictionary_vr(tag: str) -> str:
+    vr = dictionary_VR(int(tag, 16))
+    return vr.split(" ")[0] if vr else "UN"
 
 
 def _add_patient_counts(conn: Connection, rows: list[dict[str, Any]]) -> None:

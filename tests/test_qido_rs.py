@@ -168,3 +168,19 @@ def test_patient_level_search(client, archive):
     assert len(get(client, "/patients").get_json()) == 2
     assert get(client, "/patients?StudyDate=20240115").status_code == 400
     assert get(client, "/patients?PatientName=sean&fuzzymatching=true").get_json()[0]["00100020"]["Value"] == ["OBRIEN"]
+
+
+def test_includefield_of_attributes_the_catalog_does_not_index(client):
+    study, series = generate_uid(), generate_uid()
+    parts = [ct_instance(study, series, number=n, rows=8, columns=8, InstitutionName="Hospital Dieu",
+                         KVP=str(100 + n)) for n in (1, 2)]
+    client.post("/dicom-web/studies", data=multipart_body(parts), headers=stow_headers())
+    [found] = get(client, f"/studies?StudyInstanceUID={study}&includefield=InstitutionName,00180060").get_json()
+    assert found["00080080"] == {"vr": "LO", "Value": ["Hospital Dieu"]}
+    assert found["00180060"]["vr"] == "DS" and found["00180060"]["Value"][0] in (101, 102)
+    assert list(found) == sorted(found)
+    instances = get(client, f"/studies/{study}/instances?includefield=KVP").get_json()
+    assert sorted(i["00180060"]["Value"][0] for i in instances) == [101, 102]
+    [series_result] = get(client, f"/studies/{study}/series?includefield=StationName").get_json()
+    assert series_result["00081010"] == {"vr": "SH"}      # asked for, absent: empty
+    assert not get(client, f"/studies?StudyInstanceUID={study}&includefield=InstitutionName").headers.get("Warning")
