@@ -175,8 +175,12 @@ def _pixel_element(fp: BinaryIO, ds: pydicom.Dataset) -> PixelLocation | None:
     if items:
         bot_offset, bot_size = items[0]
         fp.seek(bot_offset)
-        table = struct.unpack(f"{order}{bot_size // 4}I", fp.read(bot_size - bot_size % 4))
-        frames = split_frames(list(table), items[1:], int(ds.get("NumberOfFrames", 1) or 1))
+        table = list(struct.unpack(f"{order}{bot_size // 4}I", fp.read(bot_size - bot_size % 4)))
+        extended = ds.get("ExtendedOffsetTable")
+        if not table and isinstance(extended, bytes) and len(extended) % 8 == 0:
+            # PS3.5 A.4: with an Extended Offset Table the Basic one is empty; same origin, 64-bit.
+            table = list(struct.unpack(f"<{len(extended) // 8}Q", extended))
+        frames = split_frames(table, items[1:], int(ds.get("NumberOfFrames", 1) or 1))
     return PixelLocation(tag, vr, position, None, frames)
 
 
@@ -184,8 +188,8 @@ def split_frames(table: list[int], fragments: list[tuple[int, int]],
                  number_of_frames: int) -> tuple[tuple[tuple[int, int], ...], ...] | None:
     """Group encapsulated fragments (value offset in the file, length) into frames.
 
-    With a Basic Offset Table, its entries are offsets of each frame's first item from
-    the first fragment's item header (PS3.5 A.4). Without one, a single frame is every
+    With a Basic (or Extended) Offset Table, its entries are offsets of each frame's first
+    item from the first fragment's item header (PS3.5 A.4). Without one, a single frame is every
     fragment, and as many fragments as frames is one each. Otherwise, None: the
     fragments cannot be split without decoding (PS3.5 allows it; few writers do it).
     """

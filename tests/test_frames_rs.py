@@ -1,5 +1,7 @@
 """WADO-RS frames: byte-equal to pydicom's decoding of the originals, in the order asked."""
 
+import io
+
 import numpy as np
 import pydicom
 import pydicom.encaps
@@ -133,3 +135,29 @@ def test_a_thousand_frame_instance(client):
     parts = frames_of(client.get(f"{url}/frames/1000,1,500,999"))
     assert [body for _, body in parts] == [pixels[i].tobytes() for i in (999, 0, 499, 998)]
     assert client.get(f"{url}/frames/1001").status_code == 400
+
+
+def test_fragments_split_by_the_extended_offset_table(client):
+    """Two fragments a frame and an empty Basic Offset Table: only the Extended one tells the frames apart."""
+    import struct
+
+    from pydicom.encaps import encapsulate
+
+    frames = [bytes([n]) * (40 + 2 * n) for n in range(1, 5)]
+    data = read(ct_instance(generate_uid(), generate_uid(), rows=8, columns=8))
+    data.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.5"
+    data.NumberOfFrames = len(frames)
+    data.PixelData = encapsulate(frames, fragments_per_frame=2, has_bot=False)
+    data["PixelData"].VR = "OB"
+    items, position = [], 8                      # item headers after the empty Basic Offset Table
+    while position < len(data.PixelData):
+        items.append(position - 8)
+        position += 8 + struct.unpack("<I", data.PixelData[position + 4:position + 8])[0]
+    offsets = items[::2]                         # each frame starts at every other fragment
+    data.ExtendedOffsetTable = struct.pack(f"<{len(offsets)}Q", *offsets)
+    data.ExtendedOffsetTableLengths = struct.pack(f"<{len(frames)}Q", *(len(f) for f in frames))
+    buffer = io.BytesIO()
+    data.save_as(buffer, enforce_file_format=True)
+    ds, url = stored(client, buffer.getvalue())
+    parts = frames_of(client.get(f"{url}/frames/4,2", headers={"Accept": "*/*"}))
+    assert [body for _, body in parts] == [frames[3], frames[1]]
