@@ -9,7 +9,6 @@ HTTP ``Range`` (one range) is honoured.
 from __future__ import annotations
 
 import re
-import tempfile
 import warnings
 from typing import Iterator
 
@@ -104,13 +103,9 @@ def _pixel_data(stored: StoredInstance) -> _Bytes:
 
 
 def _value(stored: StoredInstance, tags: list[int], items: list[int]) -> _Bytes:
-    with tempfile.SpooledTemporaryFile(max_size=16 << 20) as spool:
-        for chunk in iter_chunks(archive().open(stored)):
-            spool.write(chunk)
-        spool.seek(0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(spool, stop_before_pixels=True)
+    with archive().spooled(stored) as spool, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(spool, stop_before_pixels=True)
     try:
         for tag, item in zip(tags, items):
             ds = ds[tag].value[item - 1]

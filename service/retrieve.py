@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import io
-import logging
-import tempfile
 import warnings
 from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
@@ -18,10 +16,6 @@ from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_END
 from . import multipart, urls
 from .errors import NotAcceptable
 from .media import ANY_TRANSFER_SYNTAX, DICOM, Representation
-
-log = logging.getLogger(__name__)
-
-SPOOL_LIMIT = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -81,10 +75,7 @@ def plan(instances: Sequence[StoredInstance], representations: Sequence[Represen
 
 def convert(archive: Archive, part: PlannedPart) -> bytes:
     """The instance re-encoded in its planned syntax; ValueError if its data cannot be."""
-    with tempfile.SpooledTemporaryFile(max_size=SPOOL_LIMIT) as spool:
-        for chunk in iter_chunks(archive.open(part.instance)):
-            spool.write(chunk)
-        spool.seek(0)
+    with archive.spooled(part.instance) as spool:
         return transcode(spool, part.transfer_syntax, part.instance.transfer_syntax_uid)
 
 
@@ -156,12 +147,9 @@ IN_PLACE = {IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN}
 def pixel_bytes(archive: Archive, stored: StoredInstance) -> bytes:
     """The native pixel data of an uncompressed instance as little endian bytes, reading it whole
     (for big endian and deflated instances, whose pixels cannot be read in place)."""
-    with tempfile.SpooledTemporaryFile(max_size=64 << 20) as spool:
-        for chunk in iter_chunks(archive.open(stored)):
-            spool.write(chunk)
-        spool.seek(0)
-        data = spool.read() if stored.transfer_syntax_uid in IN_PLACE else transcode(
-            spool, EXPLICIT_VR_LITTLE_ENDIAN, stored.transfer_syntax_uid)
-    with warnings.catch_warnings():
+    with archive.spooled(stored) as spool, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return pydicom.dcmread(io.BytesIO(data)).PixelData
+        if stored.transfer_syntax_uid in IN_PLACE:
+            return pydicom.dcmread(spool).PixelData
+        return pydicom.dcmread(io.BytesIO(transcode(spool, EXPLICIT_VR_LITTLE_ENDIAN,
+                                                    stored.transfer_syntax_uid))).PixelData

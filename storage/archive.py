@@ -11,6 +11,7 @@ import logging
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Sequence
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 500
 METADATA_CHUNK = 500
+SPOOL_MEMORY = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -78,14 +80,21 @@ class Archive:
                 text = stored.get(instance.pk)
                 yield text if text is not None else self.backfill_metadata(instance)
 
-    def backfill_metadata(self, instance: StoredInstance) -> bytes:
-        with tempfile.SpooledTemporaryFile(max_size=16 << 20) as spool:
-            reader = self.blobs.open(instance.blob_key)
+    @contextmanager
+    def spooled(self, instance: StoredInstance) -> Iterator[BinaryIO]:
+        """The instance's blob as a seekable file (pydicom needs one; S3 bodies are not),
+        in memory up to 16 MiB, on disk beyond."""
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY) as spool:
+            reader = self.open(instance)
             try:
                 shutil.copyfileobj(reader, spool, CHUNK_SIZE)
             finally:
                 reader.close()
             spool.seek(0)
+            yield spool
+
+    def backfill_metadata(self, instance: StoredInstance) -> bytes:
+        with self.spooled(instance) as spool:
             header = read_header(spool)
         self.catalog.store_metadata(instance.pk, header)
         return header.metadata
