@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import multiprocessing
 import random
-import statistics
 import tempfile
 import time
 import urllib.parse
@@ -20,6 +18,7 @@ from pathlib import Path
 import requests
 from pydicom.uid import generate_uid
 
+from bench.run import latency, run_clients
 from bench.synthetic import ct_instance
 
 ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax=*"
@@ -60,18 +59,10 @@ def _client(url: str, key: str | None, paths: list[str], results) -> None:  # no
 
 
 def measure(url: str, key: str | None, per_client: list[list[str]]) -> dict:
-    queue: multiprocessing.Queue = multiprocessing.Queue()
-    processes = [multiprocessing.Process(target=_client, args=(url, key, paths, queue)) for paths in per_client]
-    for p in processes:
-        p.start()
-    gathered = [queue.get(timeout=1800) for _ in processes]
-    for p in processes:
-        p.join()
-    samples = sorted(t for timings, _ in gathered for t in timings)
+    gathered = run_clients(_client, [(url, key, paths) for paths in per_client])
+    samples = [t for timings, _ in gathered for t in timings]
     wall = max(w for _, w in gathered)
-    return {"requests": len(samples), "p50_ms": round(statistics.median(samples) * 1000, 2),
-            "p95_ms": round(samples[int(len(samples) * 0.95) - 1] * 1000, 2),
-            "frames_per_s": round(len(samples) / wall, 1)}
+    return {"requests": len(samples), **latency(samples, 2), "frames_per_s": round(len(samples) / wall, 1)}
 
 
 def main() -> None:

@@ -9,7 +9,6 @@ import argparse
 import http.client
 import json
 import multiprocessing
-import statistics
 import tempfile
 import time
 import urllib.parse
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import requests
 
+from bench.run import latency, run_clients
 from bench.synthetic import StudySpec, study
 
 BOUNDARY = "bench-metadata"
@@ -63,18 +63,10 @@ def _client(url: str, key: str | None, path: str, encoding: str, repeat: int, re
 
 
 def measure(url: str, key: str | None, path: str, encoding: str, clients: int, repeat: int) -> dict:
-    queue: multiprocessing.Queue = multiprocessing.Queue()
     _client(url, key, path, encoding, 2, multiprocessing.Queue())   # warm up
-    processes = [multiprocessing.Process(target=_client, args=(url, key, path, encoding, repeat, queue))
-                 for _ in range(clients)]
-    for p in processes:
-        p.start()
-    gathered = [queue.get(timeout=600) for _ in processes]
-    for p in processes:
-        p.join()
-    samples = sorted(t for timings, _ in gathered for t in timings)
-    return {"requests": len(samples), "bytes": gathered[0][1], "p50_ms": round(statistics.median(samples) * 1000, 1),
-            "p95_ms": round(samples[int(len(samples) * 0.95) - 1] * 1000, 1)}
+    gathered = run_clients(_client, [(url, key, path, encoding, repeat)] * clients)
+    samples = [t for timings, _ in gathered for t in timings]
+    return {"requests": len(samples), "bytes": gathered[0][1], **latency(samples)}
 
 
 def main() -> None:

@@ -15,11 +15,12 @@ import http.client
 import json
 import multiprocessing
 import random
-import statistics
 import tempfile
 import time
 import urllib.parse
 from pathlib import Path
+
+from bench.run import latency, run_clients
 
 
 def _get(conn: http.client.HTTPConnection, path: str, headers: dict) -> tuple[int, bytes]:
@@ -97,21 +98,13 @@ def _client(url: str, key: str | None, queries: dict[str, list[str]], rounds: in
 def measure(url: str, key: str | None, clients: int, rounds: int, seed: int = 7) -> dict:
     queries = sample_queries(url, key, random.Random(seed))
     _client(url, key, queries, 1, multiprocessing.Queue())  # warm up caches, once
-    queue: multiprocessing.Queue = multiprocessing.Queue()
-    processes = [multiprocessing.Process(target=_client, args=(url, key, queries, rounds, queue))
-                 for _ in range(clients)]
-    for p in processes:
-        p.start()
-    gathered = [queue.get(timeout=1800) for _ in processes]
-    for p in processes:
-        p.join()
+    gathered = run_clients(_client, [(url, key, queries, rounds)] * clients)
     report = {}
     for kind in queries:
-        samples = sorted(t for timings, _ in gathered for t in timings[kind])
+        samples = [t for timings, _ in gathered for t in timings[kind]]
         results = sum(counts[kind] for _, counts in gathered)
         report[kind] = {"requests": len(samples), "mean_results": round(results / len(samples), 1),
-                        "p50_ms": round(statistics.median(samples) * 1000, 1),
-                        "p95_ms": round(samples[int(len(samples) * 0.95) - 1] * 1000, 1)}
+                        **latency(samples)}
     return report
 
 

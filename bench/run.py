@@ -13,6 +13,7 @@ import argparse
 import http.client
 import json
 import multiprocessing
+import statistics
 import tempfile
 import threading
 import time
@@ -124,6 +125,13 @@ def run_clients(target, args_per_client: list[tuple]) -> list[tuple]:
     for p in processes:
         p.join()
     return results
+
+
+def latency(samples: list[float], digits: int = 1) -> dict:
+    """p50 and p95 in milliseconds of request durations in seconds."""
+    ordered = sorted(samples)
+    return {"p50_ms": round(statistics.median(ordered) * 1000, digits),
+            "p95_ms": round(ordered[int(len(ordered) * 0.95) - 1] * 1000, digits)}
 
 
 # -- measurements -----------------------------------------------------------------
