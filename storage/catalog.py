@@ -210,9 +210,10 @@ class Catalog:
                     raise
                 time.sleep(0.2 * (attempt + 1))
         inspector = inspect(self.engine)
-        missing = [f"{table.name}.{column.name}" for table in metadata.sorted_tables
-                   for column in table.columns
-                   if column.name not in {c["name"] for c in inspector.get_columns(table.name)}]
+        missing = []
+        for table in metadata.sorted_tables:
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            missing += [f"{table.name}.{column.name}" for column in table.columns if column.name not in present]
         if missing:
             raise SchemaOutdated(f"the catalog at {self.engine.url.render_as_string(hide_password=True)} was "
                                  f"made by an older version and lacks {', '.join(missing[:5])}"
