@@ -6,7 +6,7 @@ import pydicom
 import pytest
 
 from tests.conftest import TEST_FILES
-from transcode import can_transcode, transcode
+from transcode import PixelDescription, can_transcode, transcode
 from transcode.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
 )
@@ -40,14 +40,19 @@ def test_uncompressed_conversion_keeps_every_value(name, target):
 
 
 def test_possible_conversions():
+    mono16 = PixelDescription(64, 64, 1, 16, 12, 0, "MONOCHROME2")
     assert can_transcode(EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN)
     assert can_transcode(DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
+    assert can_transcode(EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN)
     assert can_transcode("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.50")
     assert can_transcode("1.2.840.10008.1.2.4.50", EXPLICIT_VR_LITTLE_ENDIAN)        # decompression
     assert can_transcode("1.2.840.10008.1.2.5", IMPLICIT_VR_LITTLE_ENDIAN)
     assert not can_transcode("1.2.840.10008.1.2.4.100", EXPLICIT_VR_LITTLE_ENDIAN)   # video
-    assert not can_transcode(EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.4.50")    # no compression yet
-    assert not can_transcode(EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN)
+    assert can_transcode(EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.4.80", mono16)
+    assert can_transcode("1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.51", mono16)   # 12 bits stored
+    assert not can_transcode(EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.4.50", mono16)   # not 8-bit
+    assert not can_transcode(EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.4.80", None)     # no image
+    assert not can_transcode(EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.4.201", mono16)  # no HTJ2K encoder
 
 
 DECODABLE = ["JPEG2000.dcm", "MR_small_RLE.dcm", "SC_rgb_rle_2frame.dcm", "MR_small_jpeg_ls_lossless.dcm",

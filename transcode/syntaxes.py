@@ -7,6 +7,9 @@ IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
 EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 
 
 @dataclass(frozen=True)
@@ -16,6 +19,7 @@ class TransferSyntax:
     compressed: bool
     lossy: bool = False
     bulk_media_type: str = "application/octet-stream"   # media type of its pixel data (PS3.18 table 8.7.3-2)
+    lossy_method: str = ""    # Lossy Image Compression Method (PS3.3 C.7.6.1.1.5.1) of its lossy forms
 
 
 _TABLE = [
@@ -23,25 +27,40 @@ _TABLE = [
     TransferSyntax(EXPLICIT_VR_LITTLE_ENDIAN, "Explicit VR Little Endian", False),
     TransferSyntax(DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, "Deflated Explicit VR Little Endian", False),
     TransferSyntax(EXPLICIT_VR_BIG_ENDIAN, "Explicit VR Big Endian", False),
-    TransferSyntax("1.2.840.10008.1.2.4.50", "JPEG Baseline (Process 1)", True, True, "image/jpeg"),
-    TransferSyntax("1.2.840.10008.1.2.4.51", "JPEG Extended (Process 2 & 4)", True, True, "image/jpeg"),
+    TransferSyntax(JPEG_BASELINE, "JPEG Baseline (Process 1)", True, True, "image/jpeg", "ISO_10918_1"),
+    TransferSyntax(JPEG_EXTENDED, "JPEG Extended (Process 2 & 4)", True, True, "image/jpeg", "ISO_10918_1"),
     TransferSyntax("1.2.840.10008.1.2.4.57", "JPEG Lossless (Process 14)", True, False, "image/jpeg"),
     TransferSyntax("1.2.840.10008.1.2.4.70", "JPEG Lossless SV1", True, False, "image/jpeg"),
     TransferSyntax("1.2.840.10008.1.2.4.80", "JPEG-LS Lossless", True, False, "image/jls"),
-    TransferSyntax("1.2.840.10008.1.2.4.81", "JPEG-LS Near-Lossless", True, True, "image/jls"),
+    TransferSyntax("1.2.840.10008.1.2.4.81", "JPEG-LS Near-Lossless", True, True, "image/jls", "ISO_14495_1"),
     TransferSyntax("1.2.840.10008.1.2.4.90", "JPEG 2000 Lossless", True, False, "image/jp2"),
-    TransferSyntax("1.2.840.10008.1.2.4.91", "JPEG 2000", True, True, "image/jp2"),
+    TransferSyntax("1.2.840.10008.1.2.4.91", "JPEG 2000", True, True, "image/jp2", "ISO_15444_1"),
     TransferSyntax("1.2.840.10008.1.2.4.201", "HTJ2K Lossless", True, False, "image/jphc"),
     TransferSyntax("1.2.840.10008.1.2.4.202", "HTJ2K Lossless RPCL", True, False, "image/jphc"),
-    TransferSyntax("1.2.840.10008.1.2.4.203", "HTJ2K", True, True, "image/jphc"),
-    TransferSyntax("1.2.840.10008.1.2.5", "RLE Lossless", True, False, "image/dicom-rle"),
-    TransferSyntax("1.2.840.10008.1.2.4.100", "MPEG2 MP@ML", True, True, "video/mpeg"),
-    TransferSyntax("1.2.840.10008.1.2.4.102", "MPEG-4 AVC/H.264", True, True, "video/mp4"),
-    TransferSyntax("1.2.840.10008.1.2.4.110", "HEVC/H.265", True, True, "video/H265"),
+    TransferSyntax("1.2.840.10008.1.2.4.203", "HTJ2K", True, True, "image/jphc", "ISO_15444_15"),
+    TransferSyntax(RLE_LOSSLESS, "RLE Lossless", True, False, "image/dicom-rle"),
+    TransferSyntax("1.2.840.10008.1.2.4.92", "JPEG 2000 Part 2 Lossless", True, False, "image/jpx"),
+    TransferSyntax("1.2.840.10008.1.2.4.93", "JPEG 2000 Part 2", True, True, "image/jpx", "ISO_15444_2"),
+    TransferSyntax("1.2.840.10008.1.2.4.100", "MPEG2 MP@ML", True, True, "video/mpeg", "ISO_13818_2"),
+    TransferSyntax("1.2.840.10008.1.2.4.102", "MPEG-4 AVC/H.264", True, True, "video/mp4", "ISO_14496_10"),
+    TransferSyntax("1.2.840.10008.1.2.4.110", "HEVC/H.265", True, True, "video/H265", "ISO_23008_2"),
 ]
 
 TRANSFER_SYNTAXES: dict[str, TransferSyntax] = {ts.uid: ts for ts in _TABLE}
 UNCOMPRESSED = frozenset(ts.uid for ts in _TABLE if not ts.compressed)
+# Syntaxes whose pixel data is a series of frames, each coded on its own (no video).
+FRAME_CODED = frozenset(ts.uid for ts in _TABLE if ts.compressed and not ts.bulk_media_type.startswith("video/"))
+
+# PS3.18 table 8.7.3-5: the syntax a pixel data media type means when none is named.
+DEFAULT_SYNTAX_OF_MEDIA_TYPE = {
+    "application/octet-stream": EXPLICIT_VR_LITTLE_ENDIAN,
+    "image/jpeg": "1.2.840.10008.1.2.4.70",
+    "image/jls": "1.2.840.10008.1.2.4.80",
+    "image/jp2": "1.2.840.10008.1.2.4.90",
+    "image/jpx": "1.2.840.10008.1.2.4.92",
+    "image/jphc": "1.2.840.10008.1.2.4.201",
+    "image/dicom-rle": RLE_LOSSLESS,
+}
 
 
 def describe(uid: str) -> str:

@@ -1,0 +1,264 @@
+"""Frame codecs: one frame's native pixels to a compressed syntax, and back.
+
+Encoders, chosen by measurement (docs/benchmarks.md): Pillow (libjpeg-turbo)
+for 8-bit lossy JPEG, an unambiguous JFIF stream, colour subsampled 4:2:2 and
+so labelled YBR_FULL_422 as PS3.5 §8.2.1 asks (GDCM labels its YCbCr colour
+streams RGB, and refuses odd-sized frames); GDCM for 12-bit JPEG and lossless
+JPEG (processes 14 and 14 SV1), which no other installed library writes; pydicom's plug-ins
+for JPEG-LS (CharLS through pyjpegls), JPEG 2000 (OpenJPEG through
+pylibjpeg-openjpeg) and RLE, which take the lossy parameters we need and run as
+fast as GDCM's. Decoding goes through pydicom's decoders (each syntax has a
+first choice and fall-backs), and GDCM directly for 12-bit JPEG, which
+pydicom's GDCM plug-in refuses.
+
+GDCM's objects are built in memory, never from files, and only from frames
+whose size matches the description: its codecs abort the process on
+inconsistent input rather than raising.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, replace
+
+import gdcm
+import numpy as np
+from PIL import Image
+from pydicom.encaps import encapsulate
+from pydicom.pixels import get_decoder, get_encoder
+
+from .syntaxes import JPEG_BASELINE, JPEG_EXTENDED, RLE_LOSSLESS, TRANSFER_SYNTAXES
+
+# Lossy settings: visually lossless for diagnostic review at a useful saving.
+JPEG_QUALITY = 90             # IJG quality
+JPEG_LS_NEAR = 2              # largest error per sample
+JPEG_2000_RATIO = 10          # compression ratio of the single quality layer…
+JPEG_2000_MIN_BYTES = 1024    # …but never fewer bytes than this a frame, where headers would eat the image
+
+_GDCM_ENCODED = {JPEG_BASELINE, JPEG_EXTENDED, "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"}
+_PYDICOM_ENCODED = {"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90",
+                    "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.5"}
+ENCODABLE = frozenset(_GDCM_ENCODED | _PYDICOM_ENCODED)
+
+
+class CodecError(ValueError):
+    """Pixel data that cannot be encoded or decoded as asked."""
+
+
+@dataclass(frozen=True)
+class PixelDescription:
+    """The Image Pixel module attributes a codec needs (PS3.3 C.7.6.3)."""
+
+    rows: int
+    columns: int
+    samples_per_pixel: int
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+    photometric_interpretation: str
+    planar_configuration: int = 0
+    number_of_frames: int = 1
+
+    @property
+    def frame_length(self) -> int:
+        return self.rows * self.columns * self.samples_per_pixel * self.bits_allocated // 8
+
+    @property
+    def native_length(self) -> int:
+        return self.frame_length * self.number_of_frames
+
+    @classmethod
+    def from_dataset(cls, ds) -> "PixelDescription":
+        try:
+            return cls(int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1) or 1),
+                       int(ds.BitsAllocated), int(ds.get("BitsStored") or ds.BitsAllocated),
+                       int(ds.get("PixelRepresentation", 0) or 0),
+                       str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip(),
+                       int(ds.get("PlanarConfiguration", 0) or 0), int(ds.get("NumberOfFrames", 1) or 1))
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise CodecError(f"the image pixel description is incomplete: {exc}") from None
+
+    @classmethod
+    def from_json(cls, model: dict) -> "PixelDescription | None":
+        """From a DICOM JSON object; None when it has no pixel data or no usable description."""
+        def first(tag: str, default=None):
+            values = model.get(tag, {}).get("Value")
+            return values[0] if values else default
+
+        if "7FE00010" not in model:
+            return None
+        try:
+            bits = int(first("00280100"))
+            return cls(int(first("00280010")), int(first("00280011")), int(first("00280002", 1)), bits,
+                       int(first("00280101", bits)), int(first("00280103", 0)),
+                       str(first("00280004", "MONOCHROME2")), int(first("00280006", 0)),
+                       int(first("00280008", 1)))
+        except (TypeError, ValueError):
+            return None
+
+
+def unsuitable(target: str, pixels: PixelDescription) -> str | None:
+    """Why pixels so described cannot be encoded in ``target``; None when they can."""
+    if target not in ENCODABLE:
+        return f"no encoder for {TRANSFER_SYNTAXES[target].name if target in TRANSFER_SYNTAXES else target}"
+    syntax = TRANSFER_SYNTAXES[target]
+    bits, stored = pixels.bits_allocated, pixels.bits_stored
+    if bits not in (8, 16):
+        return f"{bits}-bit pixels are not encoded in {syntax.name}"
+    if pixels.samples_per_pixel not in (1, 3):
+        return f"{pixels.samples_per_pixel} samples per pixel are not encoded in {syntax.name}"
+    if pixels.photometric_interpretation.startswith("YBR") and pixels.photometric_interpretation != "YBR_FULL":
+        return f"{pixels.photometric_interpretation} pixels are sent decompressed only"
+    if syntax.lossy and pixels.photometric_interpretation == "PALETTE COLOR":
+        return "palette indices are never compressed lossily"
+    if target == JPEG_BASELINE and (bits != 8 or pixels.pixel_representation):
+        return "JPEG Baseline holds unsigned 8-bit samples only"
+    if target == JPEG_EXTENDED and (stored > 12 or pixels.pixel_representation):
+        return "JPEG Extended holds unsigned samples of at most 12 bits"
+    if target == JPEG_EXTENDED and pixels.samples_per_pixel == 3 and bits != 8:
+        return "JPEG Extended colour is encoded from 8-bit samples only"
+    if target in _GDCM_ENCODED and pixels.frame_length % 2 and not (syntax.lossy and bits == 8):
+        return f"GDCM does not encode frames of an odd number of bytes in {syntax.name}"
+    # The encoders refuse tiny images: OpenJPEG's five decomposition levels need 32 pixels a side.
+    smallest = 32 if syntax.bulk_media_type == "image/jp2" else 8
+    if min(pixels.rows, pixels.columns) < smallest:
+        return f"images smaller than {smallest} pixels a side are not encoded in {syntax.name}"
+    return None
+
+
+def encode_frame(native: bytes, pixels: PixelDescription, target: str) -> tuple[bytes, str]:
+    """One frame of native little endian pixels (planar configuration as described) encoded
+    in ``target``; returns the codestream and the photometric interpretation it carries."""
+    reason = unsuitable(target, pixels)
+    if reason:
+        raise CodecError(reason)
+    if len(native) != pixels.frame_length:
+        raise CodecError(f"a frame holds {len(native)} bytes, not the {pixels.frame_length} its description says")
+    if pixels.samples_per_pixel == 3 and pixels.planar_configuration == 1:
+        native = _interleave(native, pixels)
+    if target in (JPEG_BASELINE, JPEG_EXTENDED) and pixels.bits_allocated == 8:
+        return _pillow_encode(native, pixels)
+    if target in _GDCM_ENCODED:
+        return _gdcm_encode(native, pixels, target)
+    options = {"jls_error": JPEG_LS_NEAR} if target.endswith(".81") else \
+        {"j2k_cr": [max(1.0, min(JPEG_2000_RATIO, pixels.frame_length / JPEG_2000_MIN_BYTES))]} \
+        if target.endswith(".91") else \
+        {"encoding_plugin": "pydicom"} if target == RLE_LOSSLESS else {}   # GDCM's RLE aborts on 32-bit colour
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = get_encoder(target).encode(
+                native, rows=pixels.rows, columns=pixels.columns, samples_per_pixel=pixels.samples_per_pixel,
+                bits_allocated=pixels.bits_allocated, bits_stored=pixels.bits_stored,
+                pixel_representation=pixels.pixel_representation,
+                photometric_interpretation=pixels.photometric_interpretation, planar_configuration=0,
+                number_of_frames=1, use_mct=False, **options)
+    except Exception as exc:   # each plug-in fails in its own way
+        raise CodecError(f"encoding to {TRANSFER_SYNTAXES[target].name} failed: {exc}") from None
+    return data, pixels.photometric_interpretation
+
+
+def decode_frame(data: bytes, pixels: PixelDescription, source: str) -> tuple[bytes, PixelDescription]:
+    """One frame's codestream decoded to native little endian pixels, interleaved; returns them
+    with their description (YCbCr JPEG comes out as RGB, as PS3.5 §8.2.1 expects)."""
+    if source == JPEG_EXTENDED and pixels.bits_stored > 8:
+        return _gdcm_decode(data, pixels, source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            array, meta = get_decoder(source).as_array(
+                encapsulate([data], has_bot=False), rows=pixels.rows, columns=pixels.columns, samples_per_pixel=pixels.samples_per_pixel,
+                bits_allocated=pixels.bits_allocated, bits_stored=pixels.bits_stored,
+                pixel_representation=pixels.pixel_representation,
+                photometric_interpretation=pixels.photometric_interpretation,
+                planar_configuration=pixels.planar_configuration, number_of_frames=1, as_rgb=True)
+    except Exception as exc:
+        raise CodecError(f"the pixel data could not be decoded: {exc}") from None
+    decoded = replace(pixels, photometric_interpretation=meta.get("photometric_interpretation",
+                                                                  pixels.photometric_interpretation),
+                      planar_configuration=0, number_of_frames=1)
+    dtype = f"<{'i' if pixels.pixel_representation else 'u'}{pixels.bits_allocated // 8}"
+    native = np.ascontiguousarray(array).astype(dtype, copy=False).tobytes()
+    if len(native) != decoded.frame_length:
+        raise CodecError(f"a decoded frame holds {len(native)} bytes, not {decoded.frame_length}")
+    return native, decoded
+
+
+def _interleave(native: bytes, pixels: PixelDescription) -> bytes:
+    planes = np.frombuffer(native, f"<u{pixels.bits_allocated // 8}").reshape(3, pixels.rows, pixels.columns)
+    return np.ascontiguousarray(planes.transpose(1, 2, 0)).tobytes()
+
+
+def _pillow_encode(native: bytes, pixels: PixelDescription) -> tuple[bytes, str]:
+    if pixels.samples_per_pixel == 1:
+        image = Image.frombuffer("L", (pixels.columns, pixels.rows), native, "raw", "L", 0, 1)
+        photometric = pixels.photometric_interpretation
+    else:
+        mode = "YCbCr" if pixels.photometric_interpretation == "YBR_FULL" else "RGB"
+        image = Image.frombuffer(mode, (pixels.columns, pixels.rows), native, "raw", mode, 0, 1)
+        photometric = "YBR_FULL_422"
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=JPEG_QUALITY, subsampling=1)   # 1: 4:2:2
+    return out.getvalue(), photometric
+
+
+def _gdcm_image(holder, pixels: PixelDescription, syntax: str):
+    # The image belongs to a GDCM reader or writer kept alive by the caller: a gdcm.Image
+    # created from Python is freed by Python while GDCM still counts references to it.
+    image = holder.GetImage()
+    image.SetNumberOfDimensions(2)
+    image.SetDimensions((pixels.columns, pixels.rows, 1))
+    image.SetPhotometricInterpretation(gdcm.PhotometricInterpretation(
+        gdcm.PhotometricInterpretation.GetPIType(pixels.photometric_interpretation)))
+    image.SetPixelFormat(gdcm.PixelFormat(pixels.samples_per_pixel, pixels.bits_allocated, pixels.bits_stored,
+                                          pixels.bits_stored - 1, pixels.pixel_representation))
+    image.SetPlanarConfiguration(0)
+    image.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.GetTSType(syntax)))
+    return image
+
+
+def _gdcm_bytes(value) -> bytes:
+    # python-gdcm hands byte buffers over as str decoded with surrogateescape.
+    return value.encode("utf-8", "surrogateescape")
+
+
+def _gdcm_encode(native: bytes, pixels: PixelDescription, target: str) -> tuple[bytes, str]:
+    writer = gdcm.ImageWriter()
+    image = _gdcm_image(writer, pixels, "1.2.840.10008.1.2.1")
+    element = gdcm.DataElement(gdcm.Tag(0x7FE0, 0x0010))
+    element.SetByteStringValue(native + b"\0" * (len(native) % 2))   # GDCM wants the even length of a DICOM value
+    image.SetDataElement(element)
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.GetTSType(target)))
+    codec = gdcm.JPEGCodec()
+    lossy = TRANSFER_SYNTAXES[target].lossy
+    codec.SetLossless(not lossy)
+    if lossy:
+        codec.SetQuality(JPEG_QUALITY)
+    change.SetUserCodec(codec)
+    change.SetInput(image)
+    if not change.Change():
+        raise CodecError(f"GDCM could not encode the frame in {TRANSFER_SYNTAXES[target].name}")
+    output = change.GetOutput()
+    fragments = output.GetDataElement().GetSequenceOfFragments()
+    if fragments is None or fragments.GetNumberOfFragments() != 1:
+        raise CodecError("GDCM's encoder did not produce one fragment")
+    data = _gdcm_bytes(fragments.GetFragment(0).GetByteValue().GetBuffer())
+    return data, str(output.GetPhotometricInterpretation()).strip()
+
+
+def _gdcm_decode(data: bytes, pixels: PixelDescription, source: str) -> tuple[bytes, PixelDescription]:
+    reader = gdcm.ImageReader()
+    image = _gdcm_image(reader, pixels, source)
+    fragment = gdcm.Fragment()
+    fragment.SetByteStringValue(data)
+    fragments = gdcm.SequenceOfFragments.New()
+    fragments.AddFragment(fragment)
+    element = gdcm.DataElement(gdcm.Tag(0x7FE0, 0x0010))
+    element.SetValue(fragments.__ref__())
+    element.SetVLToUndefined()
+    image.SetDataElement(element)
+    native = _gdcm_bytes(image.GetBuffer())
+    if len(native) != pixels.frame_length:
+        raise CodecError("the pixel data could not be decoded by GDCM")
+    return native, replace(pixels, planar_configuration=0, number_of_frames=1)

@@ -1,0 +1,175 @@
+"""Whole instances re-encoded in another transfer syntax.
+
+Three steps on a pydicom data set: read it (big endian binary values swapped to
+little endian), bring compressed pixels to native (decoding every frame), and
+write it in the target: as it is for the uncompressed syntaxes, or with each
+frame encoded and encapsulated (PS3.5 A.4) for the compressed ones. Every
+attribute but those describing the pixel encoding is kept; the SOP Instance UID
+too, as PS3.5 allows for a change of transfer syntax, and lossy results are
+marked as PS3.3 C.7.6.1.1.5 asks.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from typing import BinaryIO
+
+import numpy as np
+import pydicom
+from pydicom import dcmwrite
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.pixels import get_decoder
+from pydicom.valuerep import VR
+
+from .codecs import ENCODABLE, CodecError, PixelDescription, decode_frame, encode_frame, unsuitable
+from .syntaxes import (
+    EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, FRAME_CODED, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_EXTENDED,
+    TRANSFER_SYNTAXES, UNCOMPRESSED, describe,
+)
+
+# Word sizes of the binary VRs whose values depend on byte order (PS3.5 §7.3).
+_WORD_SIZE = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+
+
+def _decoder_available(uid: str) -> bool:
+    try:
+        return get_decoder(uid).is_available
+    except NotImplementedError:
+        return False
+
+
+# Compressed syntaxes whose pixels an installed decoder reads.
+DECODABLE = frozenset(uid for uid in FRAME_CODED if _decoder_available(uid) or uid == JPEG_EXTENDED)
+
+
+def can_transcode(source: str, target: str, pixels: PixelDescription | None = None) -> bool:
+    """Whether an instance stored in ``source`` can be sent in ``target``.
+
+    ``pixels`` (the stored pixel description, None for an instance without pixel
+    data) decides for a compressed target, which needs an image that fits it.
+    """
+    if source == target:
+        return True
+    if target not in TRANSFER_SYNTAXES or (source not in UNCOMPRESSED and source not in DECODABLE):
+        return False
+    if target in UNCOMPRESSED:
+        return True
+    if target not in ENCODABLE or pixels is None:
+        return False
+    if source not in UNCOMPRESSED and pixels.photometric_interpretation.startswith("YBR"):
+        pixels = PixelDescription(**{**pixels.__dict__, "photometric_interpretation": "RGB"})   # decoded as RGB
+    return unsuitable(target, pixels) is None
+
+
+def transcode(fp: BinaryIO, target: str, source: str) -> bytes:
+    """The Part 10 file ``fp``, stored in ``source``, re-encoded in ``target``.
+
+    Raises ValueError (CodecError for pixel data) when that is impossible.
+    """
+    if target not in UNCOMPRESSED and target not in ENCODABLE:
+        raise ValueError(f"there is no encoder for {describe(target)}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(fp)
+        if source == EXPLICIT_VR_BIG_ENDIAN:
+            _swap_byte_order(ds)
+        if source not in UNCOMPRESSED and "PixelData" in ds:
+            _decode(ds, source)
+        if target not in UNCOMPRESSED:
+            if "PixelData" not in ds:
+                raise CodecError(f"there is no image to encode in {TRANSFER_SYNTAXES[target].name}")
+            _encode(ds, target)
+        return _write(ds, target)
+
+
+def _decode(ds: pydicom.Dataset, source: str) -> None:
+    pixels = PixelDescription.from_dataset(ds)
+    if source == JPEG_EXTENDED and pixels.bits_stored > 8:
+        frames = [decode_frame(frame, pixels, source)[0]
+                  for frame in generate_frames(ds.PixelData, number_of_frames=pixels.number_of_frames)]
+        _set_native(ds, b"".join(frames))
+    else:
+        try:
+            ds.decompress(generate_instance_uid=False)   # the same instance, decoded: same UID
+        except Exception as exc:   # each plug-in fails in its own way
+            raise CodecError(f"the pixel data could not be decoded: {exc}") from None
+    if TRANSFER_SYNTAXES[source].lossy:
+        _mark_lossy(ds, TRANSFER_SYNTAXES[source].lossy_method, None)
+
+
+def _set_native(ds: pydicom.Dataset, pixels: bytes) -> None:
+    ds.PixelData = pixels + b"\0" * (len(pixels) % 2)
+    elem = ds["PixelData"]
+    elem.is_undefined_length = False
+    elem.VR = VR.OB if ds.BitsAllocated <= 8 else VR.OW
+    ds.file_meta.TransferSyntaxUID = EXPLICIT_VR_LITTLE_ENDIAN
+
+
+def _encode(ds: pydicom.Dataset, target: str) -> None:
+    pixels = PixelDescription.from_dataset(ds)
+    native = ds.PixelData
+    size = pixels.frame_length
+    if len(native) < size * pixels.number_of_frames:
+        raise CodecError(f"the pixel data holds {len(native)} bytes, less than its description's "
+                         f"{size * pixels.number_of_frames}")
+    frames, photometric = [], pixels.photometric_interpretation
+    for index in range(pixels.number_of_frames):
+        frame, photometric = encode_frame(native[index * size:(index + 1) * size], pixels, target)
+        frames.append(frame)
+    ds.PixelData = encapsulate(frames)
+    elem = ds["PixelData"]
+    elem.is_undefined_length = True
+    elem.VR = VR.OB
+    ds.PhotometricInterpretation = photometric
+    if pixels.samples_per_pixel > 1:
+        ds.PlanarConfiguration = 0
+    ds.file_meta.TransferSyntaxUID = target
+    syntax = TRANSFER_SYNTAXES[target]
+    if syntax.lossy:
+        _mark_lossy(ds, syntax.lossy_method, pixels.native_length / max(1, sum(len(f) for f in frames)))
+
+
+def _mark_lossy(ds: pydicom.Dataset, method: str, ratio: float | None) -> None:
+    """Lossy Image Compression (0028,2110) and, per lossy step, its ratio and method (PS3.3 C.7.6.1.1.5):
+    a new step adds a value to each; a decoded lossy instance gets them if its sender left them out."""
+    if ratio is None and ds.get("LossyImageCompression") == "01":
+        return
+    ds.LossyImageCompression = "01"
+    if ratio is None:
+        if "LossyImageCompressionMethod" not in ds:
+            ds.LossyImageCompressionMethod = method
+        return
+    ratios = [str(v) for v in _values(ds.get("LossyImageCompressionRatio"))]
+    methods = [str(v) for v in _values(ds.get("LossyImageCompressionMethod"))]
+    ds.LossyImageCompressionRatio = [*ratios, f"{ratio:.2f}"]
+    ds.LossyImageCompressionMethod = [*methods, method]
+
+
+def _values(value) -> list:
+    if value is None or value == "":
+        return []
+    return list(value) if isinstance(value, pydicom.multival.MultiValue) else [value]
+
+
+def _write(ds: pydicom.Dataset, target: str) -> bytes:
+    if target == EXPLICIT_VR_BIG_ENDIAN:
+        _swap_byte_order(ds)
+    ds.file_meta.TransferSyntaxUID = target
+    out = io.BytesIO()
+    try:
+        dcmwrite(out, ds, implicit_vr=target == IMPLICIT_VR_LITTLE_ENDIAN,
+                 little_endian=target != EXPLICIT_VR_BIG_ENDIAN, force_encoding=True)
+    except Exception as exc:   # values pydicom read but cannot write back (damaged files)
+        raise ValueError(f"the data set could not be written: {exc}") from None
+    return out.getvalue()
+
+
+def _swap_byte_order(ds: pydicom.Dataset) -> None:
+    """Swap the binary values pydicom keeps as bytes between big and little endian (its own inverse)."""
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    for elem in ds.iterall():
+        size = _WORD_SIZE.get(elem.VR)
+        if elem.tag == 0x7FE00010 and bits > 8 and not elem.is_undefined_length:
+            size = bits // 8   # pixel data samples are swapped by their own size, as pydicom reads them
+        if size and isinstance(elem.value, (bytes, bytearray)) and len(elem.value) % size == 0:
+            elem.value = np.frombuffer(elem.value, dtype=f">u{size}").astype(f"<u{size}").tobytes()
