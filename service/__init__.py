@@ -14,6 +14,7 @@ from storage import Archive, Catalog, open_blob_store
 from .auth import CHALLENGE, PEER_ENVIRON_KEY, AuditMiddleware, identify, presented_key
 from .config import Config
 from .errors import DicomWebError, Unauthorized
+from .limits import TranscodeLimits
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ def create_app(config: Config | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)
     app.config["DICOMWEB"] = config
     app.extensions["archive"] = _make_archive(config)
+    app.extensions["transcode_limits"] = TranscodeLimits(config.transcode_max_bytes, config.transcode_slots,
+                                                         config.transcode_wait)
 
     from . import bulkdata_rs, cors, frames_rs, health, metadata_rs, qido_rs, stow_rs, wado_rs
 

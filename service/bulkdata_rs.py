@@ -4,27 +4,30 @@
 Native pixel data is read by byte range where it lies in the blob; other values
 from the data set read up to Pixel Data. ``multipart/related; type="application/octet-stream"``
 by default; single-part ``application/octet-stream`` when asked for first, where an
-HTTP ``Range`` (one range) is honoured.
+HTTP ``Range`` (one range) is honoured. Pixel data is negotiated as frames are: native
+(decoded if need be) as one value, or compressed, one part a frame (PS3.18 §8.7.3.5).
 """
 from __future__ import annotations
 
 import re
 import warnings
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import pydicom
 from flask import Blueprint, Response, request
 
+import orjson
+
 from storage import StoredInstance
 from storage.blobs import BlobStore, iter_chunks
+from transcode import PixelDescription
 from transcode.syntaxes import UNCOMPRESSED
 
 from . import multipart
 from .errors import BadRequest, DicomWebError, NotAcceptable, NotFound
-from .frames_rs import compressed_frame_bodies
-from .media import OCTET_STREAM, MediaType, octet_stream_syntaxes
-from .retrieve import IN_PLACE, pixel_bytes
-from .web import accepted, archive, require_uids
+from .media import OCTET_STREAM, octet_stream_acceptable, pixel_representations
+from .pixel_data import IN_PLACE, Choice, choose, frame_bodies, native_pixels, not_acceptable
+from .web import accepted, archive, require_uids, transcode_limits
 
 bp = Blueprint("bulkdata_rs", __name__)
 
@@ -38,16 +41,24 @@ class RangeNotSatisfiable(DicomWebError):
 
 
 class _Bytes:
-    """A value to send: bytes in memory, or a span of a blob read when iterated."""
+    """A value to send: bytes in memory, a span of a blob, or frames made one at a time
+    (then sent whole: a Range over them is ignored, as RFC 9110 §14.2 allows)."""
 
     def __init__(self, data: bytes = b"", blobs: BlobStore | None = None, key: str = "", offset: int = 0,
-                 size: int | None = None) -> None:
-        self.data, self.blobs, self.key, self.offset = data, blobs, key, offset
+                 size: int | None = None, frames: Iterable[Iterable[bytes]] | None = None) -> None:
+        self.data, self.blobs, self.key, self.offset, self.frames = data, blobs, key, offset, frames
         self.size = len(data) if size is None else size
+
+    @property
+    def ranges(self) -> bool:
+        return self.frames is None
 
     def chunks(self, start: int = 0, length: int | None = None) -> Iterator[bytes]:
         length = self.size - start if length is None else length
-        if self.blobs is None:
+        if self.frames is not None:
+            for frame in self.frames:
+                yield from frame
+        elif self.blobs is None:
             yield self.data[start:start + length]
         else:
             yield from iter_chunks(self.blobs.open(self.key, self.offset + start, length))
@@ -66,15 +77,18 @@ def retrieve_bulkdata(study: str, series: str, instance: str, path: str) -> Resp
     found = archive().instances(study, series, instance)
     if not found:
         raise NotFound("no such instance in the archive")
-    compressed_pixels = found[0].transfer_syntax_uid not in UNCOMPRESSED and path.upper() == "7FE00010"
-    if not compressed_pixels and not single and not octet_stream_syntaxes(media):
-        raise NotAcceptable('bulk data is sent as multipart/related; type="application/octet-stream" '
-                            "or application/octet-stream")
     steps = path.split("/")
     tags, items = [int(t, 16) for t in steps[::2]], [int(i) for i in steps[1::2]]
-    if compressed_pixels:
-        return _compressed_pixel_data(found[0], media)
-    value = _pixel_data(found[0]) if len(tags) == 1 and tags[0] in PIXEL_TAGS else _value(found[0], tags, items)
+    if len(tags) == 1 and tags[0] == 0x7FE00010:
+        value = _pixel_data(found[0], pixel_representations(media))
+        if isinstance(value, Response):
+            return value
+    else:
+        if not single and not octet_stream_acceptable(media):
+            raise NotAcceptable('bulk data is sent as multipart/related; type="application/octet-stream" '
+                                "or application/octet-stream")
+        value = _native_pixel_data(found[0]) if tags[0] in PIXEL_TAGS and len(tags) == 1 \
+            else _value(found[0], tags, items)
     if single:
         return _single_part(value)
     boundary = multipart.new_boundary()
@@ -83,23 +97,40 @@ def retrieve_bulkdata(study: str, series: str, instance: str, path: str) -> Resp
                                                           f"boundary={boundary}")
 
 
-def _compressed_pixel_data(stored: StoredInstance, media: list[MediaType]) -> Response:
-    """Compressed pixel data as bulk data: every frame, each its own part (PS3.18 §8.7.3.5)."""
+def _pixel_data(stored: StoredInstance, representations) -> "_Bytes | Response":
+    """Pixel Data in the best acceptable representation: a native value (sent like any bulk
+    data), or an answer of compressed frames, one part each."""
     details = archive().details(stored)
-    count = len(details.fragments or [])
-    media_type, content_type, bodies = compressed_frame_bodies(stored, details, list(range(1, count + 1)), media)
-    parts = [multipart.Part({"Content-Type": content_type}, body) for body in bodies]
+    pixels = PixelDescription.from_json(orjson.loads(details.metadata))
+    if pixels is None:
+        raise NotFound("the instance has no pixel data")
+    choice = choose(representations, stored.transfer_syntax_uid, pixels)
+    if choice is None:
+        raise not_acceptable(stored.transfer_syntax_uid, pixels)
+    if choice.native and stored.transfer_syntax_uid in UNCOMPRESSED:
+        return _native_pixel_data(stored)
+    numbers = list(range(1, pixels.number_of_frames + 1))
+    bodies = frame_bodies(archive(), transcode_limits(), stored, details, pixels, numbers, choice)
+    if choice.native:   # decoded: one value, the frames one after the other
+        return _Bytes(frames=bodies, size=pixels.native_length)
+    return _frames_response(choice, bodies)
+
+
+def _frames_response(choice: Choice, bodies: list) -> Response:
+    parts = [multipart.Part({"Content-Type": choice.content_type}, body) for body in bodies]
     boundary = multipart.new_boundary()
     return Response(multipart.encode_parts(parts, boundary), direct_passthrough=True,
-                    content_type=f'multipart/related; type="{media_type}"; boundary={boundary}')
+                    content_type=f'multipart/related; type="{choice.media_type}"; boundary={boundary}')
 
 
-def _pixel_data(stored: StoredInstance) -> _Bytes:
+def _native_pixel_data(stored: StoredInstance) -> _Bytes:
     details = archive().details(stored)
     if stored.transfer_syntax_uid in IN_PLACE and details.pixel_offset is not None:
         return _Bytes(blobs=archive().blobs, key=stored.blob_key, offset=details.pixel_offset,
                       size=details.pixel_length)
-    return _Bytes(pixel_bytes(archive(), stored))
+    if stored.transfer_syntax_uid not in UNCOMPRESSED:
+        raise NotAcceptable("this pixel data is compressed; ask for it at .../bulk/7FE00010")
+    return _Bytes(native_pixels(archive(), stored))
 
 
 def _value(stored: StoredInstance, tags: list[int], items: list[int]) -> _Bytes:
@@ -118,8 +149,8 @@ def _value(stored: StoredInstance, tags: list[int], items: list[int]) -> _Bytes:
 
 
 def _single_part(value: _Bytes) -> Response:
-    headers = {"Accept-Ranges": "bytes"}
-    asked = request.headers.get("Range")
+    headers = {"Accept-Ranges": "bytes" if value.ranges else "none"}
+    asked = request.headers.get("Range") if value.ranges else None
     start, length, status = 0, value.size, 200
     if asked:
         match = _RANGE.fullmatch(asked.strip())

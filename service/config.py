@@ -41,6 +41,9 @@ class Config:
     spool_memory_bytes: int = 1 << 20
     qido_max_results: int = 1000          # a search returns at most this many results per request
     cors_origins: tuple[str, ...] = ()    # browser origins allowed to call the service, or ("*",)
+    transcode_max_bytes: int = 1 << 30    # largest instance (file or decoded pixels) converted for a request
+    transcode_slots: int = 2              # conversions running at once in one worker process…
+    transcode_wait: float = 10.0          # …and how long a request waits for a free one before a 503
 
     def __post_init__(self) -> None:
         data_dir = Path(self.data_dir)
@@ -81,6 +84,9 @@ class Config:
             qido_max_results=int(env.get("DICOMWEB_QIDO_MAX_RESULTS", "1000")),
             cors_origins=tuple(o.strip().rstrip("/") for o in env.get("DICOMWEB_CORS_ORIGINS", "").split(",")
                                if o.strip()),
+            transcode_max_bytes=int(env.get("DICOMWEB_TRANSCODE_MAX_BYTES", str(1 << 30))),
+            transcode_slots=int(env.get("DICOMWEB_TRANSCODE_SLOTS", "2")),
+            transcode_wait=float(env.get("DICOMWEB_TRANSCODE_WAIT", "10")),
         )
 
 

@@ -34,3 +34,7 @@ class PayloadTooLarge(DicomWebError):
 
 class UnsupportedMediaType(DicomWebError):
     status, title = 415, "Unsupported Media Type"
+
+
+class ServiceUnavailable(DicomWebError):
+    status, title = 503, "Service Unavailable"

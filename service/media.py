@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from storage.uids import is_valid_uid
-from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
+from transcode.syntaxes import DEFAULT_SYNTAX_OF_MEDIA_TYPE, EXPLICIT_VR_LITTLE_ENDIAN, TRANSFER_SYNTAXES
 
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
@@ -142,45 +142,60 @@ def response_format(accept: list[MediaType], offered: tuple[str, ...]) -> str | 
 OCTET_STREAM = "application/octet-stream"
 
 
-def octet_stream_syntaxes(accept: list[MediaType]) -> list[str]:
-    """Transfer syntaxes acceptable for uncompressed frames or bulk data, most preferred first.
-
-    PS3.18 §8.7.3.3: ``multipart/related; type="application/octet-stream"``, with no
-    transfer-syntax meaning Explicit VR Little Endian and ``*`` meaning as stored.
-    """
-    found: list[str] = []
-    for media in accept:
-        if media.type not in ("*/*", "multipart/*", MULTIPART_RELATED):
-            continue
-        inner = (media.param("type") or OCTET_STREAM).lower()
-        if inner not in (OCTET_STREAM, "application/*", "*/*"):
-            continue
-        syntax = media.param("transfer-syntax") or EXPLICIT_VR_LITTLE_ENDIAN
-        if (syntax == ANY_TRANSFER_SYNTAX or is_valid_uid(syntax)) and syntax not in found:
-            found.append(syntax)
-    return found
-
-
 # Media type names before DICOM 2021a, still sent by clients; answers use the new names.
 LEGACY_MEDIA_TYPES = {"image/x-jls": "image/jls", "image/x-dicom-rle": "image/dicom-rle"}
 
 
-def compressed_frames_acceptable(accept: list[MediaType], media_type: str, syntax: str) -> bool:
-    """Whether frames may be sent as stored: ``media_type`` in ``syntax`` (PS3.18 §8.7.3.5).
+@dataclass(frozen=True)
+class PixelRepresentation:
+    """One acceptable way to send pixel data (frames, bulk pixel data): a media type and a
+    transfer syntax UID; ``*`` as the syntax means as stored, in the media type given or any."""
 
-    Accepted when a range names the media type (single or as a multipart ``type``) with no
-    transfer-syntax or this one, or asks for anything as stored (``transfer-syntax=*``,
-    as viewers send it even with ``type=application/octet-stream``), or is ``*/*``.
+    media_type: str
+    transfer_syntax: str
+
+
+def pixel_representations(accept: list[MediaType]) -> list[PixelRepresentation]:
+    """The pixel data representations an Accept list allows, most preferred first (PS3.18 §8.7.3.3-5).
+
+    ``multipart/related; type=X`` and a bare ``X`` both ask for parts of type X. Without a
+    transfer-syntax, a media type means its default syntax (``application/octet-stream``:
+    Explicit VR Little Endian, i.e. native pixels; ``image/jpeg``: JPEG Lossless SV1…), and
+    ``*/*`` means native pixels too. ``transfer-syntax=*`` asks for the data as stored, as
+    viewers send it, even with ``type=application/octet-stream``. A media type paired with a
+    syntax of another media type is ignored, as is a malformed UID.
     """
+    found: list[PixelRepresentation] = []
     for media in accept:
-        if media.type == "*/*":
-            return True
-        wanted, syntax_asked = media.type, media.param("transfer-syntax")
         if media.type in (MULTIPART_RELATED, "multipart/*"):
-            wanted = (media.param("type") or "*/*").lower()
-        wanted = LEGACY_MEDIA_TYPES.get(wanted, wanted)
-        if syntax_asked == ANY_TRANSFER_SYNTAX:
-            return True
-        if wanted in (media_type, "*/*", f"{media_type.split('/')[0]}/*") and syntax_asked in (None, syntax):
-            return True
-    return False
+            inner = (media.param("type") or OCTET_STREAM).lower()
+        else:
+            inner = media.type
+        inner = LEGACY_MEDIA_TYPES.get(inner, inner)
+        syntax = media.param("transfer-syntax")
+        if syntax == ANY_TRANSFER_SYNTAX:
+            representation = PixelRepresentation(inner if inner.startswith("image/") else "*", ANY_TRANSFER_SYNTAX)
+        elif syntax is not None and syntax not in TRANSFER_SYNTAXES:
+            continue
+        elif inner in ("*/*", "application/*", OCTET_STREAM):
+            syntax = syntax or EXPLICIT_VR_LITTLE_ENDIAN
+            media_type = TRANSFER_SYNTAXES[syntax].bulk_media_type if TRANSFER_SYNTAXES[syntax].compressed \
+                else OCTET_STREAM   # a compressed syntax named with octet-stream: its own media type
+            representation = PixelRepresentation(media_type, syntax)
+        elif inner in DEFAULT_SYNTAX_OF_MEDIA_TYPE:
+            syntax = syntax or DEFAULT_SYNTAX_OF_MEDIA_TYPE[inner]
+            if TRANSFER_SYNTAXES[syntax].bulk_media_type != inner:
+                continue
+            representation = PixelRepresentation(inner, syntax)
+        elif inner == "image/*":
+            representation = PixelRepresentation(inner, ANY_TRANSFER_SYNTAX)
+        else:
+            continue
+        if representation not in found:
+            found.append(representation)
+    return found
+
+
+def octet_stream_acceptable(accept: list[MediaType]) -> bool:
+    """Whether bulk data other than pixel data, always sent as ``application/octet-stream``, is acceptable."""
+    return any(r.media_type in (OCTET_STREAM, "*") for r in pixel_representations(accept))

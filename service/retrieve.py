@@ -1,21 +1,22 @@
 """Planning and streaming a WADO-RS retrieve of DICOM instances (PS3.18 §10.4)."""
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass, replace
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
-import pydicom
+import orjson
 
 from storage import Archive, StoredInstance
 from storage.blobs import CHUNK_SIZE, iter_chunks
-from transcode import can_transcode, transcode
-from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, describe
+from transcode import PixelDescription, can_transcode, transcode
+from transcode.syntaxes import describe
 
 from . import multipart, urls
 from .errors import NotAcceptable
+from .limits import TranscodeLimits
 from .media import ANY_TRANSFER_SYNTAX, DICOM, Representation
+
+Describer = Callable[[Sequence[StoredInstance]], dict]   # instances → {pk: PixelDescription | None}
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,15 @@ class Plan:
 
 
 def plan(instances: Sequence[StoredInstance], representations: Sequence[Representation],
-         single_part_allowed: bool) -> Plan:
+         single_part_allowed: bool, describe_pixels: Describer, limits: TranscodeLimits) -> Plan:
     """Choose a response form and, per instance, the first acceptable transfer syntax.
 
     The form (multipart or single part) is that of the most preferred usable
     representation; single part only where the resource is one instance. Each
-    part may have its own syntax, named in its Content-Type. Instances no
-    acceptable syntax fits are skipped; if all are, the answer is 406.
+    part may have its own syntax, named in its Content-Type. A conversion needs the
+    instance's pixel description (a compressed target must fit the image) and a size
+    within the limits. Instances no acceptable syntax fits are skipped; if all are,
+    the answer is 406, or 413 when size alone was the obstacle.
     """
     usable = [r for r in representations if r.multipart or single_part_allowed]
     if not usable:
@@ -55,16 +58,30 @@ def plan(instances: Sequence[StoredInstance], representations: Sequence[Represen
                             'multipart/related; type="application/dicom"')
     form = usable[0].multipart
     candidates = [r.transfer_syntax for r in usable if r.multipart == form]
-    parts, skipped = [], []
+    as_stored = (ANY_TRANSFER_SYNTAX,)
+    converting = [i for i in instances if candidates[0] not in (*as_stored, i.transfer_syntax_uid)]
+    pixels = describe_pixels(converting) if converting else {}
+    parts, skipped, too_large = [], [], []
     for instance in instances:
         stored = instance.transfer_syntax_uid
-        chosen = next((stored if ts == ANY_TRANSFER_SYNTAX else ts for ts in candidates
-                       if ts == ANY_TRANSFER_SYNTAX or can_transcode(stored, ts)), None)
+        chosen = None
+        for ts in candidates:
+            if ts in (ANY_TRANSFER_SYNTAX, stored):
+                chosen = stored
+                break
+            description = pixels.get(instance.pk)
+            if can_transcode(stored, ts, description):
+                if limits.fits(max(instance.size, description.native_length if description else 0)):
+                    chosen = ts
+                    break
+                too_large.append(instance)
         if chosen is None:
             skipped.append(instance)
         else:
             parts.append(PlannedPart(instance, chosen))
     if not parts:
+        if too_large and len(instances) == 1:
+            limits.check(max(instances[0].size, getattr(pixels.get(instances[0].pk), "native_length", 0)))
         stored_syntaxes = sorted({describe(i.transfer_syntax_uid) for i in skipped})
         raise NotAcceptable(
             "the requested transfer syntax cannot be produced from the stored "
@@ -73,31 +90,37 @@ def plan(instances: Sequence[StoredInstance], representations: Sequence[Represen
     return Plan(form, parts, skipped)
 
 
-def convert(archive: Archive, part: PlannedPart) -> bytes:
+def pixel_descriptions(archive: Archive, instances: Sequence[StoredInstance]) -> dict[int, PixelDescription | None]:
+    """Each instance's pixel description, from its stored metadata (None: no pixel data)."""
+    return {instance.pk: PixelDescription.from_json(orjson.loads(model))
+            for instance, model in zip(instances, archive.metadata(instances))}
+
+
+def convert(archive: Archive, part: PlannedPart, limits: TranscodeLimits, before_answer: bool) -> bytes:
     """The instance re-encoded in its planned syntax; ValueError if its data cannot be."""
-    with archive.spooled(part.instance) as spool:
+    with limits.slot(before_answer), archive.spooled(part.instance) as spool:
         return transcode(spool, part.transfer_syntax, part.instance.transfer_syntax_uid)
 
 
-def convert_now(archive: Archive, part: PlannedPart) -> PlannedPart:
-    """Convert before the answer starts, so that a failure can still be a 406 and not a
-    broken stream: done when a response holds a single instance."""
+def convert_now(archive: Archive, part: PlannedPart, limits: TranscodeLimits) -> PlannedPart:
+    """Convert before the answer starts, so that a failure can still be a 406 (or a 503 when
+    the worker is busy) and not a broken stream: done when a response holds a single instance."""
     if part.as_stored:
         return part
     try:
-        return replace(part, converted=convert(archive, part))
+        return replace(part, converted=convert(archive, part, limits, before_answer=True))
     except ValueError as exc:
         raise NotAcceptable(f"the instance cannot be sent in {describe(part.transfer_syntax)}: {exc}; "
                             "ask for transfer-syntax=* to receive it as stored") from None
 
 
-def body_chunks(archive: Archive, part: PlannedPart) -> Iterator[bytes]:
+def body_chunks(archive: Archive, part: PlannedPart, limits: TranscodeLimits) -> Iterator[bytes]:
     """The bytes of one instance in its planned syntax, read lazily. A conversion that
     fails here, with the answer under way, ends the stream (and is logged)."""
     if part.as_stored:
         yield from iter_chunks(archive.open(part.instance))
         return
-    data = part.converted if part.converted is not None else convert(archive, part)
+    data = part.converted if part.converted is not None else convert(archive, part, limits, before_answer=False)
     for start in range(0, len(data), CHUNK_SIZE):
         yield data[start:start + CHUNK_SIZE]
 
@@ -108,15 +131,15 @@ def part_size(part: PlannedPart) -> int | None:
     return None if part.converted is None else len(part.converted)
 
 
-def multipart_body(archive: Archive, parts: Sequence[PlannedPart], base_url: str,
-                   boundary: str) -> tuple[Iterator[bytes], int | None]:
+def multipart_body(archive: Archive, parts: Sequence[PlannedPart], base_url: str, boundary: str,
+                   limits: TranscodeLimits) -> tuple[Iterator[bytes], int | None]:
     """The multipart body as a generator, and its length when it is known up front."""
     encoded = [
         multipart.Part(
             {"Content-Type": p.content_type,
              "Content-Location": urls.retrieve_url(base_url, p.instance.study_uid, p.instance.series_uid,
                                                    p.instance.sop_instance_uid)},
-            _Lazy(archive, p),
+            _Lazy(archive, p, limits),
         )
         for p in parts
     ]
@@ -132,24 +155,8 @@ def multipart_body(archive: Archive, parts: Sequence[PlannedPart], base_url: str
 class _Lazy:
     """Opens the blob only when the encoder reaches the part, one at a time."""
 
-    def __init__(self, archive: Archive, part: PlannedPart) -> None:
-        self.archive = archive
-        self.part = part
+    def __init__(self, archive: Archive, part: PlannedPart, limits: TranscodeLimits) -> None:
+        self.archive, self.part, self.limits = archive, part, limits
 
     def __iter__(self) -> Iterator[bytes]:
-        return body_chunks(self.archive, self.part)
-
-
-# Syntaxes whose native pixel bytes are little endian, readable in place from the blob.
-IN_PLACE = {IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN}
-
-
-def pixel_bytes(archive: Archive, stored: StoredInstance) -> bytes:
-    """The native pixel data of an uncompressed instance as little endian bytes, reading it whole
-    (for big endian and deflated instances, whose pixels cannot be read in place)."""
-    with archive.spooled(stored) as spool, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if stored.transfer_syntax_uid in IN_PLACE:
-            return pydicom.dcmread(spool).PixelData
-        return pydicom.dcmread(io.BytesIO(transcode(spool, EXPLICIT_VR_LITTLE_ENDIAN,
-                                                    stored.transfer_syntax_uid))).PixelData
+        return body_chunks(self.archive, self.part, self.limits)

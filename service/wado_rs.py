@@ -9,7 +9,7 @@ from . import retrieve
 from .errors import NotFound
 from .media import instance_representations
 from .multipart import new_boundary
-from .web import accepted, archive, base_url, require_uids, warning
+from .web import accepted, archive, base_url, require_uids, transcode_limits, warning
 
 bp = Blueprint("wado_rs", __name__)
 
@@ -24,17 +24,19 @@ def retrieve_instances(study: str, series: str | None = None, instance: str | No
     if not found:
         level = "instance" if instance else "series" if series else "study"
         raise NotFound(f"no such {level} in the archive")
-    planned = retrieve.plan(found, representations, single_part_allowed=instance is not None)
+    limits = transcode_limits()
+    planned = retrieve.plan(found, representations, instance is not None,
+                            lambda some: retrieve.pixel_descriptions(archive(), some), limits)
     if len(planned.parts) == 1:
-        planned = replace(planned, parts=[retrieve.convert_now(archive(), planned.parts[0])])
+        planned = replace(planned, parts=[retrieve.convert_now(archive(), planned.parts[0], limits)])
 
     if planned.multipart:
         boundary = new_boundary()
-        body, length = retrieve.multipart_body(archive(), planned.parts, base_url(), boundary)
+        body, length = retrieve.multipart_body(archive(), planned.parts, base_url(), boundary, limits)
         content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
     else:
         part = planned.parts[0]
-        body = retrieve.body_chunks(archive(), part)
+        body = retrieve.body_chunks(archive(), part, limits)
         length = retrieve.part_size(part)
         content_type = part.content_type
 
@@ -45,5 +47,6 @@ def retrieve_instances(study: str, series: str | None = None, instance: str | No
     if planned.skipped:
         response.headers["Warning"] = warning(
             f"{len(planned.skipped)} of {len(found)} instances were left out: "
-            "their stored transfer syntax cannot be converted to an acceptable one")
+            "their stored transfer syntax cannot be converted to an acceptable one, or they are "
+            "larger than this server converts")
     return response

@@ -9,6 +9,7 @@ from storage.uids import InvalidUID, validate_uid
 from .auth import STUDY_ENVIRON_KEY
 from .config import Config
 from .errors import BadRequest, NotAcceptable
+from .limits import TranscodeLimits
 from .media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED, MediaType, parse_accept
 
 
@@ -18,6 +19,10 @@ def settings() -> Config:
 
 def archive() -> Archive:
     return current_app.extensions["archive"]
+
+
+def transcode_limits() -> TranscodeLimits:
+    return current_app.extensions["transcode_limits"]
 
 
 def base_url() -> str:

@@ -98,7 +98,8 @@ def test_errors(client):
     r = client.get(f"/dicom-web/studies/{jpeg.StudyInstanceUID}/series/{jpeg.SeriesInstanceUID}/instances/"
                    f"{jpeg.SOPInstanceUID}/bulk/7FE00010", headers={"Accept": "multipart/related; "
                                                                      "type=application/octet-stream"})
-    assert r.status_code == 406   # decompression comes with transcoding
+    [(headers, body)] = split_multipart(r.data, r.headers["Content-Type"])   # decoded: one native value
+    assert r.status_code == 200 and body == jpeg.pixel_array.astype("<i2").tobytes()
 
 
 def test_compressed_pixel_data_is_every_frame_as_stored(client):
@@ -106,7 +107,22 @@ def test_compressed_pixel_data_is_every_frame_as_stored(client):
 
     rle = store(client, (TEST_FILES / "rtdose_rle.dcm").read_bytes())
     r = client.get(f"/dicom-web/studies/{rle.StudyInstanceUID}/series/{rle.SeriesInstanceUID}/instances/"
-                   f"{rle.SOPInstanceUID}/bulk/7FE00010")
+                   f"{rle.SOPInstanceUID}/bulk/7FE00010", headers={"Accept": "multipart/related; type=image/dicom-rle"})
     assert r.status_code == 200 and r.headers["Content-Type"].startswith('multipart/related; type="image/dicom-rle"')
     parts = split_multipart(r.data, r.headers["Content-Type"])
     assert [body for _, body in parts] == list(pydicom.encaps.generate_frames(rle.PixelData, number_of_frames=15))
+
+
+def test_uncompressed_pixel_data_is_encoded_frame_by_frame_when_asked(client):
+    from transcode.codecs import PixelDescription, decode_frame
+
+    ds = store(client, ct_instance(generate_uid(), generate_uid(), rows=40, columns=40, frames=2, BitsStored=12,
+                                   PixelRepresentation=0))
+    r = client.get(f"/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/"
+                   f"{ds.SOPInstanceUID}/bulk/7FE00010", headers={"Accept": "multipart/related; type=image/jls"})
+    parts = split_multipart(r.data, r.headers["Content-Type"])
+    assert len(parts) == 2 and all(h["content-type"] == "image/jls; transfer-syntax=1.2.840.10008.1.2.4.80"
+                                   for h, _ in parts)
+    description = PixelDescription.from_dataset(ds)
+    assert [decode_frame(body, description, "1.2.840.10008.1.2.4.80")[0] for _, body in parts] == \
+        [frame.tobytes() for frame in ds.pixel_array]

@@ -1,8 +1,11 @@
 import pytest
 
 from service.media import (
-    MediaType, Representation, instance_representations, parse_accept, parse_media_type, response_format,
+    MediaType, PixelRepresentation, Representation, instance_representations, parse_accept, parse_media_type,
+    pixel_representations, response_format,
 )
+from service.pixel_data import Choice, choose
+from transcode import PixelDescription
 
 ELE = "1.2.840.10008.1.2.1"
 
@@ -54,3 +57,54 @@ def test_response_format():
     assert response_format(parse_accept("application/dicom+xml"), offered) == "application/dicom+xml"
     assert response_format(parse_accept("application/*"), offered) == "application/dicom+json"
     assert response_format(parse_accept("text/html"), offered) is None
+
+
+OCTET = "application/octet-stream"
+
+
+@pytest.mark.parametrize("header, expected", [
+    (None, [(OCTET, ELE)]),
+    ("*/*", [(OCTET, ELE)]),
+    ("multipart/related; type=application/octet-stream; transfer-syntax=*", [("*", "*")]),   # OHIF
+    ('application/dicom+json, multipart/related; type="application/octet-stream"; transfer-syntax=*',
+     [("*", "*")]),
+    ('multipart/related; type="image/jls"', [("image/jls", "1.2.840.10008.1.2.4.80")]),
+    ("multipart/related; type=image/x-jls", [("image/jls", "1.2.840.10008.1.2.4.80")]),
+    ("multipart/related; type=image/x-dicom-rle", [("image/dicom-rle", "1.2.840.10008.1.2.5")]),
+    ("image/jpeg", [("image/jpeg", "1.2.840.10008.1.2.4.70")]),
+    ('multipart/related; type="image/jp2"; transfer-syntax=1.2.840.10008.1.2.4.91',
+     [("image/jp2", "1.2.840.10008.1.2.4.91")]),
+    ("multipart/related; type=image/jpx", [("image/jpx", "1.2.840.10008.1.2.4.92")]),
+    ('multipart/related; type="image/jp2"; transfer-syntax=1.2.840.10008.1.2.4.80', []),   # mismatched pair
+    ("multipart/related; type=application/octet-stream; transfer-syntax=1.2.840.10008.1.2.4.50",
+     [("image/jpeg", "1.2.840.10008.1.2.4.50")]),
+    ("image/jls;q=0.5, multipart/related; type=image/jp2", [("image/jp2", "1.2.840.10008.1.2.4.90"),
+                                                           ("image/jls", "1.2.840.10008.1.2.4.80")]),
+    ("image/*; transfer-syntax=*", [("image/*", "*")]),
+    ("text/html, image/png", []),
+])
+def test_pixel_representations(header, expected):
+    assert pixel_representations(parse_accept(header)) == [PixelRepresentation(m, t) for m, t in expected]
+
+
+CT = PixelDescription(512, 512, 1, 16, 12, 1, "MONOCHROME2")
+RGB8 = PixelDescription(64, 64, 3, 8, 8, 0, "RGB")
+
+
+@pytest.mark.parametrize("header, stored, pixels, expected", [
+    ("*/*", ELE, CT, (OCTET, ELE)),
+    ("*/*", "1.2.840.10008.1.2.4.90", CT, (OCTET, ELE)),                                   # decoded
+    ("multipart/related; type=application/octet-stream; transfer-syntax=*", "1.2.840.10008.1.2.4.90", CT,
+     ("image/jp2", "1.2.840.10008.1.2.4.90")),                                             # as stored
+    ("multipart/related; type=application/octet-stream; transfer-syntax=*", ELE, CT, (OCTET, ELE)),
+    ("image/jls", ELE, CT, ("image/jls", "1.2.840.10008.1.2.4.80")),                       # encoded
+    ("image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50, image/jls;q=0.9", ELE, CT,
+     ("image/jls", "1.2.840.10008.1.2.4.80")),                                             # 16-bit: not baseline
+    ("image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50", ELE, RGB8, ("image/jpeg", "1.2.840.10008.1.2.4.50")),
+    ("image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50", ELE, CT, None),
+    ("image/*; transfer-syntax=*", ELE, CT, None),                                         # nothing stored compressed
+    ("*/*", "1.2.840.10008.1.2.4.100", CT, None),                                          # video: no decoder
+])
+def test_choose_pixel_representation(header, stored, pixels, expected):
+    chosen = choose(pixel_representations(parse_accept(header)), stored, pixels)
+    assert chosen == (Choice(*expected) if expected else None)

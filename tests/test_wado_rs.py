@@ -118,8 +118,8 @@ def test_compressed_is_decompressed_by_default(client):
 def test_mixed_study_is_206_with_warning(client):
     jpeg = read((TEST_FILES / "JPEG2000.dcm").read_bytes())
     study_uid = jpeg.StudyInstanceUID
-    store(client, (TEST_FILES / "JPEG2000.dcm").read_bytes(), ct_instance(study_uid, generate_uid()))
-    # Asked for JPEG 2000 only: the stored one goes as is, the uncompressed one cannot be compressed yet.
+    store(client, (TEST_FILES / "JPEG2000.dcm").read_bytes(), ct_instance(study_uid, generate_uid(), rows=8, columns=8))
+    # Asked for JPEG 2000 only: the stored one goes as is, the 8x8 one is too small for the encoder.
     r = client.get(f"/dicom-web/studies/{study_uid}",
                    headers={"Accept": 'multipart/related; type="application/dicom"; '
                                       'transfer-syntax=1.2.840.10008.1.2.4.91'})
@@ -183,3 +183,71 @@ def test_forwarded_headers_from_a_trusted_proxy(tmp_path):
     untrusting = create_app(make_config(tmp_path / "b", auth_enabled=False)).test_client()
     r = untrusting.post("/dicom-web/studies", data=multipart_body([data]), headers={**stow_headers(), **forwarded})
     assert r.get_json()["00081190"]["Value"][0].startswith("http://localhost/dicom-web/studies/")
+
+
+def instance_url(ds):
+    return f"/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+
+
+@pytest.mark.parametrize("syntax, lossy", [("1.2.840.10008.1.2.4.80", False), ("1.2.840.10008.1.2.4.90", False),
+                                           ("1.2.840.10008.1.2.4.70", False), ("1.2.840.10008.1.2.5", False),
+                                           ("1.2.840.10008.1.2.4.81", True), ("1.2.840.10008.1.2.2", False),
+                                           ("1.2.840.10008.1.2.1.99", False)])
+def test_instances_are_compressed_on_request(client, syntax, lossy):
+    data = ct_instance(generate_uid(), generate_uid(), rows=64, columns=64, frames=2, BitsStored=12,
+                       PixelRepresentation=0)
+    store(client, data)
+    original = read(data)
+    r = client.get(instance_url(original), headers={"Accept": f"application/dicom; transfer-syntax={syntax}"})
+    assert r.status_code == 200 and r.headers["Content-Type"] == f"application/dicom; transfer-syntax={syntax}"
+    converted = read(r.data)
+    assert converted.file_meta.TransferSyntaxUID == syntax and converted.SOPInstanceUID == original.SOPInstanceUID
+    error = np.abs(converted.pixel_array.astype(float) - original.pixel_array)
+    assert error.max() <= (2 if lossy else 0)
+    assert (converted.get("LossyImageCompression") == "01") == lossy
+
+
+def test_a_study_is_compressed_instance_by_instance(client, study):
+    r = client.get(f"/dicom-web/studies/{study[0]}", headers={
+        "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.80'})
+    parts = split_multipart(r.data, r.headers["Content-Type"])
+    assert r.status_code == 200 and len(parts) == 3
+    assert all(h["content-type"].endswith("transfer-syntax=1.2.840.10008.1.2.4.80") for h, _ in parts)
+    originals = {read(d).SOPInstanceUID: read(d) for d in study[3]}
+    for _, body in parts:
+        ds = read(body)
+        assert np.array_equal(ds.pixel_array, originals[ds.SOPInstanceUID].pixel_array)
+
+
+def test_a_target_the_image_does_not_fit_is_406_with_the_reason(client):
+    data = ct_instance(generate_uid(), generate_uid())   # 16-bit: not for JPEG Baseline
+    store(client, data)
+    r = client.get(instance_url(read(data)),
+                   headers={"Accept": "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.50"})
+    assert r.status_code == 406 and "transfer-syntax=*" in r.get_json()["message"]
+
+
+def test_conversion_limits(tmp_path):
+    from service import create_app
+    from tests.conftest import API_KEY, make_config
+
+    app = create_app(make_config(tmp_path, transcode_max_bytes=10_000, transcode_slots=1, transcode_wait=0.05))
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"ApiKey {API_KEY}"
+    study = generate_uid()
+    big, small = ct_instance(study, generate_uid(), rows=128, columns=128), ct_instance(study, generate_uid(),
+                                                                                         rows=8, columns=8)
+    store(client, big, small)
+    jls = {"Accept": "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.80"}
+    r = client.get(instance_url(read(big)), headers=jls)
+    assert r.status_code == 413 and "transfer-syntax=*" in r.get_json()["message"]
+    r = client.get(f"/dicom-web/studies/{study}", headers={"Accept": 'multipart/related; type="application/dicom"; '
+                                                                     "transfer-syntax=1.2.840.10008.1.2.1.99"})
+    assert r.status_code == 206 and len(split_multipart(r.data, r.headers["Content-Type"])) == 1
+    limits = app.extensions["transcode_limits"]
+    with limits.slot():                      # every slot of the worker busy
+        r = client.get(instance_url(read(small)), headers={"Accept": "application/dicom; transfer-syntax="
+                                                                     "1.2.840.10008.1.2"})
+    assert r.status_code == 503 and r.headers["Retry-After"] == "5"
+    r = client.get(instance_url(read(small)), headers={"Accept": "application/dicom; transfer-syntax=1.2.840.10008.1.2"})
+    assert r.status_code == 200

@@ -1,0 +1,39 @@
+"""Bounds on the work one request may ask of a worker: transcoding costs CPU and memory
+in proportion to the instance, so its size is capped and the conversions running at
+once in a process are counted (the issue's "never block the server on one huge instance")."""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+from .errors import PayloadTooLarge, ServiceUnavailable
+
+
+class TranscodeLimits:
+    def __init__(self, max_bytes: int, slots: int, wait: float) -> None:
+        self.max_bytes = max_bytes
+        self.slots = max(1, slots)
+        self.wait = wait
+        self._free = threading.BoundedSemaphore(self.slots)
+
+    def fits(self, size: int) -> bool:
+        return size <= self.max_bytes
+
+    def check(self, size: int) -> None:
+        if not self.fits(size):
+            raise PayloadTooLarge(f"converting this instance means handling {size} bytes, more than the "
+                                  f"{self.max_bytes} this server converts for one request; ask for "
+                                  "transfer-syntax=* to receive it as stored")
+
+    @contextmanager
+    def slot(self, before_answer: bool = True) -> Iterator[None]:
+        """Hold one of the worker's conversion slots. Before the answer has started, waiting too long
+        is a 503 the client can retry; once it streams, the conversion waits its turn."""
+        if not self._free.acquire(timeout=self.wait if before_answer else None):
+            raise ServiceUnavailable(f"all {self.slots} transcoding slots of this worker are busy; retry shortly",
+                                     {"Retry-After": "5"})
+        try:
+            yield
+        finally:
+            self._free.release()

@@ -1,0 +1,172 @@
+"""Pixel data sent as frames or bulk data: which representation, and each frame's bytes.
+
+A frame goes out as stored (its fragments, read by range), as native pixels (read
+by range from an uncompressed blob, or decoded from its own fragments), or encoded
+in another syntax from its native pixels. Converted frames are made one at a time,
+as the response reaches them, each in one of the worker's transcoding slots; the
+first is made before the answer starts, so that its failure is still a 406.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+import pydicom
+
+from storage import Archive, StoredInstance
+from storage.blobs import iter_chunks
+from storage.catalog import InstanceDetails
+from transcode import DECODABLE, CodecError, PixelDescription, can_transcode, transcode
+from transcode.codecs import decode_frame, encode_frame
+from transcode.syntaxes import (
+    EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, TRANSFER_SYNTAXES, UNCOMPRESSED, describe,
+)
+
+from .errors import NotAcceptable
+from .limits import TranscodeLimits
+from .media import ANY_TRANSFER_SYNTAX, OCTET_STREAM, PixelRepresentation
+
+NATIVE = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)   # native little endian pixels: the same bytes
+# Syntaxes whose native pixel bytes are little endian, readable in place from the blob.
+IN_PLACE = frozenset(NATIVE)
+
+
+@dataclass(frozen=True)
+class Choice:
+    media_type: str
+    transfer_syntax: str
+
+    @property
+    def content_type(self) -> str:
+        return f"{self.media_type}; transfer-syntax={self.transfer_syntax}"
+
+    @property
+    def native(self) -> bool:
+        return self.media_type == OCTET_STREAM
+
+
+def stored_media_type(syntax: str) -> str:
+    known = TRANSFER_SYNTAXES.get(syntax)
+    return known.bulk_media_type if known is not None and known.compressed else OCTET_STREAM
+
+
+def choose(representations: Sequence[PixelRepresentation], stored: str, pixels: PixelDescription) -> Choice | None:
+    """The first acceptable representation this instance's pixel data can be sent in."""
+    as_stored = stored_media_type(stored)
+    decodable = stored in UNCOMPRESSED or stored in DECODABLE
+    for wanted in representations:
+        if wanted.transfer_syntax == ANY_TRANSFER_SYNTAX:
+            if wanted.media_type in ("*", as_stored) or (wanted.media_type == "image/*" and as_stored != OCTET_STREAM):
+                return Choice(as_stored, EXPLICIT_VR_LITTLE_ENDIAN if stored in UNCOMPRESSED else stored)
+        elif wanted.media_type == OCTET_STREAM:
+            if wanted.transfer_syntax in NATIVE and decodable and pixels.bits_allocated % 8 == 0:
+                return Choice(OCTET_STREAM, wanted.transfer_syntax)
+        elif wanted.transfer_syntax == stored or can_transcode(stored, wanted.transfer_syntax, pixels):
+            return Choice(wanted.media_type, wanted.transfer_syntax)
+    return None
+
+
+def not_acceptable(stored: str, pixels: PixelDescription) -> NotAcceptable:
+    """406 naming what this instance's pixel data can be sent as."""
+    offers = [f"{stored_media_type(stored)} as stored ({describe(stored)})"]
+    if stored in UNCOMPRESSED or stored in DECODABLE:
+        offers.append(f"{OCTET_STREAM} (native pixels, {EXPLICIT_VR_LITTLE_ENDIAN})")
+    offers += [f"{ts.bulk_media_type} ({ts.uid})" for ts in TRANSFER_SYNTAXES.values()
+               if ts.compressed and ts.uid != stored and can_transcode(stored, ts.uid, pixels)]
+    return NotAcceptable("no acceptable representation of this pixel data; it can be sent as " + ", ".join(offers))
+
+
+def frame_bodies(archive: Archive, limits: TranscodeLimits, stored: StoredInstance, details: InstanceDetails,
+                 pixels: PixelDescription, numbers: Sequence[int], choice: Choice) -> list[Iterable[bytes]]:
+    """The bytes of each asked frame in the chosen representation, each read when iterated."""
+    syntax = stored.transfer_syntax_uid
+    blobs = archive.blobs
+    if choice.transfer_syntax == syntax and syntax not in UNCOMPRESSED:
+        if not details.fragments:
+            raise NotAcceptable("the fragments of this instance's pixel data cannot be told apart into frames "
+                                "without decoding; retrieve the instance with transfer-syntax=* instead")
+        return [_Spans(blobs, stored.blob_key, details.fragments[n - 1]) for n in numbers]
+    size = pixels.frame_length
+    if choice.native and syntax in IN_PLACE and details.pixel_offset is not None \
+            and details.pixel_length >= size * pixels.number_of_frames:
+        return [_Spans(blobs, stored.blob_key, [(details.pixel_offset + (n - 1) * size, size)]) for n in numbers]
+    limits.check(max(stored.size, pixels.native_length if not details.fragments else size))
+    frames = FrameReader(archive, stored, details, pixels)
+    bodies: list[Iterable[bytes]] = [_Converted(frames, n, choice, limits) for n in numbers]
+    try:
+        bodies[0] = [bodies[0].make(before_answer=True)]
+    except CodecError as exc:
+        raise NotAcceptable(f"the frames cannot be sent as {choice.content_type}: {exc}; ask for "
+                            "transfer-syntax=* to receive them as stored") from None
+    return bodies
+
+
+class FrameReader:
+    """One instance's frames as native little endian pixels: read by range, decoded from their own
+    fragments, or, where neither works (big endian, deflated, fragments not mapped to frames),
+    from the whole instance converted once."""
+
+    def __init__(self, archive: Archive, stored: StoredInstance, details: InstanceDetails,
+                 pixels: PixelDescription) -> None:
+        self.archive, self.stored, self.details, self.pixels = archive, stored, details, pixels
+        self._whole: tuple[bytes, PixelDescription] | None = None
+
+    def native(self, number: int) -> tuple[bytes, PixelDescription]:
+        syntax = self.stored.transfer_syntax_uid
+        if syntax not in UNCOMPRESSED and self.details.fragments:
+            data = b"".join(_Spans(self.archive.blobs, self.stored.blob_key, self.details.fragments[number - 1]))
+            return decode_frame(data, self.pixels, syntax)
+        pixels, description = self._decoded()
+        size = description.frame_length
+        return pixels[(number - 1) * size:number * size], description
+
+    def _decoded(self) -> tuple[bytes, PixelDescription]:
+        if self._whole is None:
+            with self.archive.spooled(self.stored) as spool, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(io.BytesIO(transcode(spool, EXPLICIT_VR_LITTLE_ENDIAN,
+                                                          self.stored.transfer_syntax_uid)))
+            description = PixelDescription.from_dataset(ds)
+            self._whole = ds.PixelData, PixelDescription(**{**description.__dict__, "number_of_frames": 1})
+        return self._whole
+
+
+def native_pixels(archive: Archive, stored: StoredInstance) -> bytes:
+    """All native pixel data of an instance stored in a syntax whose pixels cannot be read in
+    place (big endian, deflated), converted whole."""
+    with archive.spooled(stored) as spool, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if stored.transfer_syntax_uid in IN_PLACE:
+            return pydicom.dcmread(spool).PixelData
+        return pydicom.dcmread(io.BytesIO(transcode(spool, EXPLICIT_VR_LITTLE_ENDIAN,
+                                                    stored.transfer_syntax_uid))).PixelData
+
+
+class _Converted:
+    """One frame converted to the chosen representation when the encoder reaches it."""
+
+    def __init__(self, frames: FrameReader, number: int, choice: Choice, limits: TranscodeLimits) -> None:
+        self.frames, self.number, self.choice, self.limits = frames, number, choice, limits
+
+    def make(self, before_answer: bool) -> bytes:
+        with self.limits.slot(before_answer):
+            native, description = self.frames.native(self.number)
+            if self.choice.native:
+                return native
+            return encode_frame(native, description, self.choice.transfer_syntax)[0]
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.make(before_answer=False)
+
+
+class _Spans:
+    """Byte spans of a blob — one native frame, or a frame's fragments — read when iterated."""
+
+    def __init__(self, blobs, key: str, spans: Sequence) -> None:
+        self.blobs, self.key, self.spans = blobs, key, spans
+
+    def __iter__(self) -> Iterator[bytes]:
+        for start, length in self.spans:
+            yield from iter_chunks(self.blobs.open(self.key, start, length))
