@@ -27,8 +27,9 @@ class StudySpec:
 def ct_instance(study_uid: str, series_uid: str, sop_uid: str | None = None, number: int = 1, rows: int = 64,
                 columns: int = 64, transfer_syntax: str = ExplicitVRLittleEndian, patient_id: str = "PAT-1",
                 patient_name: str = "Doe^Jane", series_number: int = 1, seed: int | None = None,
-                frames: int = 1, **attributes: object) -> bytes:
-    """One CT slice as Part 10 bytes; ``attributes`` (by keyword) override the defaults."""
+                frames: int = 1, pixels: np.ndarray | None = None, **attributes: object) -> bytes:
+    """One CT slice as Part 10 bytes; ``attributes`` (by keyword) override the defaults.
+    The pixels are uniform noise (incompressible, for I/O benchmarks) unless given."""
     sop_uid = sop_uid or generate_uid()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
@@ -63,11 +64,27 @@ def ct_instance(study_uid: str, series_uid: str, sop_uid: str | None = None, num
     rng = np.random.default_rng(seed if seed is not None else number)
     if frames > 1:
         ds.NumberOfFrames = frames
-    ds.PixelData = rng.integers(0, 4096, size=(frames, rows, columns), dtype=np.uint16).tobytes()
+    if pixels is None:
+        pixels = rng.integers(0, 4096, size=(frames, rows, columns), dtype=np.uint16)
+    ds.PixelData = pixels.astype("<u2").tobytes()
     out = io.BytesIO()
     dcmwrite(out, ds, enforce_file_format=True, implicit_vr=transfer_syntax == ImplicitVRLittleEndian,
              little_endian=True)
     return out.getvalue()
+
+
+def phantom(rows: int, columns: int, seed: int = 0) -> np.ndarray:
+    """A 12-bit image with the structure of a body section (soft tissue, lungs, bone, scanner
+    noise), compressible as real images are: for codec benchmarks."""
+    y, x = np.mgrid[-1:1:rows * 1j, -1:1:columns * 1j]
+    image = np.full((rows, columns), 24.0)                                        # air
+    image[(x / 0.9) ** 2 + (y / 0.7) ** 2 < 1] = 1064                            # soft tissue
+    for side in (-0.4, 0.4):
+        image[((x - side) / 0.3) ** 2 + (y / 0.45) ** 2 < 1] = 300                # lungs
+    image[(x ** 2 + (y + 0.5) ** 2) < 0.01] = 2200                                # spine
+    image += 40 * np.sin(x * 12) * np.cos(y * 9)                                  # texture
+    image += np.random.default_rng(seed).normal(0, 8, (rows, columns))            # noise
+    return np.clip(image, 0, 4095).astype(np.uint16)
 
 
 def study(spec: StudySpec = StudySpec(), study_uid: str | None = None, patient_id: str = "PAT-1"):

@@ -54,9 +54,11 @@ def test_frame_round_trip(shape, target):
         return
     original = image(**arguments)
     data, carried = encode_frame(original.tobytes(), pixels, target)
+    assert type(data) is bytes   # not a bytearray: WSGI servers send bytes only
     assert data and len(data) < pixels.frame_length * 1.2
     decoded, after = decode_frame(data, PixelDescription(**{**pixels.__dict__, "photometric_interpretation": carried}),
                                   target)
+    assert type(decoded) is bytes
     result = np.frombuffer(decoded, original.dtype).reshape(original.shape)
     if photometric == "YBR_FULL" and after.photometric_interpretation == "RGB":
         return   # decoded to RGB, as decoders do for YCbCr: compared in the file round trips

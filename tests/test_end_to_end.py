@@ -7,12 +7,13 @@ import time
 
 import numpy as np
 import pydicom
+import pydicom.encaps
 import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
-from bench.synthetic import StudySpec, ct_instance, study as synthetic_study
+from bench.synthetic import StudySpec, ct_instance, phantom, study as synthetic_study
 from tests.conftest import API_KEY, TEST_FILES, free_port, pydicom_test_files
 from tests.helpers import read, split_multipart
 from tests.server import Server
@@ -138,6 +139,43 @@ def test_dicomweb_client_store_and_retrieve_at_every_level(server):
     assert instance.SOPInstanceUID == sop_uid
     as_stored = client.retrieve_instance(study_uid, series_uid, sop_uid, media_types=(("application/dicom", "*"),))
     assert as_stored.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+
+
+def test_dicomweb_client_transcodes_through_gunicorn(server):
+    """What a viewer or gateway asks of a real server: instances in a compressed syntax,
+    frames decoded, frames encoded in another syntax, with dicomweb-client's own negotiation."""
+    from transcode.codecs import PixelDescription, decode_frame
+
+    client = client_for(server)
+    study_uid, series_uid = generate_uid(), generate_uid()
+    data = ct_instance(study_uid, series_uid, rows=96, columns=80, frames=3, pixels=phantom(96, 80)[None].repeat(3, 0))
+    jpeg2000 = read((TEST_FILES / "MR_small_jp2klossless.dcm").read_bytes())
+    client.store_instances([read(data), jpeg2000])
+    original = read(data)
+    sop_uid = original.SOPInstanceUID
+
+    for syntax in ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.70",
+                   "1.2.840.10008.1.2.5"):
+        got = client.retrieve_instance(study_uid, series_uid, sop_uid, media_types=(("application/dicom", syntax),))
+        assert got.file_meta.TransferSyntaxUID == syntax
+        assert np.array_equal(got.pixel_array, original.pixel_array)
+    series = client.retrieve_series(study_uid, series_uid, media_types=(("application/dicom", "1.2.840.10008.1.2.4.81"),))
+    assert [ds.file_meta.TransferSyntaxUID for ds in series] == ["1.2.840.10008.1.2.4.81"]
+    assert series[0].LossyImageCompression == "01"
+
+    frames = client.retrieve_instance_frames(study_uid, series_uid, sop_uid, frame_numbers=[3, 1],
+                                             media_types=(("image/jls", "1.2.840.10008.1.2.4.80"),))
+    description = PixelDescription.from_dataset(original)
+    assert [decode_frame(f, description, "1.2.840.10008.1.2.4.80")[0] for f in frames] == \
+        [original.pixel_array[2].tobytes(), original.pixel_array[0].tobytes()]
+    decoded = client.retrieve_instance_frames(jpeg2000.StudyInstanceUID, jpeg2000.SeriesInstanceUID,
+                                              jpeg2000.SOPInstanceUID, frame_numbers=[1],
+                                              media_types=(("application/octet-stream", "1.2.840.10008.1.2.1"),))
+    assert decoded == [jpeg2000.pixel_array.astype("<i2").tobytes()]
+    as_stored = client.retrieve_instance_frames(jpeg2000.StudyInstanceUID, jpeg2000.SeriesInstanceUID,
+                                                jpeg2000.SOPInstanceUID, frame_numbers=[1],
+                                                media_types=(("image/jp2", "1.2.840.10008.1.2.4.90"),))
+    assert as_stored == list(pydicom.encaps.generate_frames(jpeg2000.PixelData, number_of_frames=1))
 
 
 def test_implicit_vr_upload_is_sent_back_explicit(server):
