@@ -150,6 +150,9 @@ def test_dicomweb_client_transcodes_through_gunicorn(server):
     study_uid, series_uid = generate_uid(), generate_uid()
     data = ct_instance(study_uid, series_uid, rows=96, columns=80, frames=3, pixels=phantom(96, 80)[None].repeat(3, 0))
     jpeg2000 = read((TEST_FILES / "MR_small_jp2klossless.dcm").read_bytes())
+    # Other tests here store pydicom's MR_small variants, which share their UIDs: this one gets its own.
+    jpeg2000.StudyInstanceUID, jpeg2000.SeriesInstanceUID = study_uid, generate_uid()
+    jpeg2000.SOPInstanceUID = jpeg2000.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     client.store_instances([read(data), jpeg2000])
     original = read(data)
     sop_uid = original.SOPInstanceUID
