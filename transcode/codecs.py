@@ -18,6 +18,7 @@ inconsistent input rather than raising.
 """
 from __future__ import annotations
 
+import ctypes
 import io
 import warnings
 from dataclasses import dataclass, replace
@@ -223,6 +224,12 @@ def _gdcm_bytes(value) -> bytes:
     return value.encode("utf-8", "surrogateescape")
 
 
+def _gdcm_value(value) -> bytes:
+    """A gdcm.ByteValue's bytes, copied from its own memory: GetBuffer's str round trip costs
+    25 ms for a 3 MB codestream, this 0.2 ms. The caller keeps the owner alive."""
+    return ctypes.string_at(int(value.GetVoidPointer()), int(str(value.GetLength())))
+
+
 def _gdcm_encode(native: bytes, pixels: PixelDescription, target: str) -> tuple[bytes, str]:
     writer = gdcm.ImageWriter()
     image = _gdcm_image(writer, pixels, "1.2.840.10008.1.2.1")
@@ -244,7 +251,8 @@ def _gdcm_encode(native: bytes, pixels: PixelDescription, target: str) -> tuple[
     fragments = output.GetDataElement().GetSequenceOfFragments()
     if fragments is None or fragments.GetNumberOfFragments() != 1:
         raise CodecError("GDCM's encoder did not produce one fragment")
-    data = _gdcm_bytes(fragments.GetFragment(0).GetByteValue().GetBuffer())
+    fragment = fragments.GetFragment(0)
+    data = _gdcm_value(fragment.GetByteValue())
     return data, str(output.GetPhotometricInterpretation()).strip()
 
 
