@@ -101,3 +101,31 @@ def test_a_damaged_codestream_is_a_codec_error():
     for source in ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.70"):
         with pytest.raises(CodecError):
             decode_frame(b"\xff\xd8 not a codestream", pixels, source)
+
+
+def test_every_codec_is_safe_in_threads():
+    """gunicorn's threads convert at once in one process: a codec that is not thread-safe
+    crashes the worker. Run in a child process, so that a crash is a failure here."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import threading
+        from tests.test_codecs import image
+        from transcode.codecs import PixelDescription, decode_frame, encode_frame
+        pixels = PixelDescription(256, 256, 1, 16, 12, 0, "MONOCHROME2")
+        raw = image(256, 256, bits=16, stored=12).tobytes()
+        for target in {LOSSLESS + LOSSY[1:]!r}:
+            encoded = encode_frame(raw, pixels, target)[0]
+            def work():
+                for _ in range(8):
+                    encode_frame(raw, pixels, target)
+                    decode_frame(encoded, pixels, target)
+            threads = [threading.Thread(target=work) for _ in range(4)]
+            [t.start() for t in threads]
+            [t.join() for t in threads]
+        print("survived")
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "survived" in run.stdout, (run.returncode, run.stderr[-2000:])

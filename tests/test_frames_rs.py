@@ -231,3 +231,12 @@ def test_undecodable_frames_are_406(client):
     ds, url = stored(client, (TEST_FILES / "JPEG2000-embedded-sequence-delimiter.dcm").read_bytes())
     r = client.get(f"{url}/frames/1")
     assert r.status_code == 406 and "transfer-syntax=*" in r.get_json()["message"]
+
+
+def test_the_accept_query_parameter_overrides_the_header(client):
+    """PS3.18 §8.3.3.1: for links a browser follows, where no header can be set."""
+    data = ct_instance(generate_uid(), generate_uid(), rows=40, columns=40, BitsStored=12, PixelRepresentation=0)
+    ds, url = stored(client, data)
+    r = client.get(f"{url}/frames/1?accept=multipart%2Frelated%3B%20type%3D%22image%2Fjls%22",
+                   headers={"Accept": "application/octet-stream"})
+    assert frames_of(r)[0][0]["content-type"] == "image/jls; transfer-syntax=1.2.840.10008.1.2.4.80"

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import ctypes
 import io
+import threading
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
 import gdcm
@@ -36,6 +38,10 @@ JPEG_QUALITY = 90             # IJG quality
 JPEG_LS_NEAR = 2              # largest error per sample
 JPEG_2000_RATIO = 10          # compression ratio of the single quality layer…
 JPEG_2000_MIN_BYTES = 1024    # …but never fewer bytes than this a frame, where headers would eat the image
+
+# pylibjpeg-openjpeg's encoder crashes (SIGSEGV) when two threads encode at once; its decoder
+# and every other codec here were checked safe (tests/test_codecs.py, in threads).
+_OPENJPEG_ENCODING = threading.Lock()
 
 _GDCM_ENCODED = {JPEG_BASELINE, JPEG_EXTENDED, "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"}
 _PYDICOM_ENCODED = {"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90",
@@ -146,8 +152,9 @@ def encode_frame(native: bytes, pixels: PixelDescription, target: str) -> tuple[
         {"j2k_cr": [max(1.0, min(JPEG_2000_RATIO, pixels.frame_length / JPEG_2000_MIN_BYTES))]} \
         if target.endswith(".91") else \
         {"encoding_plugin": "gdcm" if len(native) % 2 == 0 else "pydicom"} if target == RLE_LOSSLESS else {}
+    serial = _OPENJPEG_ENCODING if TRANSFER_SYNTAXES[target].bulk_media_type == "image/jp2" else nullcontext()
     try:
-        with warnings.catch_warnings():
+        with serial, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             data = get_encoder(target).encode(
                 native, rows=pixels.rows, columns=pixels.columns, samples_per_pixel=pixels.samples_per_pixel,
