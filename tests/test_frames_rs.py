@@ -163,6 +163,12 @@ def test_fragments_split_by_the_extended_offset_table(client):
     assert [body for _, body in parts] == [frames[3], frames[1]]
 
 
+def test_native_ybr_full_422_frames_are_their_stored_subsampled_bytes(client):
+    ds, url = stored(client, (TEST_FILES / "SC_ybr_full_422_uncompressed.dcm").read_bytes())
+    [(headers, body)] = frames_of(client.get(f"{url}/frames/1"))
+    assert body == ds.PixelData[:ds.Rows * ds.Columns * 2]
+
+
 DECODABLE = ["JPEG2000.dcm", "SC_rgb_rle_2frame.dcm", "rtdose_rle.dcm", "MR_small_jpeg_ls_lossless.dcm",
              "SC_rgb_jpeg_gdcm.dcm", "examples_ybr_color.dcm", "MR_small_bigendian.dcm", "image_dfl.dcm"]
 

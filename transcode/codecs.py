@@ -69,7 +69,10 @@ class PixelDescription:
 
     @property
     def frame_length(self) -> int:
-        return self.rows * self.columns * self.samples_per_pixel * self.bits_allocated // 8
+        """Bytes of one native frame; 4:2:2 native data holds two samples a pixel (PS3.3 C.7.6.3.1.2)."""
+        samples = 2 if self.photometric_interpretation in ("YBR_FULL_422", "YBR_PARTIAL_422") \
+            else self.samples_per_pixel
+        return self.rows * self.columns * samples * self.bits_allocated // 8
 
     @property
     def native_length(self) -> int:
