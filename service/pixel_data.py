@@ -13,6 +13,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
+import orjson
 import pydicom
 
 from storage import Archive, StoredInstance
@@ -108,6 +109,35 @@ class FrameReader:
     fragments, or, where neither works (big endian, deflated, fragments not mapped to frames),
     from the whole instance converted once."""
 
+    @classmethod
+    def of(cls, archive: Archive, stored: StoredInstance) -> "FrameReader | None":
+        details = archive.details(stored)
+        pixels = PixelDescription.from_json(orjson.loads(details.metadata))
+        return None if pixels is None else cls(archive, stored, details, pixels)
+
+    def header_end(self) -> int | None:
+        """Where Pixel Data's element starts in the blob (the data set before it is the header),
+        or None unless frames are read one by one and nothing follows Pixel Data."""
+        details, syntax = self.details, self.stored.transfer_syntax_uid
+        if syntax in IN_PLACE and details.pixel_offset is not None \
+                and details.pixel_length >= self.pixels.frame_length * self.pixels.number_of_frames:
+            start, end = details.pixel_offset, details.pixel_offset + details.pixel_length
+        elif syntax not in UNCOMPRESSED and details.fragments:
+            last = details.fragments[-1][-1]
+            start, end = details.fragments[0][0][0], last[0] + last[1] + 8   # + the sequence delimiter
+        else:
+            return None
+        return start if end == self.stored.size and self.pixels.bits_allocated % 8 == 0 else None
+
+    def header(self, end: int) -> pydicom.Dataset:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prefix = b"".join(_Spans(self.archive.blobs, self.stored.blob_key, [(0, end)]))
+            return pydicom.dcmread(io.BytesIO(prefix), stop_before_pixels=True)
+
+    def all(self) -> Iterator[tuple[bytes, PixelDescription]]:
+        return (self.native(n) for n in range(1, self.pixels.number_of_frames + 1))
+
     def __init__(self, archive: Archive, stored: StoredInstance, details: InstanceDetails,
                  pixels: PixelDescription) -> None:
         self.archive, self.stored, self.details, self.pixels = archive, stored, details, pixels
@@ -115,6 +145,11 @@ class FrameReader:
 
     def native(self, number: int) -> tuple[bytes, PixelDescription]:
         syntax = self.stored.transfer_syntax_uid
+        size = self.pixels.frame_length
+        if syntax in IN_PLACE and self.details.pixel_offset is not None \
+                and self.details.pixel_length >= size * self.pixels.number_of_frames:
+            span = [(self.details.pixel_offset + (number - 1) * size, size)]
+            return b"".join(_Spans(self.archive.blobs, self.stored.blob_key, span)), self.pixels
         if syntax not in UNCOMPRESSED and self.details.fragments:
             data = b"".join(_Spans(self.archive.blobs, self.stored.blob_key, self.details.fragments[number - 1]))
             return decode_frame(data, self.pixels, syntax)

@@ -1,21 +1,25 @@
 """Planning and streaming a WADO-RS retrieve of DICOM instances (PS3.18 §10.4)."""
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator, Sequence
+from typing import BinaryIO, Callable, Iterator, Sequence
 
 import orjson
 
 from storage import Archive, StoredInstance
-from storage.blobs import CHUNK_SIZE, iter_chunks
+from storage.blobs import iter_chunks
 from transcode import PixelDescription, can_transcode, transcode
+from transcode.instance import streamable, write_streamed
 from transcode.syntaxes import describe
 
 from . import multipart, urls
 from .errors import NotAcceptable
 from .limits import TranscodeLimits
 from .media import ANY_TRANSFER_SYNTAX, DICOM, Representation
+from .pixel_data import FrameReader
 
+CONVERTED_IN_MEMORY = 4 << 20   # of a converted instance; beyond, its spool goes to disk
 Describer = Callable[[Sequence[StoredInstance]], dict]   # instances → {pk: PixelDescription | None}
 
 
@@ -23,7 +27,7 @@ Describer = Callable[[Sequence[StoredInstance]], dict]   # instances → {pk: Pi
 class PlannedPart:
     instance: StoredInstance
     transfer_syntax: str
-    converted: bytes | None = None    # the instance already re-encoded (see convert_now)
+    converted: BinaryIO | None = None    # the instance already re-encoded (see convert_now)
 
     @property
     def as_stored(self) -> bool:
@@ -96,10 +100,26 @@ def pixel_descriptions(archive: Archive, instances: Sequence[StoredInstance]) ->
             for instance, model in zip(instances, archive.metadata(instances))}
 
 
-def convert(archive: Archive, part: PlannedPart, limits: TranscodeLimits, before_answer: bool) -> bytes:
-    """The instance re-encoded in its planned syntax; ValueError if its data cannot be."""
-    with limits.slot(before_answer), archive.spooled(part.instance) as spool:
-        return transcode(spool, part.transfer_syntax, part.instance.transfer_syntax_uid)
+def convert(archive: Archive, part: PlannedPart, limits: TranscodeLimits, before_answer: bool) -> BinaryIO:
+    """The instance re-encoded in its planned syntax, in a spool file; ValueError if its data
+    cannot be. Made frame by frame where the frames can be read one by one, so memory holds
+    one frame; else (deflate, big endian, unmapped fragments, data after Pixel Data) whole."""
+    out = tempfile.SpooledTemporaryFile(max_size=CONVERTED_IN_MEMORY)
+    source, target = part.instance.transfer_syntax_uid, part.transfer_syntax
+    try:
+        with limits.slot(before_answer):
+            frames = FrameReader.of(archive, part.instance) if streamable(target) else None
+            end = frames.header_end() if frames is not None else None
+            if end is not None:
+                write_streamed(frames.header(end), frames.all(), frames.pixels.number_of_frames, source, target, out)
+            else:
+                with archive.spooled(part.instance) as spool:
+                    out.write(transcode(spool, target, source))
+        out.seek(0)
+        return out
+    except BaseException:
+        out.close()
+        raise
 
 
 def convert_now(archive: Archive, part: PlannedPart, limits: TranscodeLimits) -> PlannedPart:
@@ -120,15 +140,20 @@ def body_chunks(archive: Archive, part: PlannedPart, limits: TranscodeLimits) ->
     if part.as_stored:
         yield from iter_chunks(archive.open(part.instance))
         return
-    data = part.converted if part.converted is not None else convert(archive, part, limits, before_answer=False)
-    for start in range(0, len(data), CHUNK_SIZE):
-        yield data[start:start + CHUNK_SIZE]
+    converted = part.converted if part.converted is not None else convert(archive, part, limits, before_answer=False)
+    yield from iter_chunks(converted)   # closes the spool
 
 
 def part_size(part: PlannedPart) -> int | None:
     if part.as_stored:
         return part.instance.size
-    return None if part.converted is None else len(part.converted)
+    return None if part.converted is None else _size(part.converted)
+
+
+def _size(spool: BinaryIO) -> int:
+    size = spool.seek(0, 2)
+    spool.seek(0)
+    return size
 
 
 def multipart_body(archive: Archive, parts: Sequence[PlannedPart], base_url: str, boundary: str,

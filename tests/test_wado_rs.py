@@ -251,3 +251,52 @@ def test_conversion_limits(tmp_path):
     assert r.status_code == 503 and r.headers["Retry-After"] == "5"
     r = client.get(instance_url(read(small)), headers={"Accept": "application/dicom; transfer-syntax=1.2.840.10008.1.2"})
     assert r.status_code == 200
+
+
+@pytest.mark.parametrize("target", ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2"])
+def test_a_large_instance_is_converted_frame_by_frame(app, client, target):
+    """32 MiB of pixels: converting them holds one frame and bounded spools, not the instance."""
+    import tracemalloc
+
+    from bench.synthetic import phantom
+    from service import retrieve
+
+    frames = 64
+    data = ct_instance(generate_uid(), generate_uid(), rows=512, columns=512, frames=frames,
+                       pixels=phantom(512, 512)[None].repeat(frames, 0))
+    store(client, data)
+    original = read(data)
+    del data
+    archive = app.extensions["archive"]
+    [stored] = archive.instances(original.StudyInstanceUID, original.SeriesInstanceUID, original.SOPInstanceUID)
+    tracemalloc.start()
+    converted = retrieve.convert(archive, retrieve.PlannedPart(stored, target), app.extensions["transcode_limits"],
+                                 before_answer=True)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 12 << 20, f"{peak >> 20} MiB to convert 32 MiB of pixels"
+    ds = read(converted.read())
+    assert ds.file_meta.TransferSyntaxUID == target and ds.NumberOfFrames == frames
+    assert np.array_equal(ds.pixel_array, original.pixel_array)
+    assert ds.PatientName == original.PatientName and ds.ImagePositionPatient == original.ImagePositionPatient
+
+
+@pytest.mark.parametrize("name", ["MR_small_jp2klossless.dcm", "SC_rgb_rle_2frame.dcm", "examples_ybr_color.dcm",
+                                  "MR_small_jpeg_ls_lossless.dcm", "JPEG2000.dcm", "rtdose_rle.dcm",
+                                  "SC_rgb_small_odd_jpeg.dcm", "MR_small_bigendian.dcm", "image_dfl.dcm"])
+@pytest.mark.parametrize("target", ["1.2.840.10008.1.2.2", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.80"])
+def test_stored_files_are_converted_frame_by_frame(client, name, target):
+    data = (TEST_FILES / name).read_bytes()
+    store(client, data)
+    original = read(data)
+    r = client.get(instance_url(original), headers={"Accept": f"application/dicom; transfer-syntax={target}"})
+    if r.status_code == 406:   # the image does not fit the target: the reason is given
+        assert "cannot be produced" in r.get_json()["message"] or "cannot be sent" in r.get_json()["message"]
+        return
+    assert r.status_code == 200, r.get_json()
+    converted = read(r.data)
+    assert converted.file_meta.TransferSyntaxUID == target
+    assert np.array_equal(converted.pixel_array, original.pixel_array)
+    for elem in original:
+        if elem.tag.group not in (0x0002, 0x0028, 0x7FE0) and elem.VR not in ("SQ", "OB", "OW", "UN"):
+            assert converted[elem.tag].value == elem.value, elem.keyword

@@ -3,7 +3,10 @@
 Three steps on a pydicom data set: read it (big endian binary values swapped to
 little endian), bring compressed pixels to native (decoding every frame), and
 write it in the target: as it is for the uncompressed syntaxes, or with each
-frame encoded and encapsulated (PS3.5 A.4) for the compressed ones. Every
+frame encoded and encapsulated (PS3.5 A.4) for the compressed ones. That holds
+the instance in memory; ``write_streamed`` does the same from the data set up to
+Pixel Data and the frames one at a time, which the server uses wherever it can
+read frames one by one. Every
 attribute but those describing the pixel encoding is kept; the SOP Instance UID
 too, as PS3.5 allows for a change of transfer syntax, and lossy results are
 marked as PS3.3 C.7.6.1.1.5 asks.
@@ -11,8 +14,13 @@ marked as PS3.3 C.7.6.1.1.5 asks.
 from __future__ import annotations
 
 import io
+import itertools
+import shutil
+import struct
+import tempfile
 import warnings
-from typing import BinaryIO
+from dataclasses import replace
+from typing import BinaryIO, Iterable
 
 import numpy as np
 import pydicom
@@ -173,3 +181,102 @@ def _swap_byte_order(ds: pydicom.Dataset) -> None:
             size = bits // 8   # pixel data samples are swapped by their own size, as pydicom reads them
         if size and isinstance(elem.value, (bytes, bytearray)) and len(elem.value) % size == 0:
             elem.value = np.frombuffer(elem.value, dtype=f">u{size}").astype(f"<u{size}").tobytes()
+
+
+def streamable(target: str) -> bool:
+    """Whether ``write_streamed`` writes this target (Deflate compresses the whole data set,
+    so it is made in memory)."""
+    return target in (IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN) \
+        or target in ENCODABLE
+
+
+def write_streamed(header: pydicom.Dataset, frames: Iterable[tuple[bytes, PixelDescription]], count: int,
+                   source: str, target: str, out: BinaryIO) -> None:
+    """Write a Part 10 instance in ``target`` to ``out`` from its data set up to Pixel Data
+    and its frames as native little endian pixels, one at a time: memory holds one frame.
+
+    Compressed frames are encoded into a spool first, so that the Basic Offset Table and the
+    lossy compression ratio, which come before them, are known.
+    """
+    frames = iter(frames)
+    with warnings.catch_warnings(), tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY) as encoded:
+        warnings.simplefilter("ignore")
+        if source not in UNCOMPRESSED and TRANSFER_SYNTAXES[source].lossy:
+            _mark_lossy(header, TRANSFER_SYNTAXES[source].lossy_method, None)
+        if target in UNCOMPRESSED:
+            first, description = next(frames)
+            _describe(header, description.photometric_interpretation, description)
+            little = target != EXPLICIT_VR_BIG_ENDIAN
+            if not little:
+                _swap_byte_order(header)
+            _write_header(header, target, out)
+            length = description.frame_length * count
+            vr = b"OW" if description.bits_allocated > 8 else b"OB"
+            _element_header(out, 0x7FE00010, vr, length + length % 2, little, target == IMPLICIT_VR_LITTLE_ENDIAN)
+            word = description.bits_allocated // 8
+            for frame in itertools.chain([first], (f for f, _ in frames)):
+                out.write(frame if little or word == 1 else
+                          np.frombuffer(frame, f"<u{word}").astype(f">u{word}").tobytes())
+            out.write(b"\0" * (length % 2))
+            return
+        sizes, photometric, description = [], None, None
+        for frame, description in frames:
+            data, photometric = encode_frame(frame, description, target)
+            encoded.write(data + b"\0" * (len(data) % 2))
+            sizes.append(len(data) + len(data) % 2)
+        if description is None:
+            raise CodecError("the instance has no frames to encode")
+        _describe(header, photometric, replace(description, planar_configuration=0))
+        if TRANSFER_SYNTAXES[target].lossy:
+            _mark_lossy(header, TRANSFER_SYNTAXES[target].lossy_method, description.native_length / max(1, sum(sizes)))
+        _write_header(header, target, out)
+        _element_header(out, 0x7FE00010, b"OB", _UNDEFINED, True, False)
+        offsets = [sum(sizes[:i]) + 8 * i for i in range(len(sizes))]
+        table = struct.pack(f"<{len(offsets)}I", *offsets) if offsets[-1] < 1 << 32 else b""
+        out.write(struct.pack("<HHI", 0xFFFE, 0xE000, len(table)) + table)
+        encoded.seek(0)
+        for size in sizes:
+            out.write(struct.pack("<HHI", 0xFFFE, 0xE000, size))
+            shutil.copyfileobj(_Limited(encoded, size), out)
+        out.write(struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
+
+
+_SPOOL_MEMORY = 4 << 20   # of encoded frames kept in memory before the spool goes to disk
+_UNDEFINED = 0xFFFFFFFF
+
+
+def _describe(ds: pydicom.Dataset, photometric: str, description: PixelDescription) -> None:
+    """The Image Pixel attributes a conversion may change."""
+    ds.PhotometricInterpretation = photometric
+    if description.samples_per_pixel > 1:
+        ds.PlanarConfiguration = description.planar_configuration
+
+
+def _write_header(ds: pydicom.Dataset, target: str, out: BinaryIO) -> None:
+    ds.file_meta.TransferSyntaxUID = target
+    try:
+        dcmwrite(out, ds, implicit_vr=target == IMPLICIT_VR_LITTLE_ENDIAN,
+                 little_endian=target != EXPLICIT_VR_BIG_ENDIAN, force_encoding=True)
+    except Exception as exc:   # values pydicom read but cannot write back (damaged files)
+        raise ValueError(f"the data set could not be written: {exc}") from None
+
+
+def _element_header(out: BinaryIO, tag: int, vr: bytes, length: int, little: bool, implicit: bool) -> None:
+    order = "<" if little else ">"
+    if implicit:
+        out.write(struct.pack(order + "HHI", tag >> 16, tag & 0xFFFF, length))
+    else:
+        out.write(struct.pack(order + "HH", tag >> 16, tag & 0xFFFF) + vr + struct.pack(order + "HI", 0, length))
+
+
+class _Limited:
+    """The next ``size`` bytes of a file, for copyfileobj."""
+
+    def __init__(self, fp: BinaryIO, size: int) -> None:
+        self.fp, self.left = fp, size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        data = self.fp.read(n)
+        self.left -= len(data)
+        return data
