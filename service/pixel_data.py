@@ -117,17 +117,18 @@ class FrameReader:
 
     def header_end(self) -> int | None:
         """Where Pixel Data's element starts in the blob (the data set before it is the header),
-        or None unless frames are read one by one and nothing follows Pixel Data."""
+        or None unless frames are read one by one. What follows Pixel Data (trailing padding,
+        digital signatures, which a new encoding invalidates) is left out, as in
+        transcode.transcode."""
         details, syntax = self.details, self.stored.transfer_syntax_uid
+        if self.pixels.bits_allocated % 8:
+            return None
         if syntax in IN_PLACE and details.pixel_offset is not None \
                 and details.pixel_length >= self.pixels.frame_length * self.pixels.number_of_frames:
-            start, end = details.pixel_offset, details.pixel_offset + details.pixel_length
-        elif syntax not in UNCOMPRESSED and details.fragments:
-            last = details.fragments[-1][-1]
-            start, end = details.fragments[0][0][0], last[0] + last[1] + 8   # + the sequence delimiter
-        else:
-            return None
-        return start if end == self.stored.size and self.pixels.bits_allocated % 8 == 0 else None
+            return details.pixel_offset
+        if syntax not in UNCOMPRESSED and details.fragments:
+            return details.fragments[0][0][0]
+        return None
 
     def header(self, end: int) -> pydicom.Dataset:
         with warnings.catch_warnings():

@@ -199,7 +199,6 @@ ENCODED = [("image/jls", None, "1.2.840.10008.1.2.4.80"), ("image/x-jls", None, 
 
 @pytest.mark.parametrize("media, asked_syntax, syntax", ENCODED)
 def test_uncompressed_frames_are_encoded_as_asked(client, media, asked_syntax, syntax):
-    from pydicom.pixels import get_decoder
     from transcode.codecs import decode_frame, PixelDescription
 
     syntax = syntax or asked_syntax

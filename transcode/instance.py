@@ -25,7 +25,7 @@ from typing import BinaryIO, Iterable
 import numpy as np
 import pydicom
 from pydicom import dcmwrite
-from pydicom.encaps import encapsulate, generate_frames
+from pydicom.encaps import generate_frames
 from pydicom.pixels import get_decoder
 from pydicom.valuerep import VR
 
@@ -70,7 +70,7 @@ def can_transcode(source: str, target: str, pixels: PixelDescription | None = No
 
 
 def transcode(fp: BinaryIO, target: str, source: str) -> bytes:
-    """The Part 10 file ``fp``, stored in ``source``, re-encoded in ``target``.
+    """The Part 10 file ``fp``, stored in ``source``, re-encoded in ``target``, in memory.
 
     Raises ValueError (CodecError for pixel data) when that is impossible.
     """
@@ -83,11 +83,40 @@ def transcode(fp: BinaryIO, target: str, source: str) -> bytes:
             _swap_byte_order(ds)
         if source not in UNCOMPRESSED and "PixelData" in ds:
             _decode(ds, source)
-        if target not in UNCOMPRESSED:
-            if "PixelData" not in ds:
+        if "PixelData" not in ds:
+            if target not in UNCOMPRESSED:
                 raise CodecError(f"there is no image to encode in {TRANSFER_SYNTAXES[target].name}")
-            _encode(ds, target)
-        return _write(ds, target)
+            return _write(ds, target)
+        try:
+            pixels = PixelDescription.from_dataset(ds)
+        except CodecError:
+            if target not in UNCOMPRESSED:
+                raise
+            return _write(ds, target)    # damaged description: the values re-encoded as they are
+        if not streamable(target) or pixels.bits_allocated % 8:   # deflate; bit-packed frames
+            return _write(ds, target)
+        native, size = ds.PixelData, pixels.frame_length
+        if len(native) < size * pixels.number_of_frames:
+            raise CodecError(f"the pixel data holds {len(native)} bytes, less than its description's "
+                             f"{size * pixels.number_of_frames}")
+        frames = ((native[i * size:(i + 1) * size], pixels) for i in range(pixels.number_of_frames))
+        out = io.BytesIO()
+        write_streamed(_before_pixels(ds), frames, pixels.number_of_frames, source, target, out)
+        return out.getvalue()
+
+
+def _before_pixels(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """The data set without Pixel Data and what follows it: trailing padding, and digital
+    signatures, which a new encoding invalidates (PS3.15 C.1)."""
+    header = pydicom.Dataset()
+    header.file_meta = ds.file_meta
+    header.preamble = ds.preamble
+    for elem in ds:
+        if elem.tag >= 0x7FE00010:
+            break
+        header.add(elem)
+    header.set_original_encoding(*ds.original_encoding, ds.original_character_set)
+    return header
 
 
 def _decode(ds: pydicom.Dataset, source: str) -> None:
@@ -95,7 +124,10 @@ def _decode(ds: pydicom.Dataset, source: str) -> None:
     if source == JPEG_EXTENDED and pixels.bits_stored > 8:
         frames = [decode_frame(frame, pixels, source)[0]
                   for frame in generate_frames(ds.PixelData, number_of_frames=pixels.number_of_frames)]
-        _set_native(ds, b"".join(frames))
+        ds.PixelData = b"".join(frames)
+        ds["PixelData"].is_undefined_length = False
+        ds["PixelData"].VR = VR.OB if pixels.bits_allocated <= 8 else VR.OW
+        ds.file_meta.TransferSyntaxUID = EXPLICIT_VR_LITTLE_ENDIAN
     else:
         try:
             ds.decompress(generate_instance_uid=False)   # the same instance, decoded: same UID
@@ -103,38 +135,6 @@ def _decode(ds: pydicom.Dataset, source: str) -> None:
             raise CodecError(f"the pixel data could not be decoded: {exc}") from None
     if TRANSFER_SYNTAXES[source].lossy:
         _mark_lossy(ds, TRANSFER_SYNTAXES[source].lossy_method, None)
-
-
-def _set_native(ds: pydicom.Dataset, pixels: bytes) -> None:
-    ds.PixelData = pixels + b"\0" * (len(pixels) % 2)
-    elem = ds["PixelData"]
-    elem.is_undefined_length = False
-    elem.VR = VR.OB if ds.BitsAllocated <= 8 else VR.OW
-    ds.file_meta.TransferSyntaxUID = EXPLICIT_VR_LITTLE_ENDIAN
-
-
-def _encode(ds: pydicom.Dataset, target: str) -> None:
-    pixels = PixelDescription.from_dataset(ds)
-    native = ds.PixelData
-    size = pixels.frame_length
-    if len(native) < size * pixels.number_of_frames:
-        raise CodecError(f"the pixel data holds {len(native)} bytes, less than its description's "
-                         f"{size * pixels.number_of_frames}")
-    frames, photometric = [], pixels.photometric_interpretation
-    for index in range(pixels.number_of_frames):
-        frame, photometric = encode_frame(native[index * size:(index + 1) * size], pixels, target)
-        frames.append(frame)
-    ds.PixelData = encapsulate(frames)
-    elem = ds["PixelData"]
-    elem.is_undefined_length = True
-    elem.VR = VR.OB
-    ds.PhotometricInterpretation = photometric
-    if pixels.samples_per_pixel > 1:
-        ds.PlanarConfiguration = 0
-    ds.file_meta.TransferSyntaxUID = target
-    syntax = TRANSFER_SYNTAXES[target]
-    if syntax.lossy:
-        _mark_lossy(ds, syntax.lossy_method, pixels.native_length / max(1, sum(len(f) for f in frames)))
 
 
 def _mark_lossy(ds: pydicom.Dataset, method: str, ratio: float | None) -> None:
@@ -162,13 +162,8 @@ def _values(value) -> list:
 def _write(ds: pydicom.Dataset, target: str) -> bytes:
     if target == EXPLICIT_VR_BIG_ENDIAN:
         _swap_byte_order(ds)
-    ds.file_meta.TransferSyntaxUID = target
     out = io.BytesIO()
-    try:
-        dcmwrite(out, ds, implicit_vr=target == IMPLICIT_VR_LITTLE_ENDIAN,
-                 little_endian=target != EXPLICIT_VR_BIG_ENDIAN, force_encoding=True)
-    except Exception as exc:   # values pydicom read but cannot write back (damaged files)
-        raise ValueError(f"the data set could not be written: {exc}") from None
+    _write_dataset(ds, target, out)
     return out.getvalue()
 
 
@@ -209,7 +204,7 @@ def write_streamed(header: pydicom.Dataset, frames: Iterable[tuple[bytes, PixelD
             little = target != EXPLICIT_VR_BIG_ENDIAN
             if not little:
                 _swap_byte_order(header)
-            _write_header(header, target, out)
+            _write_dataset(header, target, out)
             length = description.frame_length * count
             vr = b"OW" if description.bits_allocated > 8 else b"OB"
             _element_header(out, 0x7FE00010, vr, length + length % 2, little, target == IMPLICIT_VR_LITTLE_ENDIAN)
@@ -229,7 +224,7 @@ def write_streamed(header: pydicom.Dataset, frames: Iterable[tuple[bytes, PixelD
         _describe(header, photometric, replace(description, planar_configuration=0))
         if TRANSFER_SYNTAXES[target].lossy:
             _mark_lossy(header, TRANSFER_SYNTAXES[target].lossy_method, description.native_length / max(1, sum(sizes)))
-        _write_header(header, target, out)
+        _write_dataset(header, target, out)
         _element_header(out, 0x7FE00010, b"OB", _UNDEFINED, True, False)
         offsets = [sum(sizes[:i]) + 8 * i for i in range(len(sizes))]
         table = struct.pack(f"<{len(offsets)}I", *offsets) if offsets[-1] < 1 << 32 else b""
@@ -252,7 +247,7 @@ def _describe(ds: pydicom.Dataset, photometric: str, description: PixelDescripti
         ds.PlanarConfiguration = description.planar_configuration
 
 
-def _write_header(ds: pydicom.Dataset, target: str, out: BinaryIO) -> None:
+def _write_dataset(ds: pydicom.Dataset, target: str, out: BinaryIO) -> None:
     ds.file_meta.TransferSyntaxUID = target
     try:
         dcmwrite(out, ds, implicit_vr=target == IMPLICIT_VR_LITTLE_ENDIAN,
