@@ -79,3 +79,19 @@ def test_decompression_keeps_pixels_and_attributes(name, target):
 def test_undecodable_data_is_a_value_error():
     with open(TEST_FILES / "JPEG2000-embedded-sequence-delimiter.dcm", "rb") as fp, pytest.raises(ValueError):
         transcode(fp, EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.4.91")
+
+
+def test_a_value_too_long_for_its_explicit_vr_becomes_un():
+    """PS3.5 §6.2.2: from Implicit VR, a value over 64 KiB of a VR with a 16-bit length goes out as UN."""
+    from pydicom.uid import generate_uid
+
+    from bench.synthetic import ct_instance
+
+    ds = read(ct_instance(generate_uid(), generate_uid(), rows=8, columns=8, transfer_syntax=IMPLICIT_VR_LITTLE_ENDIAN))
+    ds.add_new(0x00204000, "LT", "x" * 70000)
+    implicit = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.save_as(implicit, implicit_vr=True, little_endian=True, enforce_file_format=True)
+    back = read(transcode(io.BytesIO(implicit.getvalue()), EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN))
+    assert back[0x00204000].VR == "UN" and len(back[0x00204000].value) == 70000

@@ -4,11 +4,10 @@ Encoders, chosen by measurement (docs/benchmarks.md): Pillow (libjpeg-turbo)
 for 8-bit lossy JPEG, an unambiguous JFIF stream, colour subsampled 4:2:2 and
 so labelled YBR_FULL_422 as PS3.5 §8.2.1 asks (GDCM labels its YCbCr colour
 streams RGB, and refuses odd-sized frames); GDCM for 12-bit JPEG and lossless
-JPEG (processes 14 and 14 SV1), which no other installed library writes; pydicom's plug-ins
-for JPEG-LS (CharLS through pyjpegls), JPEG 2000 (OpenJPEG through
-pylibjpeg-openjpeg), which take the lossy parameters we need and run as fast as
-GDCM's, and RLE (GDCM's, 14 times faster than pydicom's own, which takes the odd-sized
-frames GDCM refuses). Decoding goes through pydicom's decoders (each syntax has a
+JPEG (processes 14 and 14 SV1), which no other installed library writes, and for RLE
+(14 times faster than pydicom's own encoder, kept for the odd-sized frames GDCM refuses);
+pydicom's plug-ins for JPEG-LS (CharLS through pyjpegls) and JPEG 2000 (OpenJPEG through
+pylibjpeg-openjpeg), which take the lossy parameters we need and run as fast as GDCM's. Decoding goes through pydicom's decoders (each syntax has a
 first choice and fall-backs), and GDCM directly for 12-bit JPEG, which
 pydicom's GDCM plug-in refuses.
 
@@ -43,9 +42,10 @@ JPEG_2000_MIN_BYTES = 1024    # …but never fewer bytes than this a frame, wher
 # and every other codec here were checked safe (tests/test_codecs.py, in threads).
 _OPENJPEG_ENCODING = threading.Lock()
 
-_GDCM_ENCODED = {JPEG_BASELINE, JPEG_EXTENDED, "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"}
+_GDCM_JPEG = {JPEG_BASELINE, JPEG_EXTENDED, "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"}
+_GDCM_ENCODED = _GDCM_JPEG | {RLE_LOSSLESS}
 _PYDICOM_ENCODED = {"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90",
-                    "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.5"}
+                    "1.2.840.10008.1.2.4.91"}
 ENCODABLE = frozenset(_GDCM_ENCODED | _PYDICOM_ENCODED)
 
 
@@ -128,7 +128,7 @@ def unsuitable(target: str, pixels: PixelDescription) -> str | None:
         return "JPEG Extended holds unsigned samples of at most 12 bits"
     if target == JPEG_EXTENDED and pixels.samples_per_pixel == 3 and bits != 8:
         return "JPEG Extended colour is encoded from 8-bit samples only"
-    if target in _GDCM_ENCODED and pixels.frame_length % 2 and not (syntax.lossy and bits == 8):
+    if target in _GDCM_JPEG and pixels.frame_length % 2 and not (syntax.lossy and bits == 8):
         return f"GDCM does not encode frames of an odd number of bytes in {syntax.name}"
     # The encoders refuse tiny images: OpenJPEG's five decomposition levels need 32 pixels a side.
     smallest = 32 if syntax.bulk_media_type == "image/jp2" else 8
@@ -149,12 +149,12 @@ def encode_frame(native: bytes, pixels: PixelDescription, target: str) -> tuple[
         native = _interleave(native, pixels)
     if target in (JPEG_BASELINE, JPEG_EXTENDED) and pixels.bits_allocated == 8:
         return _pillow_encode(native, pixels)
-    if target in _GDCM_ENCODED:
+    if target in _GDCM_JPEG or (target == RLE_LOSSLESS and len(native) % 2 == 0):
         return _gdcm_encode(native, pixels, target)
     options = {"jls_error": JPEG_LS_NEAR} if target.endswith(".81") else \
         {"j2k_cr": [max(1.0, min(JPEG_2000_RATIO, pixels.frame_length / JPEG_2000_MIN_BYTES))]} \
         if target.endswith(".91") else \
-        {"encoding_plugin": "gdcm" if len(native) % 2 == 0 else "pydicom"} if target == RLE_LOSSLESS else {}
+        {"encoding_plugin": "pydicom"} if target == RLE_LOSSLESS else {}   # odd-sized frames, which GDCM refuses
     serial = _OPENJPEG_ENCODING if TRANSFER_SYNTAXES[target].bulk_media_type == "image/jp2" else nullcontext()
     try:
         with serial, warnings.catch_warnings():
@@ -248,12 +248,13 @@ def _gdcm_encode(native: bytes, pixels: PixelDescription, target: str) -> tuple[
     image.SetDataElement(element)
     change = gdcm.ImageChangeTransferSyntax()
     change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.GetTSType(target)))
-    codec = gdcm.JPEGCodec()
-    lossy = TRANSFER_SYNTAXES[target].lossy
-    codec.SetLossless(not lossy)
-    if lossy:
-        codec.SetQuality(JPEG_QUALITY)
-    change.SetUserCodec(codec)
+    if target in _GDCM_JPEG:
+        codec = gdcm.JPEGCodec()
+        lossy = TRANSFER_SYNTAXES[target].lossy
+        codec.SetLossless(not lossy)
+        if lossy:
+            codec.SetQuality(JPEG_QUALITY)
+        change.SetUserCodec(codec)
     change.SetInput(image)
     if not change.Change():
         raise CodecError(f"GDCM could not encode the frame in {TRANSFER_SYNTAXES[target].name}")
