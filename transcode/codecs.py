@@ -7,9 +7,10 @@ streams RGB, and refuses odd-sized frames); GDCM for 12-bit JPEG and lossless
 JPEG (processes 14 and 14 SV1), which no other installed library writes, and for RLE
 (14 times faster than pydicom's own encoder, kept for the odd-sized frames GDCM refuses);
 pydicom's plug-ins for JPEG-LS (CharLS through pyjpegls) and JPEG 2000 (OpenJPEG through
-pylibjpeg-openjpeg), which take the lossy parameters we need and run as fast as GDCM's. Decoding goes through pydicom's decoders (each syntax has a
-first choice and fall-backs), and GDCM directly for 12-bit JPEG, which
-pydicom's GDCM plug-in refuses.
+pylibjpeg-openjpeg), which take the lossy parameters we need and run as fast as
+GDCM's. Decoding goes through pydicom's decoders (each syntax has a first choice
+and fall-backs), and GDCM directly for 12-bit JPEG, which pydicom's GDCM plug-in
+refuses.
 
 GDCM's objects are built in memory, never from files, and only from frames
 whose size matches the description: its codecs abort the process on
