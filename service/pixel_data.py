@@ -136,6 +136,15 @@ class FrameReader:
             prefix = b"".join(_Spans(self.archive.blobs, self.stored.blob_key, [(0, end)]))
             return pydicom.dcmread(io.BytesIO(prefix), stop_before_pixels=True)
 
+    def dataset(self) -> pydicom.Dataset:
+        """The data set up to Pixel Data: from the blob's prefix where Pixel Data's place is known."""
+        end = self.header_end()
+        if end is not None:
+            return self.header(end)
+        with self.archive.spooled(self.stored) as spool, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(spool, stop_before_pixels=True)
+
     def all(self) -> Iterator[tuple[bytes, PixelDescription]]:
         return (self.native(n) for n in range(1, self.pixels.number_of_frames + 1))
 

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 from flask import Blueprint, Response
 
-from . import retrieve
+from . import rendered_rs, retrieve
 from .errors import NotFound
 from .media import instance_representations
 from .multipart import new_boundary
@@ -19,6 +19,8 @@ bp = Blueprint("wado_rs", __name__)
 @bp.get("/studies/<study>/series/<series>/instances/<instance>")
 def retrieve_instances(study: str, series: str | None = None, instance: str | None = None) -> Response:
     require_uids(study=study, series=series, instance=instance)
+    if rendered_rs.asks_for_rendered(accepted()):   # multipart/related; type="image/jpeg", as the quick-start asks
+        return rendered_rs.render_resource(study, series, instance, None, thumbnail=False)
     representations = instance_representations(accepted())
     found = archive().instances(study, series, instance)
     if not found:

@@ -1,0 +1,223 @@
+"""WADO-RS rendered resources and thumbnails (PS3.18 §10.4.1.1.3, §8.3.5).
+
+``…/rendered`` at study, series, instance and frames level: every image instance of a
+study or series, one part each (a multi-frame instance's first frame), or the frames
+asked for; ``…/thumbnail`` at the same levels: one small image of a representative
+instance (the middle one of a series; of a study, of its first series). JPEG by
+default, PNG or GIF (animated over the frames of a multi-frame instance) when asked.
+Rendering follows transcode.render; answers carry an ETag made from the instances'
+contents and the parameters, and thumbnails are kept in a small per-process cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from typing import Iterator, Sequence
+
+from flask import Blueprint, Response, current_app, request
+
+from storage import StoredInstance
+from transcode import CodecError
+from transcode.render import (
+    RENDERED_MEDIA_TYPES, Rendering, Viewport, encode_images, frame_array, parse_rendering, to_8bit, to_image,
+)
+
+from . import multipart
+from .errors import BadRequest, NotAcceptable, NotFound
+from .frames_rs import check_range, parse_frame_list
+from .limits import TranscodeLimits
+from .media import MULTIPART_RELATED, MediaType
+from .pixel_data import FrameReader
+from .web import accepted, archive, require_uids, transcode_limits
+
+bp = Blueprint("rendered_rs", __name__)
+
+THUMBNAIL = Viewport(128, 128)
+_PREFIX = "/studies/<study>"
+_SERIES = _PREFIX + "/series/<series>"
+_INSTANCE = _SERIES + "/instances/<instance>"
+_FRAMES = _INSTANCE + "/frames/<frames>"
+
+
+@bp.get(_PREFIX + "/rendered")
+@bp.get(_SERIES + "/rendered")
+@bp.get(_INSTANCE + "/rendered")
+@bp.get(_FRAMES + "/rendered")
+def rendered(study: str, series: str | None = None, instance: str | None = None,
+             frames: str | None = None) -> Response:
+    return render_resource(study, series, instance, frames, thumbnail=False)
+
+
+@bp.get(_PREFIX + "/thumbnail")
+@bp.get(_SERIES + "/thumbnail")
+@bp.get(_INSTANCE + "/thumbnail")
+@bp.get(_FRAMES + "/thumbnail")
+def thumbnail(study: str, series: str | None = None, instance: str | None = None,
+              frames: str | None = None) -> Response:
+    return render_resource(study, series, instance, frames, thumbnail=True)
+
+
+def render_resource(study: str, series: str | None, instance: str | None, frames: str | None,
+                    thumbnail: bool) -> Response:
+    require_uids(study=study, series=series, instance=instance)
+    numbers = parse_frame_list(frames) if frames is not None else None
+    found = archive().instances(study, series, instance)
+    if not found:
+        level = "instance" if instance else "series" if series else "study"
+        raise NotFound(f"no such {level} in the archive")
+    several = not thumbnail and (instance is None or (numbers is not None and len(numbers) > 1))
+    media_type, as_multipart = negotiate(accepted(), several)
+    try:
+        rendering = parse_rendering(request.args.to_dict(), media_type, THUMBNAIL if thumbnail else None)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    images = [(stored, reader) for stored in found if (reader := FrameReader.of(archive(), stored)) is not None]
+    if not images:
+        raise NotFound("there is no image to render here")
+    if thumbnail:
+        images = [images[len(images) // 2]] if instance is None else images
+    for _, reader in images:
+        if numbers is not None:
+            check_range(numbers, reader.pixels.number_of_frames)
+    tag = _etag(images, numbers, rendering, as_multipart, thumbnail)
+    if request.if_none_match.contains_weak(tag):
+        return Response(status=304, headers={"ETag": f'"{tag}"', "Cache-Control": CACHE_CONTROL})
+    if as_multipart:
+        bodies: list = [_Lazy(reader, wanted, rendering)
+                        for _, reader in images for wanted in _frame_groups(reader, numbers, rendering, True)]
+        bodies[0] = [bodies[0].make(before_answer=True)]   # an image that cannot be rendered is still a 406
+        parts = (multipart.Part({"Content-Type": media_type}, body) for body in bodies)
+        boundary = multipart.new_boundary()
+        response = Response(multipart.encode_parts(parts, boundary), direct_passthrough=True,
+                            content_type=f'multipart/related; type="{media_type}"; boundary={boundary}')
+    else:
+        _, reader = images[0]
+        [wanted] = _frame_groups(reader, numbers or ([1] if thumbnail else None), rendering, False)
+        cache = current_app.extensions["thumbnails"]
+        body = cache.get(tag) if thumbnail else None
+        if body is None:
+            body = _Lazy(reader, wanted, rendering).make(before_answer=True)
+            if thumbnail:
+                cache.put(tag, body)
+        response = Response(body, content_type=media_type)
+    response.headers["ETag"] = f'"{tag}"'
+    response.headers["Cache-Control"] = CACHE_CONTROL
+    return response
+
+
+# The rendering of given instances never changes (the ETag names their contents), but the
+# answers need a key: browsers may keep them, shared caches may not.
+CACHE_CONTROL = "private, max-age=86400"
+
+
+def negotiate(accept: list[MediaType], several: bool) -> tuple[str, bool]:
+    """(media type, multipart?) for a rendered resource (PS3.18 §8.7.4, table 8.7.4-1):
+    a single image unless the resource holds several, then multipart/related."""
+    for media in accept:
+        if media.type in RENDERED_MEDIA_TYPES and not several:
+            return media.type, False
+        if media.type in ("image/*", "*/*"):
+            return "image/jpeg", several
+        if media.type in (MULTIPART_RELATED, "multipart/*"):
+            inner = (media.param("type") or "image/jpeg").lower()
+            if inner in RENDERED_MEDIA_TYPES:
+                return inner, True
+            if inner in ("image/*", "*/*"):
+                return "image/jpeg", True
+    offered = "multipart/related; type=" if several else ""
+    raise NotAcceptable(f"rendered images are sent as {offered}" + ", ".join(RENDERED_MEDIA_TYPES))
+
+
+def asks_for_rendered(accept: list[MediaType]) -> bool:
+    """Whether a plain study, series or instance retrieve asks for rendered images first
+    (``multipart/related; type="image/jpeg"``, as the DICOMweb quick-start does)."""
+    for media in accept:
+        if media.type in (MULTIPART_RELATED, "multipart/*"):
+            inner = (media.param("type") or "").lower()
+            if inner in RENDERED_MEDIA_TYPES:
+                return True
+            if inner:
+                return False
+        elif media.type != "*/*":
+            return False
+    return False
+
+
+def _frame_groups(reader: FrameReader, numbers: Sequence[int] | None, rendering: Rendering,
+                  as_multipart: bool) -> list[list[int]]:
+    """The frames of each image to send: one part a frame in multipart answers; in a single
+    image, the first frame asked for, or every frame of an animated GIF."""
+    count = reader.pixels.number_of_frames
+    wanted = list(numbers) if numbers is not None else None
+    if as_multipart:
+        return [[n] for n in wanted] if wanted else [[1]]
+    if rendering.media_type == "image/gif":
+        return [wanted or list(range(1, count + 1))]
+    return [[(wanted or [1])[0]]]
+
+
+def _render(reader: FrameReader, numbers: list[int], rendering: Rendering, limits: TranscodeLimits,
+            before_answer: bool) -> bytes:
+    with limits.slot(before_answer):
+        try:
+            ds = reader.dataset()
+            images = []
+            for number in numbers:
+                native, description = reader.native(number)
+                grey_or_rgb = to_8bit(frame_array(native, description), ds, description.photometric_interpretation,
+                                      rendering.window)
+                images.append(to_image(grey_or_rgb, ds, rendering))
+        except CodecError as exc:
+            raise NotAcceptable(f"the image cannot be rendered: {exc}") from None
+        frame_time = float(ds.get("FrameTime") or 100)
+        return encode_images(images, rendering, frame_time)
+
+
+class _Lazy:
+    """One rendered image, made when asked for (in a multipart answer: when the encoder reaches it)."""
+
+    def __init__(self, reader: FrameReader, numbers: list[int], rendering: Rendering) -> None:
+        self.reader, self.numbers, self.rendering = reader, numbers, rendering
+        self.limits = transcode_limits()   # taken now: the answer streams after the request's context
+
+    def make(self, before_answer: bool) -> bytes:
+        return _render(self.reader, self.numbers, self.rendering, self.limits, before_answer)
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.make(before_answer=False)
+
+
+def _etag(images: Sequence[tuple[StoredInstance, FrameReader]], numbers, rendering: Rendering,
+          as_multipart: bool, thumbnail: bool) -> str:
+    digest = hashlib.sha256(repr((rendering, numbers, as_multipart, thumbnail)).encode())
+    for stored, _ in images:
+        digest.update(stored.sha256.encode())
+    return digest.hexdigest()[:32]
+
+
+class ThumbnailCache:
+    """A small LRU of rendered thumbnails by ETag, bounded in bytes, one per worker process."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes, self.size = max_bytes, 0
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key) -> bytes | None:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            return None
+
+    def put(self, key, value: bytes) -> None:
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = value
+            self.size += len(value)
+            while self.size > self.max_bytes and self._items:
+                _, dropped = self._items.popitem(last=False)
+                self.size -= len(dropped)
+

@@ -1,0 +1,270 @@
+"""Rendering: a frame's pixels to an 8-bit image a browser can show (PS3.18 §8.3.5).
+
+The presentation pipeline of PS3.3 C.11 on numpy arrays: Modality LUT (rescale or
+LUT), then VOI — the window asked for, else the data set's window or VOI LUT, else
+the frame's own range —, MONOCHROME1 inverted; palette colour through its LUTs;
+colour (YCbCr already made RGB by the decoder) scaled to 8 bits. Then the pixel
+aspect ratio, the viewport (source region, flips, fit within the size asked,
+keeping proportions), burned-in annotations, and the encoding (JPEG, PNG, GIF —
+animated for several frames). Pure functions: no storage, no HTTP.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pydicom
+from PIL import Image, ImageCms, ImageDraw, ImageFont
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+
+from .codecs import PixelDescription
+
+RENDERED_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif")
+WINDOW_FUNCTIONS = {"linear": "LINEAR", "linear-exact": "LINEAR_EXACT", "sigmoid": "SIGMOID"}
+ANNOTATIONS = ("patient", "technique")
+ICC_PROFILES = ("no", "yes", "srgb")   # PS3.18 also names adobergb and rommrgb: we render in sRGB only
+
+
+@dataclass(frozen=True)
+class Window:
+    center: float
+    width: float
+    function: str = "LINEAR"    # LINEAR, LINEAR_EXACT or SIGMOID (PS3.3 C.11.2.1.3)
+
+
+@dataclass(frozen=True)
+class Viewport:
+    width: int
+    height: int
+    region: tuple[float, float, float, float] | None = None   # sx, sy, sw, sh in source pixels; sw, sh < 0 flip
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """What a rendered or thumbnail request asks for (PS3.18 table 8.3.5-1)."""
+
+    media_type: str = "image/jpeg"
+    quality: int = 90
+    window: Window | None = None
+    viewport: Viewport | None = None
+    annotations: tuple[str, ...] = ()
+    icc_profile: str = "no"
+
+
+def parse_rendering(params: dict[str, str], media_type: str = "image/jpeg",
+                    default_viewport: Viewport | None = None) -> Rendering:
+    """The rendering parameters of a request; ValueError naming the parameter when one is malformed."""
+    quality = 90
+    if "quality" in params:
+        quality = _number(params["quality"], "quality", int)
+        if not 1 <= quality <= 100:
+            raise ValueError("quality must be between 1 and 100")
+    window = None
+    if "window" in params:
+        parts = params["window"].split(",")
+        if len(parts) not in (2, 3):
+            raise ValueError("window must be center,width[,function]")
+        center, width = _number(parts[0], "window center", float), _number(parts[1], "window width", float)
+        function = WINDOW_FUNCTIONS.get(parts[2].strip().lower() if len(parts) == 3 else "linear")
+        if function is None:
+            raise ValueError(f"window function must be one of {', '.join(WINDOW_FUNCTIONS)}")
+        if width < (1 if function == "LINEAR" else 0) or (width == 0):
+            raise ValueError("window width must be at least 1 (linear) or above 0")
+        window = Window(center, width, function)
+    viewport = default_viewport
+    if "viewport" in params:
+        parts = params["viewport"].split(",")
+        if len(parts) not in (2, 6):
+            raise ValueError("viewport must be vw,vh or vw,vh,sx,sy,sw,sh")
+        vw, vh = (_number(p, "viewport", int) for p in parts[:2])
+        if not (0 < vw <= 8192 and 0 < vh <= 8192):
+            raise ValueError("viewport width and height must be between 1 and 8192")
+        region = tuple(_number(p, "viewport", float) for p in parts[2:]) if len(parts) == 6 else None
+        if region is not None and (region[0] < 0 or region[1] < 0 or region[2] == 0 or region[3] == 0):
+            raise ValueError("viewport sx and sy must not be negative, sw and sh not zero")
+        viewport = Viewport(vw, vh, region)
+    annotations: tuple[str, ...] = ()
+    if params.get("annotation"):
+        annotations = tuple(a.strip().lower() for a in params["annotation"].split(","))
+        if any(a not in ANNOTATIONS for a in annotations):
+            raise ValueError(f"annotation must be a list of {', '.join(ANNOTATIONS)}")
+    icc_profile = params.get("iccprofile", "no").lower()
+    if icc_profile not in ICC_PROFILES:
+        raise ValueError(f"iccprofile must be one of {', '.join(ICC_PROFILES)}: images are rendered in sRGB")
+    return Rendering(media_type, quality, window, viewport, annotations, icc_profile)
+
+
+def _number(text: str, name: str, kind):
+    try:
+        value = kind(text.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {text[:40]!r}") from None
+    if kind is float and not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number")
+    return value
+
+
+def frame_array(native: bytes, pixels: PixelDescription) -> np.ndarray:
+    """A native little endian frame as an array: rows × columns (× 3), bits above Bits Stored
+    masked and signed values sign-extended, YCbCr converted to RGB, as pydicom decodes."""
+    from pydicom.pixels import get_decoder
+
+    array, _ = get_decoder("1.2.840.10008.1.2.1").as_array(
+        native, rows=pixels.rows, columns=pixels.columns, samples_per_pixel=pixels.samples_per_pixel,
+        bits_allocated=pixels.bits_allocated, bits_stored=pixels.bits_stored,
+        pixel_representation=pixels.pixel_representation,
+        photometric_interpretation=pixels.photometric_interpretation,
+        planar_configuration=pixels.planar_configuration, number_of_frames=1, pixel_keyword="PixelData")
+    return array
+
+
+def to_8bit(array: np.ndarray, ds: pydicom.Dataset, photometric: str, window: Window | None) -> np.ndarray:
+    """The presentation pipeline: an 8-bit grey or RGB array of one frame."""
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(array, ds)
+        return _scale_to_8bit(rgb, 16 if rgb.dtype.itemsize > 1 else 8)
+    if array.ndim == 3:   # RGB (YCbCr is converted by the decoder)
+        stored = int(ds.get("BitsStored") or array.dtype.itemsize * 8)
+        return _scale_to_8bit(array, stored)
+    values = apply_modality_lut(array, ds).astype(np.float64)
+    if window is None:
+        window = dataset_window(ds)
+    if window is not None:
+        grey = apply_window(values, window)
+    elif "VOILUTSequence" in ds:
+        lut = apply_voi_lut(values.astype(np.int64) if np.all(values == np.round(values)) else values, ds,
+                            prefer_lut=True)
+        bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+        grey = np.clip(np.rint(lut.astype(np.float64) / ((1 << bits) - 1) * 255), 0, 255).astype(np.uint8)
+    else:
+        low, high = float(values.min()), float(values.max())
+        grey = apply_window(values, Window((low + high) / 2, max(high - low, 1e-9), "LINEAR_EXACT"))
+    if photometric == "MONOCHROME1":
+        grey = 255 - grey
+    return grey
+
+
+def dataset_window(ds: pydicom.Dataset) -> Window | None:
+    """The first window the data set names (PS3.3 C.11.2), or None."""
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if center is None or width is None or center == "" or width == "":
+        return None
+    first = (lambda v: float(v[0]) if isinstance(v, pydicom.multival.MultiValue) else float(v))
+    try:
+        center, width = first(center), first(width)
+    except (TypeError, ValueError, IndexError):
+        return None
+    function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    if function not in WINDOW_FUNCTIONS.values() or width <= 0 or (function == "LINEAR" and width < 1):
+        return None
+    return Window(center, width, function)
+
+
+def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
+    """PS3.3 C.11.2.1.2 and C.11.2.1.3: values to 0..255."""
+    c, w = window.center, window.width
+    if window.function == "SIGMOID":
+        out = 255.0 / (1.0 + np.exp(-4.0 * (values - c) / w))
+    elif window.function == "LINEAR_EXACT":
+        out = np.where(values <= c - w / 2, 0.0,
+                       np.where(values > c + w / 2, 255.0, ((values - c) / w + 0.5) * 255.0))
+    else:
+        low, high = c - 0.5 - (w - 1) / 2, c - 0.5 + (w - 1) / 2
+        out = np.where(values <= low, 0.0,
+                       np.where(values > high, 255.0, ((values - (c - 0.5)) / (w - 1) + 0.5) * 255.0))
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _scale_to_8bit(array: np.ndarray, bits: int) -> np.ndarray:
+    if bits <= 8:
+        return array.astype(np.uint8)
+    return (array.astype(np.uint32) >> (bits - 8)).clip(0, 255).astype(np.uint8)
+
+
+def to_image(grey_or_rgb: np.ndarray, ds: pydicom.Dataset, rendering: Rendering) -> Image.Image:
+    """The 8-bit array as an image: square pixels, then the viewport, then annotations."""
+    image = Image.fromarray(grey_or_rgb, "RGB" if grey_or_rgb.ndim == 3 else "L")
+    image = _square_pixels(image, ds)
+    if rendering.viewport is not None:
+        image = _viewport(image, rendering.viewport)
+    if rendering.annotations:
+        image = _annotate(image, ds, rendering)
+    return image
+
+
+def _square_pixels(image: Image.Image, ds: pydicom.Dataset) -> Image.Image:
+    """Keep the physical aspect ratio where rows and columns are spaced differently."""
+    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    ratio = None
+    try:
+        if spacing is not None and len(spacing) == 2 and float(spacing[0]) > 0 and float(spacing[1]) > 0:
+            ratio = float(spacing[0]) / float(spacing[1])                       # row / column spacing
+        elif ds.get("PixelAspectRatio") is not None and len(ds.PixelAspectRatio) == 2:
+            ratio = float(ds.PixelAspectRatio[0]) / float(ds.PixelAspectRatio[1])
+    except (TypeError, ValueError, ZeroDivisionError):
+        ratio = None
+    if ratio is None or abs(ratio - 1) < 1e-3:
+        return image
+    return image.resize((image.width, max(1, round(image.height * ratio))), Image.Resampling.BILINEAR)
+
+
+def _viewport(image: Image.Image, viewport: Viewport) -> Image.Image:
+    """PS3.18 §8.3.5.1.3: the source region (flipped where its width or height is negative),
+    scaled to fit within vw × vh, proportions kept."""
+    if viewport.region is not None:
+        sx, sy, sw, sh = viewport.region
+        left, right = sorted((sx, sx + sw))
+        top, bottom = sorted((sy, sy + sh))
+        image = image.crop((round(left), round(top), round(right), round(bottom)))
+        if sw < 0:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if sh < 0:
+            image = image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    scale = min(viewport.width / image.width, viewport.height / image.height)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
+
+
+def _annotate(image: Image.Image, ds: pydicom.Dataset, rendering: Rendering) -> Image.Image:
+    lines = {"patient": " ".join(str(ds.get(k, "") or "") for k in ("PatientName", "PatientID", "PatientBirthDate")),
+             "technique": " ".join(str(ds.get(k, "") or "") for k in ("Modality", "SeriesDescription"))}
+    window = rendering.window or dataset_window(ds)
+    if window is not None:
+        lines["technique"] += f"  C {window.center:g} W {window.width:g}"
+    image = image.convert("RGB")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=max(10, image.height // 32))
+    top, bottom = 4, image.height - 4
+    for name in rendering.annotations:
+        text = lines[name].strip()
+        if name == "patient":
+            draw.text((4, top), text, fill="white", font=font, stroke_width=1, stroke_fill="black")
+        else:
+            draw.text((4, bottom), text, fill="white", font=font, stroke_width=1, stroke_fill="black", anchor="ld")
+    return image
+
+
+def encode_images(images: Sequence[Image.Image], rendering: Rendering, frame_time_ms: float = 100.0) -> bytes:
+    """JPEG, PNG or GIF bytes of one image, or of several as an animated GIF."""
+    out = io.BytesIO()
+    icc = _icc_profile(rendering.icc_profile)
+    extra = {"icc_profile": icc} if icc else {}
+    if rendering.media_type == "image/gif":
+        frames = [image.convert("P", palette=Image.Palette.ADAPTIVE) if image.mode == "RGB" else image
+                  for image in images]
+        frames[0].save(out, "GIF", save_all=len(frames) > 1, append_images=frames[1:],
+                       duration=max(20, round(frame_time_ms)), loop=0)
+    elif rendering.media_type == "image/png":
+        images[0].save(out, "PNG", **extra)
+    else:
+        images[0].save(out, "JPEG", quality=rendering.quality, **extra)
+    return out.getvalue()
+
+
+def _icc_profile(name: str) -> bytes | None:
+    """The sRGB profile, the colour space we render in, for ``yes`` and ``srgb``."""
+    if name == "no":
+        return None
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
