@@ -31,7 +31,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["transcode_limits"] = TranscodeLimits(config.transcode_max_bytes, config.transcode_slots,
                                                          config.transcode_wait)
 
-    from . import bulkdata_rs, cors, frames_rs, health, metadata_rs, qido_rs, rendered_rs, stow_rs, wado_rs
+    from . import bulkdata_rs, cors, frames_rs, health, metadata_rs, qido_rs, rendered_rs, stow_rs, wado_rs, wado_uri
 
     app.extensions["thumbnails"] = rendered_rs.ThumbnailCache(16 << 20)
 
@@ -41,6 +41,9 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(frames_rs.bp, url_prefix=config.url_prefix)
     app.register_blueprint(bulkdata_rs.bp, url_prefix=config.url_prefix)
     app.register_blueprint(rendered_rs.bp, url_prefix=config.url_prefix)
+    app.register_blueprint(wado_uri.bp, url_prefix=config.url_prefix)
+    if config.url_prefix:   # older clients know WADO-URI at the server's root too
+        app.register_blueprint(wado_uri.bp, name="wado_uri_root")
     app.register_blueprint(stow_rs.bp, url_prefix=config.url_prefix)
     app.register_blueprint(wado_rs.bp, url_prefix=config.url_prefix)
 

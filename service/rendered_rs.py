@@ -97,7 +97,7 @@ def render_resource(study: str, series: str | None, instance: str | None, frames
         cache = current_app.extensions["thumbnails"]
         body = cache.get(tag) if thumbnail else None
         if body is None:
-            body = _Lazy(reader, wanted, rendering).make(before_answer=True)
+            body = render_now(reader, wanted, rendering)
             if thumbnail:
                 cache.put(tag, body)
         response = Response(body, content_type=media_type)
@@ -155,6 +155,11 @@ def _frame_groups(reader: FrameReader, numbers: Sequence[int] | None, rendering:
     if rendering.media_type == "image/gif":
         return [wanted or list(range(1, count + 1))]
     return [[(wanted or [1])[0]]]
+
+
+def render_now(reader: FrameReader, numbers: list[int], rendering: Rendering) -> bytes:
+    """One image of these frames (several: an animated GIF), made before the answer starts."""
+    return _Lazy(reader, numbers, rendering).make(before_answer=True)
 
 
 def _render(reader: FrameReader, numbers: list[int], rendering: Rendering, limits: TranscodeLimits,

@@ -1,0 +1,221 @@
+"""WADO-URI (PS3.18 §9): one object by UIDs in query parameters, for older clients.
+
+``GET …/wado?requestType=WADO&studyUID=…&seriesUID=…&objectUID=…`` answers the
+instance (``application/dicom``, in ``transferSyntax``, de-identified with
+``anonymize=yes``), a rendered image (``image/jpeg`` by default for images,
+``image/png``, ``image/gif``: ``rows``, ``columns``, ``region``, ``windowCenter``/
+``windowWidth``, ``frameNumber``, ``imageQuality``, ``annotation``) or a structured
+report as text (``text/html`` by default for SR, ``text/plain``). A missing or
+contradictory parameter is 400 naming it.
+"""
+from __future__ import annotations
+
+import html
+import warnings
+from dataclasses import replace
+
+import pydicom
+from flask import Blueprint, Response, request
+
+from storage.uids import is_valid_uid
+from transcode.render import RENDERED_MEDIA_TYPES, Viewport, Window, parse_rendering
+from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
+
+from . import rendered_rs, retrieve
+from .errors import BadRequest, NotAcceptable, NotFound
+from .media import DICOM, Representation, parse_accept
+from .pixel_data import FrameReader
+from .web import archive, transcode_limits
+
+bp = Blueprint("wado_uri", __name__)
+
+IMAGE_ONLY = ("rows", "columns", "region", "windowCenter", "windowWidth", "frameNumber", "imageQuality",
+              "annotation")
+TEXT_TYPES = ("text/html", "text/plain")
+SR_MODALITY = "SR"
+
+
+@bp.get("/wado")
+def wado() -> Response:
+    args = request.args
+    if args.get("requestType") != "WADO":
+        raise BadRequest("requestType must be WADO")
+    uids = {name: args.get(name, "") for name in ("studyUID", "seriesUID", "objectUID")}
+    for name, value in uids.items():
+        if not value:
+            raise BadRequest(f"{name} is missing")
+        if not is_valid_uid(value):
+            raise BadRequest(f"{name} is not a valid UID")
+    if "presentationUID" in args or "presentationSeriesUID" in args:
+        raise BadRequest("presentationUID: presentation states are not applied by this server")
+    found = archive().instances(uids["studyUID"], uids["seriesUID"], uids["objectUID"])
+    if not found:
+        raise NotFound("no such object in the archive")
+    stored = found[0]
+    frames = FrameReader.of(archive(), stored)
+    content_type = _content_type(args.get("contentType"), frames is not None, stored.sop_class_uid)
+    if content_type == DICOM:
+        wrong = [name for name in IMAGE_ONLY if name in args]
+        if wrong:
+            raise BadRequest(f"{wrong[0]} is not allowed with contentType=application/dicom")
+        return _dicom(stored, args.get("transferSyntax", EXPLICIT_VR_LITTLE_ENDIAN), args.get("anonymize"))
+    for name in ("transferSyntax", "anonymize"):
+        if name in args:
+            raise BadRequest(f"{name} is only allowed with contentType=application/dicom")
+    if content_type in TEXT_TYPES:
+        return _report(stored, content_type)
+    if frames is None:
+        raise NotAcceptable(f"the object is not an image; it is available as {DICOM}")
+    return _image(frames, content_type, args)
+
+
+def _content_type(asked: str | None, image: bool, sop_class: str) -> str:
+    """The first supported type of the contentType list (PS3.18 §9.1.2.1.4); by default
+    image/jpeg for images, text/html for structured reports, else application/dicom."""
+    if not asked:
+        if image:
+            return "image/jpeg"
+        return "text/html" if _is_report(sop_class) else DICOM
+    try:
+        wanted = [media.type for media in parse_accept(asked)]
+    except ValueError as exc:
+        raise BadRequest(f"contentType: {exc}") from None
+    for media_type in wanted:
+        if media_type == DICOM or (media_type in RENDERED_MEDIA_TYPES and image) \
+                or (media_type in TEXT_TYPES and _is_report(sop_class)):
+            return media_type
+        if media_type == "*/*":
+            return "image/jpeg" if image else DICOM
+    raise NotAcceptable(f"contentType {asked[:80]!r} cannot be produced for this object; "
+                        f"it is available as {DICOM}" + (", image/jpeg, image/png, image/gif" if image else ""))
+
+
+def _is_report(sop_class: str) -> bool:
+    return sop_class.startswith("1.2.840.10008.5.1.4.1.1.88.")   # the SR Storage classes (PS3.4 B.5)
+
+
+def _dicom(stored, syntax: str, anonymize: str | None) -> Response:
+    if anonymize not in (None, "yes"):
+        raise BadRequest("anonymize must be yes")
+    if syntax != "*" and not is_valid_uid(syntax):
+        raise BadRequest("transferSyntax is not a valid UID")
+    limits = transcode_limits()
+    planned = retrieve.plan([stored], [Representation(False, syntax)], True,
+                            lambda some: retrieve.pixel_descriptions(archive(), some), limits)
+    part = retrieve.convert_now(archive(), planned.parts[0], limits)
+    body = retrieve.body_chunks(archive(), part, limits)
+    response = Response(body, content_type=part.content_type, direct_passthrough=True)
+    if retrieve.part_size(part) is not None:
+        response.content_length = retrieve.part_size(part)
+    return response
+
+
+def _image(frames: FrameReader, content_type: str, args) -> Response:
+    params: dict[str, str] = {}
+    if "imageQuality" in args:
+        if content_type != "image/jpeg":
+            raise BadRequest("imageQuality is only allowed with a lossy contentType (image/jpeg)")
+        params["quality"] = args["imageQuality"]
+    if args.get("annotation"):
+        params["annotation"] = args["annotation"]
+    try:
+        rendering = parse_rendering(params, content_type)
+    except ValueError as exc:
+        raise BadRequest(str(exc).replace("quality", "imageQuality", 1)) from None
+    if ("windowCenter" in args) != ("windowWidth" in args):
+        raise BadRequest("windowCenter and windowWidth go together")
+    if "windowCenter" in args:
+        center, width = _float(args, "windowCenter"), _float(args, "windowWidth")
+        if width < 1:
+            raise BadRequest("windowWidth must be at least 1")
+        rendering = replace(rendering, window=Window(center, width))
+    rows, columns = _positive(args, "rows"), _positive(args, "columns")
+    region = None
+    if "region" in args:
+        try:
+            region = [float(v) for v in args["region"].split(",")]
+        except ValueError:
+            raise BadRequest("region must be four numbers from 0 to 1") from None
+        if len(region) != 4 or not all(0 <= v <= 1 for v in region) or region[0] >= region[2] or region[1] >= region[3]:
+            raise BadRequest("region must be x1,y1,x2,y2 with 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1")
+    pixels = frames.pixels
+    number = _positive(args, "frameNumber") or 1
+    if number > pixels.number_of_frames:
+        raise BadRequest(f"frameNumber {number} is out of range: the object has {pixels.number_of_frames} frame(s)")
+    if region is not None or rows or columns:
+        x1, y1, x2, y2 = region or (0, 0, 1, 1)
+        source = (x1 * pixels.columns, y1 * pixels.rows, (x2 - x1) * pixels.columns, (y2 - y1) * pixels.rows)
+        width = columns or (round(source[2] * rows / source[3]) if rows else round(source[2]))
+        height = rows or (round(source[3] * columns / source[2]) if columns else round(source[3]))
+        rendering = replace(rendering, viewport=Viewport(max(1, width), max(1, height), source))
+    numbers = [number] if content_type != "image/gif" or "frameNumber" in args else \
+        list(range(1, pixels.number_of_frames + 1))
+    body = rendered_rs.render_now(frames, numbers, rendering)
+    return Response(body, content_type=content_type)
+
+
+def _positive(args, name: str) -> int | None:
+    if name not in args:
+        return None
+    try:
+        value = int(args[name])
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number") from None
+    if value < 1:
+        raise BadRequest(f"{name} must be at least 1")
+    return value
+
+
+def _float(args, name: str) -> float:
+    try:
+        return float(args[name])
+    except ValueError:
+        raise BadRequest(f"{name} must be a number") from None
+
+
+def _report(stored, content_type: str) -> Response:
+    """A structured report's content tree as text: each item's concept name and value, indented."""
+    with archive().spooled(stored) as spool, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(spool, stop_before_pixels=True)
+    lines = [(0, _concept(ds), _value(ds))]
+    _walk(ds, 1, lines)
+    if content_type == "text/plain":
+        text = "\n".join("  " * depth + (f"{name}: {value}" if value else name) for depth, name, value in lines)
+        return Response(text + "\n", content_type="text/plain; charset=utf-8")
+    items = "".join(f'<li style="margin-left:{depth * 1.5}em"><b>{html.escape(name)}</b>'
+                    + (f": {html.escape(value)}" if value else "") + "</li>" for depth, name, value in lines)
+    title = html.escape(str(ds.get("PatientName", "") or "") + " " + str(ds.get("StudyDescription", "") or ""))
+    page = f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>" \
+           f"<body><ul style=\"list-style:none\">{items}</ul></body></html>"
+    return Response(page, content_type="text/html; charset=utf-8")
+
+
+def _walk(item: pydicom.Dataset, depth: int, lines: list) -> None:
+    for child in item.get("ContentSequence", []):
+        lines.append((depth, _concept(child), _value(child)))
+        _walk(child, depth + 1, lines)
+
+
+def _concept(item: pydicom.Dataset) -> str:
+    names = item.get("ConceptNameCodeSequence")
+    return str(names[0].get("CodeMeaning", "")) if names else str(item.get("ValueType", "") or "")
+
+
+def _value(item: pydicom.Dataset) -> str:
+    kind = item.get("ValueType")
+    if kind == "TEXT":
+        return str(item.get("TextValue", ""))
+    if kind == "CODE" and item.get("ConceptCodeSequence"):
+        return str(item.ConceptCodeSequence[0].get("CodeMeaning", ""))
+    if kind == "NUM" and item.get("MeasuredValueSequence"):
+        measured = item.MeasuredValueSequence[0]
+        units = measured.get("MeasurementUnitsCodeSequence")
+        return f"{measured.get('NumericValue', '')} {units[0].get('CodeValue', '') if units else ''}".strip()
+    if kind == "PNAME":
+        return str(item.get("PersonName", ""))
+    if kind in ("DATE", "TIME", "DATETIME"):
+        return str(item.get({"DATE": "Date", "TIME": "Time", "DATETIME": "DateTime"}[kind], ""))
+    if kind == "UIDREF":
+        return str(item.get("UID", ""))
+    return ""
