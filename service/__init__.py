@@ -28,6 +28,8 @@ def create_app(config: Config | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)
     app.config["DICOMWEB"] = config
     app.extensions["archive"] = _make_archive(config)
+    app.extensions["anonymize_secret"] = (config.anonymize_secret.encode()
+                                          or _secret_file(config.data_dir / "anonymize-secret"))
     app.extensions["transcode_limits"] = TranscodeLimits(config.transcode_max_bytes, config.transcode_slots,
                                                          config.transcode_wait)
 
@@ -113,3 +115,17 @@ def _register_error_handlers(app: Flask) -> None:
         response = jsonify(error="Internal Server Error", message="the server failed to handle the request")
         response.status_code = 500
         return response
+
+
+def _secret_file(path) -> bytes:
+    """A random secret kept in ``path``, made on first use (one per data directory: set
+    DICOMWEB_ANONYMIZE_SECRET where several nodes must agree)."""
+    import secrets
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            fh.write(secrets.token_hex(32))
+    except FileExistsError:
+        pass
+    return path.read_text().strip().encode()

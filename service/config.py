@@ -44,6 +44,7 @@ class Config:
     transcode_max_bytes: int = 1 << 30    # largest instance (file or decoded pixels) converted for a request
     transcode_slots: int = 2              # conversions running at once in one worker process…
     transcode_wait: float = 10.0          # …and how long a request waits for a free one before a 503
+    anonymize_secret: str = ""            # seeds de-identification; default: <data_dir>/anonymize-secret
 
     def __post_init__(self) -> None:
         data_dir = Path(self.data_dir)
@@ -87,6 +88,7 @@ class Config:
             transcode_max_bytes=int(env.get("DICOMWEB_TRANSCODE_MAX_BYTES", str(1 << 30))),
             transcode_slots=int(env.get("DICOMWEB_TRANSCODE_SLOTS", "2")),
             transcode_wait=float(env.get("DICOMWEB_TRANSCODE_WAIT", "10")),
+            anonymize_secret=env.get("DICOMWEB_ANONYMIZE_SECRET", ""),
         )
 
 

@@ -1,11 +1,14 @@
 """Planning and streaming a WADO-RS retrieve of DICOM instances (PS3.18 §10.4)."""
 from __future__ import annotations
 
+import io
 import tempfile
+import warnings
 from dataclasses import dataclass, replace
 from typing import BinaryIO, Callable, Iterator, Sequence
 
 import orjson
+import pydicom
 
 from storage import Archive, StoredInstance
 from storage.blobs import iter_chunks
@@ -14,6 +17,7 @@ from transcode.instance import streamable, write_streamed
 from transcode.syntaxes import describe
 
 from . import multipart, urls
+from .deidentify import deidentify
 from .errors import NotAcceptable
 from .limits import TranscodeLimits
 from .media import ANY_TRANSFER_SYNTAX, DICOM, Representation
@@ -28,10 +32,11 @@ class PlannedPart:
     instance: StoredInstance
     transfer_syntax: str
     converted: BinaryIO | None = None    # the instance already re-encoded (see convert_now)
+    seed: str | None = None              # de-identify the copy sent, with this seed (service.deidentify)
 
     @property
     def as_stored(self) -> bool:
-        return self.transfer_syntax == self.instance.transfer_syntax_uid
+        return self.transfer_syntax == self.instance.transfer_syntax_uid and self.seed is None
 
     @property
     def content_type(self) -> str:
@@ -108,6 +113,10 @@ def convert(archive: Archive, part: PlannedPart, limits: TranscodeLimits, before
     source, target = part.instance.transfer_syntax_uid, part.transfer_syntax
     try:
         with limits.slot(before_answer):
+            if part.seed is not None:
+                _deidentified(archive, part, out)
+                out.seek(0)
+                return out
             frames = FrameReader.of(archive, part.instance) if streamable(target) else None
             end = frames.header_end() if frames is not None else None
             if end is not None:
@@ -120,6 +129,19 @@ def convert(archive: Archive, part: PlannedPart, limits: TranscodeLimits, before
     except BaseException:
         out.close()
         raise
+
+
+def _deidentified(archive: Archive, part: PlannedPart, out: BinaryIO) -> None:
+    """The instance in its planned syntax, de-identified: held in memory, as de-identification
+    reads and rewrites the whole data set."""
+    source, target = part.instance.transfer_syntax_uid, part.transfer_syntax
+    with archive.spooled(part.instance) as spool:
+        data = spool.read() if source == target else transcode(spool, target, source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(io.BytesIO(data))
+        deidentify(ds, part.seed)
+        ds.save_as(out)
 
 
 def convert_now(archive: Archive, part: PlannedPart, limits: TranscodeLimits) -> PlannedPart:
@@ -161,6 +183,7 @@ def multipart_body(archive: Archive, parts: Sequence[PlannedPart], base_url: str
     """The multipart body as a generator, and its length when it is known up front."""
     encoded = [
         multipart.Part(
+            {"Content-Type": p.content_type} if p.seed is not None else   # no original UIDs in anonymised answers
             {"Content-Type": p.content_type,
              "Content-Location": urls.retrieve_url(base_url, p.instance.study_uid, p.instance.series_uid,
                                                    p.instance.sop_instance_uid)},

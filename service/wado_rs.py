@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from . import rendered_rs, retrieve
 from .errors import NotFound
 from .media import instance_representations
 from .multipart import new_boundary
-from .web import accepted, archive, base_url, require_uids, transcode_limits, warning
+from .web import accepted, anonymize_seed, archive, base_url, require_uids, transcode_limits, warning
 
 bp = Blueprint("wado_rs", __name__)
 
@@ -29,6 +29,9 @@ def retrieve_instances(study: str, series: str | None = None, instance: str | No
     limits = transcode_limits()
     planned = retrieve.plan(found, representations, instance is not None,
                             lambda some: retrieve.pixel_descriptions(archive(), some), limits)
+    seed = anonymize_seed(study, request.args.get("anonymize"))
+    if seed is not None:
+        planned = replace(planned, parts=[replace(part, seed=seed) for part in planned.parts])
     if len(planned.parts) == 1:
         planned = replace(planned, parts=[retrieve.convert_now(archive(), planned.parts[0], limits)])
 

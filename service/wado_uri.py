@@ -25,7 +25,7 @@ from . import rendered_rs, retrieve
 from .errors import BadRequest, NotAcceptable, NotFound
 from .media import DICOM, Representation, parse_accept
 from .pixel_data import FrameReader
-from .web import archive, transcode_limits
+from .web import anonymize_seed, archive, transcode_limits
 
 bp = Blueprint("wado_uri", __name__)
 
@@ -102,7 +102,8 @@ def _dicom(stored, syntax: str, anonymize: str | None) -> Response:
     limits = transcode_limits()
     planned = retrieve.plan([stored], [Representation(False, syntax)], True,
                             lambda some: retrieve.pixel_descriptions(archive(), some), limits)
-    part = retrieve.convert_now(archive(), planned.parts[0], limits)
+    part = replace(planned.parts[0], seed=anonymize_seed(stored.study_uid, anonymize))
+    part = retrieve.convert_now(archive(), part, limits)
     body = retrieve.body_chunks(archive(), part, limits)
     response = Response(body, content_type=part.content_type, direct_passthrough=True)
     if retrieve.part_size(part) is not None:

@@ -6,8 +6,9 @@ from flask import current_app, request
 from storage import Archive
 from storage.uids import InvalidUID, validate_uid
 
-from .auth import STUDY_ENVIRON_KEY
+from .auth import PEER_ENVIRON_KEY, STUDY_ENVIRON_KEY
 from .config import Config
+from .deidentify import seed
 from .errors import BadRequest, NotAcceptable
 from .limits import TranscodeLimits
 from .media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED, MediaType, parse_accept
@@ -23,6 +24,15 @@ def archive() -> Archive:
 
 def transcode_limits() -> TranscodeLimits:
     return current_app.extensions["transcode_limits"]
+
+
+def anonymize_seed(study_uid: str, value: str | None) -> str | None:
+    """The de-identification seed when the request asks for it (``anonymize=true``/``yes``), else None."""
+    if value is None or value.lower() in ("false", "no"):
+        return None
+    if value.lower() not in ("true", "yes", ""):
+        raise BadRequest("anonymize must be true or false")
+    return seed(current_app.extensions["anonymize_secret"], request.environ.get(PEER_ENVIRON_KEY), study_uid)
 
 
 def base_url() -> str:
