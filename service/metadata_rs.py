@@ -8,19 +8,22 @@ with 304; gzip is used when the client accepts it.
 from __future__ import annotations
 
 import hashlib
+import warnings
 import zlib
 from typing import Iterable, Iterator
 
 import orjson
 from flask import Blueprint, Response, request
+from pydicom.dataset import Dataset, FileMetaDataset
 
 from storage.metadata import with_base_url
 
 from . import multipart
+from .deidentify import deidentify
 from .dicom_xml import json_to_xml
 from .errors import NotFound
 from .media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED
-from .web import archive, base_url, require_uids, wants_xml
+from .web import anonymize_seed, archive, base_url, require_uids, wants_xml
 
 bp = Blueprint("metadata_rs", __name__)
 
@@ -36,13 +39,16 @@ def retrieve_metadata(study: str, series: str | None = None, instance: str | Non
         raise NotFound(f"no such {'instance' if instance else 'series' if series else 'study'} in the archive")
     root = base_url()
     gzipped = "gzip" in request.accept_encodings
+    seed = anonymize_seed(study, request.args.get("anonymize"))
     tag = hashlib.sha1("\n".join([root, "xml" if as_xml else "json", "gzip" if gzipped else "identity",
-                                  *(i.sha256 for i in found)]).encode()).hexdigest()
+                                  seed or "", *(i.sha256 for i in found)]).encode()).hexdigest()
     etag = f'"{tag}"'
     # Weak comparison (RFC 9110 §13.1.2): proxies that compress mark the tag weak.
     if request.if_none_match.contains_weak(tag):
         return Response(status=304, headers={"ETag": etag})
     texts = (with_base_url(text, root) for text in archive().metadata(found))
+    if seed is not None:
+        texts = (_deidentified(text, seed) for text in texts)
     if as_xml:
         boundary = multipart.new_boundary()
         parts = (multipart.Part({"Content-Type": DICOM_XML}, [json_to_xml(orjson.loads(t))]) for t in texts)
@@ -55,6 +61,29 @@ def retrieve_metadata(study: str, series: str | None = None, instance: str | Non
         body = _gzip(body)
         headers["Content-Encoding"] = "gzip"
     return Response(body, content_type=content_type, headers=headers, direct_passthrough=True)
+
+
+def _deidentified(text: bytes, seed: str) -> bytes:
+    """One instance's DICOM JSON, de-identified as its instance would be (service.deidentify).
+    BulkDataURIs are left out: they are URLs made of the original UIDs."""
+    model = orjson.loads(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = Dataset.from_json(_without_bulk_data(model))
+        ds.file_meta = FileMetaDataset()   # dicognito reads it
+        deidentify(ds, seed)
+        return orjson.dumps(ds.to_json_dict(bulk_data_threshold=1 << 30))
+
+
+def _without_bulk_data(model: dict) -> dict:
+    kept = {}
+    for tag, attribute in model.items():
+        if "BulkDataURI" in attribute:
+            continue
+        if attribute.get("vr") == "SQ" and "Value" in attribute:
+            attribute = {**attribute, "Value": [_without_bulk_data(item) for item in attribute["Value"]]}
+        kept[tag] = attribute
+    return kept
 
 
 def _json_array(texts: Iterable[bytes]) -> Iterator[bytes]:

@@ -118,3 +118,20 @@ def test_wado_uri_anonymize_yes(client):
                    f"&objectUID={ds.SOPInstanceUID}&contentType=application/dicom&anonymize=yes")
     assert r.status_code == 200
     check_deidentified(ds, read(r.data))
+
+
+def test_metadata_anonymized_like_the_instances(client):
+    ds = identified()
+    client.post("/dicom-web/studies", data=multipart_body([_bytes(ds)]), headers=stow_headers())
+    [model] = client.get(f"/dicom-web/studies/{ds.StudyInstanceUID}/metadata?anonymize=true").get_json()
+    [instance] = [read(b) for _, b in split_multipart(*(lambda r: (r.data, r.headers["Content-Type"]))(
+        client.get(f"/dicom-web/studies/{ds.StudyInstanceUID}?anonymize=true")))]
+    assert model["0020000D"]["Value"] == [instance.StudyInstanceUID] != [ds.StudyInstanceUID]
+    assert model["00080018"]["Value"] == [instance.SOPInstanceUID]
+    assert model["00120062"]["Value"] == ["YES"]
+    text = str(model)
+    for secret in ("Doe^Jane", "PAT-12345", "General Hospital", "Doe Jane secret", ds.SOPInstanceUID):
+        assert secret not in text
+    assert "7FE00010" not in model   # no BulkDataURI made of original UIDs
+    plain = client.get(f"/dicom-web/studies/{ds.StudyInstanceUID}/metadata").get_json()
+    assert plain[0]["00100010"]["Value"][0]["Alphabetic"] == "Doe^Jane"
