@@ -18,12 +18,12 @@ from typing import Iterator, Sequence
 from flask import Blueprint, Response, current_app, request
 
 from storage import StoredInstance
-from transcode import CodecError
+from transcode import CodecError, PixelDescription
 from transcode.render import (
     RENDERED_MEDIA_TYPES, Rendering, Viewport, encode_images, frame_array, parse_rendering, to_8bit, to_image,
 )
 
-from . import multipart
+from . import multipart, retrieve
 from .errors import BadRequest, NotAcceptable, NotFound
 from .frames_rs import check_range, parse_frame_list
 from .limits import TranscodeLimits
@@ -72,32 +72,30 @@ def render_resource(study: str, series: str | None, instance: str | None, frames
         rendering = parse_rendering(request.args.to_dict(), media_type, THUMBNAIL if thumbnail else None)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
-    images = [(stored, reader) for stored in found if (reader := FrameReader.of(archive(), stored)) is not None]
+    images = _representative(found) if thumbnail else _images(found)
     if not images:
         raise NotFound("there is no image to render here")
-    if thumbnail:
-        images = [images[len(images) // 2]] if instance is None else images
-    for _, reader in images:
+    for _, pixels in images:
         if numbers is not None:
-            check_range(numbers, reader.pixels.number_of_frames)
+            check_range(numbers, pixels.number_of_frames)
     tag = _etag(images, numbers, rendering, as_multipart, thumbnail)
     if request.if_none_match.contains_weak(tag):
         return Response(status=304, headers={"ETag": f'"{tag}"', "Cache-Control": CACHE_CONTROL})
     if as_multipart:
-        bodies: list = [_Lazy(reader, wanted, rendering)
-                        for _, reader in images for wanted in _frame_groups(reader, numbers, rendering, True)]
+        bodies: list = [_Lazy(stored, wanted, rendering)
+                        for stored, pixels in images for wanted in _frame_groups(pixels, numbers, rendering, True)]
         bodies[0] = [bodies[0].make(before_answer=True)]   # an image that cannot be rendered is still a 406
         parts = (multipart.Part({"Content-Type": media_type}, body) for body in bodies)
         boundary = multipart.new_boundary()
         response = Response(multipart.encode_parts(parts, boundary), direct_passthrough=True,
                             content_type=f'multipart/related; type="{media_type}"; boundary={boundary}')
     else:
-        _, reader = images[0]
-        [wanted] = _frame_groups(reader, numbers or ([1] if thumbnail else None), rendering, False)
+        stored, pixels = images[0]
+        [wanted] = _frame_groups(pixels, numbers or ([1] if thumbnail else None), rendering, False)
         cache = current_app.extensions["thumbnails"]
         body = cache.get(tag) if thumbnail else None
         if body is None:
-            body = render_now(reader, wanted, rendering)
+            body = _Lazy(stored, wanted, rendering).make(before_answer=True)
             if thumbnail:
                 cache.put(tag, body)
         response = Response(body, content_type=media_type)
@@ -144,11 +142,28 @@ def asks_for_rendered(accept: list[MediaType]) -> bool:
     return False
 
 
-def _frame_groups(reader: FrameReader, numbers: Sequence[int] | None, rendering: Rendering,
+def _images(found: Sequence[StoredInstance]) -> list[tuple[StoredInstance, PixelDescription]]:
+    """The image instances among these, with their pixel descriptions (one catalog read)."""
+    return [(stored, pixels) for stored, pixels in retrieve.pixel_descriptions(archive(), found).items()
+            if pixels is not None]
+
+
+def _representative(found: Sequence[StoredInstance]) -> list[tuple[StoredInstance, PixelDescription]]:
+    """The image nearest the middle of the first series (a series' own middle for a series)."""
+    first_series = [stored for stored in found if stored.series_uid == found[0].series_uid]
+    middle = len(first_series) // 2
+    for stored in sorted(first_series, key=lambda s: abs(first_series.index(s) - middle)):
+        images = _images([stored])
+        if images:
+            return images
+    return _images(found)[:1]
+
+
+def _frame_groups(pixels: PixelDescription, numbers: Sequence[int] | None, rendering: Rendering,
                   as_multipart: bool) -> list[list[int]]:
     """The frames of each image to send: one part a frame in multipart answers; in a single
     image, the first frame asked for, or every frame of an animated GIF."""
-    count = reader.pixels.number_of_frames
+    count = pixels.number_of_frames
     wanted = list(numbers) if numbers is not None else None
     if as_multipart:
         return [[n] for n in wanted] if wanted else [[1]]
@@ -159,7 +174,7 @@ def _frame_groups(reader: FrameReader, numbers: Sequence[int] | None, rendering:
 
 def render_now(reader: FrameReader, numbers: list[int], rendering: Rendering) -> bytes:
     """One image of these frames (several: an animated GIF), made before the answer starts."""
-    return _Lazy(reader, numbers, rendering).make(before_answer=True)
+    return _render(reader, numbers, rendering, transcode_limits(), before_answer=True)
 
 
 def _render(reader: FrameReader, numbers: list[int], rendering: Rendering, limits: TranscodeLimits,
@@ -182,18 +197,22 @@ def _render(reader: FrameReader, numbers: list[int], rendering: Rendering, limit
 class _Lazy:
     """One rendered image, made when asked for (in a multipart answer: when the encoder reaches it)."""
 
-    def __init__(self, reader: FrameReader, numbers: list[int], rendering: Rendering) -> None:
-        self.reader, self.numbers, self.rendering = reader, numbers, rendering
-        self.limits = transcode_limits()   # taken now: the answer streams after the request's context
+    def __init__(self, stored: StoredInstance, numbers: list[int], rendering: Rendering) -> None:
+        self.stored, self.numbers, self.rendering = stored, numbers, rendering
+        # Taken now: a multipart answer streams after the request's context is gone.
+        self.archive, self.limits = archive(), transcode_limits()
 
     def make(self, before_answer: bool) -> bytes:
-        return _render(self.reader, self.numbers, self.rendering, self.limits, before_answer)
+        reader = FrameReader.of(self.archive, self.stored)
+        if reader is None:
+            raise NotFound("the instance has no pixel data")
+        return _render(reader, self.numbers, self.rendering, self.limits, before_answer)
 
     def __iter__(self) -> Iterator[bytes]:
         yield self.make(before_answer=False)
 
 
-def _etag(images: Sequence[tuple[StoredInstance, FrameReader]], numbers, rendering: Rendering,
+def _etag(images: Sequence[tuple[StoredInstance, PixelDescription]], numbers, rendering: Rendering,
           as_multipart: bool, thumbnail: bool) -> str:
     digest = hashlib.sha256(repr((rendering, numbers, as_multipart, thumbnail)).encode())
     for stored, _ in images:

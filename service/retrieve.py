@@ -24,7 +24,7 @@ from .media import ANY_TRANSFER_SYNTAX, DICOM, Representation
 from .pixel_data import FrameReader
 
 CONVERTED_IN_MEMORY = 4 << 20   # of a converted instance; beyond, its spool goes to disk
-Describer = Callable[[Sequence[StoredInstance]], dict]   # instances → {pk: PixelDescription | None}
+Describer = Callable[[Sequence[StoredInstance]], dict]   # instances → {instance: PixelDescription | None}
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def plan(instances: Sequence[StoredInstance], representations: Sequence[Represen
             if ts in (ANY_TRANSFER_SYNTAX, stored):
                 chosen = stored
                 break
-            description = pixels.get(instance.pk)
+            description = pixels.get(instance)
             if can_transcode(stored, ts, description):
                 if limits.fits(max(instance.size, description.native_length if description else 0)):
                     chosen = ts
@@ -90,7 +90,7 @@ def plan(instances: Sequence[StoredInstance], representations: Sequence[Represen
             parts.append(PlannedPart(instance, chosen))
     if not parts:
         if too_large and len(instances) == 1:
-            limits.check(max(instances[0].size, getattr(pixels.get(instances[0].pk), "native_length", 0)))
+            limits.check(max(instances[0].size, getattr(pixels.get(instances[0]), "native_length", 0)))
         stored_syntaxes = sorted({describe(i.transfer_syntax_uid) for i in skipped})
         raise NotAcceptable(
             "the requested transfer syntax cannot be produced from the stored "
@@ -99,9 +99,10 @@ def plan(instances: Sequence[StoredInstance], representations: Sequence[Represen
     return Plan(form, parts, skipped)
 
 
-def pixel_descriptions(archive: Archive, instances: Sequence[StoredInstance]) -> dict[int, PixelDescription | None]:
-    """Each instance's pixel description, from its stored metadata (None: no pixel data)."""
-    return {instance.pk: PixelDescription.from_json(orjson.loads(model))
+def pixel_descriptions(archive: Archive, instances: Sequence[StoredInstance]) -> dict:
+    """Each instance's pixel description, from its stored metadata (None: no pixel data),
+    keyed by the instance, in their order."""
+    return {instance: PixelDescription.from_json(orjson.loads(model))
             for instance, model in zip(instances, archive.metadata(instances))}
 
 

@@ -128,6 +128,17 @@ def to_8bit(array: np.ndarray, ds: pydicom.Dataset, photometric: str, window: Wi
     if array.ndim == 3:   # RGB (YCbCr is converted by the decoder)
         stored = int(ds.get("BitsStored") or array.dtype.itemsize * 8)
         return _scale_to_8bit(array, stored)
+    if array.dtype.kind in "iu" and array.size:
+        # Integer pixels: run the pipeline once per value in the frame's range, then look
+        # every pixel up in that table: one pass over the frame instead of several in floats.
+        low, high = int(array.min()), int(array.max())
+        if high - low < 1 << 20:
+            table = _grey(np.arange(low, high + 1, dtype=np.int64), ds, photometric, window)
+            return table[(array.astype(np.int64) - low) if low else array]
+    return _grey(array, ds, photometric, window)
+
+
+def _grey(array: np.ndarray, ds: pydicom.Dataset, photometric: str, window: Window | None) -> np.ndarray:
     values = apply_modality_lut(array, ds).astype(np.float64)
     if window is None:
         window = dataset_window(ds)
