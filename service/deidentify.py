@@ -78,8 +78,16 @@ def seed(secret: bytes, peer: str | None, study_uid: str) -> str:
     return hmac.new(secret, f"{peer or ''}|{study_uid}".encode(), hashlib.sha256).hexdigest()
 
 
-def deidentify(ds: Dataset, seed_value: str) -> None:
-    """De-identify ``ds`` in place (its file meta too)."""
+class BurnedIn(ValueError):
+    """Pixel data that shows identifying text: the profile cannot make it safe."""
+
+
+def deidentify(ds: Dataset, seed_value: str, pixels: bool = True) -> None:
+    """De-identify ``ds`` in place (its file meta too). With ``pixels``, an image whose
+    Burned In Annotation is YES is refused (BurnedIn): removing text from pixels is the
+    Clean Pixel Data option, which this server does not do."""
+    if pixels and "PixelData" in ds and str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
+        raise BurnedIn("the image has burned-in annotations, which de-identification does not remove")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         Anonymizer(seed=seed_value).anonymize(ds)

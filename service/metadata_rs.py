@@ -71,7 +71,7 @@ def _deidentified(text: bytes, seed: str) -> bytes:
         warnings.simplefilter("ignore")
         ds = Dataset.from_json(_without_bulk_data(model))
         ds.file_meta = FileMetaDataset()   # dicognito reads it
-        deidentify(ds, seed)
+        deidentify(ds, seed, pixels=False)
         return orjson.dumps(ds.to_json_dict(bulk_data_threshold=1 << 30))
 
 

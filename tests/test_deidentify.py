@@ -135,3 +135,11 @@ def test_metadata_anonymized_like_the_instances(client):
     assert "7FE00010" not in model   # no BulkDataURI made of original UIDs
     plain = client.get(f"/dicom-web/studies/{ds.StudyInstanceUID}/metadata").get_json()
     assert plain[0]["00100010"]["Value"][0]["Alphabetic"] == "Doe^Jane"
+
+
+def test_burned_in_annotations_are_refused(client):
+    ds = identified(BurnedInAnnotation="YES")
+    client.post("/dicom-web/studies", data=multipart_body([_bytes(ds)]), headers=stow_headers())
+    r = client.get(f"/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/"
+                   f"{ds.SOPInstanceUID}?anonymize=true", headers={"Accept": "application/dicom"})
+    assert r.status_code == 406 and "burned-in" in r.get_json()["message"]

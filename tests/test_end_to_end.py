@@ -181,6 +181,38 @@ def test_dicomweb_client_transcodes_through_gunicorn(server):
     assert as_stored == list(pydicom.encaps.generate_frames(jpeg2000.PixelData, number_of_frames=1))
 
 
+def test_rendered_wado_uri_and_anonymised_through_gunicorn(server):
+    """A browser's and an older client's requests, raw: rendered JPEG, thumbnail with ETag,
+    WADO-URI image and DICOM, an anonymised series."""
+    from PIL import Image
+
+    client = client_for(server)
+    study_uid, series_uid = generate_uid(), generate_uid()
+    datasets = [read(ct_instance(study_uid, series_uid, number=n, rows=64, columns=64, pixels=phantom(64, 64)))
+                for n in (1, 2, 3)]
+    client.store_instances(datasets)
+    sop = datasets[0].SOPInstanceUID
+    base = f"{server.dicomweb}/studies/{study_uid}/series/{series_uid}"
+    r = requests.get(f"{base}/instances/{sop}/rendered?window=40,400&viewport=32,32", headers=AUTH)
+    assert r.status_code == 200 and r.headers["Content-Type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(r.content)).size == (32, 32)
+    r = requests.get(f"{base}/rendered", headers={**AUTH, "Accept": 'multipart/related; type="image/png"'})
+    assert len(split_multipart(r.content, r.headers["Content-Type"])) == 3
+    thumb = requests.get(f"{base}/thumbnail", headers=AUTH)
+    assert thumb.status_code == 200 and thumb.headers["ETag"]
+    assert requests.get(f"{base}/thumbnail", headers={**AUTH, "If-None-Match": thumb.headers["ETag"]}).status_code == 304
+    query = f"requestType=WADO&studyUID={study_uid}&seriesUID={series_uid}&objectUID={sop}"
+    root = server.dicomweb.rsplit("/dicom-web", 1)[0]
+    r = requests.get(f"{root}/wado?{query}&contentType=image/png&rows=16", headers=AUTH)
+    assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (16, 16)
+    r = requests.get(f"{server.dicomweb}/wado?{query}&contentType=application/dicom&anonymize=yes", headers=AUTH)
+    anonymised = read(r.content)
+    assert anonymised.PatientIdentityRemoved == "YES" and anonymised.SOPInstanceUID != sop
+    series = client.retrieve_series(study_uid, series_uid, additional_params={"anonymize": "true"})
+    assert {ds.PatientName for ds in series} != {datasets[0].PatientName} and len(series) == 3
+    assert len({ds.SeriesInstanceUID for ds in series}) == 1
+
+
 def test_implicit_vr_upload_is_sent_back_explicit(server):
     client = client_for(server)
     study_uid, series_uid = generate_uid(), generate_uid()
