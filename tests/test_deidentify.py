@@ -143,3 +143,24 @@ def test_burned_in_annotations_are_refused(client):
     r = client.get(f"/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/"
                    f"{ds.SOPInstanceUID}?anonymize=true", headers={"Accept": "application/dicom"})
     assert r.status_code == 406 and "burned-in" in r.get_json()["message"]
+
+
+def test_every_attribute_the_table_removes_is_gone():
+    """Each text attribute of PS3.15 table E.1-1 we remove, set in the input, is absent after."""
+    import pydicom
+
+    from service.deidentify import REMOVED
+
+    ds = identified()
+    samples = {"DA": "20200101", "TM": "101010", "DT": "20200101101010", "DS": "1.5", "IS": "3", "AS": "042Y",
+               "CS": "VALUE", "PN": "Some^Body", "UI": "1.2.3"}
+    set_here = []
+    for keyword in REMOVED:
+        vr = pydicom.datadict.dictionary_VR(pydicom.datadict.tag_for_keyword(keyword))
+        if vr in ("SQ", "OB", "OW", "UN", "US", "SS", "UL", "SL", "FL", "FD", "AT", "OB or OW", "US or SS"):
+            continue
+        setattr(ds, keyword, samples.get(vr, "identifying text"))
+        set_here.append(keyword)
+    assert len(set_here) > 100
+    deidentify(ds, seed(b"secret", "peer", ds.StudyInstanceUID))
+    assert [k for k in set_here if k in ds] == []
