@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBIAN_STAMP := /var/lib/dicomweb-debian-deps-2
+DEBIAN_STAMP := /var/lib/dicomweb-debian-deps-3
 DICOMWEB_DATA_DIR ?= var
 DICOMWEB_BIND ?= 127.0.0.1:8080
 export DICOMWEB_DATA_DIR
@@ -11,10 +11,12 @@ export DICOMWEB_DATA_DIR
 .PHONY: serve test bench sweep backfill clean
 
 # Debian packages: a Python with venv support; curl for the README examples; DCMTK, which
-# the tests use to check that another toolkit reads what the server writes.
+# the tests use to check that another toolkit reads what the server writes; nginx and
+# openssl, which the tests put in front of the service as deploy/nginx/ says.
 $(DEBIAN_STAMP):
-	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! command -v curl >/dev/null || ! command -v dcmdump >/dev/null; then \
-		apt-get update && apt-get install -y python3 python3-venv python3-dev curl dcmtk; fi
+	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! command -v curl >/dev/null || ! command -v dcmdump >/dev/null \
+			|| ! command -v nginx >/dev/null || ! command -v openssl >/dev/null; then \
+		apt-get update && apt-get install -y python3 python3-venv python3-dev curl dcmtk nginx openssl; fi
 	@touch $@ 2>/dev/null || true
 
 $(STAMP): setup.cfg pyproject.toml | $(DEBIAN_STAMP)

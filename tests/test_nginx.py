@@ -1,0 +1,117 @@
+"""End to end through a real nginx (deploy/nginx/dicomweb.conf) in front of a real gunicorn."""
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+
+import pytest
+import requests
+from dicomweb_client.api import DICOMwebClient
+from pydicom.uid import generate_uid
+
+from bench.synthetic import StudySpec, ct_instance, study as synthetic_study
+from tests.conftest import API_KEY, free_port, in_ci
+from tests.helpers import multipart_body, read, stow_headers
+from tests.nginx import Nginx, available
+from tests.server import Server
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory):
+    if not available():
+        if in_ci():
+            pytest.fail("nginx is not installed; make test installs it")
+        pytest.skip("nginx is not installed (apt-get install nginx; make test does)")
+    work = tmp_path_factory.mktemp("nginx")
+    port = free_port()
+    # No public URL: the service learns it from the proxy's forwarded headers.
+    server = Server({"DICOMWEB_DATA_DIR": str(work / "var"), "DICOMWEB_API_KEY": API_KEY,
+                     "DICOMWEB_TRUSTED_PROXIES": "1"}, port, work / "gunicorn.log")
+    nginx = Nginx(work, port, free_port(), free_port())
+    yield server, nginx
+    nginx.stop()
+    server.stop()
+
+
+def session_for(nginx: Nginx) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False          # REQUESTS_CA_BUNDLE would replace our own CA
+    session.verify = str(nginx.cert)
+    session.headers.update(AUTH)
+    return session
+
+
+def test_dicomweb_client_through_nginx(proxied):
+    server, nginx = proxied
+    client = DICOMwebClient(f"{nginx.base}/dicom-web", session=session_for(nginx))
+    spec = StudySpec(series=2, instances_per_series=3, rows=64, columns=64)
+    instances = list(synthetic_study(spec))
+    result = client.store_instances([read(data) for *_, data in instances])
+    urls = [item["00081190"].value for item in result.ReferencedSOPSequence]
+    assert all(url.startswith(f"{nginx.base}/dicom-web/studies/") for url in urls)
+    study_uid = instances[0][0]
+    [found] = client.search_for_studies(search_filters={"StudyInstanceUID": study_uid})
+    assert found["00081190"]["Value"][0] == f"{nginx.base}/dicom-web/studies/{study_uid}"
+    assert len(client.retrieve_study(study_uid)) == 6
+    metadata = client.retrieve_series_metadata(study_uid, instances[0][1])
+    assert metadata[0]["7FE00010"]["BulkDataURI"].startswith(nginx.base)
+
+
+def test_json_is_gzipped_and_dicom_is_not(proxied):
+    server, nginx = proxied
+    session = session_for(nginx)
+    session.post(f"{nginx.base}/dicom-web/studies", headers=stow_headers(),
+                 data=multipart_body([ct_instance(generate_uid(), generate_uid(), rows=8, columns=8)]))
+    r = session.get(f"{nginx.base}/dicom-web/studies", headers={"Accept-Encoding": "gzip"})
+    assert r.status_code == 200 and r.headers.get("Content-Encoding") == "gzip"
+
+
+def test_unknown_host_names_are_dropped(proxied):
+    server, nginx = proxied
+    context = ssl.create_default_context(cafile=str(nginx.cert))
+    context.check_hostname = False
+    with socket.create_connection(("127.0.0.1", nginx.https_port)) as raw, pytest.raises(ssl.SSLError):
+        with context.wrap_socket(raw, server_hostname="intruder.example"):
+            pass
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{nginx.http_port}/dicom-web/studies", headers={"Host": "intruder.example"})
+    r = requests.get(f"http://127.0.0.1:{nginx.http_port}/health", headers={"Host": "localhost"},
+                     allow_redirects=False)
+    assert r.status_code == 301 and r.headers["Location"].startswith("https://localhost")
+
+
+def test_a_slow_download_neither_spools_nor_blocks_others(proxied):
+    """A client reading a 40 MB study slowly: nginx keeps at most its memory buffers (nothing
+    on disk), and searches through the same server answer meanwhile."""
+    server, nginx = proxied
+    session = session_for(nginx)
+    study_uid = generate_uid()
+    datas = [ct_instance(study_uid, generate_uid(), rows=512, columns=512, number=n) for n in range(80)]
+    session.post(f"{nginx.base}/dicom-web/studies", headers=stow_headers(), data=multipart_body(datas))
+    spooled, done = [], threading.Event()
+
+    def slow_reader():
+        with session_for(nginx).get(f"{nginx.base}/dicom-web/studies/{study_uid}", stream=True,
+                                    headers={"Accept": 'multipart/related; type="application/dicom"; '
+                                                       "transfer-syntax=*"}) as r:
+            for _ in r.iter_content(64 << 10):
+                spooled.append(nginx.temp_bytes())
+                time.sleep(0.01)
+        done.set()
+
+    reader = threading.Thread(target=slow_reader)
+    reader.start()
+    time.sleep(1)
+    latencies = []
+    for _ in range(10):
+        start = time.perf_counter()
+        assert session.get(f"{nginx.base}/dicom-web/studies?limit=5").status_code == 200
+        latencies.append(time.perf_counter() - start)
+    assert not done.is_set(), "the slow download finished before the searches: the test proves nothing"
+    reader.join(120)
+    assert max(spooled) == 0
+    assert sorted(latencies)[len(latencies) // 2] < 0.5
