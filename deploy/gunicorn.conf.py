@@ -1,5 +1,11 @@
 """gunicorn settings for the DICOMweb service (`gunicorn -c deploy/gunicorn.conf.py wsgi:app`)."""
 import multiprocessing
+import os
+import tempfile
+
+# Prometheus metrics of every worker, added up by GET /metrics (service/metrics.py): set
+# before the app is loaded, a fresh directory each start.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="dicomweb-metrics-"))
 
 # Threads keep slow clients from holding a whole process; two processes per core keep
 # short searches from queueing behind each other on one GIL (see docs/benchmarks.md).
@@ -38,3 +44,9 @@ def when_ready(server):  # noqa: ANN001
 
     gc.collect()
     gc.freeze()
+
+
+def child_exit(server, worker):  # noqa: ANN001
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

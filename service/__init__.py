@@ -11,7 +11,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from storage import Archive, Catalog, open_blob_store
 
-from .auth import CHALLENGE, PEER_ENVIRON_KEY, AuditMiddleware, identify, presented_key
+from . import health
+from .auth import CHALLENGE, PEER_ENVIRON_KEY, TRANSACTION_ENVIRON_KEY, AuditMiddleware, identify, presented_key
 from .config import Config
 from .errors import DicomWebError, Unauthorized
 from .limits import TranscodeLimits
@@ -33,7 +34,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["transcode_limits"] = TranscodeLimits(config.transcode_max_bytes, config.transcode_slots,
                                                          config.transcode_wait)
 
-    from . import bulkdata_rs, cors, frames_rs, health, metadata_rs, qido_rs, rendered_rs, stow_rs, wado_rs, wado_uri
+    from . import bulkdata_rs, cors, frames_rs, metadata_rs, qido_rs, rendered_rs, stow_rs, wado_rs, wado_uri
 
     app.extensions["thumbnails"] = rendered_rs.ThumbnailCache(16 << 20)
 
@@ -81,9 +82,10 @@ def _make_archive(config: Config) -> Archive:
 
 
 def _authenticate() -> None:
-    """Every request but the health check names a known peer's key (or auth is off)."""
+    """Every request but the health, readiness and metrics ones names a known peer's key (or auth is off)."""
     config: Config = current_app.config["DICOMWEB"]
-    if not config.auth_enabled or request.endpoint == "health.health":
+    request.environ[TRANSACTION_ENVIRON_KEY] = request.blueprint
+    if not config.auth_enabled or request.endpoint in health.UNAUTHENTICATED:
         return
     peer = identify(config.peers, presented_key(request.headers.get("Authorization")))
     if peer is None:

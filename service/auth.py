@@ -12,9 +12,11 @@ import logging
 import time
 from typing import Callable, Iterable
 
+from . import metrics
 from .config import Peer, hash_key
 
 PEER_ENVIRON_KEY = "dicomweb.peer"
+TRANSACTION_ENVIRON_KEY = "dicomweb.transaction"   # the blueprint that answered: stow_rs, qido_rs…
 STUDY_ENVIRON_KEY = "dicomweb.study"
 SCHEMES = ("apikey", "bearer")
 CHALLENGE = 'ApiKey realm="dicomweb", Bearer realm="dicomweb"'
@@ -79,6 +81,7 @@ class AuditMiddleware:
             "duration_ms": round((time.time() - started) * 1000, 1),
         }
         self.logger.info(json.dumps(record, separators=(",", ":")))
+        metrics.observe(environ.get(TRANSACTION_ENVIRON_KEY), state["status"], sent, time.time() - started)
 
 
 class _CountingBody:

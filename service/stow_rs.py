@@ -16,7 +16,7 @@ from flask import Blueprint, Response, request
 from storage import StoreOutcome
 from storage.status import FailureReason
 
-from . import stow_response
+from . import metrics, stow_response
 from .dicom_xml import json_to_xml
 from .errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 from .media import DICOM, DICOM_JSON, DICOM_XML, MULTIPART_RELATED, parse_media_type, response_format
@@ -51,6 +51,9 @@ def store(study: str | None = None) -> Response:
         if len(batch) >= BATCH_SIZE:
             batch.commit()
     outcomes = batch.commit()
+    stored = sum(1 for o in outcomes if o.stored)
+    metrics.INSTANCES.labels("stored").inc(stored)
+    metrics.INSTANCES.labels("failed").inc(len(outcomes) - stored)
     if not outcomes:
         raise BadRequest("the request body holds no DICOM instance")
 

@@ -40,6 +40,9 @@ class BlobStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def ping(self) -> None:
+        """Raise unless the store can be read and written now (readiness checks)."""
+
     def delete(self, key: str) -> None:
         """Remove ``key``; a missing key is not an error."""
 
@@ -84,6 +87,10 @@ class DiskStore:
         self.root = Path(root).resolve()
         self.fsync = fsync
         self.root.mkdir(parents=True, exist_ok=True)
+
+    def ping(self) -> None:
+        if not self.root.is_dir() or not os.access(self.root, os.W_OK | os.X_OK):
+            raise OSError(f"{self.root} is not a writable directory")
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")

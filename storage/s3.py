@@ -109,6 +109,9 @@ class S3Store:
             raise
         return _S3Body(answer["Body"], answer["ContentLength"])
 
+    def ping(self) -> None:
+        self.client.head_bucket(Bucket=self.bucket)
+
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 

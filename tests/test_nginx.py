@@ -115,3 +115,16 @@ def test_a_slow_download_neither_spools_nor_blocks_others(proxied):
     reader.join(120)
     assert max(spooled) == 0
     assert sorted(latencies)[len(latencies) // 2] < 0.5
+
+
+def test_metrics_of_every_worker_on_the_app_port_not_through_nginx(proxied):
+    server, nginx = proxied
+    session = session_for(nginx)
+    for _ in range(8):   # spread over the workers
+        session.get(f"{nginx.base}/dicom-web/studies?limit=1")
+    text = requests.get(f"{server.base}/metrics").text
+    counted = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith('dicomweb_requests_total{status="200",transaction="qido_rs"}'))
+    assert counted >= 8
+    assert session.get(f"{nginx.base}/metrics").status_code == 404
+    assert requests.get(f"{server.base}/ready").json()["status"] == "ok"

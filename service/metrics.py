@@ -1,0 +1,36 @@
+"""Prometheus metrics: requests by transaction and status, bytes sent, latency, ingest.
+
+The audit middleware, which sees every answer's status and the bytes really sent when its
+body ends, records them here. Under gunicorn, workers are separate processes: with
+PROMETHEUS_MULTIPROC_DIR set (deploy/gunicorn.conf.py sets it) each writes its own files and
+``GET /metrics`` adds them up.
+"""
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+REQUESTS = Counter("dicomweb_requests_total", "Requests answered", ["transaction", "status"])
+BYTES_SENT = Counter("dicomweb_response_bytes_total", "Bytes of answers sent", ["transaction"])
+LATENCY = Histogram("dicomweb_request_seconds", "Time from request to the end of its answer", ["transaction"],
+                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
+INSTANCES = Counter("dicomweb_instances_total", "Instances offered to STOW-RS", ["result"])   # stored, failed
+
+
+def observe(transaction: str | None, status: int | None, sent: int, seconds: float) -> None:
+    transaction = transaction or "other"
+    REQUESTS.labels(transaction, str(status)).inc()
+    BYTES_SENT.labels(transaction).inc(sent)
+    LATENCY.labels(transaction).observe(seconds)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics text, of every worker process when they share a multiprocess directory."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

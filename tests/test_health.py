@@ -1,0 +1,40 @@
+"""Health, readiness and metrics: unauthenticated, for load balancers and Prometheus."""
+import shutil
+
+from pydicom.uid import generate_uid
+
+from bench.synthetic import ct_instance
+from tests.helpers import multipart_body, stow_headers
+
+
+def test_health_and_ready(app, client):
+    anonymous = app.test_client()
+    assert anonymous.get("/health").get_json() == {"status": "ok"}
+    r = anonymous.get("/ready")
+    assert r.status_code == 200 and r.get_json() == {"status": "ok", "catalog": "ok", "store": "ok"}
+
+
+def test_not_ready_when_the_store_or_catalog_is_gone(app, monkeypatch):
+    anonymous = app.test_client()
+    archive = app.extensions["archive"]
+    shutil.rmtree(archive.blobs.root)
+    r = anonymous.get("/ready")
+    assert r.status_code == 503 and r.get_json()["store"] == "unreachable"
+    monkeypatch.setattr(archive.catalog, "ping", lambda: (_ for _ in ()).throw(ConnectionError("down")))
+    assert anonymous.get("/ready").get_json()["catalog"] == "unreachable"
+    assert anonymous.get("/health").status_code == 200   # alive, though not ready
+
+
+def test_metrics_count_requests_bytes_and_instances(app, client):
+    from service import metrics
+
+    before = metrics.INSTANCES.labels("stored")._value.get()
+    client.post("/dicom-web/studies", data=multipart_body([ct_instance(generate_uid(), generate_uid(), rows=8,
+                                                                       columns=8)]), headers=stow_headers())
+    answer = client.get("/dicom-web/studies")
+    answer.get_data()
+    answer.close()   # the audit middleware records an answer when its body is closed
+    text = app.test_client().get("/metrics").get_data(as_text=True)
+    assert 'dicomweb_requests_total{status="200",transaction="qido_rs"}' in text
+    assert "dicomweb_response_bytes_total" in text and "dicomweb_request_seconds_bucket" in text
+    assert metrics.INSTANCES.labels("stored")._value.get() == before + 1
