@@ -12,7 +12,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from storage import Archive, Catalog, open_blob_store
 
 from . import health
-from .auth import CHALLENGE, PEER_ENVIRON_KEY, TRANSACTION_ENVIRON_KEY, AuditMiddleware, identify, presented_key
+from .auth import (
+    CHALLENGE, PEER_ENVIRON_KEY, TRANSACTION_ENVIRON_KEY, AuditMiddleware, PeerSource, identify, presented_key,
+)
 from .config import Config
 from .errors import DicomWebError, Unauthorized
 from .limits import TranscodeLimits
@@ -23,11 +25,13 @@ log = logging.getLogger(__name__)
 def create_app(config: Config | None = None) -> Flask:
     """Build the WSGI app from ``config``, or from the environment when None."""
     config = config or Config.from_env(os.environ)
-    if config.auth_enabled and not config.peers:
-        raise ValueError("authentication is on but no API key is configured: set DICOMWEB_API_KEY "
-                         "or DICOMWEB_PEERS_FILE, or turn authentication off with DICOMWEB_AUTH=off")
+    peers = PeerSource(config.peers, config.peers_file)
+    if config.auth_enabled and not peers.current():
+        raise ValueError("authentication is on but no API key is configured: set DICOMWEB_API_KEY, "
+                         "add one with `dicomweb keys add NAME`, or turn authentication off with DICOMWEB_AUTH=off")
     app = Flask(__name__, static_folder=None)
     app.config["DICOMWEB"] = config
+    app.extensions["peers"] = peers
     app.extensions["archive"] = _make_archive(config)
     app.extensions["anonymize_secret"] = (config.anonymize_secret.encode()
                                           or _secret_file(config.data_dir / "anonymize-secret"))
@@ -87,7 +91,7 @@ def _authenticate() -> None:
     request.environ[TRANSACTION_ENVIRON_KEY] = request.blueprint
     if not config.auth_enabled or request.endpoint in health.UNAUTHENTICATED:
         return
-    peer = identify(config.peers, presented_key(request.headers.get("Authorization")))
+    peer = identify(current_app.extensions["peers"].current(), presented_key(request.headers.get("Authorization")))
     if peer is None:
         raise Unauthorized("a valid API key is required in the Authorization header",
                            {"WWW-Authenticate": CHALLENGE})

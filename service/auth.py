@@ -9,11 +9,13 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import threading
 import time
+from pathlib import Path
 from typing import Callable, Iterable
 
 from . import metrics
-from .config import Peer, hash_key
+from .config import Peer, hash_key, read_peers
 
 PEER_ENVIRON_KEY = "dicomweb.peer"
 TRANSACTION_ENVIRON_KEY = "dicomweb.transaction"   # the blueprint that answered: stow_rs, qido_rs…
@@ -31,6 +33,32 @@ def presented_key(header: str | None) -> str | None:
     if rest and scheme.lower() in SCHEMES:
         value = rest.strip()
     return value or None
+
+
+class PeerSource:
+    """The peers allowed in: those of the configuration, and those of the peers file, re-read
+    when it changes (checked at most once a second), so `dicomweb keys add/revoke` take effect
+    without a restart."""
+
+    def __init__(self, static: Iterable[Peer], path: Path | None) -> None:
+        self.static, self.path = tuple(static), path
+        self._lock = threading.Lock()
+        self._checked, self._stamp, self._from_file = 0.0, None, ()
+        self.current()
+
+    def current(self) -> tuple[Peer, ...]:
+        now = time.monotonic()
+        if now - self._checked >= 1.0:
+            with self._lock:
+                self._checked = now
+                try:
+                    stat = self.path.stat() if self.path is not None else None
+                    stamp = (stat.st_mtime_ns, stat.st_size) if stat else None
+                except FileNotFoundError:
+                    stamp = None
+                if stamp != self._stamp:
+                    self._from_file, self._stamp = tuple(read_peers(self.path)), stamp
+        return self.static + self._from_file
 
 
 def identify(peers: Iterable[Peer], key: str | None) -> str | None:

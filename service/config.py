@@ -30,7 +30,8 @@ class Config:
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
     catalog_url: str = ""                 # default sqlite:///<data_dir>/catalog.sqlite
-    peers: tuple[Peer, ...] = ()
+    peers: tuple[Peer, ...] = ()          # from DICOMWEB_API_KEY (the peers file is read by auth.PeerSource)
+    peers_file: Path | None = None        # lines of "<peer> <sha256 of its key>", re-read when it changes
     auth_enabled: bool = True
     url_prefix: str = "/dicom-web"
     public_base_url: str | None = None    # e.g. https://pacs.example.org/dicom-web
@@ -64,7 +65,7 @@ class Config:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Config":
         data_dir = Path(env.get("DICOMWEB_DATA_DIR", "var"))
-        peers = list(_peers_file(env.get("DICOMWEB_PEERS_FILE")))
+        peers = []
         key = env.get("DICOMWEB_API_KEY") or _read_key_file(data_dir / "api-key")
         if key:
             peers.append(Peer(env.get("DICOMWEB_API_KEY_PEER", "default"), hash_key(key)))
@@ -75,6 +76,7 @@ class Config:
             s3_region=env.get("DICOMWEB_S3_REGION") or None,
             catalog_url=env.get("DICOMWEB_CATALOG_URL", ""),
             peers=tuple(peers),
+            peers_file=peers_path(env),
             auth_enabled=_flag(env.get("DICOMWEB_AUTH", "on"), "DICOMWEB_AUTH"),
             url_prefix=env.get("DICOMWEB_PREFIX", "/dicom-web"),
             public_base_url=env.get("DICOMWEB_PUBLIC_URL") or None,
@@ -108,10 +110,19 @@ def _read_key_file(path: Path) -> str | None:
         return None
 
 
-def _peers_file(path: str | None):
-    """Lines of ``<peer name> <sha256 hex of its key>``; ``#`` starts a comment."""
-    if not path:
-        return
+def peers_path(env: Mapping[str, str]) -> Path:
+    """DICOMWEB_PEERS_FILE, or ``peers`` in the data directory (where ``dicomweb keys add`` writes)."""
+    return Path(env.get("DICOMWEB_PEERS_FILE") or Path(env.get("DICOMWEB_DATA_DIR", "var")) / "peers")
+
+
+def read_peers(path: Path | None) -> list[Peer]:
+    """Lines of ``<peer name> <sha256 hex of its key>``; ``#`` starts a comment; no file, no peers."""
+    if path is None or not path.exists():
+        return []
+    return list(_peers_file(path))
+
+
+def _peers_file(path: Path):
     for number, line in enumerate(Path(path).read_text().splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if not line:

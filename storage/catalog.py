@@ -13,13 +13,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import orjson
-from sqlalchemy import bindparam, create_engine, event, func, inspect, select, update
+from sqlalchemy import bindparam, create_engine, delete, event, func, inspect, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError, IntegrityError
 
+from . import migrations
 from .dataset import INSTANCE_KEYWORDS, PATIENT_KEYWORDS, SERIES_KEYWORDS, STUDY_KEYWORDS, InstanceHeader
 from .search import Query, run as run_search
 from .schema import (
@@ -196,28 +197,30 @@ class Catalog:
         return engine
 
     def create_schema(self) -> None:
-        """Create missing tables; safe when several workers start at once.
+        """Make the tables of an empty catalog (at the latest version); safe when several
+        workers start at once.
 
-        Raises SchemaOutdated when existing tables lack columns this version needs,
-        rather than failing later on the first store or search.
+        Raises SchemaOutdated when the catalog is behind this version of the code, rather
+        than failing later on the first store or search: `dicomweb migrate` brings it up.
         """
         for attempt in range(5):
             try:
-                metadata.create_all(self.engine)
+                with self.engine.connect() as conn:
+                    empty = not set(inspect(conn).get_table_names()) & set(metadata.tables)
+                if empty:
+                    migrations.migrate(self.engine)
                 break
             except (OperationalError, ProgrammingError, IntegrityError):
                 if attempt == 4:
                     raise
                 time.sleep(0.2 * (attempt + 1))
-        inspector = inspect(self.engine)
-        missing = []
-        for table in metadata.sorted_tables:
-            present = {column["name"] for column in inspector.get_columns(table.name)}
-            missing += [f"{table.name}.{column.name}" for column in table.columns if column.name not in present]
-        if missing:
-            raise SchemaOutdated(f"the catalog at {self.engine.url.render_as_string(hide_password=True)} was "
-                                 f"made by an older version and lacks {', '.join(missing[:5])}"
-                                 f"{' …' if len(missing) > 5 else ''}; it needs migrating")
+        with self.engine.connect() as conn:
+            version, missing = migrations.current(conn), migrations.missing_columns(conn)
+        if version < migrations.LATEST or missing:
+            where = self.engine.url.render_as_string(hide_password=True)
+            lacks = f"; it lacks {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}" if missing else ""
+            raise SchemaOutdated(f"the catalog at {where} is at version {version}, this code needs "
+                                 f"{migrations.LATEST}{lacks}: run `dicomweb migrate`")
 
     def dispose(self) -> None:
         """Close pooled connections (before a fork: children make their own)."""
@@ -418,6 +421,46 @@ class Catalog:
         with self.engine.connect() as conn:
             used = set(conn.execute(select(instances.c.blob_key).where(instances.c.blob_key.in_(blob_keys))).scalars())
         return set(blob_keys) - used
+
+    def blob_references(self, batch: int = 5000) -> Iterator[list[tuple[int, str]]]:
+        """Every instance's (pk, blob key), in batches of ``batch`` by primary key."""
+        last = 0
+        with self.engine.connect() as conn:
+            while rows := conn.execute(select(instances.c.pk, instances.c.blob_key).where(instances.c.pk > last)
+                                       .order_by(instances.c.pk).limit(batch)).all():
+                yield [(row.pk, row.blob_key) for row in rows]
+                last = rows[-1].pk
+
+    def forget(self, pks: Sequence[int]) -> None:
+        """Remove instance rows (whose blobs are lost), keeping the counts of their series and
+        studies, and removing series and studies left empty."""
+        if not pks:
+            return
+        with self._writer() as conn, conn.begin():
+            owners = conn.execute(select(instances.c.series_pk, func.count()).where(instances.c.pk.in_(pks))
+                                  .group_by(instances.c.series_pk)).all()
+            conn.execute(delete(instance_metadata).where(instance_metadata.c.instance_pk.in_(pks)))
+            conn.execute(delete(instances).where(instances.c.pk.in_(pks)))
+            for series_pk, gone in owners:
+                study_pk = conn.execute(select(series.c.study_pk).where(series.c.pk == series_pk)).scalar_one()
+                left = conn.execute(select(func.count()).where(instances.c.series_pk == series_pk)).scalar_one()
+                if left:
+                    conn.execute(update(series).where(series.c.pk == series_pk).values(
+                        NumberOfSeriesRelatedInstances=left))
+                else:
+                    conn.execute(delete(series).where(series.c.pk == series_pk))
+                remaining = conn.execute(select(series.c.pk, series.c.Modality, series.c.NumberOfSeriesRelatedInstances)
+                                         .where(series.c.study_pk == study_pk)).all()
+                if not remaining:
+                    conn.execute(delete(person_name_tokens).where(person_name_tokens.c.owner_pk == study_pk,
+                                                                  person_name_tokens.c.keyword == STUDY_PATIENT_NAME))
+                    conn.execute(delete(studies).where(studies.c.pk == study_pk))
+                    continue
+                modalities = sorted({r.Modality for r in remaining if r.Modality})
+                conn.execute(update(studies).where(studies.c.pk == study_pk).values(
+                    NumberOfStudyRelatedSeries=len(remaining),
+                    NumberOfStudyRelatedInstances=sum(r.NumberOfSeriesRelatedInstances for r in remaining),
+                    ModalitiesInStudy="\\".join(modalities) or None))
 
     def ping(self) -> None:
         """Raise if the database cannot be reached."""

@@ -1,7 +1,7 @@
 
 import pytest
 
-from service.config import Config, hash_key
+from service.config import Config, hash_key, read_peers
 
 
 def test_defaults_under_data_dir(tmp_path):
@@ -24,10 +24,11 @@ def test_peers_file(tmp_path):
     peers = tmp_path / "peers"
     peers.write_text(f"# name and sha256 of the key\nhospital-a {hash_key('a').hex()}\n\nncp {hash_key('b').hex()}  # EU\n")
     config = Config.from_env({"DICOMWEB_DATA_DIR": str(tmp_path), "DICOMWEB_PEERS_FILE": str(peers)})
-    assert [p.name for p in config.peers] == ["hospital-a", "ncp"]
+    assert config.peers_file == peers and [p.name for p in read_peers(config.peers_file)] == ["hospital-a", "ncp"]
+    assert Config.from_env({"DICOMWEB_DATA_DIR": str(tmp_path)}).peers_file == tmp_path / "peers"   # the default
     peers.write_text("just-a-name\n")
     with pytest.raises(ValueError, match="peers:1"):
-        Config.from_env({"DICOMWEB_PEERS_FILE": str(peers)})
+        read_peers(peers)
 
 
 def test_all_settings(tmp_path):

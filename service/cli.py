@@ -1,0 +1,200 @@
+"""``dicomweb``: the operator's commands. Settings come from the same DICOMWEB_* variables
+as the server (service.config).
+
+    dicomweb serve [--bind HOST:PORT]      gunicorn with deploy/gunicorn.conf.py
+    dicomweb import PATH…                   bulk-load files and folders (DICOMDIR trees too)
+    dicomweb keys add|list|revoke           API keys of peers (only their hashes are kept)
+    dicomweb check [--repair]               every catalog row has its blob, every blob its row
+    dicomweb migrate                        bring the catalog to this version's schema
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import click
+
+from storage import Archive, Catalog, open_blob_store
+from storage.migrations import migrate as migrate_catalog
+
+from .config import Config, peers_path
+
+ROOT = Path(__file__).resolve().parent.parent
+IMPORT_BATCH = 50
+
+
+def _config() -> Config:
+    return Config.from_env(os.environ)
+
+
+def _archive(config: Config) -> Archive:
+    catalog = Catalog(config.catalog_url, durable=config.fsync)
+    catalog.create_schema()
+    blobs = open_blob_store(config.storage, config.s3_endpoint_url, config.s3_region, fsync=config.fsync)
+    return Archive(blobs, catalog, replace_duplicates=config.replace_duplicates)
+
+
+@click.group(help=__doc__.split("\n\n")[0])
+def main() -> None:
+    pass
+
+
+@main.command(help="Serve under gunicorn with deploy/gunicorn.conf.py.")
+@click.option("--bind", default=lambda: os.environ.get("DICOMWEB_BIND", "127.0.0.1:8080"), show_default="127.0.0.1:8080")
+def serve(bind: str) -> None:
+    os.chdir(ROOT)
+    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "--config", "deploy/gunicorn.conf.py",
+                               "--bind", bind, "wsgi:app"])
+
+
+@main.command("import", help="Store every DICOM file under the PATHs (files, folders, DICOMDIR trees).")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--jobs", default=4, show_default=True, help="files stored in parallel")
+@click.option("--state", type=click.Path(path_type=Path), default=None,
+              help="file listing what was imported, to resume an interrupted import [<data dir>/import-state]")
+def import_(paths: tuple[Path, ...], jobs: int, state: Path | None) -> None:
+    config = _config()
+    archive = _archive(config)
+    state = state or config.data_dir / "import-state"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    done = set(state.read_text().splitlines()) if state.exists() else set()
+    files = [f for f in _files(paths) if _state_key(f) not in done]
+    batches = [files[i:i + IMPORT_BATCH] for i in range(0, len(files), IMPORT_BATCH)]
+    stored = 0
+    failures: list[tuple[Path, str]] = []
+    with state.open("a") as record, ThreadPoolExecutor(max(1, jobs)) as pool, \
+            click.progressbar(length=len(files), label=f"importing {len(files)} file(s)") as bar:
+        for outcomes in pool.map(lambda batch: _import_batch(archive, batch), batches):
+            for path, outcome in outcomes:
+                if outcome.stored:   # new, or already there with the same content
+                    stored += 1
+                    record.write(_state_key(path) + "\n")
+                else:
+                    failures.append((path, outcome.message))
+                bar.update(1)
+            record.flush()
+    skipped = len(done)
+    click.echo(f"stored {stored}, {len(failures)} failed"
+               + (f"; {skipped} skipped as imported before" if skipped else ""))
+    for path, message in failures:
+        click.echo(f"  {path}: {message}", err=True)
+    if failures:
+        sys.exit(1)
+
+
+def _files(paths: tuple[Path, ...]) -> Iterator[Path]:
+    """Regular files under the paths, sorted; DICOMDIR indexes are not instances (the files
+    they list are in the tree)."""
+    for path in paths:
+        candidates = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for candidate in candidates:
+            if candidate.name.upper() != "DICOMDIR":
+                yield candidate
+
+
+def _state_key(path: Path) -> str:
+    stat = path.stat()
+    return f"{path.resolve()}\t{stat.st_size}\t{int(stat.st_mtime)}"
+
+
+def _import_batch(archive: Archive, paths: list[Path]) -> list[tuple[Path, object]]:
+    batch = archive.batch()
+    for path in paths:
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+            fh.seek(0)
+            batch.add(fh, digest.hexdigest())
+    return list(zip(paths, batch.commit()))
+
+
+@main.group(help="API keys of peers: the key is shown once, only its SHA-256 is kept.")
+def keys() -> None:
+    pass
+
+
+@keys.command("add", help="Make a key for the peer NAME and print it.")
+@click.argument("name")
+def keys_add(name: str) -> None:
+    path = peers_path(os.environ)
+    entries = _read_peers(path)
+    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise click.UsageError("a peer name is letters, digits, '-', '_' and '.'")
+    if name in entries:
+        raise click.UsageError(f"peer {name!r} has a key already; revoke it first")
+    key = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as fh:
+        fh.write(f"{name} {hashlib.sha256(key.encode()).hexdigest()}\n")
+    click.echo(key)
+    click.echo(f"(peer {name!r} added to {path}; the key is not stored and will not be shown again)", err=True)
+
+
+@keys.command("list", help="The peers that have a key.")
+def keys_list() -> None:
+    for name, digest in _read_peers(peers_path(os.environ)).items():
+        click.echo(f"{name}\t{digest[:12]}…")
+
+
+@keys.command("revoke", help="Remove the key of the peer NAME.")
+@click.argument("name")
+def keys_revoke(name: str) -> None:
+    path = peers_path(os.environ)
+    entries = _read_peers(path)
+    if name not in entries:
+        raise click.UsageError(f"no peer {name!r} in {path}")
+    lines = [line for line in path.read_text().splitlines() if line.split(None, 1)[:1] != [name]]
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text("".join(line + "\n" for line in lines))
+    os.chmod(temporary, 0o600)
+    os.replace(temporary, path)
+    click.echo(f"revoked {name}")
+
+
+def _read_peers(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    entries = {}
+    for line in path.read_text().splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) == 2:
+            entries[fields[0]] = fields[1]
+    return entries
+
+
+@main.command(help="Check that every catalog row has its blob and every blob its row.")
+@click.option("--repair", is_flag=True, help="remove rows whose blob is lost, and blobs no row names "
+                                            "(older than an hour: younger ones may be stores in progress)")
+def check(repair: bool) -> None:
+    config = _config()
+    archive = _archive(config)
+    lost: list[int] = []
+    referenced: set[str] = set()
+    rows = 0
+    for batch in archive.catalog.blob_references():
+        rows += len(batch)
+        for pk, key in batch:
+            referenced.add(key)
+            if not archive.blobs.exists(key):
+                lost.append(pk)
+    orphans = [key for key, _ in archive.blobs.list() if key not in referenced]
+    click.echo(f"{rows} catalog rows, {len(lost)} without their blob; {len(orphans)} blob(s) without a row")
+    if repair:
+        archive.catalog.forget(lost)
+        removed = archive.sweep()
+        click.echo(f"repaired: {len(lost)} row(s) removed, {removed} unreferenced blob(s) removed")
+    elif lost or orphans:
+        sys.exit(1)
+
+
+@main.command(help="Bring the catalog to this version's schema (safe to run again).")
+def migrate() -> None:
+    config = _config()
+    done = migrate_catalog(Catalog(config.catalog_url).engine)
+    click.echo("\n".join(done) if done else "the catalog is up to date")

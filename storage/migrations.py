@@ -1,0 +1,77 @@
+"""Versioned catalog migrations: ``dicomweb migrate`` applies those a catalog lacks, in order,
+each in its own transaction with its version recorded, so running it again does nothing.
+
+A fresh catalog is made at the latest version when the server first starts; an existing
+one that is behind makes the server refuse to start until it is migrated (several app
+nodes must not race to change a shared catalog). A migration is a function of a
+connection, appended below with the next number; never edit one that has shipped.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from sqlalchemy import Column, Integer, MetaData, Table, Text, inspect, select
+from sqlalchemy.engine import Connection, Engine
+
+from .schema import metadata
+
+versions = MetaData()
+schema_version = Table("schema_version", versions, Column("version", Integer, primary_key=True),
+                       Column("description", Text))
+
+
+def _initial(conn: Connection) -> None:
+    metadata.create_all(conn)
+
+
+MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
+    (1, "patients, studies, series, instances, instance metadata and name tokens", _initial),
+]
+LATEST = MIGRATIONS[-1][0]
+
+
+def current(conn: Connection) -> int:
+    """The catalog's version: 0 for an empty database; a catalog made before versions were
+    recorded counts as version 1 when it has every column of version 1."""
+    tables = set(inspect(conn).get_table_names())
+    if "schema_version" in tables:
+        return conn.execute(select(schema_version.c.version).order_by(schema_version.c.version.desc())).scalar() or 0
+    if "instances" not in tables:
+        return 0
+    return 1 if not missing_columns(conn) else 0
+
+
+def missing_columns(conn: Connection) -> list[str]:
+    inspector = inspect(conn)
+    tables = set(inspector.get_table_names())
+    missing = []
+    for table in metadata.sorted_tables:
+        if table.name not in tables:
+            missing.append(table.name)
+            continue
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        missing += [f"{table.name}.{column.name}" for column in table.columns if column.name not in present]
+    return missing
+
+
+def migrate(engine: Engine) -> list[str]:
+    """Apply the migrations the catalog lacks; return what was done."""
+    done = []
+    with engine.begin() as conn:
+        start = current(conn)
+        versions.create_all(conn)
+        if start and conn.execute(select(schema_version.c.version)).first() is None:
+            conn.execute(schema_version.insert(), [{"version": v, "description": d} for v, d, _ in MIGRATIONS
+                                                   if v <= start])
+            done.append(f"recorded version {start} of a catalog made before versions were kept")
+    for version, description, step in MIGRATIONS:
+        with engine.begin() as conn:
+            if current(conn) >= version:
+                continue
+            step(conn)
+            if missing := missing_columns(conn):
+                raise RuntimeError(f"after migration {version} the catalog still lacks {', '.join(missing[:5])}: "
+                                   "it was made by a development version no migration knows")
+            conn.execute(schema_version.insert(), {"version": version, "description": description})
+            done.append(f"{version}: {description}")
+    return done

@@ -1,0 +1,114 @@
+"""The operator's command line: keys, import, check, migrate (click's runner, real archive)."""
+import os
+import time
+
+import pytest
+from click.testing import CliRunner
+from pydicom.uid import generate_uid
+
+from bench.synthetic import ct_instance
+from service import create_app
+from service.cli import main
+from storage import Catalog
+from tests.conftest import TEST_FILES, postgres_schema
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    for name in [n for n in os.environ if n.startswith("DICOMWEB_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("DICOMWEB_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("DICOMWEB_FSYNC", "off")
+    return tmp_path
+
+
+def run(*args, ok=True):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def test_keys_add_list_revoke_take_effect_without_restart(env):
+    run("keys", "add", "first-peer")   # a server needs a key to start
+    from service.config import Config
+
+    app = create_app(Config.from_env(os.environ))
+    peers = app.extensions["peers"]
+    key = run("keys", "add", "hospital-a").stdout.strip()
+    assert len(key) > 30 and key not in (env / "var" / "peers").read_text()
+    assert "hospital-a" in run("keys", "list").output
+    assert run("keys", "add", "hospital-a", ok=False).exit_code != 0   # one key a peer
+    client = app.test_client()
+    peers._checked = 0   # the file is looked at again at most once a second
+    assert client.get(f"/dicom-web/studies/{generate_uid()}", headers={"Authorization": key}).status_code == 404
+    run("keys", "revoke", "hospital-a")
+    peers._checked = 0
+    assert client.get(f"/dicom-web/studies/{generate_uid()}", headers={"Authorization": key}).status_code == 401
+    assert "hospital-a" not in run("keys", "list").output
+
+
+def test_import_a_tree_resumes_and_reports_failures(env):
+    tree = env / "in"
+    (tree / "a" / "b").mkdir(parents=True)
+    names = ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "rtplan.dcm"]
+    for i, name in enumerate(names):
+        (tree / ("a" if i % 2 else "a/b") / name).write_bytes((TEST_FILES / name).read_bytes())
+    (tree / "DICOMDIR").write_bytes(b"not an instance: skipped")
+    (tree / "a" / "notes.txt").write_text("not DICOM")
+    first = run("import", str(tree), "--jobs", "2", ok=False)
+    assert first.exit_code == 1
+    assert "stored 4, 1 failed" in first.output and "notes.txt" in first.stderr
+    again = run("import", str(tree), ok=False)
+    assert "stored 0, 1 failed; 4 skipped as imported before" in again.output
+    from service.config import Config
+
+    archive = create_app(Config.from_env({**os.environ, "DICOMWEB_AUTH": "off"})).extensions["archive"]
+    from tests.helpers import read
+    ct = read((TEST_FILES / "CT_small.dcm").read_bytes())
+    assert archive.instances(ct.StudyInstanceUID)
+
+
+def test_check_and_repair(env):
+    from service.config import Config
+    from tests.helpers import multipart_body, stow_headers
+
+    run("keys", "add", "op")
+    app = create_app(Config.from_env({**os.environ, "DICOMWEB_AUTH": "off"}))
+    client = app.test_client()
+    study = generate_uid()
+    datas = [ct_instance(study, generate_uid(), number=n, rows=8, columns=8) for n in (1, 2)]
+    client.post("/dicom-web/studies", data=multipart_body(datas), headers=stow_headers())
+    assert "2 catalog rows, 0 without their blob; 0 blob(s) without a row" in run("check").output
+    archive = app.extensions["archive"]
+    lost = archive.instances(study)[0]
+    archive.blobs.delete(lost.blob_key)
+    orphan = archive.blobs.root / "orphan-blob"
+    orphan.write_bytes(b"left by a crash")
+    os.utime(orphan, (time.time() - 7200, time.time() - 7200))
+    result = run("check", ok=False)
+    assert result.exit_code == 1 and "1 without their blob; 1 blob(s) without a row" in result.output
+    assert "1 row(s) removed, 1 unreferenced blob(s) removed" in run("check", "--repair").output
+    assert "1 catalog rows, 0 without their blob; 0 blob(s) without a row" in run("check").output
+    [row] = client.get(f"/dicom-web/studies?StudyInstanceUID={study}").get_json()
+    assert row["00201208"]["Value"] == [1] and row["00201206"]["Value"] == [1]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migrate_is_versioned_and_safe_twice(env, monkeypatch, backend):
+    if backend == "postgresql":
+        with postgres_schema("mig") as url:
+            check_migrate(monkeypatch, url)
+    else:
+        check_migrate(monkeypatch, f"sqlite:///{env / 'catalog.sqlite'}")
+
+
+def check_migrate(monkeypatch, url):
+    monkeypatch.setenv("DICOMWEB_CATALOG_URL", url)
+    assert "1: patients, studies" in run("migrate").output
+    assert run("migrate").output.strip() == "the catalog is up to date"
+    from storage import migrations
+
+    with Catalog(url).engine.connect() as conn:
+        assert migrations.current(conn) == migrations.LATEST
+    Catalog(url).create_schema()   # a migrated catalog starts
