@@ -198,3 +198,7 @@ def migrate() -> None:
     config = _config()
     done = migrate_catalog(Catalog(config.catalog_url).engine)
     click.echo("\n".join(done) if done else "the catalog is up to date")
+
+
+if __name__ == "__main__":
+    main()
