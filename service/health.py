@@ -9,7 +9,7 @@ from . import metrics
 from .web import archive
 
 bp = Blueprint("health", __name__)
-UNAUTHENTICATED = {"health.health", "health.ready", "health.prometheus"}
+UNAUTHENTICATED = {"health.health", "health.ready", "health.prometheus", "openapi.openapi_document"}
 
 
 @bp.get("/health")

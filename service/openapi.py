@@ -1,0 +1,157 @@
+"""GET /openapi.json: the OpenAPI 3.1 description of the whole API.
+
+Paths come from the app's own URL map, so a route cannot be missing from the document;
+what each endpoint takes and answers is described here, once per endpoint.
+"""
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, Flask, current_app, jsonify
+
+bp = Blueprint("openapi", __name__)
+
+_UID = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)*$", "maxLength": 64}
+_PATH_PARAMETERS = {
+    "study": ("Study Instance UID", _UID), "series": ("Series Instance UID", _UID),
+    "instance": ("SOP Instance UID", _UID),
+    "frames": ("frame numbers from 1, comma-separated", {"type": "string", "pattern": r"^[0-9]+(,[0-9]+)*$"}),
+    "path": ("tag[/item/tag…] of a BulkDataURI", {"type": "string"}),
+}
+
+
+def _query(name: str, description: str, schema: dict | None = None) -> dict:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+_ACCEPT = _query("accept", "overrides the Accept header (PS3.18 §8.3.3.1)")
+_ANONYMIZE = _query("anonymize", "true: the PS3.15 Basic Profile applied to the copy sent", {"type": "boolean"})
+_RENDERING = [
+    _query("quality", "JPEG quality", {"type": "integer", "minimum": 1, "maximum": 100}),
+    _query("window", "center,width[,linear|linear-exact|sigmoid]"),
+    _query("viewport", "vw,vh or vw,vh,sx,sy,sw,sh"),
+    _query("annotation", "patient,technique"),
+    _query("iccprofile", "no, yes or srgb"),
+    _query("charset", "accepted; annotations are drawn from Unicode"),
+]
+_QIDO = [
+    _query("limit", "results at most", {"type": "integer", "minimum": 1}),
+    _query("offset", "results skipped", {"type": "integer", "minimum": 0}),
+    _query("includefield", "more attributes in each result, or all"),
+    _query("fuzzymatching", "person names match by component", {"type": "boolean"}),
+]
+_WADO_URI = [_query(name, description) for name, description in [
+    ("requestType", "WADO (required)"), ("studyUID", "required"), ("seriesUID", "required"),
+    ("objectUID", "required"), ("contentType", "application/dicom, image/jpeg, image/png, image/gif, text/html, "
+                                              "text/plain"),
+    ("transferSyntax", "with application/dicom"), ("anonymize", "yes, with application/dicom"),
+    ("rows", "image height"), ("columns", "image width"), ("region", "x1,y1,x2,y2 from 0 to 1"),
+    ("windowCenter", "with windowWidth"), ("windowWidth", "with windowCenter"), ("frameNumber", "from 1"),
+    ("imageQuality", "JPEG quality, 1 to 100"), ("annotation", "patient,technique"),
+]]
+
+_DICOM_PARTS = 'multipart/related; type="application/dicom"'
+_XML_PARTS = 'multipart/related; type="application/dicom+xml"'
+_STATUS = {"400": "malformed request", "401": "no valid API key", "404": "not in the archive",
+           "406": "no acceptable representation", "413": "too large", "503": "busy: retry later"}
+
+ENDPOINTS: dict[str, dict] = {
+    "stow_rs.store": {"summary": "STOW-RS: store instances", "tags": ["STOW-RS"],
+                      "body": [_DICOM_PARTS, "application/dicom"],
+                      "answers": {"200": ["application/dicom+json", "application/dicom+xml"],
+                                  "202": ["application/dicom+json"], "409": ["application/dicom+json"]}},
+    "qido_rs.search_studies": {"summary": "QIDO-RS: search studies", "tags": ["QIDO-RS"], "query": _QIDO,
+                               "answers": {"200": ["application/dicom+json", _XML_PARTS]}},
+    "qido_rs.search_series": {"summary": "QIDO-RS: search series", "tags": ["QIDO-RS"], "query": _QIDO,
+                              "answers": {"200": ["application/dicom+json", _XML_PARTS]}},
+    "qido_rs.search_instances": {"summary": "QIDO-RS: search instances", "tags": ["QIDO-RS"], "query": _QIDO,
+                                 "answers": {"200": ["application/dicom+json", _XML_PARTS]}},
+    "qido_rs.search_patients": {"summary": "QIDO-RS: search patients", "tags": ["QIDO-RS"], "query": _QIDO,
+                                "answers": {"200": ["application/dicom+json", _XML_PARTS]}},
+    "wado_rs.retrieve_instances": {"summary": "WADO-RS: retrieve instances, in any transfer syntax they fit",
+                                   "tags": ["WADO-RS"], "query": [_ACCEPT, _ANONYMIZE],
+                                   "answers": {"200": [_DICOM_PARTS, "application/dicom",
+                                                       'multipart/related; type="image/jpeg"'],
+                                               "206": [_DICOM_PARTS]}},
+    "metadata_rs.retrieve_metadata": {"summary": "WADO-RS: metadata", "tags": ["WADO-RS"],
+                                      "query": [_ACCEPT, _ANONYMIZE],
+                                      "answers": {"200": ["application/dicom+json", _XML_PARTS], "304": []}},
+    "frames_rs.retrieve_frames": {"summary": "WADO-RS: frames, native or in a compressed syntax", "tags": ["WADO-RS"],
+                                  "query": [_ACCEPT],
+                                  "answers": {"200": ['multipart/related; type="application/octet-stream"',
+                                                      'multipart/related; type="image/jls"',
+                                                      'multipart/related; type="image/jp2"',
+                                                      'multipart/related; type="image/jpeg"',
+                                                      'multipart/related; type="image/dicom-rle"']}},
+    "bulkdata_rs.retrieve_bulkdata": {"summary": "WADO-RS: bulk data of a BulkDataURI", "tags": ["WADO-RS"],
+                                      "query": [_ACCEPT],
+                                      "answers": {"200": ['multipart/related; type="application/octet-stream"',
+                                                          "application/octet-stream"], "206": ["application/octet-stream"],
+                                                  "416": []}},
+    "rendered_rs.rendered": {"summary": "WADO-RS: rendered images", "tags": ["WADO-RS"], "query": [_ACCEPT, *_RENDERING],
+                             "answers": {"200": ["image/jpeg", "image/png", "image/gif",
+                                                 'multipart/related; type="image/jpeg"'], "304": []}},
+    "rendered_rs.thumbnail": {"summary": "WADO-RS: thumbnail of a representative instance", "tags": ["WADO-RS"],
+                              "query": [_ACCEPT, *_RENDERING],
+                              "answers": {"200": ["image/jpeg", "image/png", "image/gif"], "304": []}},
+    "wado_uri.wado": {"summary": "WADO-URI (PS3.18 §9)", "tags": ["WADO-URI"], "query": _WADO_URI,
+                      "answers": {"200": ["application/dicom", "image/jpeg", "image/png", "image/gif", "text/html",
+                                          "text/plain"]}},
+    "health.health": {"summary": "liveness", "tags": ["operations"], "public": True,
+                      "answers": {"200": ["application/json"]}},
+    "health.ready": {"summary": "readiness: catalog and blob store reachable", "tags": ["operations"], "public": True,
+                     "answers": {"200": ["application/json"], "503": ["application/json"]}},
+    "health.prometheus": {"summary": "Prometheus metrics", "tags": ["operations"], "public": True,
+                          "answers": {"200": ["text/plain"]}},
+    "openapi.openapi_document": {"summary": "this document", "tags": ["operations"], "public": True,
+                         "answers": {"200": ["application/json"]}},
+}
+ENDPOINTS["wado_uri_root.wado"] = ENDPOINTS["wado_uri.wado"]
+
+
+def document(app: Flask) -> dict:
+    paths: dict[str, dict] = {}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        spec = ENDPOINTS.get(rule.endpoint)
+        if spec is None:
+            continue
+        path = re.sub(r"<(?:[a-z]+:)?([a-z]+)>", r"{\1}", rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            paths.setdefault(path, {})[method.lower()] = _operation(rule.endpoint, path, method, spec)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "DICOMweb archive", "version": "1",
+                 "description": "A DICOM PS3.18 origin server: STOW-RS, QIDO-RS, WADO-RS, WADO-URI. "
+                                "Behaviour against the standard: docs/conformance.md."},
+        "components": {"securitySchemes": {
+            "apiKey": {"type": "apiKey", "in": "header", "name": "Authorization",
+                       "description": "the key, or ApiKey <key>"},
+            "bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"apiKey": []}, {"bearer": []}],
+        "paths": paths,
+    }
+
+
+def _operation(endpoint: str, path: str, method: str, spec: dict) -> dict:
+    parameters = [{"name": name, "in": "path", "required": True, "description": description, "schema": schema}
+                  for name, (description, schema) in _PATH_PARAMETERS.items() if "{" + name + "}" in path]
+    operation: dict = {"summary": spec["summary"], "tags": spec["tags"],
+                       "operationId": f"{endpoint}.{method.lower()}.{path}",
+                       "parameters": parameters + spec.get("query", []),
+                       "responses": {code: ({"description": code, "content": {t: {} for t in types}} if types
+                                            else {"description": code})
+                                     for code, types in spec["answers"].items()}}
+    if not spec.get("public"):
+        operation["responses"].update({code: {"description": text} for code, text in _STATUS.items()
+                                       if code not in operation["responses"]})
+    else:
+        operation["security"] = []
+    if "body" in spec:
+        operation["requestBody"] = {"required": True, "content": {t: {} for t in spec["body"]}}
+    return operation
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    return jsonify(document(current_app))
