@@ -54,3 +54,76 @@ def _person_name(number: int, value: dict[str, str]) -> str:
             parts = zip(_PN_COMPONENTS, text.split("^"))
             groups.append(f"<{group}>" + "".join(f"<{t}>{escape(v)}</{t}>" for t, v in parts if v) + f"</{group}>")
     return f'<PersonName number="{number}">{"".join(groups)}</PersonName>'
+
+
+_NUMBER_VRS = {"DS", "FL", "FD", "IS", "SL", "SS", "SV", "UL", "US", "UV"}
+
+
+def xml_to_json(document: bytes) -> dict[str, Any]:
+    """A Native DICOM Model document as a DICOM JSON object; ValueError if malformed.
+
+    Parsed with defusedxml: entities, DTDs and external references are refused, never
+    resolved (XXE, billion laughs)."""
+    from defusedxml import DefusedXmlException
+    from defusedxml.ElementTree import ParseError, fromstring
+
+    try:
+        root = fromstring(document)
+    except (ParseError, DefusedXmlException) as exc:
+        raise ValueError(f"the XML metadata cannot be read: {exc}") from None
+    if _local(root.tag) != "NativeDicomModel":
+        raise ValueError(f"the XML metadata's root is {_local(root.tag)!r}, not NativeDicomModel")
+    return _read(root)
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _read(parent) -> dict[str, Any]:
+    model: dict[str, Any] = {}
+    for attribute in parent:
+        if _local(attribute.tag) != "DicomAttribute":
+            continue
+        tag, vr = (attribute.get("tag") or "").upper(), attribute.get("vr") or "UN"
+        if len(tag) != 8 or any(c not in "0123456789ABCDEF" for c in tag):
+            raise ValueError(f"DicomAttribute tag {tag!r} is not 8 hexadecimal digits")
+        element: dict[str, Any] = {"vr": vr}
+        values: list[Any] = []
+        for child in attribute:
+            kind = _local(child.tag)
+            if kind == "BulkData":
+                element["BulkDataURI"] = child.get("uri") or child.get("uuid") or ""
+            elif kind == "InlineBinary":
+                element["InlineBinary"] = (child.text or "").strip()
+            elif kind == "Item":
+                values.append(_read(child))
+            elif kind == "PersonName":
+                values.append(_read_person_name(child))
+            elif kind == "Value":
+                text = child.text or ""
+                values.append(_number(text, vr) if vr in _NUMBER_VRS else text)
+        if values:
+            element["Value"] = values
+        model[tag] = element
+    return model
+
+
+def _number(text: str, vr: str) -> int | float:
+    try:
+        return int(text) if vr in ("IS", "SL", "SS", "SV", "UL", "US", "UV") else float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number for VR {vr}") from None
+
+
+def _read_person_name(element) -> dict[str, str]:
+    name = {}
+    for group in element:
+        kind = _local(group.tag)
+        if kind in _PN_GROUPS:
+            parts = {_local(c.tag): (c.text or "") for c in group}
+            components = [parts.get(c, "") for c in _PN_COMPONENTS]
+            while components and not components[-1]:
+                components.pop()
+            name[kind] = "^".join(components)
+    return name

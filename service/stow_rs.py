@@ -16,7 +16,7 @@ from flask import Blueprint, Response, request
 from storage import StoreOutcome
 from storage.status import FailureReason
 
-from . import metrics, stow_response
+from . import metrics, stow_metadata, stow_response
 from .dicom_xml import json_to_xml
 from .errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 from .media import DICOM, DICOM_JSON, DICOM_XML, MULTIPART_RELATED, parse_media_type, response_format
@@ -42,7 +42,7 @@ def store(study: str | None = None) -> Response:
         raise PayloadTooLarge(f"the request body exceeds the limit of {config.max_request_bytes} bytes")
 
     batch = archive().batch()
-    for received in _received(request.stream, request.headers.get("Content-Type", "")):
+    for received in _received(request.stream, request.headers.get("Content-Type", ""), study):
         if isinstance(received, StoreOutcome):
             batch.add_failure(received)
             continue
@@ -71,7 +71,7 @@ def store(study: str | None = None) -> Response:
 Received = Union[tuple[BinaryIO, str], StoreOutcome]
 
 
-def _received(stream: BinaryIO, content_type: str) -> Iterator[Received]:
+def _received(stream: BinaryIO, content_type: str, study_in_url: str | None = None) -> Iterator[Received]:
     """Yield each received instance as a (spooled file, sha256 hex) pair, valid
     until the next one is asked for, or a failed outcome for a part that is not
     an instance at all."""
@@ -87,13 +87,52 @@ def _received(stream: BinaryIO, content_type: str) -> Iterator[Received]:
     if media.type != MULTIPART_RELATED:
         raise UnsupportedMediaType(f"cannot store {media.type}: send multipart/related; type=\"application/dicom\"")
     inner = (media.param("type") or DICOM).lower()
-    if inner != DICOM:
-        raise UnsupportedMediaType(f"multipart/related parts of type {inner} are not supported; "
-                                   "send application/dicom instances")
+    if inner not in (DICOM, DICOM_JSON, DICOM_XML):
+        raise UnsupportedMediaType(f"multipart/related parts of type {inner} are not supported; send "
+                                   "application/dicom instances, or application/dicom+json or +xml metadata")
     boundary = media.param("boundary")
     if not boundary:
         raise BadRequest("multipart/related Content-Type has no boundary parameter")
-    yield from _parts(stream, MultipartDecoder(boundary))
+    if inner == DICOM:
+        yield from _parts(stream, MultipartDecoder(boundary))
+        return
+    config = settings()
+    parts = list(_every_part(stream, MultipartDecoder(boundary)))
+    try:
+        yield from stow_metadata.instances(parts, study_in_url, config.spool_dir, config.spool_memory_bytes)
+    finally:
+        for part in parts:
+            part.body.close()
+
+
+def _every_part(stream: BinaryIO, decoder: MultipartDecoder) -> Iterator[stow_metadata.BodyPart]:
+    """Every part of a metadata request, spooled: the metadata names bulk parts that may come
+    in any order, so all are received before any instance is built."""
+    spool = headers = None
+    finished = False
+    try:
+        reader = _chunks(stream)
+        while not finished:
+            chunk = next(reader, b"")
+            decoder.feed(chunk)
+            for event in decoder.events():
+                if isinstance(event, PartStart):
+                    spool, headers = _spool()[0], event.headers
+                elif isinstance(event, PartData):
+                    spool.write(event.data)
+                elif isinstance(event, PartEnd):
+                    spool.seek(0)
+                    yield stow_metadata.body_part(headers, spool)
+                    spool = None
+                elif isinstance(event, Finished):
+                    finished = True
+            if not chunk and not finished:
+                raise MultipartError("body ends before the closing boundary")
+    except MultipartError as exc:
+        raise BadRequest(f"malformed multipart body: {exc}") from None
+    finally:
+        if spool is not None:
+            spool.close()
 
 
 def _spool() -> tuple[tempfile.SpooledTemporaryFile, "hashlib._Hash"]:

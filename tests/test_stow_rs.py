@@ -73,7 +73,8 @@ def test_content_type_variants(client, content_type):
 @pytest.mark.parametrize("content_type, status", [
     ("application/json", 415),
     ("text/plain", 415),
-    ('multipart/related; type="application/dicom+json"; boundary=b', 415),
+    ('multipart/related; type="application/dicom+json"; boundary=b', 400),   # no metadata part
+    ('multipart/related; type="image/jpeg"; boundary=b', 415),
     ("multipart/related; type=application/dicom", 400),
     ("not a media type", 400),
     (None, 415),

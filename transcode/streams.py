@@ -1,0 +1,161 @@
+"""What a compressed image stream is, read from its own header: for storing bulk data parts
+(STOW-RS with metadata, PS3.18 §10.5) as encapsulated Pixel Data.
+
+``describe_stream`` gives the transfer syntax, the frames (one codestream each) and what
+the header says of the image (rows, columns, samples, bits, photometric interpretation),
+for the JPEG processes (SOF markers), JPEG-LS (SOF55) and JPEG 2000 (SIZ and COD, in a
+raw codestream or a JP2 file). RLE and video carry no such header: their description
+must come from the metadata.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from .syntaxes import JPEG_BASELINE, JPEG_EXTENDED, RLE_LOSSLESS
+
+# The media types a bulk data part may have for Pixel Data, and the syntax each means by default.
+PIXEL_MEDIA_TYPES = {
+    "image/jpeg": JPEG_BASELINE, "image/jls": "1.2.840.10008.1.2.4.80", "image/x-jls": "1.2.840.10008.1.2.4.80",
+    "image/jp2": "1.2.840.10008.1.2.4.90", "image/jpx": "1.2.840.10008.1.2.4.92",
+    "image/dicom-rle": RLE_LOSSLESS, "image/x-dicom-rle": RLE_LOSSLESS,
+    "video/mpeg": "1.2.840.10008.1.2.4.100", "video/mp4": "1.2.840.10008.1.2.4.102",
+}
+
+
+@dataclass
+class StreamImage:
+    transfer_syntax: str
+    frames: list[bytes]
+    rows: int | None = None
+    columns: int | None = None
+    samples_per_pixel: int | None = None
+    bits_stored: int | None = None
+    photometric_interpretation: str | None = None
+
+    @property
+    def bits_allocated(self) -> int | None:
+        return None if self.bits_stored is None else (8 if self.bits_stored <= 8 else 16)
+
+
+def describe_stream(media_type: str, data: bytes, transfer_syntax: str | None = None) -> StreamImage:
+    """Raises ValueError when the stream does not read as its media type."""
+    if media_type not in PIXEL_MEDIA_TYPES:
+        raise ValueError(f"{media_type} is not a pixel data media type")
+    if media_type == "image/jpeg":
+        return _jpeg(data, transfer_syntax)
+    if media_type in ("image/jls", "image/x-jls"):
+        return _jpeg_ls(data, transfer_syntax)
+    if media_type in ("image/jp2", "image/jpx"):
+        return _jpeg_2000(data, transfer_syntax or PIXEL_MEDIA_TYPES[media_type])
+    return StreamImage(transfer_syntax or PIXEL_MEDIA_TYPES[media_type], [data])
+
+
+def _markers(data: bytes):
+    """(marker, segment payload) of a JPEG-family stream, up to its first scan."""
+    if data[:2] != b"\xff\xd8":
+        raise ValueError("the stream does not start with a JPEG SOI marker")
+    position = 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            raise ValueError(f"JPEG marker expected at byte {position}")
+        marker = data[position + 1]
+        if marker == 0xFF:
+            position += 1
+            continue
+        (length,) = struct.unpack(">H", data[position + 2:position + 4])
+        yield marker, data[position + 4:position + 2 + length]
+        if marker == 0xDA:   # start of scan: the header ends
+            return
+        position += 2 + length
+    raise ValueError("the JPEG stream ends inside its header")
+
+
+def _split_jpeg_frames(data: bytes) -> list[bytes]:
+    """Several JPEG codestreams one after the other (a multi-frame part) as frames."""
+    frames, start = [], 0
+    while True:
+        end = data.find(b"\xff\xd9\xff\xd8", start)
+        if end < 0:
+            frames.append(data[start:])
+            return frames
+        frames.append(data[start:end + 2])
+        start = end + 2
+
+
+def _jpeg(data: bytes, syntax: str | None) -> StreamImage:
+    frames = _split_jpeg_frames(data)
+    adobe_transform = None
+    for marker, payload in _markers(frames[0]):
+        if marker == 0xEE and payload[:5] == b"Adobe" and len(payload) >= 12:
+            adobe_transform = payload[11]
+        if marker in (0xC0, 0xC1, 0xC3):
+            precision, rows, columns, components = struct.unpack(">BHHB", payload[:6])
+            lossless = marker == 0xC3
+            if syntax is None:
+                syntax = "1.2.840.10008.1.2.4.70" if lossless else JPEG_BASELINE if marker == 0xC0 else JPEG_EXTENDED
+            if components == 1:
+                photometric = "MONOCHROME2"
+            elif lossless or adobe_transform == 0:
+                photometric = "RGB"
+            else:
+                photometric = "YBR_FULL_422"
+            return StreamImage(syntax, frames, rows, columns, components, precision, photometric)
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            raise ValueError(f"JPEG process SOF{marker - 0xC0} has no DICOM transfer syntax here")
+    raise ValueError("the JPEG stream has no frame header")
+
+
+def _jpeg_ls(data: bytes, syntax: str | None) -> StreamImage:
+    frame = None
+    for marker, payload in _markers(data):
+        if marker == 0xF7:
+            frame = struct.unpack(">BHHB", payload[:6])
+        elif marker == 0xDA and frame is not None:
+            near = payload[1 + 2 * payload[0]] if len(payload) > 1 + 2 * payload[0] else 0
+            precision, rows, columns, components = frame
+            syntax = syntax or ("1.2.840.10008.1.2.4.81" if near else "1.2.840.10008.1.2.4.80")
+            return StreamImage(syntax, [data], rows, columns, components, precision,
+                               "MONOCHROME2" if components == 1 else "RGB")
+    raise ValueError("the JPEG-LS stream has no frame header (SOF55)")
+
+
+def _jpeg_2000(data: bytes, syntax: str) -> StreamImage:
+    if data[4:8] == b"jP  ":   # a JP2 file: DICOM keeps its codestream (the jp2c box)
+        data = _jp2_codestream(data)
+    if data[:4] != b"\xff\x4f\xff\x51":
+        raise ValueError("the stream is not a JPEG 2000 codestream (no SOC and SIZ markers)")
+    (length,) = struct.unpack(">H", data[4:6])
+    siz = data[6:4 + length]
+    xsiz, ysiz, xosiz, yosiz = struct.unpack(">IIII", siz[2:18])
+    (components,) = struct.unpack(">H", siz[34:36])
+    precision = (siz[36] & 0x7F) + 1
+    position, mct, reversible = 4 + length, 0, True
+    while position + 4 <= len(data):
+        marker, size = struct.unpack(">HH", data[position:position + 4])
+        if marker == 0xFF52:   # COD: multiple component transform and wavelet of the main header
+            mct, reversible = data[position + 8], data[position + 13] == 1
+            break
+        if marker == 0xFF90:   # first tile: the main header is over
+            break
+        position += 2 + size
+    if syntax == "1.2.840.10008.1.2.4.90" and not reversible:
+        syntax = "1.2.840.10008.1.2.4.91"
+    photometric = "MONOCHROME2" if components == 1 else ("YBR_RCT" if reversible else "YBR_ICT") if mct else "RGB"
+    return StreamImage(syntax, [data], ysiz - yosiz, xsiz - xosiz, components, precision, photometric)
+
+
+def _jp2_codestream(data: bytes) -> bytes:
+    position = 0
+    while position + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[position:position + 8])
+        header = 8
+        if size == 1:
+            (size,) = struct.unpack(">Q", data[position + 8:position + 16])
+            header = 16
+        if kind == b"jp2c":
+            return data[position + header:position + size if size else len(data)]
+        if size == 0:
+            break
+        position += size
+    raise ValueError("the JP2 file has no codestream box")
