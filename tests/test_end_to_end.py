@@ -377,3 +377,21 @@ def test_dicomweb_client_compressed_frames(server):
 
     expected = list(pydicom.encaps.generate_frames(original.PixelData, number_of_frames=2))
     assert frames == [expected[1], expected[0]]
+
+
+def test_stow_of_json_metadata_and_a_jpeg_through_gunicorn(server):
+    import orjson
+
+    from tests.test_stow_metadata import body, photo, sc_model
+
+    study = generate_uid()
+    pixels, jpeg = photo()
+    model = sc_model(study, **{"7FE00010": {"vr": "OB", "BulkDataURI": "camera/1.jpg"}})
+    r = requests.post(server.dicomweb + "/studies", headers={
+        **AUTH, "Content-Type": 'multipart/related; type="application/dicom+json"; boundary=meta-b'},
+        data=body([({"Content-Type": "application/dicom+json"}, orjson.dumps([model])),
+                   ({"Content-Type": "image/jpeg", "Content-Location": "camera/1.jpg"}, jpeg)]))
+    assert r.status_code == 200, r.text
+    [stored] = client_for(server).retrieve_study(study)
+    assert stored.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"   # decoded for the default Accept
+    assert np.abs(stored.pixel_array.astype(int) - pixels.astype(int)).mean() < 4
