@@ -38,12 +38,15 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["transcode_limits"] = TranscodeLimits(config.transcode_max_bytes, config.transcode_slots,
                                                          config.transcode_wait)
 
-    from . import bulkdata_rs, cors, frames_rs, metadata_rs, openapi, qido_rs, rendered_rs, stow_rs, wado_rs, wado_uri
+    from . import (
+        bulkdata_rs, cors, fhir, frames_rs, metadata_rs, openapi, qido_rs, rendered_rs, stow_rs, wado_rs, wado_uri,
+    )
 
     app.extensions["thumbnails"] = rendered_rs.ThumbnailCache(16 << 20)
 
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(fhir.bp)
     app.register_blueprint(qido_rs.bp, url_prefix=config.url_prefix)
     app.register_blueprint(metadata_rs.bp, url_prefix=config.url_prefix)
     app.register_blueprint(frames_rs.bp, url_prefix=config.url_prefix)

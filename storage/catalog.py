@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError, IntegrityError
 
 from . import migrations
 from .dataset import INSTANCE_KEYWORDS, PATIENT_KEYWORDS, SERIES_KEYWORDS, STUDY_KEYWORDS, InstanceHeader
-from .search import Query, run as run_search
+from .search import Query, count as count_matches, run as run_search
 from .schema import (
     STUDY_PATIENT_NAME, instance_metadata, instances, metadata, patients, person_name_columns, person_name_tokens,
     person_name_tokens_of, series, studies,
@@ -471,3 +471,8 @@ class Catalog:
         """Run a QIDO-RS query: a page of result rows, and whether more matched."""
         with self.engine.connect() as conn:
             return run_search(conn, query, self.is_sqlite)
+
+    def count(self, query: "Query") -> int:
+        """How many results a QIDO-RS query matches in all."""
+        with self.engine.connect() as conn:
+            return count_matches(conn, query, self.is_sqlite)

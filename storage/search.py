@@ -150,6 +150,15 @@ def run(conn: Connection, query: Query, sqlite: bool) -> tuple[list[dict[str, An
     return rows, more
 
 
+def count(conn: Connection, query: Query, sqlite: bool) -> int:
+    """How many results ``query`` matches in all, whatever its page."""
+    table = _TABLES[query.level]
+    matched = select(table.c.pk).select_from(_joined(query.level, _needs_patients(query)))
+    for condition in _conditions(query, sqlite):
+        matched = matched.where(condition)
+    return conn.execute(select(func.count()).select_from(matched.subquery())).scalar_one()
+
+
 def _order(query: Query) -> list[ColumnElement]:
     """Insertion order (the primary key: indexed, stable); inside one study or series,
     the order a viewer shows: series and instance numbers first."""

@@ -1,0 +1,225 @@
+"""FHIR R4 ImagingStudy (``application/fhir+json``) from the catalog, for national gateways
+that search by FHIR (the MyHealth@EU *Imaging Study* page names FHIR and QIDO-RS).
+
+``GET /fhir/ImagingStudy`` with ``patient`` (a Patient ID, or ``Patient/<id>``),
+``patient.identifier`` (``[system|]value``), ``identifier`` (``urn:oid:<Study Instance UID>``,
+or an accession number, ``[system|]value``), ``started`` (dates with ``eq``, ``ge``, ``gt``,
+``le``, ``lt``; repeated for a range), ``modality`` (``[system|]code``), ``_count``,
+``_offset``: a ``searchset`` Bundle with ``total`` and ``self``/``next`` links. ``GET
+/fhir/ImagingStudy/{id}``, where the id is the Study Instance UID. The searches run as
+QIDO-RS study queries; each resource lists its series and their instances, and an
+``endpoint`` to this server's WADO-RS, so a client goes from FHIR to pixels.
+"""
+from __future__ import annotations
+
+import datetime
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, request
+import orjson
+
+from storage.search import QueryError
+from storage.uids import is_valid_uid
+
+from .errors import BadRequest, NotFound
+from .qido_params import parse_query
+from .web import archive, base_url, settings
+
+bp = Blueprint("fhir", __name__)
+FHIR_JSON = "application/fhir+json"
+DICOM_CODES = "http://dicom.nema.org/resources/ontology/DCM"
+DICOM_UID_SYSTEM = "urn:dicom:uid"
+SOP_CLASS_SYSTEM = "urn:ietf:rfc:3986"
+SEARCH_PARAMETERS = {"patient", "patient.identifier", "identifier", "started", "modality", "_count", "_offset"}
+
+
+@bp.get("/fhir/ImagingStudy")
+def search() -> Response:
+    unknown = sorted(set(request.args) - SEARCH_PARAMETERS)
+    if unknown:
+        raise BadRequest(f"unsupported search parameter {unknown[0]!r}; supported: {', '.join(sorted(SEARCH_PARAMETERS))}")
+    count = _integer("_count", 20, 0, settings().qido_max_results)
+    offset = _integer("_offset", 0, 0, None)
+    params = _qido_params()
+    try:
+        query, _ = parse_query("study", [*params, ("limit", str(max(count, 1))), ("offset", str(offset))],
+                               settings().qido_max_results)
+    except QueryError as exc:
+        raise BadRequest(str(exc)) from None
+    catalog = archive().catalog
+    total = catalog.count(query)
+    rows = catalog.search(query)[0] if count else []
+    entries = [{"fullUrl": f"{_fhir_base()}/ImagingStudy/{row['StudyInstanceUID']}", "resource": _resource(row),
+                "search": {"mode": "match"}} for row in rows]
+    links = [{"relation": "self", "url": _page_url(offset, count)}]
+    if offset + count < total and count:
+        links.append({"relation": "next", "url": _page_url(offset + count, count)})
+    bundle = {"resourceType": "Bundle", "type": "searchset", "total": total, "link": links, "entry": entries}
+    return Response(orjson.dumps(bundle), content_type=FHIR_JSON)
+
+
+@bp.get("/fhir/ImagingStudy/<study>")
+def read(study: str) -> Response:
+    if not is_valid_uid(study):
+        raise BadRequest("an ImagingStudy id is a Study Instance UID")
+    query, _ = parse_query("study", [("StudyInstanceUID", study)], 1)
+    rows = archive().catalog.search(query)[0]
+    if not rows:
+        raise NotFound(f"no ImagingStudy {study}")
+    return Response(orjson.dumps(_resource(rows[0])), content_type=FHIR_JSON)
+
+
+def _integer(name: str, default: int, low: int, high: int | None) -> int:
+    text = request.args.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number") from None
+    if value < low:
+        raise BadRequest(f"{name} must be at least {low}")
+    return min(value, high) if high is not None else value
+
+
+def _value(text: str) -> tuple[str | None, str]:
+    system, bar, value = text.partition("|")
+    return (system or None, value) if bar else (None, text)
+
+
+def _qido_params() -> list[tuple[str, str]]:
+    params = []
+    patient = request.args.get("patient")
+    if patient:
+        params.append(("PatientID", patient.removeprefix("Patient/")))
+    identifier = request.args.get("patient.identifier")
+    if identifier:
+        system, value = _value(identifier)
+        params.append(("PatientID", value))
+        if system:
+            params.append(("IssuerOfPatientID", system.removeprefix("urn:oid:")))
+    identifier = request.args.get("identifier")
+    if identifier:
+        system, value = _value(identifier)
+        if value.startswith("urn:oid:") or system == DICOM_UID_SYSTEM:
+            params.append(("StudyInstanceUID", value.removeprefix("urn:oid:")))
+        else:
+            params.append(("AccessionNumber", value))
+    started = request.args.getlist("started")
+    if started:
+        params.append(("StudyDate", _date_range(started)))
+    modality = request.args.get("modality")
+    if modality:
+        params.append(("ModalitiesInStudy", _value(modality)[1]))
+    return params
+
+
+def _date_range(values: list[str]) -> str:
+    """FHIR date comparisons as a DICOM date range (PS3.4 C.2.2.2.5)."""
+    low = high = None
+    for text in values:
+        prefix, date = (text[:2], text[2:]) if text[:2] in ("eq", "ge", "gt", "le", "lt", "ne") else ("eq", text)
+        first, last = _date_bounds(date)
+        if prefix == "ne":
+            raise BadRequest("started: the ne prefix is not supported")
+        if prefix in ("eq", "ge"):
+            low = max(low or first, first)
+        if prefix == "gt":
+            low = max(low or last + datetime.timedelta(1), last + datetime.timedelta(1))
+        if prefix in ("eq", "le"):
+            high = min(high or last, last)
+        if prefix == "lt":
+            high = min(high or first - datetime.timedelta(1), first - datetime.timedelta(1))
+    text = lambda d: d.strftime("%Y%m%d") if d else ""  # noqa: E731
+    return text(low) if low and low == high else f"{text(low)}-{text(high)}"
+
+
+def _date_bounds(text: str) -> tuple[datetime.date, datetime.date]:
+    """The first and last day a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD, time ignored) covers."""
+    try:
+        parts = [int(p) for p in text[:10].split("-")]
+        if len(parts) == 1:
+            return datetime.date(parts[0], 1, 1), datetime.date(parts[0], 12, 31)
+        if len(parts) == 2:
+            first = datetime.date(parts[0], parts[1], 1)
+            following = datetime.date(parts[0] + parts[1] // 12, parts[1] % 12 + 1, 1)
+            return first, following - datetime.timedelta(1)
+        day = datetime.date(*parts)
+        return day, day
+    except (ValueError, TypeError):
+        raise BadRequest(f"started: {text!r} is not a FHIR date") from None
+
+
+def _fhir_base() -> str:
+    return base_url().rsplit(settings().url_prefix, 1)[0] + "/fhir" if settings().url_prefix else base_url() + "/fhir"
+
+
+def _page_url(offset: int, count: int) -> str:
+    params = [(k, v) for k, v in request.args.items(multi=True) if k not in ("_offset", "_count")]
+    return f"{_fhir_base()}/ImagingStudy?{urlencode([*params, ('_count', count), ('_offset', offset)])}"
+
+
+def _resource(row: dict) -> dict:
+    """One ImagingStudy from a study row, with its series and instances."""
+    study = row["StudyInstanceUID"]
+    series_query, _ = parse_query("series", [("StudyInstanceUID", study)], 10_000)
+    instance_query, _ = parse_query("instance", [("StudyInstanceUID", study)], 1_000_000)
+    catalog = archive().catalog
+    instances: dict[str, list[dict]] = {}
+    for instance in catalog.search(instance_query)[0]:
+        entry = {"uid": instance["SOPInstanceUID"],
+                 "sopClass": {"system": SOP_CLASS_SYSTEM, "code": f"urn:oid:{instance['SOPClassUID']}"}}
+        if instance.get("InstanceNumber") is not None:
+            entry["number"] = int(instance["InstanceNumber"])
+        instances.setdefault(instance["SeriesInstanceUID"], []).append(entry)
+    series = []
+    for item in catalog.search(series_query)[0]:
+        entry = {"uid": item["SeriesInstanceUID"],
+                 "numberOfInstances": int(item.get("NumberOfSeriesRelatedInstances") or 0),
+                 "modality": {"system": DICOM_CODES, "code": item.get("Modality") or "OT"},
+                 "instance": instances.get(item["SeriesInstanceUID"], [])}
+        if item.get("SeriesNumber") is not None:
+            entry["number"] = int(item["SeriesNumber"])
+        if item.get("SeriesDescription"):
+            entry["description"] = item["SeriesDescription"]
+        series.append(entry)
+    resource: dict = {
+        "resourceType": "ImagingStudy", "id": study, "status": "available",
+        "identifier": [{"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{study}"}],
+        "subject": {"identifier": {"value": row.get("PatientID") or ""},
+                    "display": _person(row.get("PatientName"))},
+        "endpoint": [{"reference": "#wado"}],
+        "contained": [{"resourceType": "Endpoint", "id": "wado", "status": "active",
+                       "connectionType": {"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
+                                          "code": "dicom-wado-rs"},
+                       "payloadType": [{"text": "DICOM WADO-RS"}],
+                       "payloadMimeType": ["application/dicom"], "address": base_url()}],
+        "numberOfSeries": int(row.get("NumberOfStudyRelatedSeries") or len(series)),
+        "numberOfInstances": int(row.get("NumberOfStudyRelatedInstances") or 0),
+        "modality": [{"system": DICOM_CODES, "code": m} for m in row.get("ModalitiesInStudy") or []],
+        "series": series,
+    }
+    if row.get("AccessionNumber"):
+        resource["identifier"].append({"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203",
+                                                            "code": "ACSN"}]}, "value": row["AccessionNumber"]})
+    if row.get("StudyDate"):
+        resource["started"] = _fhir_date_time(row["StudyDate"], row.get("StudyTime"))
+    if row.get("StudyDescription"):
+        resource["description"] = row["StudyDescription"]
+    if not resource["subject"]["display"]:
+        del resource["subject"]["display"]
+    return resource
+
+
+def _person(value) -> str:
+    if isinstance(value, dict):
+        value = value.get("Alphabetic", "")
+    return str(value or "").replace("^", " ").strip()
+
+
+def _fhir_date_time(date: str, time: str | None) -> str:
+    text = f"{date[:4]}-{date[4:6]}-{date[6:8]}"
+    if time and len(time) >= 4:
+        seconds = time[4:6] or "00"
+        return f"{text}T{time[:2]}:{time[2:4]}:{seconds}Z"
+    return text
