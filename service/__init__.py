@@ -11,7 +11,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from storage import Archive, Catalog, open_blob_store
 
-from . import health
+from . import health, upstreams
 from .auth import (
     CHALLENGE, PEER_ENVIRON_KEY, TRANSACTION_ENVIRON_KEY, AuditMiddleware, PeerSource, identify, presented_key,
 )
@@ -32,6 +32,7 @@ def create_app(config: Config | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)
     app.config["DICOMWEB"] = config
     app.extensions["peers"] = peers
+    app.extensions["upstreams"] = upstreams.load(config.upstreams_file)
     app.extensions["archive"] = _make_archive(config)
     app.extensions["anonymize_secret"] = (config.anonymize_secret.encode()
                                           or _secret_file(config.data_dir / "anonymize-secret"))

@@ -106,6 +106,7 @@ class AuditMiddleware:
             "bytes_sent": sent,
             "complete": complete,
             "study": environ.get(STUDY_ENVIRON_KEY),
+            "upstream": environ.get("dicomweb.upstream"),
             "duration_ms": round((time.time() - started) * 1000, 1),
         }
         self.logger.info(json.dumps(record, separators=(",", ":")))

@@ -46,6 +46,7 @@ class Config:
     transcode_slots: int = 2              # conversions running at once in one worker process…
     transcode_wait: float = 10.0          # …and how long a request waits for a free one before a 503
     anonymize_secret: str = ""            # seeds de-identification; default: <data_dir>/anonymize-secret
+    upstreams_file: Path | None = None    # upstream DICOMweb origins of a facade (service.upstreams)
 
     def __post_init__(self) -> None:
         data_dir = Path(self.data_dir)
@@ -91,6 +92,7 @@ class Config:
             transcode_slots=int(env.get("DICOMWEB_TRANSCODE_SLOTS", "2")),
             transcode_wait=float(env.get("DICOMWEB_TRANSCODE_WAIT", "10")),
             anonymize_secret=env.get("DICOMWEB_ANONYMIZE_SECRET", ""),
+            upstreams_file=Path(env["DICOMWEB_UPSTREAMS_FILE"]) if env.get("DICOMWEB_UPSTREAMS_FILE") else None,
         )
 
 

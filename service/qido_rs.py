@@ -1,13 +1,14 @@
 """QIDO-RS search: studies, series and instances, at every level (PS3.18 §10.6)."""
 from __future__ import annotations
 
-import orjson
+from dataclasses import replace
 
-from flask import Blueprint, Response, request
+import orjson
+from flask import Blueprint, Response, current_app, request
 
 from storage.search import QueryError
 
-from . import multipart
+from . import multipart, upstreams, urls
 from .dicom_xml import json_to_xml
 from .errors import BadRequest
 from .media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED
@@ -48,18 +49,59 @@ def search_instances(study: str | None = None, series: str | None = None) -> Res
     return _search("instance", scoped)
 
 
+_KEY = {"patient": "00100020", "study": "0020000D", "series": "0020000E", "instance": "00080018"}
+
+
+def _with_upstreams(facade, results: list[dict], level: str, query) -> tuple[list[dict], bool, list[str]]:
+    """The local results and the upstreams', merged by UID (local first), ordered by it and
+    paged together; upstream RetrieveURLs made to name this server (PS3.18 §10.6.3.3)."""
+    params = [(k, v) for k, v in request.args.items(multi=True) if k not in ("limit", "offset")]
+    params += [("limit", str(query.offset + query.limit)), ("offset", "0")]
+    path = request.path[len(settings().url_prefix):]
+    answers, failed = upstreams.search_all(facade, path, params)
+    key = _KEY[level]
+    merged = {_first(r, key): r for r in results}
+    for answer in answers:
+        for result in answer:
+            uid = _first(result, key)
+            if uid and uid not in merged:
+                merged[uid] = _here(result, level)
+    ordered = [merged[uid] for uid in sorted(merged)]
+    page = ordered[query.offset:query.offset + query.limit]
+    return page, len(ordered) > query.offset + query.limit, failed
+
+
+def _first(result: dict, tag: str) -> str:
+    values = result.get(tag, {}).get("Value") or [""]
+    return str(values[0])
+
+
+def _here(result: dict, level: str) -> dict:
+    if "00081190" in result and level != "patient":
+        study, series, instance = (_first(result, t) or None for t in ("0020000D", "0020000E", "00080018"))
+        url = urls.retrieve_url(base_url(), study, series if level in ("series", "instance") else None,
+                                instance if level == "instance" else None)
+        result = {**result, "00081190": {"vr": "UR", "Value": [url]}}
+    return result
+
+
 def _search(level: str, scoped: dict[str, str]) -> Response:
     as_xml = wants_xml("search results")   # PS3.18 §10.6.3.2
     max_results = settings().qido_max_results
+    facade = [u for u in current_app.extensions["upstreams"] if "search" in u.serves]
     try:
         query, warnings = parse_query(level, request.args.items(multi=True), max_results, scoped)
-        rows, more = archive().catalog.search(query)
+        local = replace(query, limit=query.offset + query.limit, offset=0) if facade else query
+        rows, more = archive().catalog.search(local)
     except QueryError as exc:
         raise BadRequest(str(exc)) from None
-    if more and "limit" not in request.args:
-        warnings.append(TRUNCATED)
     to_json = ResultFormat(query.returned(), level, base_url())
     results = [to_json(row) for row in rows]
+    if facade:
+        results, more, failed = _with_upstreams(facade, results, level, query)
+        warnings += failed
+    if more and "limit" not in request.args:
+        warnings.append(TRUNCATED)
     if as_xml:
         boundary = multipart.new_boundary()
         parts = [multipart.Part({"Content-Type": DICOM_XML}, [json_to_xml(r)]) for r in results]

@@ -3,13 +3,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from flask import Blueprint, Response, request
+import warnings
 
-from . import rendered_rs, retrieve
-from .errors import NotFound
-from .media import instance_representations
-from .multipart import new_boundary
-from .web import accepted, anonymize_seed, archive, base_url, require_uids, transcode_limits, warning
+import pydicom
+from flask import Blueprint, Response, current_app, request
+
+from transcode import PixelDescription, can_transcode, transcode
+
+from . import rendered_rs, retrieve, upstreams, urls
+from .errors import NotAcceptable, NotFound
+from .media import ANY_TRANSFER_SYNTAX, instance_representations
+from .multipart import Part, encode_parts, new_boundary
+from .web import accepted, anonymize_seed, archive, base_url, require_uids, settings, transcode_limits, warning
+
 
 bp = Blueprint("wado_rs", __name__)
 
@@ -24,6 +30,9 @@ def retrieve_instances(study: str, series: str | None = None, instance: str | No
     representations = instance_representations(accepted())
     found = archive().instances(study, series, instance)
     if not found:
+        facade = _from_upstream(study, series, instance, representations)
+        if facade is not None:
+            return facade
         level = "instance" if instance else "series" if series else "study"
         raise NotFound(f"no such {level} in the archive")
     limits = transcode_limits()
@@ -55,3 +64,49 @@ def retrieve_instances(study: str, series: str | None = None, instance: str | No
             "their stored transfer syntax cannot be converted to an acceptable one, or they are "
             "larger than this server converts")
     return response
+
+
+def _from_upstream(study: str, series: str | None, instance: str | None, representations) -> Response | None:
+    """A study, series or instance not held here, streamed from the first upstream that has it,
+    each instance negotiated and converted here as if it were stored (service.upstreams)."""
+    found = upstreams.find(current_app.extensions["upstreams"], request.path[len(settings().url_prefix):])
+    if found is None:
+        return None
+    upstream, answer = found
+    request.environ[upstreams.UPSTREAM_ENVIRON_KEY] = upstream.name
+    usable = [r for r in representations if r.multipart]
+    if not usable:
+        answer.close()
+        raise NotAcceptable('instances from an upstream are sent as multipart/related; type="application/dicom"')
+    candidates = [r.transfer_syntax for r in usable]
+    root, config = base_url(), settings()
+
+    def parts():
+        for spool in upstreams.parts(answer, config.spool_dir, config.spool_memory_bytes):
+            ds = _header(spool)
+            source = str(ds.file_meta.TransferSyntaxUID)
+            pixels = PixelDescription.from_dataset(ds) if "Rows" in ds else None
+            target = next((source if ts in (ANY_TRANSFER_SYNTAX, source) else ts for ts in candidates
+                           if ts in (ANY_TRANSFER_SYNTAX, source) or can_transcode(source, ts, pixels)), None)
+            if target is None:
+                continue   # no acceptable form: left out (the answer has started; logged by the audit line)
+            data = spool.read() if target == source else transcode(spool, target, source)
+            location = urls.retrieve_url(root, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
+                                         str(ds.SOPInstanceUID))
+            yield Part({"Content-Type": f"application/dicom; transfer-syntax={target}",
+                        "Content-Location": location}, [data])
+
+    boundary = new_boundary()
+    response = Response(encode_parts(parts(), boundary), status=answer.status_code, direct_passthrough=True,
+                        content_type=f'multipart/related; type="application/dicom"; boundary={boundary}')
+    if answer.headers.get("Warning"):
+        response.headers["Warning"] = answer.headers["Warning"]
+    return response
+
+
+def _header(spool) -> pydicom.Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(spool, stop_before_pixels=True)
+    spool.seek(0)
+    return ds

@@ -1,0 +1,148 @@
+"""Upstream DICOMweb origins: the national infrastructure an NCPeH facade answers from.
+
+``DICOMWEB_UPSTREAMS_FILE`` is a JSON list of upstreams::
+
+    [{"name": "national-pacs", "url": "https://pacs.example/dicom-web",
+      "api_key": "…" | "bearer": "…" | "basic": "user:password",
+      "client_cert": ["cert.pem", "key.pem"], "ca": "ca.pem",
+      "timeout": 5, "serves": ["search", "retrieve"]}]
+
+Searches go to the local catalog and to every upstream that serves search at once, each
+within its timeout; results are merged by UID (the local one first), ordered by UID, and
+paged together; their RetrieveURLs name this server. An upstream that fails or is late adds
+a ``Warning: 299`` naming it. Retrieves of studies, series and instances not held here are
+streamed from the first upstream that has them, instance by instance, with this server's
+own negotiation and transcoding. Credentials for upstreams stay here: never in answers or logs.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import requests
+
+from .multipart import Finished, MultipartDecoder, PartData, PartEnd, PartStart
+
+ANY_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+UPSTREAM_ENVIRON_KEY = "dicomweb.upstream"
+_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="upstream")
+
+
+@dataclass
+class Upstream:
+    name: str
+    url: str
+    timeout: float = 5.0
+    serves: frozenset[str] = frozenset({"search", "retrieve"})
+    session: requests.Session = field(default_factory=requests.Session, repr=False)
+
+    def get(self, path: str, params=None, accept: str = "application/dicom+json", stream: bool = False,
+            timeout: float | None = None) -> requests.Response:
+        return self.session.get(self.url.rstrip("/") + path, params=params, headers={"Accept": accept},
+                                timeout=timeout or self.timeout, stream=stream)
+
+
+def load(path: Path | None) -> list[Upstream]:
+    """The upstreams of the file; none without one. ValueError when it is malformed."""
+    if path is None or not path.exists():
+        return []
+    try:
+        entries = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    upstreams = []
+    for entry in entries:
+        session = requests.Session()
+        session.trust_env = False
+        if "api_key" in entry:
+            session.headers["Authorization"] = f"ApiKey {entry['api_key']}"
+        elif "bearer" in entry:
+            session.headers["Authorization"] = f"Bearer {entry['bearer']}"
+        elif "basic" in entry:
+            user, _, password = entry["basic"].partition(":")
+            session.auth = (user, password)
+        if "client_cert" in entry:
+            session.cert = tuple(entry["client_cert"])
+        if "ca" in entry:
+            session.verify = entry["ca"]
+        unknown = set(entry.get("serves", [])) - {"search", "retrieve"}
+        if unknown or "name" not in entry or "url" not in entry:
+            raise ValueError(f"{path}: each upstream has a name, a url and serves search and/or retrieve")
+        upstreams.append(Upstream(entry["name"], entry["url"], float(entry.get("timeout", 5.0)),
+                                  frozenset(entry.get("serves", ["search", "retrieve"])), session))
+    return upstreams
+
+
+def search_all(upstreams: list[Upstream], path: str, params: list[tuple[str, str]]) -> tuple[list[list[dict]], list[str]]:
+    """Every searching upstream's results for ``path`` (in order), and warnings for those that
+    failed or did not answer within their timeout. Runs them at once."""
+    searching = [u for u in upstreams if "search" in u.serves]
+    futures = {_POOL.submit(_search, u, path, params): u for u in searching}
+    wait(futures, timeout=max((u.timeout for u in searching), default=0) + 0.5)
+    results, warnings = [], []
+    for future, upstream in futures.items():
+        if not future.done():
+            warnings.append(f"upstream {upstream.name} did not answer within {upstream.timeout:g} s")
+            continue
+        try:
+            results.append(future.result())
+        except requests.Timeout:
+            warnings.append(f"upstream {upstream.name} did not answer within {upstream.timeout:g} s")
+        except Exception as exc:   # any failure of one upstream only costs its results
+            warnings.append(f"upstream {upstream.name} failed: {type(exc).__name__}")
+    return results, warnings
+
+
+def _search(upstream: Upstream, path: str, params: list[tuple[str, str]]) -> list[dict]:
+    response = upstream.get(path, params)
+    if response.status_code == 204:
+        return []
+    response.raise_for_status()
+    return response.json()
+
+
+def find(upstreams: list[Upstream], path: str) -> tuple[Upstream, requests.Response] | None:
+    """The first retrieving upstream that answers ``path`` with instances, its response streaming."""
+    for upstream in (u for u in upstreams if "retrieve" in u.serves):
+        try:
+            response = upstream.get(path, accept=ANY_DICOM, stream=True)
+        except requests.RequestException:
+            continue
+        if response.status_code in (200, 206):
+            return upstream, response
+        response.close()
+    return None
+
+
+def parts(response: requests.Response, spool_dir: Path, spool_memory: int) -> Iterator:
+    """Each instance of a streamed multipart answer, spooled, one at a time."""
+    content_type = response.headers.get("Content-Type", "")
+    boundary = next((p.split("=", 1)[1].strip('"') for p in content_type.split(";")
+                     if p.strip().lower().startswith("boundary=")), None)
+    if not boundary:
+        raise ValueError("the upstream's answer is not multipart")
+    decoder = MultipartDecoder(boundary)
+    spool = None
+    try:
+        for chunk in response.iter_content(1 << 20):
+            decoder.feed(chunk)
+            for event in decoder.events():
+                if isinstance(event, PartStart):
+                    spool = tempfile.SpooledTemporaryFile(max_size=spool_memory, dir=spool_dir)
+                elif isinstance(event, PartData):
+                    spool.write(event.data)
+                elif isinstance(event, PartEnd):
+                    spool.seek(0)
+                    with spool:
+                        yield spool
+                    spool = None
+                elif isinstance(event, Finished):
+                    return
+    finally:
+        if spool is not None:
+            spool.close()
+        response.close()

@@ -1,0 +1,111 @@
+"""The NCPeH facade: searches and retrieves answered from upstream DICOMweb origins (a second
+instance of this server, a slow one and a dead one), merged with the local archive."""
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import requests
+from pydicom.uid import generate_uid
+
+from bench.synthetic import ct_instance
+from service import create_app
+from tests.conftest import API_KEY, free_port, make_config
+from tests.helpers import multipart_body, read, split_multipart, stow_headers
+from tests.server import Server
+
+UPSTREAM_KEY = "upstream-key-0123456789"
+
+
+class _Slow(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):   # noqa: N802
+        time.sleep(3)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/dicom+json")
+        self.end_headers()
+        self.wfile.write(b"[]")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory):
+    work = tmp_path_factory.mktemp("upstream")
+    server = Server({"DICOMWEB_DATA_DIR": str(work), "DICOMWEB_API_KEY": UPSTREAM_KEY,
+                     "DICOMWEB_PUBLIC_URL": "http://national-pacs.invalid/dicom-web"}, free_port(), work / "log")
+    slow = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Slow)
+    threading.Thread(target=slow.serve_forever, daemon=True).start()
+    yield server, slow
+    slow.shutdown()
+    server.stop()
+
+
+@pytest.fixture
+def facade(tmp_path, upstream):
+    server, slow = upstream
+    path = tmp_path / "upstreams.json"
+    path.write_text(json.dumps([
+        {"name": "national-pacs", "url": server.dicomweb, "api_key": UPSTREAM_KEY, "timeout": 5},
+        {"name": "slow-region", "url": f"http://127.0.0.1:{slow.server_port}/dicom-web", "timeout": 0.5,
+         "serves": ["search"]},
+        {"name": "dead-region", "url": f"http://127.0.0.1:{free_port()}/dicom-web", "timeout": 0.5},
+    ]))
+    app = create_app(make_config(tmp_path, upstreams_file=path))
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"ApiKey {API_KEY}"
+    return client, server
+
+
+def upstream_store(server, datas):
+    r = requests.post(server.dicomweb + "/studies", data=multipart_body(datas),
+                      headers={"Authorization": f"ApiKey {UPSTREAM_KEY}", **stow_headers()})
+    assert r.status_code == 200
+
+
+def test_search_merges_upstreams_and_names_the_failing_ones(facade):
+    client, server = facade
+    remote, local, both = generate_uid(), generate_uid(), generate_uid()
+    upstream_store(server, [ct_instance(remote, generate_uid(), rows=8, columns=8, patient_id="EU-1"),
+                            ct_instance(both, generate_uid(), rows=8, columns=8, patient_id="EU-1")])
+    client.post("/dicom-web/studies", headers=stow_headers(), data=multipart_body([
+        ct_instance(local, generate_uid(), rows=8, columns=8, patient_id="EU-1"),
+        ct_instance(both, generate_uid(), rows=8, columns=8, patient_id="EU-1")]))
+    start = time.monotonic()
+    r = client.get("/dicom-web/studies?PatientID=EU-1")
+    assert time.monotonic() - start < 2.5   # the slow upstream is not waited for
+    found = {row["0020000D"]["Value"][0]: row for row in r.get_json()}
+    assert set(found) == {remote, local, both}   # merged, each study once
+    assert all(row["00081190"]["Value"][0].startswith("http://localhost/dicom-web/studies/") for row in found.values())
+    assert "national-pacs.invalid" not in r.get_data(as_text=True)
+    warnings = " ".join(r.headers.getlist("Warning"))
+    assert "slow-region did not answer" in warnings and "dead-region failed" in warnings
+    assert UPSTREAM_KEY not in str(r.headers) + r.get_data(as_text=True)
+    paged = client.get("/dicom-web/studies?PatientID=EU-1&limit=2&offset=1").get_json()
+    ordered = sorted(found)
+    assert [row["0020000D"]["Value"][0] for row in paged] == ordered[1:3]
+
+
+def test_retrieve_streams_from_the_upstream_with_local_negotiation(facade):
+    client, server = facade
+    study, series = generate_uid(), generate_uid()
+    datas = [ct_instance(study, series, number=n, rows=32, columns=32, BitsStored=12) for n in (1, 2)]
+    upstream_store(server, datas)
+    r = client.get(f"/dicom-web/studies/{study}", headers={
+        "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.80'})
+    assert r.status_code == 200
+    parts = split_multipart(r.data, r.headers["Content-Type"])
+    assert all(h["content-type"] == "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.80" for h, _ in parts)
+    assert all(h["content-location"].startswith("http://localhost/dicom-web/") for h, _ in parts)
+    originals = {read(d).SOPInstanceUID: read(d) for d in datas}
+    for _, body in parts:
+        ds = read(body)
+        assert np.array_equal(ds.pixel_array, originals[ds.SOPInstanceUID].pixel_array)
+    as_stored = client.get(f"/dicom-web/studies/{study}/series/{series}", headers={
+        "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
+    assert sorted(b for _, b in split_multipart(as_stored.data, as_stored.headers["Content-Type"])) == sorted(datas)
+    assert client.get(f"/dicom-web/studies/{generate_uid()}").status_code == 404
