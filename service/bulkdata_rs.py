@@ -27,7 +27,7 @@ from . import multipart
 from .errors import BadRequest, DicomWebError, NotAcceptable, NotFound
 from .media import OCTET_STREAM, octet_stream_acceptable, pixel_representations
 from .pixel_data import IN_PLACE, Choice, choose, frame_bodies, native_pixels, not_acceptable
-from .web import accepted, archive, require_uids, transcode_limits
+from .web import accepted, archive, from_upstream, require_uids, transcode_limits
 
 bp = Blueprint("bulkdata_rs", __name__)
 
@@ -75,6 +75,8 @@ def retrieve_bulkdata(study: str, series: str, instance: str, path: str) -> Resp
     media = accepted()
     single = bool(media) and media[0].type == OCTET_STREAM
     found = archive().instances(study, series, instance)
+    if not found and (relayed := from_upstream()) is not None:
+        return relayed
     if not found:
         raise NotFound("no such instance in the archive")
     steps = path.split("/")

@@ -19,7 +19,7 @@ from . import multipart
 from .errors import BadRequest, NotFound
 from .media import pixel_representations
 from .pixel_data import choose, frame_bodies, not_acceptable
-from .web import accepted, archive, base_url, require_uids, transcode_limits
+from .web import accepted, archive, base_url, from_upstream, require_uids, transcode_limits
 
 bp = Blueprint("frames_rs", __name__)
 
@@ -42,6 +42,8 @@ def retrieve_frames(study: str, series: str, instance: str, frames: str) -> Resp
     numbers = parse_frame_list(frames)
     representations = pixel_representations(accepted())
     found = archive().instances(study, series, instance)
+    if not found and (relayed := from_upstream()) is not None:
+        return relayed
     if not found:
         raise NotFound("no such instance in the archive")
     stored = found[0]

@@ -23,7 +23,7 @@ from .deidentify import deidentify
 from .dicom_xml import json_to_xml
 from .errors import NotFound
 from .media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED
-from .web import anonymize_seed, archive, base_url, require_uids, wants_xml
+from .web import anonymize_seed, archive, base_url, from_upstream, require_uids, wants_xml
 
 bp = Blueprint("metadata_rs", __name__)
 
@@ -35,6 +35,8 @@ def retrieve_metadata(study: str, series: str | None = None, instance: str | Non
     require_uids(study=study, series=series, instance=instance)
     as_xml = wants_xml("metadata")
     found = archive().instances(study, series, instance)
+    if not found and (relayed := from_upstream()) is not None:
+        return relayed
     if not found:
         raise NotFound(f"no such {'instance' if instance else 'series' if series else 'study'} in the archive")
     root = base_url()

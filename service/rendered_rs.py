@@ -29,7 +29,7 @@ from .frames_rs import check_range, parse_frame_list
 from .limits import TranscodeLimits
 from .media import MULTIPART_RELATED, MediaType
 from .pixel_data import FrameReader
-from .web import accepted, archive, require_uids, transcode_limits
+from .web import accepted, archive, from_upstream, require_uids, transcode_limits
 
 bp = Blueprint("rendered_rs", __name__)
 
@@ -63,6 +63,8 @@ def render_resource(study: str, series: str | None, instance: str | None, frames
     require_uids(study=study, series=series, instance=instance)
     numbers = parse_frame_list(frames) if frames is not None else None
     found = archive().instances(study, series, instance)
+    if not found and (relayed := from_upstream()) is not None:
+        return relayed
     if not found:
         level = "instance" if instance else "series" if series else "study"
         raise NotFound(f"no such {level} in the archive")

@@ -146,3 +146,52 @@ def parts(response: requests.Response, spool_dir: Path, spool_memory: int) -> It
         if spool is not None:
             spool.close()
         response.close()
+
+
+def relay(upstreams: list[Upstream], path: str, query: bytes, accept: str | None, here: str):
+    """A resource not held here (metadata, frames, bulk data, rendered) from the first upstream
+    that has it: (upstream, status, content type, body chunks). JSON bodies have their
+    BulkDataURIs and RetrieveURLs made to name this server (``here``); others pass as they
+    come. None when no upstream has it."""
+    for upstream in (u for u in upstreams if "retrieve" in u.serves):
+        try:
+            response = upstream.session.get(upstream.url.rstrip("/") + path + (f"?{query.decode()}" if query else ""),
+                                            headers={"Accept": accept or "*/*"}, timeout=upstream.timeout, stream=True)
+        except requests.RequestException:
+            continue
+        if response.status_code not in (200, 206):
+            response.close()
+            continue
+        content_type = response.headers.get("Content-Type", "application/octet-stream")
+        if content_type.split(";")[0].strip() in ("application/dicom+json", "application/json"):
+            try:
+                body = [json.dumps(_here(response.json(), here)).encode()]
+            finally:
+                response.close()
+            return upstream, response.status_code, content_type, body
+        return upstream, response.status_code, content_type, _streamed(response)
+    return None
+
+
+def _streamed(response: requests.Response) -> Iterator[bytes]:
+    try:
+        yield from response.iter_content(1 << 20)
+    finally:
+        response.close()
+
+
+def _here(value, here: str):
+    """URLs of DICOM JSON (BulkDataURI, RetrieveURL) moved from the upstream to this server."""
+    if isinstance(value, list):
+        return [_here(v, here) for v in value]
+    if not isinstance(value, dict):
+        return value
+    moved = {}
+    for key, item in value.items():
+        if key == "BulkDataURI" and isinstance(item, str) and "/studies/" in item:
+            item = here.rstrip("/") + item[item.index("/studies/"):]
+        elif key == "00081190" and isinstance(item, dict):
+            item = {**item, "Value": [here.rstrip("/") + v[v.index("/studies/"):] if "/studies/" in v else v
+                                      for v in item.get("Value", [])]}
+        moved[key] = _here(item, here)
+    return moved

@@ -1,7 +1,7 @@
 """Small helpers the request handlers share: the archive, URLs, UID checks."""
 from __future__ import annotations
 
-from flask import current_app, request
+from flask import Response, current_app, request
 
 from storage import Archive
 from storage.uids import InvalidUID, validate_uid
@@ -11,6 +11,7 @@ from .config import Config
 from .deidentify import seed
 from .errors import BadRequest, NotAcceptable
 from .limits import TranscodeLimits
+from .upstreams import UPSTREAM_ENVIRON_KEY, relay
 from .media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED, MediaType, parse_accept
 
 
@@ -84,3 +85,14 @@ def wants_xml(what: str) -> bool:
         if media.type in (MULTIPART_RELATED, "multipart/*") and (media.param("type") or "").lower() == DICOM_XML:
             return True
     raise NotAcceptable(f'{what} are sent as application/dicom+json or multipart/related; type="{DICOM_XML}"')
+
+
+def from_upstream() -> Response | None:
+    """The current request answered by an upstream, for a resource not held here (service.upstreams)."""
+    found = relay(current_app.extensions["upstreams"], request.path[len(settings().url_prefix):],
+                  request.query_string, request.headers.get("Accept"), base_url())
+    if found is None:
+        return None
+    upstream, status, content_type, body = found
+    request.environ[UPSTREAM_ENVIRON_KEY] = upstream.name
+    return Response(body, status=status, content_type=content_type, direct_passthrough=True)

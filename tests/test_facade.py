@@ -109,3 +109,20 @@ def test_retrieve_streams_from_the_upstream_with_local_negotiation(facade):
         "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
     assert sorted(b for _, b in split_multipart(as_stored.data, as_stored.headers["Content-Type"])) == sorted(datas)
     assert client.get(f"/dicom-web/studies/{generate_uid()}").status_code == 404
+
+
+def test_metadata_frames_bulk_and_rendered_are_relayed_with_urls_of_this_server(facade):
+    client, server = facade
+    study, series = generate_uid(), generate_uid()
+    data = ct_instance(study, series, rows=16, columns=16, frames=2)
+    upstream_store(server, [data])
+    ds = read(data)
+    base = f"/dicom-web/studies/{study}/series/{series}/instances/{ds.SOPInstanceUID}"
+    [model] = client.get(f"/dicom-web/studies/{study}/metadata").get_json()
+    uri = model["7FE00010"]["BulkDataURI"]
+    assert uri.startswith("http://localhost/dicom-web/studies/")   # not the upstream's address
+    pixels = client.get(uri.split("localhost", 1)[1], headers={"Accept": "application/octet-stream"})
+    assert pixels.status_code == 200 and pixels.data == ds.PixelData
+    [(_, frame)] = split_multipart(*(lambda r: (r.data, r.headers["Content-Type"]))(client.get(f"{base}/frames/2")))
+    assert frame == ds.pixel_array[1].tobytes()
+    assert client.get(f"{base}/rendered").headers["Content-Type"] == "image/jpeg"
