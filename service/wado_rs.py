@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import hashlib
 import warnings
 
 import pydicom
@@ -79,10 +80,12 @@ def _from_upstream(study: str, series: str | None, instance: str | None, represe
         answer.close()
         raise NotAcceptable('instances from an upstream are sent as multipart/related; type="application/dicom"')
     candidates = [r.transfer_syntax for r in usable]
-    root, config = base_url(), settings()
+    root, config, local = base_url(), settings(), archive()
 
     def parts():
         for spool in upstreams.parts(answer, config.spool_dir, config.spool_memory_bytes):
+            if upstream.keep:
+                _keep(local, spool)
             ds = _header(spool)
             source = str(ds.file_meta.TransferSyntaxUID)
             pixels = PixelDescription.from_dataset(ds) if "Rows" in ds else None
@@ -110,3 +113,15 @@ def _header(spool) -> pydicom.Dataset:
         ds = pydicom.dcmread(spool, stop_before_pixels=True)
     spool.seek(0)
     return ds
+
+
+def _keep(local, spool) -> None:
+    """Store an instance retrieved from an upstream here too (its ``keep`` setting)."""
+    digest = hashlib.sha256()
+    while chunk := spool.read(1 << 20):
+        digest.update(chunk)
+    spool.seek(0)
+    batch = local.batch()
+    batch.add(spool, digest.hexdigest())
+    batch.commit()
+    spool.seek(0)

@@ -126,3 +126,22 @@ def test_metadata_frames_bulk_and_rendered_are_relayed_with_urls_of_this_server(
     [(_, frame)] = split_multipart(*(lambda r: (r.data, r.headers["Content-Type"]))(client.get(f"{base}/frames/2")))
     assert frame == ds.pixel_array[1].tobytes()
     assert client.get(f"{base}/rendered").headers["Content-Type"] == "image/jpeg"
+
+
+def test_an_upstream_marked_keep_leaves_a_local_copy(tmp_path, upstream):
+    server, _ = upstream
+    path = tmp_path / "upstreams.json"
+    path.write_text(json.dumps([{"name": "national-pacs", "url": server.dicomweb, "api_key": UPSTREAM_KEY,
+                                 "keep": True}]))
+    app = create_app(make_config(tmp_path, upstreams_file=path))
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"ApiKey {API_KEY}"
+    study = generate_uid()
+    datas = [ct_instance(study, generate_uid(), number=n, rows=8, columns=8) for n in (1, 2)]
+    upstream_store(server, datas)
+    assert not app.extensions["archive"].instances(study)
+    r = client.get(f"/dicom-web/studies/{study}", headers={"Accept": 'multipart/related; type="application/dicom"; '
+                                                                      "transfer-syntax=*"})
+    assert len(split_multipart(r.data, r.headers["Content-Type"])) == 2
+    kept = app.extensions["archive"].instances(study)
+    assert len(kept) == 2   # now served from here
