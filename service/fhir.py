@@ -7,23 +7,27 @@ or an accession number, ``[system|]value``), ``started`` (dates with ``eq``, ``g
 ``le``, ``lt``; repeated for a range), ``modality`` (``[system|]code``), ``_count``,
 ``_offset``: a ``searchset`` Bundle with ``total`` and ``self``/``next`` links. ``GET
 /fhir/ImagingStudy/{id}``, where the id is the Study Instance UID. The searches run as
-QIDO-RS study queries; each resource lists its series and their instances, and an
-``endpoint`` to this server's WADO-RS, so a client goes from FHIR to pixels.
+QIDO-RS study queries (in a facade, at the upstreams too); each resource lists its series
+and their instances (for studies held here), and an ``endpoint`` to this server's WADO-RS,
+so a client goes from FHIR to pixels — through the facade for upstream studies.
 """
 from __future__ import annotations
 
 import datetime
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, request
+from dataclasses import replace
+
 import orjson
+from flask import Blueprint, Response, current_app, request
 
 from storage.search import QueryError
 from storage.uids import is_valid_uid
 
+from . import upstreams
 from .errors import BadRequest, NotFound
 from .qido_params import parse_query
-from .web import archive, base_url, settings
+from .web import archive, base_url, settings, warning
 
 bp = Blueprint("fhir", __name__)
 FHIR_JSON = "application/fhir+json"
@@ -49,13 +53,46 @@ def search() -> Response:
     catalog = archive().catalog
     total = catalog.count(query)
     rows = catalog.search(query)[0] if count else []
+    facade = [u for u in current_app.extensions["upstreams"] if "search" in u.serves]
+    warnings: list[str] = []
+    if facade and count:
+        rows, total, warnings = _with_upstreams(facade, query, params, rows, total, offset, count)
     entries = [{"fullUrl": f"{_fhir_base()}/ImagingStudy/{row['StudyInstanceUID']}", "resource": _resource(row),
                 "search": {"mode": "match"}} for row in rows]
     links = [{"relation": "self", "url": _page_url(offset, count)}]
     if offset + count < total and count:
         links.append({"relation": "next", "url": _page_url(offset + count, count)})
     bundle = {"resourceType": "Bundle", "type": "searchset", "total": total, "link": links, "entry": entries}
-    return Response(orjson.dumps(bundle), content_type=FHIR_JSON)
+    response = Response(orjson.dumps(bundle), content_type=FHIR_JSON)
+    for text in warnings:
+        response.headers.add("Warning", warning(text))
+    return response
+
+
+_STUDY_KEYWORDS = {"0020000D": "StudyInstanceUID", "00100020": "PatientID", "00100010": "PatientName",
+                   "00080020": "StudyDate", "00080030": "StudyTime", "00080050": "AccessionNumber",
+                   "00081030": "StudyDescription", "00201206": "NumberOfStudyRelatedSeries",
+                   "00201208": "NumberOfStudyRelatedInstances"}
+
+
+def _with_upstreams(facade, query, params, rows, total, offset, count):
+    """In a facade, the upstreams' studies too: asked at once by QIDO-RS, merged by UID (the
+    local one first) and paged with the local ones; ``total`` counts the local matches and
+    what the upstreams sent (they are asked for one page's worth past the offset)."""
+    upstream_params = [*params, ("limit", str(offset + count)), ("offset", "0"), ("includefield", "00081030")]
+    answers, failed = upstreams.search_all(facade, "/studies", upstream_params)
+    local = replace(query, limit=offset + count, offset=0)
+    merged = {row["StudyInstanceUID"]: row for row in archive().catalog.search(local)[0]}
+    extra = 0
+    for answer in answers:
+        for result in answer:
+            row = {keyword: (result.get(tag, {}).get("Value") or [None])[0] for tag, keyword in _STUDY_KEYWORDS.items()}
+            row["ModalitiesInStudy"] = result.get("00080061", {}).get("Value") or []
+            if row["StudyInstanceUID"] and row["StudyInstanceUID"] not in merged:
+                merged[row["StudyInstanceUID"]] = row
+                extra += 1
+    ordered = [merged[uid] for uid in sorted(merged)]
+    return ordered[offset:offset + count], total + extra, failed
 
 
 @bp.get("/fhir/ImagingStudy/<study>")

@@ -145,3 +145,20 @@ def test_an_upstream_marked_keep_leaves_a_local_copy(tmp_path, upstream):
     assert len(split_multipart(r.data, r.headers["Content-Type"])) == 2
     kept = app.extensions["archive"].instances(study)
     assert len(kept) == 2   # now served from here
+
+
+def test_fhir_lists_upstream_studies_too(facade):
+    from fhir.resources.R4B.bundle import Bundle
+
+    client, server = facade
+    study = generate_uid()
+    upstream_store(server, [ct_instance(study, generate_uid(), rows=8, columns=8, patient_id="EU-FHIR")])
+    r = client.get("/fhir/ImagingStudy?patient=EU-FHIR")
+    bundle = r.get_json()
+    Bundle.model_validate(bundle)
+    [entry] = bundle["entry"]
+    assert entry["resource"]["id"] == study and entry["resource"]["numberOfInstances"] == 1
+    assert "slow-region" in " ".join(r.headers.getlist("Warning"))
+    address = entry["resource"]["contained"][0]["address"]
+    assert address == "http://localhost/dicom-web"   # the facade, which streams it from the upstream
+    assert client.get(f"/dicom-web/studies/{study}").status_code == 200
