@@ -13,52 +13,23 @@ Every server is gunicorn with deploy/gunicorn.conf.py on loopback.
 from __future__ import annotations
 
 import argparse
-import http.server
 import json
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import requests
 from pydicom.uid import generate_uid
 
-from bench.run import connect, headers, latency, retrieve, run_clients, start_server
+from bench.run import latency, retrieve, run_clients, start_server, timed_gets
 from bench.synthetic import ct_instance
-from tests.helpers import multipart_body, stow_headers
+from tests.helpers import multipart_body, slow_upstream, stow_headers
 
 ANY = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
 
-class _Slow(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):   # noqa: N802
-        time.sleep(2)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/dicom+json")
-        self.end_headers()
-        self.wfile.write(b"[]")
-
-    def log_message(self, *args):
-        pass
-
-
-def _timed(url: str, key: str, paths: list[str], results) -> None:  # noqa: ANN001
-    conn, base = connect(url)
-    h = headers(key, Accept="application/dicom+json, application/fhir+json")
-    timings = []
-    for path in paths:
-        start = time.perf_counter()
-        conn.request("GET", base + path, headers=h)
-        response = conn.getresponse()
-        response.read()
-        if response.status != 200:
-            raise RuntimeError(f"{path} answered {response.status}")
-        timings.append(time.perf_counter() - start)
-    results.put(timings)
-
-
 def _latency(url: str, key: str, paths: list[str], clients: int) -> dict:
-    every = [t for ts in run_clients(_timed, [(url, key, paths)] * clients) for t in ts]
+    accept = "application/dicom+json, application/fhir+json"
+    every = [t for ts in run_clients(timed_gets, [(url, key, paths, accept)] * clients) for t in ts]
     return {**latency(every), "requests": len(every)}
 
 
@@ -76,14 +47,11 @@ def main() -> None:
     from storage.catalog import Catalog
 
     from bench.catalog_fill import fill
-    from tests.conftest import free_port
-
     results: dict = {}
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         running = []
-        slow = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Slow)
-        threading.Thread(target=slow.serve_forever, daemon=True).start()
+        slow = slow_upstream(2)
         try:
             upstreams = []
             for name in ("a", "b"):

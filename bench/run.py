@@ -108,6 +108,22 @@ def _get_worker(url: str, key: str | None, resource: str, accept: str, repeat: i
     results.put((total, time.perf_counter() - start))
 
 
+def timed_gets(url: str, key: str | None, paths: list[str], accept: str, results) -> None:  # noqa: ANN001
+    """GET each path in turn on one persistent connection; put the list of durations."""
+    conn, base = connect(url)
+    h = headers(key, Accept=accept)
+    timings = []
+    for path in paths:
+        start = time.perf_counter()
+        conn.request("GET", base + path, headers=h)
+        response = conn.getresponse()
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"GET {path} answered {response.status}")
+        timings.append(time.perf_counter() - start)
+    results.put(timings)
+
+
 def run_clients(target, args_per_client: list[tuple]) -> list[tuple]:
     queue: multiprocessing.Queue = multiprocessing.Queue()
     processes = [multiprocessing.Process(target=target, args=(*a, queue)) for a in args_per_client]

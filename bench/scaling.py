@@ -15,23 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.run import _stow_worker, headers, latency, connect, run_clients, generate, start_server
+from bench.run import _stow_worker, generate, latency, run_clients, start_server, timed_gets
 from bench.synthetic import StudySpec
-
-
-def _qido_worker(url: str, key: str | None, repeat: int, results) -> None:  # noqa: ANN001
-    conn, path = connect(url)
-    h = headers(key, Accept="application/dicom+json")
-    timings = []
-    for i in range(repeat):
-        start = time.perf_counter()
-        conn.request("GET", path + f"/studies?limit=20&offset={i % 5}&includefield=StudyDescription", headers=h)
-        response = conn.getresponse()
-        response.read()
-        if response.status != 200:
-            raise RuntimeError(f"QIDO answered {response.status}")
-        timings.append(time.perf_counter() - start)
-    results.put(timings)
 
 
 def measure(nodes: int, clients: int, paths: list[Path], moto: str, catalog: str, work: Path) -> dict:
@@ -52,7 +37,9 @@ def measure(nodes: int, clients: int, paths: list[Path], moto: str, catalog: str
         shares = [(urls[c % nodes], key, batches[c::clients], ) for c in range(clients)]
         results = run_clients(_stow_worker, shares)
         stored, seconds = sum(r[0] for r in results), max(r[1] for r in results)
-        timings = run_clients(_qido_worker, [(urls[c % nodes], key, 200) for c in range(clients)])
+        searches = [f"/studies?limit=20&offset={i % 5}&includefield=StudyDescription" for i in range(200)]
+        timings = run_clients(timed_gets, [(urls[c % nodes], key, searches, "application/dicom+json")
+                                           for c in range(clients)])
         every = [t for ts in timings for t in ts]
         return {"nodes": nodes, "stow_instances_per_s": round(stored / seconds, 1),
                 "qido": {**latency(every), "requests_per_s": round(len(every) / sum(every) * clients, 1)}}

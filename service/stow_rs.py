@@ -109,25 +109,16 @@ def _every_part(stream: BinaryIO, decoder: MultipartDecoder) -> Iterator[stow_me
     """Every part of a metadata request, spooled: the metadata names bulk parts that may come
     in any order, so all are received before any instance is built."""
     spool = headers = None
-    finished = False
     try:
-        reader = _chunks(stream)
-        while not finished:
-            chunk = next(reader, b"")
-            decoder.feed(chunk)
-            for event in decoder.events():
-                if isinstance(event, PartStart):
-                    spool, headers = _spool()[0], event.headers
-                elif isinstance(event, PartData):
-                    spool.write(event.data)
-                elif isinstance(event, PartEnd):
-                    spool.seek(0)
-                    yield stow_metadata.body_part(headers, spool)
-                    spool = None
-                elif isinstance(event, Finished):
-                    finished = True
-            if not chunk and not finished:
-                raise MultipartError("body ends before the closing boundary")
+        for event in _events(stream, decoder):
+            if isinstance(event, PartStart):
+                spool, headers = _spool()[0], event.headers
+            elif isinstance(event, PartData):
+                spool.write(event.data)
+            elif isinstance(event, PartEnd):
+                spool.seek(0)
+                yield stow_metadata.body_part(headers, spool)
+                spool = None
     except MultipartError as exc:
         raise BadRequest(f"malformed multipart body: {exc}") from None
     finally:
@@ -161,38 +152,45 @@ def _single(stream: BinaryIO) -> Iterator[tuple[BinaryIO, str]]:
         yield spool, digest.hexdigest()
 
 
+def _events(stream: BinaryIO, decoder: MultipartDecoder) -> Iterator:
+    """The decoder's events over the request body, read as it comes; MultipartError when the
+    body ends before the closing boundary."""
+    reader = _chunks(stream)
+    while True:
+        chunk = next(reader, b"")
+        decoder.feed(chunk)
+        for event in decoder.events():
+            yield event
+            if isinstance(event, Finished):
+                return
+        if not chunk:
+            raise MultipartError("body ends before the closing boundary")
+
+
 def _parts(stream: BinaryIO, decoder: MultipartDecoder) -> Iterator[Received]:
     spool = digest = None
-    accepting = finished = False
+    accepting = False
     yielded = 0
     try:
-        reader = _chunks(stream)
-        while not finished:
-            chunk = next(reader, b"")
-            decoder.feed(chunk)
-            for event in decoder.events():
-                if isinstance(event, PartStart):
-                    refusal = _refusal(event.headers)
-                    accepting = refusal is None
-                    if accepting:
-                        spool, digest = _spool()
-                    else:
-                        yielded += 1
-                        yield refusal
-                elif isinstance(event, PartData) and accepting:
-                    spool.write(event.data)
-                    digest.update(event.data)
-                elif isinstance(event, PartEnd) and accepting:
-                    with spool:
-                        spool.seek(0)
-                        yielded += 1
-                        yield spool, digest.hexdigest()
-                    spool = digest = None
-                    accepting = False
-                elif isinstance(event, Finished):
-                    finished = True
-            if not chunk and not finished:
-                raise MultipartError("body ends before the closing boundary")
+        for event in _events(stream, decoder):
+            if isinstance(event, PartStart):
+                refusal = _refusal(event.headers)
+                accepting = refusal is None
+                if accepting:
+                    spool, digest = _spool()
+                else:
+                    yielded += 1
+                    yield refusal
+            elif isinstance(event, PartData) and accepting:
+                spool.write(event.data)
+                digest.update(event.data)
+            elif isinstance(event, PartEnd) and accepting:
+                with spool:
+                    spool.seek(0)
+                    yielded += 1
+                    yield spool, digest.hexdigest()
+                spool = digest = None
+                accepting = False
     except MultipartError as exc:
         if not yielded:
             raise BadRequest(f"malformed multipart body: {exc}") from None

@@ -48,3 +48,30 @@ def read(data: bytes) -> pydicom.Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return pydicom.dcmread(io.BytesIO(data))
+
+
+def slow_upstream(delay: float):
+    """A DICOMweb stand-in on a free loopback port that answers every search after ``delay``
+    seconds with no results: the late upstream of facade tests and benchmarks. Call
+    ``shutdown()`` on it when done."""
+    import http.server
+    import threading
+    import time
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):   # noqa: N802
+            time.sleep(delay)
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/dicom+json")
+                self.end_headers()
+                self.wfile.write(b"[]")
+            except (BrokenPipeError, ConnectionResetError):
+                pass   # the facade gave up waiting, as it should
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server

@@ -1,11 +1,10 @@
 """Anonymisation on retrieve (PS3.15 Annex E, Basic Application Level Confidentiality Profile)."""
 import numpy as np
-import pytest
 from pydicom.uid import generate_uid
 
 from bench.synthetic import ct_instance
 from service.deidentify import deidentify, seed
-from tests.conftest import API_KEY, TEST_FILES, make_config
+from tests.conftest import make_config
 from tests.helpers import multipart_body, read, split_multipart, stow_headers
 
 # Attributes of PS3.15 table E.1-1 that identify the patient, the people or the places,

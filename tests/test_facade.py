@@ -2,9 +2,7 @@
 instance of this server, a slow one and a dead one), merged with the local archive."""
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import time
 
 import numpy as np
@@ -15,22 +13,10 @@ from pydicom.uid import generate_uid
 from bench.synthetic import ct_instance
 from service import create_app
 from tests.conftest import API_KEY, free_port, make_config
-from tests.helpers import multipart_body, read, split_multipart, stow_headers
+from tests.helpers import multipart_body, read, slow_upstream, split_multipart, stow_headers
 from tests.server import Server
 
 UPSTREAM_KEY = "upstream-key-0123456789"
-
-
-class _Slow(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):   # noqa: N802
-        time.sleep(3)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/dicom+json")
-        self.end_headers()
-        self.wfile.write(b"[]")
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +24,7 @@ def upstream(tmp_path_factory):
     work = tmp_path_factory.mktemp("upstream")
     server = Server({"DICOMWEB_DATA_DIR": str(work), "DICOMWEB_API_KEY": UPSTREAM_KEY,
                      "DICOMWEB_PUBLIC_URL": "http://national-pacs.invalid/dicom-web"}, free_port(), work / "log")
-    slow = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Slow)
-    threading.Thread(target=slow.serve_forever, daemon=True).start()
+    slow = slow_upstream(3)
     yield server, slow
     slow.shutdown()
     server.stop()
