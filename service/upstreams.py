@@ -5,7 +5,7 @@
     [{"name": "national-pacs", "url": "https://pacs.example/dicom-web",
       "api_key": "…" | "bearer": "…" | "basic": "user:password",
       "client_cert": ["cert.pem", "key.pem"], "ca": "ca.pem",
-      "timeout": 5, "serves": ["search", "retrieve"], "keep": false}]
+      "timeout": 5, "serves": ["search", "retrieve"], "keep": false, "cache_bytes": null}]
 
 Searches go to the local catalog and to every upstream that serves search at once, each
 within its timeout; results are merged by UID (the local one first), ordered by UID, and
@@ -13,8 +13,9 @@ paged together; their RetrieveURLs name this server. An upstream that fails or i
 a ``Warning: 299`` naming it. Retrieves of studies, series and instances not held here are
 streamed from the first upstream that has them, instance by instance, with this server's
 own negotiation and transcoding; with ``keep``, each is also stored here, so the next
-request is answered locally (a permanent copy: no size bound, no eviction). Credentials
-for upstreams stay here: never in answers or logs.
+request is answered locally: a permanent copy, or with ``cache_bytes`` a cache of that
+size whose oldest copies are evicted first. Credentials for upstreams stay here: never in
+answers or logs.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class Upstream:
     timeout: float = 5.0
     serves: frozenset[str] = frozenset({"search", "retrieve"})
     keep: bool = False              # store what is retrieved from it in the local archive
+    cache_bytes: int | None = None  # …as a cache of this size, oldest copies evicted first
     session: requests.Session = field(default_factory=requests.Session, repr=False)
 
     def get(self, path: str, params=None, accept: str = "application/dicom+json", stream: bool = False,
@@ -77,7 +79,7 @@ def load(path: Path | None) -> list[Upstream]:
             raise ValueError(f"{path}: each upstream has a name, a url and serves search and/or retrieve")
         upstreams.append(Upstream(entry["name"], entry["url"], float(entry.get("timeout", 5.0)),
                                   frozenset(entry.get("serves", ["search", "retrieve"])), bool(entry.get("keep")),
-                                  session))
+                                  entry.get("cache_bytes"), session))
     return upstreams
 
 

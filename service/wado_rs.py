@@ -85,7 +85,7 @@ def _from_upstream(study: str, series: str | None, instance: str | None, represe
     def parts():
         for spool in upstreams.parts(answer, config.spool_dir, config.spool_memory_bytes):
             if upstream.keep:
-                _keep(local, spool)
+                _keep(local, spool, upstream)
             ds = _header(spool)
             source = str(ds.file_meta.TransferSyntaxUID)
             pixels = PixelDescription.from_dataset(ds) if "Rows" in ds else None
@@ -115,13 +115,19 @@ def _header(spool) -> pydicom.Dataset:
     return ds
 
 
-def _keep(local, spool) -> None:
-    """Store an instance retrieved from an upstream here too (its ``keep`` setting)."""
+def _keep(local, spool, upstream) -> None:
+    """Store an instance retrieved from an upstream here too (its ``keep`` setting), marked as
+    that upstream's copy; with ``cache_bytes``, evict its oldest copies beyond that size."""
     digest = hashlib.sha256()
     while chunk := spool.read(1 << 20):
         digest.update(chunk)
     spool.seek(0)
     batch = local.batch()
     batch.add(spool, digest.hexdigest())
-    batch.commit()
+    [outcome] = batch.commit()
     spool.seek(0)
+    if outcome.stored:
+        local.catalog.mark_upstream(outcome.sop_instance_uid, upstream.name)
+        if upstream.cache_bytes is not None:
+            for key in local.catalog.evict(upstream.name, int(upstream.cache_bytes)):
+                local.blobs.delete(key)

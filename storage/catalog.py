@@ -462,6 +462,27 @@ class Catalog:
                     NumberOfStudyRelatedInstances=sum(r.NumberOfSeriesRelatedInstances for r in remaining),
                     ModalitiesInStudy="\\".join(modalities) or None))
 
+    def mark_upstream(self, sop_instance_uid: str, upstream: str) -> None:
+        """Record that an instance is a facade's copy of an upstream's (and may be evicted)."""
+        with self._writer() as conn, conn.begin():
+            conn.execute(update(instances).where(instances.c.SOPInstanceUID == sop_instance_uid)
+                         .values(upstream=upstream))
+
+    def evict(self, upstream: str, max_bytes: int) -> list[str]:
+        """Forget the oldest copies from ``upstream`` until they take at most ``max_bytes``;
+        return the blob keys to delete (first in, first out)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(instances.c.pk, instances.c.size, instances.c.blob_key)
+                                .where(instances.c.upstream == upstream).order_by(instances.c.stored_at.desc(),
+                                                                                  instances.c.pk.desc())).all()
+        kept, evicted = 0, []
+        for row in rows:
+            kept += row.size
+            if kept > max_bytes:
+                evicted.append(row)
+        self.forget([row.pk for row in evicted])
+        return [row.blob_key for row in evicted]
+
     def ping(self) -> None:
         """Raise if the database cannot be reached."""
         with self.engine.connect() as conn:

@@ -112,3 +112,21 @@ def check_migrate(monkeypatch, url):
     with Catalog(url).engine.connect() as conn:
         assert migrations.current(conn) == migrations.LATEST
     Catalog(url).create_schema()   # a migrated catalog starts
+
+
+def test_a_version_1_catalog_is_refused_until_migrated(env, monkeypatch):
+    import sqlite3
+
+    from storage.catalog import SchemaOutdated
+
+    path = env / "v1.sqlite"
+    url = f"sqlite:///{path}"
+    monkeypatch.setenv("DICOMWEB_CATALOG_URL", url)
+    run("migrate")
+    with sqlite3.connect(path) as db:   # as version 1 made it
+        db.execute("ALTER TABLE instances DROP COLUMN upstream")
+        db.execute("DELETE FROM schema_version WHERE version = 2")
+    with pytest.raises(SchemaOutdated, match="version 1, this code needs 2.*dicomweb migrate"):
+        Catalog(url).create_schema()
+    assert "2: instances.upstream" in run("migrate").output
+    Catalog(url).create_schema()

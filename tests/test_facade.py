@@ -12,6 +12,7 @@ from pydicom.uid import generate_uid
 
 from bench.synthetic import ct_instance
 from service import create_app
+from service.qido_params import parse_query
 from tests.conftest import API_KEY, free_port, make_config
 from tests.helpers import multipart_body, read, slow_upstream, split_multipart, stow_headers
 from tests.server import Server
@@ -147,3 +148,23 @@ def test_fhir_lists_upstream_studies_too(facade):
     address = entry["resource"]["contained"][0]["address"]
     assert address == "http://localhost/dicom-web"   # the facade, which streams it from the upstream
     assert client.get(f"/dicom-web/studies/{study}").status_code == 200
+
+
+def test_a_bounded_cache_evicts_the_oldest_copies(tmp_path, upstream):
+    server, _ = upstream
+    path = tmp_path / "upstreams.json"
+    size = len(ct_instance(generate_uid(), generate_uid(), rows=16, columns=16))
+    path.write_text(json.dumps([{"name": "national-pacs", "url": server.dicomweb, "api_key": UPSTREAM_KEY,
+                                 "keep": True, "cache_bytes": int(size * 2.5)}]))
+    app = create_app(make_config(tmp_path, upstreams_file=path))
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"ApiKey {API_KEY}"
+    first, second = generate_uid(), generate_uid()
+    for study in (first, second):
+        upstream_store(server, [ct_instance(study, generate_uid(), number=n, rows=16, columns=16) for n in (1, 2)])
+        client.get(f"/dicom-web/studies/{study}", headers={"Accept": 'multipart/related; type="application/dicom"; '
+                                                                      "transfer-syntax=*"}).get_data()
+        time.sleep(0.01)
+    archive = app.extensions["archive"]
+    assert len(archive.instances(first)) == 0 and len(archive.instances(second)) == 2   # first in, first out
+    assert archive.catalog.search(parse_query("study", [("StudyInstanceUID", first)], 10)[0])[0] == []   # unsearchable
