@@ -201,3 +201,38 @@ def _here(value, here: str):
                                       for v in item.get("Value", [])]}
         moved[key] = _here(item, here)
     return moved
+
+
+def listed(upstreams: list[Upstream], study: str, series: str | None,
+           instance: str | None) -> tuple[Upstream, list[str], int] | None:
+    """The first upstream that lists the resource's instances by QIDO-RS: it, the retrieve paths
+    of those it answers for (each checked with HEAD), and how many it lists but cannot give.
+    Knowing that before the answer starts is what lets a partial study be a 206 (PS3.18 §10.4.3).
+    None when no upstream lists them (then the resource is streamed as the upstream sends it)."""
+    scope = f"/studies/{study}" + (f"/series/{series}" if series else "") + "/instances"
+    params = [("limit", "10000")] + ([("SOPInstanceUID", instance)] if instance else [])
+    for upstream in (u for u in upstreams if {"search", "retrieve"} <= u.serves):
+        try:
+            results = _search(upstream, scope, params)
+        except (requests.RequestException, ValueError):
+            continue
+        paths = []
+        for result in results:
+            series_uid = series or (result.get("0020000E", {}).get("Value") or [None])[0]
+            sop = (result.get("00080018", {}).get("Value") or [None])[0]
+            if series_uid and sop:
+                paths.append(f"/studies/{study}/series/{series_uid}/instances/{sop}")
+        if not paths:
+            continue
+        available = [p for p in paths if _answers(upstream, p)]
+        return upstream, available, len(paths) - len(available)
+    return None
+
+
+def _answers(upstream: Upstream, path: str) -> bool:
+    try:
+        response = upstream.session.head(upstream.url.rstrip("/") + path, headers={"Accept": ANY_DICOM},
+                                         timeout=upstream.timeout)
+    except requests.RequestException:
+        return False
+    return response.status_code == 200

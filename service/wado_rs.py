@@ -69,41 +69,52 @@ def retrieve_instances(study: str, series: str | None = None, instance: str | No
 
 def _from_upstream(study: str, series: str | None, instance: str | None, representations) -> Response | None:
     """A study, series or instance not held here, streamed from the first upstream that has it,
-    each instance negotiated and converted here as if it were stored (service.upstreams)."""
-    found = upstreams.find(current_app.extensions["upstreams"], request.path[len(settings().url_prefix):])
-    if found is None:
-        return None
-    upstream, answer = found
-    request.environ[upstreams.UPSTREAM_ENVIRON_KEY] = upstream.name
+    each instance negotiated and converted here as if it were stored (service.upstreams). Where
+    the upstream lists the instances, each is checked before the answer starts and fetched on
+    its own, so that those it cannot give make a 206 with a Warning."""
+    known = current_app.extensions["upstreams"]
     usable = [r for r in representations if r.multipart]
+    listing = upstreams.listed(known, study, series, instance)
+    if listing is not None:
+        upstream, paths, missing = listing
+        answers = (upstream.get(path, accept=upstreams.ANY_DICOM, stream=True) for path in paths)
+        status, warned = (206, f"{missing} of {missing + len(paths)} instances could not be fetched from "
+                               f"upstream {upstream.name}") if missing else (200, None)
+    else:
+        found = upstreams.find(known, request.path[len(settings().url_prefix):])
+        if found is None:
+            return None
+        upstream, answer = found
+        answers, status, warned = iter([answer]), answer.status_code, answer.headers.get("Warning")
+    request.environ[upstreams.UPSTREAM_ENVIRON_KEY] = upstream.name
     if not usable:
-        answer.close()
         raise NotAcceptable('instances from an upstream are sent as multipart/related; type="application/dicom"')
     candidates = [r.transfer_syntax for r in usable]
     root, config, local = base_url(), settings(), archive()
 
     def parts():
-        for spool in upstreams.parts(answer, config.spool_dir, config.spool_memory_bytes):
-            if upstream.keep:
-                _keep(local, spool, upstream)
-            ds = _header(spool)
-            source = str(ds.file_meta.TransferSyntaxUID)
-            pixels = PixelDescription.from_dataset(ds) if "Rows" in ds else None
-            target = next((source if ts in (ANY_TRANSFER_SYNTAX, source) else ts for ts in candidates
-                           if ts in (ANY_TRANSFER_SYNTAX, source) or can_transcode(source, ts, pixels)), None)
-            if target is None:
-                continue   # no acceptable form: left out (the answer has started; logged by the audit line)
-            data = spool.read() if target == source else transcode(spool, target, source)
-            location = urls.retrieve_url(root, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
-                                         str(ds.SOPInstanceUID))
-            yield Part({"Content-Type": f"application/dicom; transfer-syntax={target}",
-                        "Content-Location": location}, [data])
+        for answer in answers:
+            for spool in upstreams.parts(answer, config.spool_dir, config.spool_memory_bytes):
+                if upstream.keep:
+                    _keep(local, spool, upstream)
+                ds = _header(spool)
+                source = str(ds.file_meta.TransferSyntaxUID)
+                pixels = PixelDescription.from_dataset(ds) if "Rows" in ds else None
+                target = next((source if ts in (ANY_TRANSFER_SYNTAX, source) else ts for ts in candidates
+                               if ts in (ANY_TRANSFER_SYNTAX, source) or can_transcode(source, ts, pixels)), None)
+                if target is None:
+                    continue   # no acceptable form: left out (the answer has started; logged by the audit line)
+                data = spool.read() if target == source else transcode(spool, target, source)
+                location = urls.retrieve_url(root, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
+                                             str(ds.SOPInstanceUID))
+                yield Part({"Content-Type": f"application/dicom; transfer-syntax={target}",
+                            "Content-Location": location}, [data])
 
     boundary = new_boundary()
-    response = Response(encode_parts(parts(), boundary), status=answer.status_code, direct_passthrough=True,
+    response = Response(encode_parts(parts(), boundary), status=status, direct_passthrough=True,
                         content_type=f'multipart/related; type="application/dicom"; boundary={boundary}')
-    if answer.headers.get("Warning"):
-        response.headers["Warning"] = answer.headers["Warning"]
+    if warned:
+        response.headers["Warning"] = warning(warned) if not warned.startswith("299") else warned
     return response
 
 

@@ -168,3 +168,66 @@ def test_a_bounded_cache_evicts_the_oldest_copies(tmp_path, upstream):
     archive = app.extensions["archive"]
     assert len(archive.instances(first)) == 0 and len(archive.instances(second)) == 2   # first in, first out
     assert archive.catalog.search(parse_query("study", [("StudyInstanceUID", first)], 10)[0])[0] == []   # unsearchable
+
+
+def partial_upstream(study: str, series: str, datas: list[bytes], missing: str):
+    """An upstream whose search lists every instance but which cannot give ``missing``."""
+    import http.server
+    import threading
+
+    by_uid = {str(read(d).SOPInstanceUID): d for d in datas}
+
+    class Partial(http.server.BaseHTTPRequestHandler):
+        def _answer(self, body: bool) -> None:
+            path = self.path.split("?")[0]
+            if path.endswith("/instances"):
+                listing = [{"0020000E": {"vr": "UI", "Value": [series]}, "00080018": {"vr": "UI", "Value": [uid]}}
+                           for uid in by_uid]
+                payload, content_type = json.dumps(listing).encode(), "application/dicom+json"
+            else:
+                uid = path.rsplit("/", 1)[1]
+                if uid == missing or uid not in by_uid:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                payload = multipart_body([by_uid[uid]], "up")
+                content_type = 'multipart/related; type="application/dicom"; boundary=up'
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if body:
+                self.wfile.write(payload)
+
+        def do_GET(self):   # noqa: N802
+            self._answer(True)
+
+        def do_HEAD(self):   # noqa: N802
+            self._answer(False)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Partial)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_instances_an_upstream_lists_but_cannot_give_make_a_206(tmp_path):
+    study, series = generate_uid(), generate_uid()
+    datas = [ct_instance(study, series, number=n, rows=8, columns=8) for n in (1, 2, 3)]
+    lost = str(read(datas[1]).SOPInstanceUID)
+    upstream = partial_upstream(study, series, datas, lost)
+    path = tmp_path / "upstreams.json"
+    path.write_text(json.dumps([{"name": "regional", "url": f"http://127.0.0.1:{upstream.server_port}/dicom-web"}]))
+    client = create_app(make_config(tmp_path, upstreams_file=path)).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"ApiKey {API_KEY}"
+    try:
+        r = client.get(f"/dicom-web/studies/{study}", headers={
+            "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
+        r.get_data()   # the answer streams from the upstream: read it while the upstream runs
+    finally:
+        upstream.shutdown()
+    assert r.status_code == 206 and "1 of 3 instances could not be fetched from upstream regional" in r.headers["Warning"]
+    received = [str(read(b).SOPInstanceUID) for _, b in split_multipart(r.data, r.headers["Content-Type"])]
+    assert lost not in received and len(received) == 2
