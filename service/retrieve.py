@@ -67,8 +67,7 @@ def plan(instances: Sequence[StoredInstance], representations: Sequence[Represen
                             'multipart/related; type="application/dicom"')
     form = usable[0].multipart
     candidates = [r.transfer_syntax for r in usable if r.multipart == form]
-    as_stored = (ANY_TRANSFER_SYNTAX,)
-    converting = [i for i in instances if candidates[0] not in (*as_stored, i.transfer_syntax_uid)]
+    converting = [i for i in instances if candidates[0] not in (ANY_TRANSFER_SYNTAX, i.transfer_syntax_uid)]
     pixels = describe_pixels(converting) if converting else {}
     parts, skipped, too_large = [], [], []
     for instance in instances:

@@ -32,7 +32,6 @@ bp = Blueprint("wado_uri", __name__)
 IMAGE_ONLY = ("rows", "columns", "region", "windowCenter", "windowWidth", "frameNumber", "imageQuality",
               "annotation")
 TEXT_TYPES = ("text/html", "text/plain")
-SR_MODALITY = "SR"
 
 
 @bp.get("/wado")

@@ -437,11 +437,10 @@ class Catalog:
         if not pks:
             return
         with self._writer() as conn, conn.begin():
-            owners = conn.execute(select(instances.c.series_pk, func.count()).where(instances.c.pk.in_(pks))
-                                  .group_by(instances.c.series_pk)).all()
+            owners = conn.execute(select(instances.c.series_pk).distinct().where(instances.c.pk.in_(pks))).scalars().all()
             conn.execute(delete(instance_metadata).where(instance_metadata.c.instance_pk.in_(pks)))
             conn.execute(delete(instances).where(instances.c.pk.in_(pks)))
-            for series_pk, gone in owners:
+            for series_pk in owners:
                 study_pk = conn.execute(select(series.c.study_pk).where(series.c.pk == series_pk)).scalar_one()
                 left = conn.execute(select(func.count()).where(instances.c.series_pk == series_pk)).scalar_one()
                 if left:
