@@ -114,6 +114,7 @@ def convert(archive: Archive, part: PlannedPart, limits: TranscodeLimits, before
     try:
         with limits.slot(before_answer):
             if part.seed is not None:
+                limits.check(part.instance.size)   # de-identification holds the whole data set
                 _deidentified(archive, part, out)
                 out.seek(0)
                 return out

@@ -163,3 +163,16 @@ def test_every_attribute_the_table_removes_is_gone():
     assert len(set_here) > 100
     deidentify(ds, seed(b"secret", "peer", ds.StudyInstanceUID))
     assert [k for k in set_here if k in ds] == []
+
+
+def test_anonymisation_is_bounded_like_any_conversion(tmp_path):
+    from service import create_app
+
+    app = create_app(make_config(tmp_path, transcode_max_bytes=1000))
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = "ApiKey test-key-0123456789"
+    ds = identified()
+    client.post("/dicom-web/studies", data=multipart_body([_bytes(ds)]), headers=stow_headers())
+    r = client.get(f"/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/"
+                   f"{ds.SOPInstanceUID}?anonymize=true", headers={"Accept": "application/dicom"})
+    assert r.status_code == 413
