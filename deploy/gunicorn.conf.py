@@ -3,6 +3,22 @@ import multiprocessing
 import os
 import tempfile
 
+def _fixed_mmap_threshold() -> None:
+    """glibc raises its mmap threshold each time a large block is freed (up to 32 MiB); after
+    that, multi-megabyte answers (study metadata) are carved from the threads' arenas, whose
+    memory is kept: the workers crept from 250 to 313 MB over 2,880 such answers. A fixed
+    threshold keeps large blocks mapped and returned when freed: 232 → 267 MB, then flat
+    (docs/benchmarks.md). Set here, in the master before the workers fork, it holds for all."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)   # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass   # not glibc: nothing to tune
+
+
+_fixed_mmap_threshold()
+
 # Prometheus metrics of every worker, added up by GET /metrics (service/metrics.py): set
 # before the app is loaded, a fresh directory each start.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="dicomweb-metrics-"))
