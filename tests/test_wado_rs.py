@@ -300,3 +300,20 @@ def test_stored_files_are_converted_frame_by_frame(client, name, target):
     for elem in original:
         if elem.tag.group not in (0x0002, 0x0028, 0x7FE0) and elem.VR not in ("SQ", "OB", "OW", "UN"):
             assert converted[elem.tag].value == elem.value, elem.keyword
+
+
+def test_lossy_ratio_of_a_multi_frame_instance_counts_every_frame(client):
+    """Frames decoded one by one carry a one-frame description: the ratio must still be the
+    whole pixel data's (PS3.3 C.7.6.1.1.5.2)."""
+    import pydicom.encaps
+
+    data = (TEST_FILES / "SC_rgb_rle_2frame.dcm").read_bytes()
+    store(client, data)
+    original = read(data)
+    r = client.get(instance_url(original), headers={"Accept": "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.81"})
+    converted = read(r.data)
+    frames = list(pydicom.encaps.generate_frames(converted.PixelData, number_of_frames=2))
+    native = original.Rows * original.Columns * 3 * 2
+    ratio = float(converted.LossyImageCompressionRatio)
+    assert abs(ratio - native / sum(len(f) for f in frames)) / ratio < 0.05
+    assert np.abs(converted.pixel_array.astype(int) - original.pixel_array.astype(int)).max() <= 2

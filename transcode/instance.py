@@ -223,10 +223,11 @@ def write_streamed(header: pydicom.Dataset, frames: Iterable[tuple[bytes, PixelD
             raise CodecError("the instance has no frames to encode")
         _describe(header, photometric, replace(description, planar_configuration=0))
         if TRANSFER_SYNTAXES[target].lossy:
-            _mark_lossy(header, TRANSFER_SYNTAXES[target].lossy_method, description.native_length / max(1, sum(sizes)))
+            _mark_lossy(header, TRANSFER_SYNTAXES[target].lossy_method,
+                        description.frame_length * count / max(1, sum(sizes)))
         _write_dataset(header, target, out)
         _element_header(out, 0x7FE00010, b"OB", _UNDEFINED, True, False)
-        offsets = [sum(sizes[:i]) + 8 * i for i in range(len(sizes))]
+        offsets = [0, *itertools.accumulate(size + 8 for size in sizes[:-1])]   # each item: 8-byte header
         table = struct.pack(f"<{len(offsets)}I", *offsets) if offsets[-1] < 1 << 32 else b""
         out.write(struct.pack("<HHI", 0xFFFE, 0xE000, len(table)) + table)
         encoded.seek(0)
