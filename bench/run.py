@@ -76,11 +76,10 @@ def multipart(paths: list[Path]) -> bytes:
 
 # -- client processes ------------------------------------------------------------
 
-def _stow_worker(url: str, key: str | None, batches: list[list[str]], results) -> None:  # noqa: ANN001
+def post_stows(url: str, key: str | None, bodies: list[bytes], content_type: str) -> tuple[int, float]:
+    """POST each STOW-RS body in turn on one connection: (instances stored, seconds)."""
     conn, path = connect(url)
-    bodies = [multipart([Path(p) for p in batch]) for batch in batches]
-    h = headers(key, **{"Content-Type": f'multipart/related; type="application/dicom"; boundary={BOUNDARY}',
-                        "Accept": "application/dicom+json"})
+    h = headers(key, **{"Content-Type": content_type, "Accept": "application/dicom+json"})
     start = time.perf_counter()
     stored = 0
     for body in bodies:
@@ -90,7 +89,12 @@ def _stow_worker(url: str, key: str | None, batches: list[list[str]], results) -
         if response.status != 200:
             raise RuntimeError(f"STOW answered {response.status}: {answer[:300]!r}")
         stored += len(json.loads(answer)["00081199"]["Value"])
-    results.put((stored, time.perf_counter() - start))
+    return stored, time.perf_counter() - start
+
+
+def _stow_worker(url: str, key: str | None, batches: list[list[str]], results) -> None:  # noqa: ANN001
+    bodies = [multipart([Path(p) for p in batch]) for batch in batches]
+    results.put(post_stows(url, key, bodies, f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'))
 
 
 def _get_worker(url: str, key: str | None, resource: str, accept: str, repeat: int, results) -> None:  # noqa: ANN001

@@ -13,14 +13,13 @@ import argparse
 import io
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from pydicom.uid import generate_uid
 
-from bench.run import connect, headers, run_clients, start_server
+from bench.run import post_stows, run_clients, start_server
 
 BOUNDARY = "bench-meta"
 
@@ -53,18 +52,9 @@ def _request(photos: list[bytes]) -> bytes:
 def _client(url: str, key: str, requests: int, seed: int, results) -> None:  # noqa: ANN001
     photos = [_photo(seed * 100 + n) for n in range(10)]
     bodies = [_request(photos) for _ in range(requests)]
-    conn, path = connect(url)
-    h = headers(key, **{"Content-Type": f'multipart/related; type="application/dicom+json"; boundary={BOUNDARY}',
-                        "Accept": "application/dicom+json"})
-    start, stored = time.perf_counter(), 0
-    for data in bodies:
-        conn.request("POST", path + "/studies", body=data, headers=h)
-        response = conn.getresponse()
-        answer = response.read()
-        if response.status != 200:
-            raise RuntimeError(f"STOW answered {response.status}: {answer[:300]!r}")
-        stored += len(json.loads(answer)["00081199"]["Value"])
-    results.put((stored, time.perf_counter() - start, sum(len(p) for p in photos) / len(photos)))
+    stored, seconds = post_stows(url, key, bodies,
+                                 f'multipart/related; type="application/dicom+json"; boundary={BOUNDARY}')
+    results.put((stored, seconds, sum(len(p) for p in photos) / len(photos)))
 
 
 def main() -> None:

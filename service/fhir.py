@@ -26,7 +26,7 @@ from storage.uids import is_valid_uid
 
 from . import upstreams
 from .errors import BadRequest, NotFound
-from .qido_params import parse_query
+from .qido_params import integer, parse_query
 from .web import archive, base_url, settings, warning
 
 bp = Blueprint("fhir", __name__)
@@ -42,8 +42,11 @@ def search() -> Response:
     unknown = sorted(set(request.args) - SEARCH_PARAMETERS)
     if unknown:
         raise BadRequest(f"unsupported search parameter {unknown[0]!r}; supported: {', '.join(sorted(SEARCH_PARAMETERS))}")
-    count = _integer("_count", 20, 0, settings().qido_max_results)
-    offset = _integer("_offset", 0, 0, None)
+    try:
+        count = min(integer("_count", request.args.get("_count", "20"), 0), settings().qido_max_results)
+        offset = integer("_offset", request.args.get("_offset", "0"), 0)
+    except QueryError as exc:
+        raise BadRequest(str(exc)) from None
     params = _qido_params()
     try:
         query, _ = parse_query("study", [*params, ("limit", str(max(count, 1))), ("offset", str(offset))],
@@ -104,19 +107,6 @@ def read(study: str) -> Response:
     if not rows:
         raise NotFound(f"no ImagingStudy {study}")
     return Response(orjson.dumps(_resource(rows[0])), content_type=FHIR_JSON)
-
-
-def _integer(name: str, default: int, low: int, high: int | None) -> int:
-    text = request.args.get(name)
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadRequest(f"{name} must be a whole number") from None
-    if value < low:
-        raise BadRequest(f"{name} must be at least {low}")
-    return min(value, high) if high is not None else value
 
 
 def _value(text: str) -> tuple[str | None, str]:

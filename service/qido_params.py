@@ -54,7 +54,8 @@ def _stored_only(key: str) -> str | None:
     return None if tag in BY_TAG else f"{tag:08X}"
 
 
-def _integer(name: str, value: str, minimum: int) -> int:
+def integer(name: str, value: str, minimum: int) -> int:
+    """A whole-number query parameter; QueryError when it is not one or below ``minimum``."""
     try:
         number = int(value)
     except ValueError:
@@ -79,9 +80,9 @@ def parse_query(level: str, params: Iterable[tuple[str, str]], max_results: int,
     limit, offset = max_results, 0
     for name, value in params:
         if name == "limit":
-            limit = _integer("limit", value, 1)
+            limit = integer("limit", value, 1)
         elif name == "offset":
-            offset = _integer("offset", value, 0)
+            offset = integer("offset", value, 0)
         elif name == "fuzzymatching":
             if value.lower() not in ("true", "false"):
                 raise QueryError(f"fuzzymatching must be true or false, not {value!r}")

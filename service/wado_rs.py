@@ -78,8 +78,9 @@ def _from_upstream(study: str, series: str | None, instance: str | None, represe
     if listing is not None:
         upstream, paths, missing = listing
         answers = (upstream.get(path, accept=upstreams.ANY_DICOM, stream=True) for path in paths)
-        status, warned = (206, f"{missing} of {missing + len(paths)} instances could not be fetched from "
-                               f"upstream {upstream.name}") if missing else (200, None)
+        status = 206 if missing else 200
+        warned = warning(f"{missing} of {missing + len(paths)} instances could not be fetched from "
+                         f"upstream {upstream.name}") if missing else None
     else:
         found = upstreams.find(known, request.path[len(settings().url_prefix):])
         if found is None:
@@ -114,7 +115,7 @@ def _from_upstream(study: str, series: str | None, instance: str | None, represe
     response = Response(encode_parts(parts(), boundary), status=status, direct_passthrough=True,
                         content_type=f'multipart/related; type="application/dicom"; boundary={boundary}')
     if warned:
-        response.headers["Warning"] = warning(warned) if not warned.startswith("299") else warned
+        response.headers["Warning"] = warned
     return response
 
 

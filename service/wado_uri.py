@@ -105,8 +105,9 @@ def _dicom(stored, syntax: str, anonymize: str | None) -> Response:
     part = retrieve.convert_now(archive(), part, limits)
     body = retrieve.body_chunks(archive(), part, limits)
     response = Response(body, content_type=part.content_type, direct_passthrough=True)
-    if retrieve.part_size(part) is not None:
-        response.content_length = retrieve.part_size(part)
+    size = retrieve.part_size(part)
+    if size is not None:
+        response.content_length = size
     return response
 
 
