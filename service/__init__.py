@@ -11,7 +11,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from storage import Archive, Catalog, open_blob_store
 
-from . import health, upstreams
+from . import health, metrics, upstreams
 from .auth import (
     CHALLENGE, PEER_ENVIRON_KEY, TRANSACTION_ENVIRON_KEY, AuditMiddleware, PeerSource, identify, presented_key,
 )
@@ -123,6 +123,7 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Any:
         log.exception("unhandled error on %s %s", request.method, request.path)
+        metrics.UNEXPECTED.labels(request.blueprint or "other").inc()
         response = jsonify(error="Internal Server Error", message="the server failed to handle the request")
         response.status_code = 500
         return response

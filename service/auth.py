@@ -21,6 +21,7 @@ PEER_ENVIRON_KEY = "dicomweb.peer"
 TRANSACTION_ENVIRON_KEY = "dicomweb.transaction"   # the blueprint that answered: stow_rs, qido_rs…
 STUDY_ENVIRON_KEY = "dicomweb.study"
 SCHEMES = ("apikey", "bearer")
+log = logging.getLogger(__name__)
 CHALLENGE = 'ApiKey realm="dicomweb", Bearer realm="dicomweb"'
 
 
@@ -93,7 +94,8 @@ class AuditMiddleware:
             return start_response(status, headers, exc_info)
 
         body = self.app(environ, capture)
-        return _CountingBody(body, lambda sent, complete: self._record(environ, state, started, sent, complete))
+        return _CountingBody(body, lambda sent, complete: self._record(environ, state, started, sent, complete),
+                             lambda: _broken(environ))
 
     def _record(self, environ: dict, state: dict, started: float, sent: int, complete: bool) -> None:
         record = {
@@ -113,17 +115,30 @@ class AuditMiddleware:
         metrics.observe(environ.get(TRANSACTION_ENVIRON_KEY), state["status"], sent, time.time() - started)
 
 
+def _broken(environ: dict) -> None:
+    log.exception("answer broken off after it started: %s %s", environ.get("REQUEST_METHOD"),
+                  environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
+    metrics.UNEXPECTED.labels(environ.get(TRANSACTION_ENVIRON_KEY) or "other").inc()
+
+
 class _CountingBody:
-    def __init__(self, body: Iterable[bytes], on_close: Callable[[int, bool], None]) -> None:
+    def __init__(self, body: Iterable[bytes], on_close: Callable[[int, bool], None],
+                 on_error: Callable[[], None]) -> None:
         self._body = body
         self._on_close = on_close
+        self._on_error = on_error
         self._sent = 0
         self._complete = False
 
     def __iter__(self):
-        for chunk in self._body:
-            self._sent += len(chunk)
-            yield chunk
+        try:
+            for chunk in self._body:
+                self._sent += len(chunk)
+                yield chunk
+        except Exception:
+            # The answer had started: all that can be done is to end it early, and count the defect.
+            self._on_error()
+            raise
         self._complete = True
 
     def close(self) -> None:

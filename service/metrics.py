@@ -17,6 +17,10 @@ BYTES_SENT = Counter("dicomweb_response_bytes_total", "Bytes of answers sent", [
 LATENCY = Histogram("dicomweb_request_seconds", "Time from request to the end of its answer", ["transaction"],
                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
 INSTANCES = Counter("dicomweb_instances_total", "Instances offered to STOW-RS", ["result"])   # stored, failed
+# Requests that reached the error handler's last resort: a defect, whatever the input was.
+# The test suite fails when any of its requests increments it (tests/conftest.py).
+UNEXPECTED = Counter("dicomweb_unexpected_errors_total", "Requests answered 500 by an unexpected exception",
+                     ["transaction"])
 
 
 def observe(transaction: str | None, status: int | None, sent: int, seconds: float) -> None:

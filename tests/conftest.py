@@ -120,3 +120,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def unexpected_errors() -> float:
+    """Requests of this process that reached the error handler's last resort (service.metrics)."""
+    from service import metrics
+
+    return sum(sample.value for family in metrics.UNEXPECTED.collect() for sample in family.samples
+               if sample.name.endswith("_total"))
+
+
+@pytest.fixture(autouse=True)
+def no_unexpected_errors(request):
+    """Every test fails if one of its requests was answered by an unexpected exception: no
+    input may make a 500 (or break an answer that has started). Only the test of the
+    handler itself is marked ``defect_expected``."""
+    before = unexpected_errors()
+    yield
+    if request.node.get_closest_marker("defect_expected") is None:
+        assert unexpected_errors() == before, "a request of this test reached the unexpected-exception handler"

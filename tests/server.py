@@ -10,6 +10,8 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+# What the service (service/__init__.py, service/auth.py) and gunicorn log for a defect.
+UNEXPECTED_SIGNS = ("unhandled error on", "answer broken off", "Error handling request")
 
 
 class Server:
@@ -47,6 +49,8 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
+        """Stop gunicorn; AssertionError if any request it served reached the unexpected-exception
+        handler or broke off an answer (as tests/conftest.py checks for in-process apps)."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -55,3 +59,6 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+        defects = [line for line in self.log_path.read_text(errors="replace").splitlines()
+                   if any(sign in line for sign in UNEXPECTED_SIGNS)]
+        assert not defects, "gunicorn served a request that failed unexpectedly:\n" + "\n".join(defects[:5])

@@ -1,10 +1,14 @@
 """Health, readiness and metrics: unauthenticated, for load balancers and Prometheus."""
 import shutil
 
+import pytest
+
 from pydicom.uid import generate_uid
 
 from bench.synthetic import ct_instance
 from tests.helpers import multipart_body, stow_headers
+
+ANY = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
 
 def test_health_and_ready(app, client):
@@ -38,3 +42,27 @@ def test_metrics_count_requests_bytes_and_instances(app, client):
     assert 'dicomweb_requests_total{status="200",transaction="qido_rs"}' in text
     assert "dicomweb_response_bytes_total" in text and "dicomweb_request_seconds_bucket" in text
     assert metrics.INSTANCES.labels("stored")._value.get() == before + 1
+
+
+@pytest.mark.defect_expected
+def test_an_unexpected_exception_is_a_500_counted_in_the_metrics(app, client, monkeypatch):
+    """The last-resort handler answers 500 without details and counts the defect, before and
+    after an answer has started; the suite's guard (tests/conftest.py) reads that count."""
+    from tests.conftest import unexpected_errors
+
+    archive = app.extensions["archive"]
+    before = unexpected_errors()
+    monkeypatch.setattr(archive.catalog, "search", lambda *a: 1 / 0)
+    r = client.get("/dicom-web/studies")
+    assert r.status_code == 500 and r.get_json()["message"] == "the server failed to handle the request"
+    assert unexpected_errors() == before + 1
+    study = generate_uid()
+    client.post("/dicom-web/studies", data=multipart_body([ct_instance(study, generate_uid())]), headers=stow_headers())
+    monkeypatch.setattr(archive, "open", lambda instance: 1 / 0)
+    answer = client.get(f"/dicom-web/studies/{study}", headers={"Accept": ANY}, buffered=False)
+    with pytest.raises(ZeroDivisionError):
+        answer.get_data()
+    answer.close()
+    assert unexpected_errors() == before + 2
+    text = app.test_client().get("/metrics").get_data(as_text=True)
+    assert 'dicomweb_unexpected_errors_total{transaction="qido_rs"}' in text
