@@ -32,7 +32,7 @@ from .web import accepted, archive, from_upstream, require_uids, transcode_limit
 bp = Blueprint("bulkdata_rs", __name__)
 
 _PATH = re.compile(r"[0-9A-Fa-f]{8}(/[0-9]+/[0-9A-Fa-f]{8})*")
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")   # 18 digits: beyond any value, within int64
 PIXEL_TAGS = {0x7FE00008, 0x7FE00009, 0x7FE00010}
 
 
@@ -141,6 +141,8 @@ def _value(stored: StoredInstance, tags: list[int], items: list[int]) -> _Bytes:
         ds = pydicom.dcmread(spool, stop_before_pixels=True)
     try:
         for tag, item in zip(tags, items):
+            if item < 1:   # items are numbered from 1 (PS3.18 §10.4.1.1.5): no negative indexing
+                raise IndexError(item)
             ds = ds[tag].value[item - 1]
         elem = ds[tags[-1]]
     except (KeyError, IndexError, TypeError):
@@ -157,7 +159,8 @@ def _single_part(value: _Bytes) -> Response:
     if asked:
         match = _RANGE.fullmatch(asked.strip())
         if not match or not (match[1] or match[2]):
-            raise RangeNotSatisfiable("only one byte range (bytes=a-b, a- or -n) is supported",
+            raise RangeNotSatisfiable("Range: only one byte range (bytes=a-b, a- or -n, at most 18 digits each) "
+                                      "is supported",
                                       {"Content-Range": f"bytes */{value.size}"})
         if match[1]:
             start = int(match[1])

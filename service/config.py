@@ -41,6 +41,7 @@ class Config:
     fsync: bool = True
     spool_memory_bytes: int = 1 << 20
     qido_max_results: int = 1000          # a search returns at most this many results per request
+    qido_max_offset: int = 100_000        # …and pages no further than this (facades: 10 × max results)
     cors_origins: tuple[str, ...] = ()    # browser origins allowed to call the service, or ("*",)
     transcode_max_bytes: int = 1 << 30    # largest instance (file or decoded pixels) converted for a request
     transcode_slots: int = 2              # conversions running at once in one worker process…
@@ -86,6 +87,7 @@ class Config:
             replace_duplicates=env.get("DICOMWEB_ON_DUPLICATE", "reject") == "replace",
             fsync=_flag(env.get("DICOMWEB_FSYNC", "on"), "DICOMWEB_FSYNC"),
             qido_max_results=int(env.get("DICOMWEB_QIDO_MAX_RESULTS", "1000")),
+            qido_max_offset=int(env.get("DICOMWEB_QIDO_MAX_OFFSET", "100000")),
             cors_origins=tuple(o.strip().rstrip("/") for o in env.get("DICOMWEB_CORS_ORIGINS", "").split(",")
                                if o.strip()),
             transcode_max_bytes=int(env.get("DICOMWEB_TRANSCODE_MAX_BYTES", str(1 << 30))),

@@ -56,6 +56,9 @@ def _person_name(number: int, value: dict[str, str]) -> str:
     return f'<PersonName number="{number}">{"".join(groups)}</PersonName>'
 
 
+# Deeper than any real data set (SR content trees nest a dozen levels), shallow enough that
+# no reader of ours, pydicom's included, recurses near Python's limit.
+MAX_SEQUENCE_DEPTH = 64
 _NUMBER_VRS = {"DS", "FL", "FD", "IS", "SL", "SS", "SV", "UL", "US", "UV"}
 
 
@@ -73,14 +76,16 @@ def xml_to_json(document: bytes) -> dict[str, Any]:
         raise ValueError(f"the XML metadata cannot be read: {exc}") from None
     if _local(root.tag) != "NativeDicomModel":
         raise ValueError(f"the XML metadata's root is {_local(root.tag)!r}, not NativeDicomModel")
-    return _read(root)
+    return _read(root, 0)
 
 
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def _read(parent) -> dict[str, Any]:
+def _read(parent, depth: int) -> dict[str, Any]:
+    if depth > MAX_SEQUENCE_DEPTH:
+        raise ValueError(f"sequences are nested more than {MAX_SEQUENCE_DEPTH} levels deep")
     model: dict[str, Any] = {}
     for attribute in parent:
         if _local(attribute.tag) != "DicomAttribute":
@@ -97,7 +102,7 @@ def _read(parent) -> dict[str, Any]:
             elif kind == "InlineBinary":
                 element["InlineBinary"] = (child.text or "").strip()
             elif kind == "Item":
-                values.append(_read(child))
+                values.append(_read(child, depth + 1))
             elif kind == "PersonName":
                 values.append(_read_person_name(child))
             elif kind == "Value":

@@ -26,7 +26,7 @@ from storage.uids import is_valid_uid
 
 from . import upstreams
 from .errors import BadRequest, NotFound
-from .qido_params import integer, parse_query
+from .qido_params import integer, max_offset, parse_query
 from .web import archive, base_url, settings, warning
 
 bp = Blueprint("fhir", __name__)
@@ -44,19 +44,20 @@ def search() -> Response:
         raise BadRequest(f"unsupported search parameter {unknown[0]!r}; supported: {', '.join(sorted(SEARCH_PARAMETERS))}")
     try:
         count = min(integer("_count", request.args.get("_count", "20"), 0), settings().qido_max_results)
-        offset = integer("_offset", request.args.get("_offset", "0"), 0)
+        facade = [u for u in current_app.extensions["upstreams"] if "search" in u.serves]
+        offset = integer("_offset", request.args.get("_offset", "0"), 0,
+                         max_offset(settings().qido_max_offset, settings().qido_max_results, bool(facade)))
     except QueryError as exc:
         raise BadRequest(str(exc)) from None
     params = _qido_params()
     try:
         query, _ = parse_query("study", [*params, ("limit", str(max(count, 1))), ("offset", str(offset))],
-                               settings().qido_max_results)
+                               settings().qido_max_results, max_offset=offset)
     except QueryError as exc:
         raise BadRequest(str(exc)) from None
     catalog = archive().catalog
     total = catalog.count(query)
     rows = catalog.search(query)[0] if count else []
-    facade = [u for u in current_app.extensions["upstreams"] if "search" in u.serves]
     warnings: list[str] = []
     if facade and count:
         rows, total, warnings = _with_upstreams(facade, query, params, rows, total, offset, count)
@@ -152,13 +153,20 @@ def _date_range(values: list[str]) -> str:
         if prefix in ("eq", "ge"):
             low = max(low or first, first)
         if prefix == "gt":
+            if last == datetime.date.max:
+                return _NOTHING   # nothing is after the last day there is
             low = max(low or last + datetime.timedelta(1), last + datetime.timedelta(1))
         if prefix in ("eq", "le"):
             high = min(high or last, last)
         if prefix == "lt":
+            if first == datetime.date.min:
+                return _NOTHING
             high = min(high or first - datetime.timedelta(1), first - datetime.timedelta(1))
     text = lambda d: d.strftime("%Y%m%d") if d else ""  # noqa: E731
     return text(low) if low and low == high else f"{text(low)}-{text(high)}"
+
+
+_NOTHING = "99991231-00010101"   # a DICOM date range no date is in
 
 
 def _date_bounds(text: str) -> tuple[datetime.date, datetime.date]:
@@ -169,12 +177,13 @@ def _date_bounds(text: str) -> tuple[datetime.date, datetime.date]:
             return datetime.date(parts[0], 1, 1), datetime.date(parts[0], 12, 31)
         if len(parts) == 2:
             first = datetime.date(parts[0], parts[1], 1)
-            following = datetime.date(parts[0] + parts[1] // 12, parts[1] % 12 + 1, 1)
-            return first, following - datetime.timedelta(1)
+            if parts[1] == 12:
+                return first, datetime.date(parts[0], 12, 31)
+            return first, datetime.date(parts[0], parts[1] + 1, 1) - datetime.timedelta(1)
         day = datetime.date(*parts)
         return day, day
     except (ValueError, TypeError):
-        raise BadRequest(f"started: {text!r} is not a FHIR date") from None
+        raise BadRequest(f"started: {text[:40]!r} is not a FHIR date") from None
 
 
 def _fhir_base() -> str:

@@ -20,11 +20,12 @@ class TranscodeLimits:
     def fits(self, size: int) -> bool:
         return size <= self.max_bytes
 
-    def check(self, size: int) -> None:
+    def check(self, size: int, what: str = "conversion") -> None:
         if not self.fits(size):
-            raise PayloadTooLarge(f"converting this instance means handling {size} bytes, more than the "
-                                  f"{self.max_bytes} this server converts for one request; ask for "
-                                  "transfer-syntax=* to receive it as stored")
+            advice = ("ask for transfer-syntax=* to receive it as stored" if what == "conversion"
+                      else "ask for fewer frames")
+            raise PayloadTooLarge(f"this {what} means handling {size} bytes, more than the {self.max_bytes} "
+                                  f"this server handles for one request (DICOMWEB_TRANSCODE_MAX_BYTES); {advice}")
 
     @contextmanager
     def slot(self, before_answer: bool = True) -> Iterator[None]:

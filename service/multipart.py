@@ -44,7 +44,10 @@ _PREAMBLE, _AFTER_DELIMITER, _HEADERS, _BODY, _EPILOGUE = range(5)
 class MultipartDecoder:
     def __init__(self, boundary: str | bytes, max_header_bytes: int = MAX_HEADER_BYTES) -> None:
         if isinstance(boundary, str):
-            boundary = boundary.encode("latin-1")
+            try:
+                boundary = boundary.encode("latin-1")
+            except UnicodeEncodeError:
+                raise MultipartError("multipart boundary must be ASCII") from None
         if not boundary or len(boundary) > 200:
             raise MultipartError("multipart boundary must be 1 to 200 characters")
         self._dash_boundary = b"--" + boundary

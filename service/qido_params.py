@@ -12,6 +12,8 @@ from pydicom.datadict import dictionary_has_tag, keyword_for_tag, tag_for_keywor
 
 from storage.search import ATTRIBUTES, BY_TAG, DEPTH, LEVELS, Attribute, Filter, Query, QueryError
 _TAG = re.compile(r"[0-9A-Fa-f]{8}")
+INT32_MAX = (1 << 31) - 1
+MAX_LIST_VALUES = 1000    # values one key may list (UIDs, alternatives): each becomes an SQL term
 CONTROL = {"limit", "offset", "fuzzymatching", "includefield", "accept", "charset"}
 
 
@@ -54,22 +56,33 @@ def _stored_only(key: str) -> str | None:
     return None if tag in BY_TAG else f"{tag:08X}"
 
 
-def integer(name: str, value: str, minimum: int) -> int:
-    """A whole-number query parameter; QueryError when it is not one or below ``minimum``."""
+def integer(name: str, value: str, minimum: int, maximum: int = INT32_MAX) -> int:
+    """A whole-number query parameter; QueryError when it is not one or outside ``minimum``..``maximum``."""
+    if len(value) > 20:
+        raise QueryError(f"{name} must be an integer from {minimum} to {maximum}, not {value[:24]!r}…")
     try:
         number = int(value)
     except ValueError:
         raise QueryError(f"{name} must be an integer, not {value!r}") from None
     if number < minimum:
         raise QueryError(f"{name} must be at least {minimum}")
+    if number > maximum:
+        raise QueryError(f"{name} must be at most {maximum}")
     return number
 
 
+def max_offset(catalog_max: int, max_results: int, facade: bool) -> int:
+    """How far a search may page: a facade merges offset + limit results of every upstream in
+    memory, so it pages less far than the catalog alone (10 pages of the largest size)."""
+    return min(catalog_max, 10 * max_results) if facade else catalog_max
+
+
 def parse_query(level: str, params: Iterable[tuple[str, str]], max_results: int,
-                scoped: dict[str, str] | None = None) -> tuple[Query, list[str]]:
+                scoped: dict[str, str] | None = None, max_offset: int = 100_000) -> tuple[Query, list[str]]:
     """Build the Query for a search at ``level`` from (name, value) pairs.
 
-    ``scoped`` holds the UIDs the URL fixes (``{"StudyInstanceUID": …}``).
+    ``scoped`` holds the UIDs the URL fixes (``{"StudyInstanceUID": …}``). An offset beyond
+    ``max_offset`` is refused: the catalog would read every row before it.
     """
     assert level in LEVELS
     warnings: list[str] = []
@@ -80,9 +93,9 @@ def parse_query(level: str, params: Iterable[tuple[str, str]], max_results: int,
     limit, offset = max_results, 0
     for name, value in params:
         if name == "limit":
-            limit = integer("limit", value, 1)
+            limit = integer("limit", value, 1, 10 ** 20)   # capped below, with a Warning
         elif name == "offset":
-            offset = integer("offset", value, 0)
+            offset = integer("offset", value, 0, max_offset)
         elif name == "fuzzymatching":
             if value.lower() not in ("true", "false"):
                 raise QueryError(f"fuzzymatching must be true or false, not {value!r}")
@@ -98,6 +111,8 @@ def parse_query(level: str, params: Iterable[tuple[str, str]], max_results: int,
         elif name in CONTROL:
             continue   # accept and charset concern the response format, handled by the caller
         else:
+            if "\x00" in value:
+                raise QueryError(f"the value of {name[:64]} holds a NUL character")
             attribute = _attribute(name, level, warnings)
             if attribute is not None:
                 values.setdefault(attribute.keyword, []).append(value)
@@ -106,6 +121,9 @@ def parse_query(level: str, params: Iterable[tuple[str, str]], max_results: int,
                         f"at most {max_results} are returned")
         limit = max_results
     filters = [Filter(ATTRIBUTES[k], "\\".join(v)) for k, v in values.items()]
+    for f in filters:
+        if len(re.split(r"[\\,]", f.value)) > MAX_LIST_VALUES:
+            raise QueryError(f"{f.attribute.keyword} lists more than {MAX_LIST_VALUES} values")
     for keyword, uid in (scoped or {}).items():
         filters.append(Filter(ATTRIBUTES[keyword], uid))
     if fuzzy and not any(f.attribute.vr == "PN" and f.value.strip("*") for f in filters):

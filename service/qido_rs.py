@@ -12,7 +12,7 @@ from . import multipart, upstreams, urls
 from .dicom_xml import json_to_xml
 from .errors import BadRequest
 from .media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED
-from .qido_params import parse_query
+from .qido_params import max_offset, parse_query
 from .qido_response import ResultFormat
 from .web import archive, base_url, require_uids, settings, wants_xml, warning
 
@@ -87,10 +87,12 @@ def _here(result: dict, level: str) -> dict:
 
 def _search(level: str, scoped: dict[str, str]) -> Response:
     as_xml = wants_xml("search results")   # PS3.18 §10.6.3.2
-    max_results = settings().qido_max_results
+    config = settings()
+    max_results = config.qido_max_results
     facade = [u for u in current_app.extensions["upstreams"] if "search" in u.serves]
     try:
-        query, warnings = parse_query(level, request.args.items(multi=True), max_results, scoped)
+        query, warnings = parse_query(level, request.args.items(multi=True), max_results, scoped,
+                                      max_offset(config.qido_max_offset, max_results, bool(facade)))
         local = replace(query, limit=query.offset + query.limit, offset=0) if facade else query
         rows, more = archive().catalog.search(local)
     except QueryError as exc:

@@ -20,11 +20,12 @@ from flask import Blueprint, Response, current_app, request
 from storage import StoredInstance
 from transcode import CodecError, PixelDescription
 from transcode.render import (
-    RENDERED_MEDIA_TYPES, Rendering, Viewport, encode_images, frame_array, parse_rendering, to_8bit, to_image,
+    MAX_RENDERED_PIXELS, RENDERED_MEDIA_TYPES, Rendering, Viewport, encode_images, frame_array, parse_rendering,
+    region_box, to_8bit, to_image,
 )
 
 from . import multipart, retrieve
-from .errors import BadRequest, NotAcceptable, NotFound
+from .errors import BadRequest, NotAcceptable, NotFound, PayloadTooLarge
 from .frames_rs import check_range, parse_frame_list
 from .limits import TranscodeLimits
 from .media import MULTIPART_RELATED, MediaType
@@ -34,6 +35,7 @@ from .web import accepted, archive, from_upstream, require_uids, transcode_limit
 bp = Blueprint("rendered_rs", __name__)
 
 THUMBNAIL = Viewport(128, 128)
+MAX_ANIMATION_PIXELS = 64 << 20   # of the frames of one animated GIF, all held until it is encoded
 _PREFIX = "/studies/<study>"
 _SERIES = _PREFIX + "/series/<series>"
 _INSTANCE = _SERIES + "/instances/<instance>"
@@ -80,6 +82,7 @@ def render_resource(study: str, series: str | None, instance: str | None, frames
     for _, pixels in images:
         if numbers is not None:
             check_range(numbers, pixels.number_of_frames)
+        check_cost(pixels, numbers, rendering, several, transcode_limits())
     tag = _etag(images, numbers, rendering, as_multipart, thumbnail)
     if request.if_none_match.contains_weak(tag):
         return Response(status=304, headers={"ETag": f'"{tag}"', "Cache-Control": CACHE_CONTROL})
@@ -144,10 +147,30 @@ def asks_for_rendered(accept: list[MediaType]) -> bool:
     return False
 
 
+def check_cost(pixels: PixelDescription, numbers: Sequence[int] | None, rendering: Rendering, several: bool,
+               limits: TranscodeLimits) -> None:
+    """Refuse, before any work, a rendering beyond the request budget: the frames decoded for one
+    image (every frame of an animated GIF) within DICOMWEB_TRANSCODE_MAX_BYTES, an animation's
+    pixels within MAX_ANIMATION_PIXELS, and a viewport region that misses the image (400)."""
+    if rendering.viewport is not None and rendering.viewport.region is not None:
+        try:
+            region_box(rendering.viewport.region, pixels.columns, pixels.rows)
+        except ValueError as exc:
+            raise BadRequest(f"viewport: {exc}") from None
+    count = 1 if several or rendering.media_type != "image/gif" else len(numbers or ()) or pixels.number_of_frames
+    limits.check(pixels.frame_length * count, "rendering")
+    drawn = rendering.viewport.width * rendering.viewport.height if rendering.viewport else pixels.rows * pixels.columns
+    if count > 1 and count * min(drawn, MAX_RENDERED_PIXELS) > MAX_ANIMATION_PIXELS:
+        raise PayloadTooLarge(f"an animation of {count} frames of {drawn} pixels is more than the "
+                              f"{MAX_ANIMATION_PIXELS} pixels one answer is drawn with; ask for fewer frames "
+                              "(…/frames/1,2,3/rendered) or a smaller viewport")
+
+
 def _images(found: Sequence[StoredInstance]) -> list[tuple[StoredInstance, PixelDescription]]:
-    """The image instances among these, with their pixel descriptions (one catalog read)."""
+    """The image instances among these, with their pixel descriptions (one catalog read); an
+    instance declaring no frames (NumberOfFrames 0) has no image to render."""
     return [(stored, pixels) for stored, pixels in retrieve.pixel_descriptions(archive(), found).items()
-            if pixels is not None]
+            if pixels is not None and pixels.number_of_frames >= 1]
 
 
 def _representative(found: Sequence[StoredInstance]) -> list[tuple[StoredInstance, PixelDescription]]:
@@ -190,7 +213,7 @@ def _render(reader: FrameReader, numbers: list[int], rendering: Rendering, limit
                 grey_or_rgb = to_8bit(frame_array(native, description), ds, description.photometric_interpretation,
                                       rendering.window)
                 images.append(to_image(grey_or_rgb, ds, rendering))
-        except CodecError as exc:
+        except ValueError as exc:   # CodecError, or a description the pixels contradict
             raise NotAcceptable(f"the image cannot be rendered: {exc}") from None
         frame_time = float(ds.get("FrameTime") or 100)
         return encode_images(images, rendering, frame_time)

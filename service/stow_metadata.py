@@ -27,12 +27,13 @@ from pydicom.uid import generate_uid
 from pydicom.valuerep import VR
 
 from storage import StoreOutcome
+from storage.dataset import reason
 from storage.status import FailureReason
 from storage.uids import is_valid_uid
 from transcode.streams import PIXEL_MEDIA_TYPES, describe_stream
 from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 
-from .dicom_xml import xml_to_json
+from .dicom_xml import MAX_SEQUENCE_DEPTH, xml_to_json
 from .errors import BadRequest
 from .media import DICOM_JSON, DICOM_XML, LEGACY_MEDIA_TYPES, parse_media_type
 
@@ -77,9 +78,16 @@ def instances(parts: list[BodyPart], study: str | None, spool_dir, spool_memory:
                                    failure=refused.reason, message=refused.message)
                 continue
             spool = tempfile.SpooledTemporaryFile(max_size=spool_memory, dir=spool_dir)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ds.save_as(spool, enforce_file_format=True)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ds.save_as(spool, enforce_file_format=True)
+            except Exception as exc:   # a value its VR cannot hold (US 70000…), as pydicom says it
+                spool.close()
+                yield StoreOutcome(model_uid(model, "00080016"), model_uid(model, "00080018"),
+                                   failure=FailureReason.CANNOT_UNDERSTAND,
+                                   message=f"the metadata cannot be written as DICOM: {reason(exc)}")
+                continue
             spool.seek(0)
             digest = hashlib.sha256()
             while chunk := spool.read(1 << 20):
@@ -102,7 +110,20 @@ def _models(part: BodyPart) -> list[dict]:
     models = parsed if isinstance(parsed, list) else [parsed]
     if not models or not all(isinstance(m, dict) for m in models):
         raise ValueError("JSON metadata is a DICOM JSON object or an array of them")
+    for model in models:
+        _check_depth(model, 0)
     return models
+
+
+def _check_depth(model: dict, depth: int) -> None:
+    """ValueError for sequences nested deeper than any reader should recurse (as for XML)."""
+    if depth > MAX_SEQUENCE_DEPTH:
+        raise ValueError(f"sequences are nested more than {MAX_SEQUENCE_DEPTH} levels deep")
+    for attribute in model.values():
+        if isinstance(attribute, dict) and attribute.get("vr") == "SQ" and isinstance(attribute.get("Value"), list):
+            for item in attribute["Value"]:
+                if isinstance(item, dict):
+                    _check_depth(item, depth + 1)
 
 
 def model_uid(model: dict, tag: str) -> str | None:
@@ -139,7 +160,7 @@ def build(model: dict, bulk: dict[str, BodyPart], study: str | None) -> Dataset:
         except _Refused:
             raise
         except Exception as exc:   # pydicom's many ways of refusing a value
-            raise _Refused(FailureReason.CANNOT_UNDERSTAND, f"the metadata cannot be read: {exc}") from None
+            raise _Refused(FailureReason.CANNOT_UNDERSTAND, f"the metadata cannot be read: {reason(exc)}") from None
     syntax = EXPLICIT_VR_LITTLE_ENDIAN
     if pixel_part is not None:
         syntax = _encapsulate(ds, pixel_part)

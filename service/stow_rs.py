@@ -93,11 +93,15 @@ def _received(stream: BinaryIO, content_type: str, study_in_url: str | None = No
     boundary = media.param("boundary")
     if not boundary:
         raise BadRequest("multipart/related Content-Type has no boundary parameter")
+    try:
+        decoder = MultipartDecoder(boundary)
+    except MultipartError as exc:
+        raise BadRequest(f"Content-Type: {exc}") from None
     if inner == DICOM:
-        yield from _parts(stream, MultipartDecoder(boundary))
+        yield from _parts(stream, decoder)
         return
     config = settings()
-    parts = list(_every_part(stream, MultipartDecoder(boundary)))
+    parts = list(_every_part(stream, decoder))
     try:
         yield from stow_metadata.instances(parts, study_in_url, config.spool_dir, config.spool_memory_bytes)
     finally:
@@ -148,6 +152,8 @@ def _single(stream: BinaryIO) -> Iterator[tuple[BinaryIO, str]]:
         for chunk in _chunks(stream):
             spool.write(chunk)
             digest.update(chunk)
+        if not spool.tell():
+            raise BadRequest("the request body is empty: it holds no DICOM instance")   # PS3.18 table 10.5.3-1
         spool.seek(0)
         yield spool, digest.hexdigest()
 

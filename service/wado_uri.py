@@ -11,6 +11,7 @@ contradictory parameter is 400 naming it.
 from __future__ import annotations
 
 import html
+import math
 import warnings
 from dataclasses import replace
 
@@ -18,7 +19,7 @@ import pydicom
 from flask import Blueprint, Response, request
 
 from storage.uids import is_valid_uid
-from transcode.render import RENDERED_MEDIA_TYPES, Viewport, Window, parse_rendering
+from transcode.render import MAX_RENDERED_PIXELS, MAX_SIDE, RENDERED_MEDIA_TYPES, Viewport, Window, parse_rendering
 from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 
 from . import rendered_rs, retrieve
@@ -130,7 +131,7 @@ def _image(frames: FrameReader, content_type: str, args) -> Response:
         if width < 1:
             raise BadRequest("windowWidth must be at least 1")
         rendering = replace(rendering, window=Window(center, width))
-    rows, columns = _positive(args, "rows"), _positive(args, "columns")
+    rows, columns = _positive(args, "rows", MAX_SIDE), _positive(args, "columns", MAX_SIDE)
     region = None
     if "region" in args:
         try:
@@ -148,30 +149,39 @@ def _image(frames: FrameReader, content_type: str, args) -> Response:
         source = (x1 * pixels.columns, y1 * pixels.rows, (x2 - x1) * pixels.columns, (y2 - y1) * pixels.rows)
         width = columns or (round(source[2] * rows / source[3]) if rows else round(source[2]))
         height = rows or (round(source[3] * columns / source[2]) if columns else round(source[3]))
+        if width * height > MAX_RENDERED_PIXELS or max(width, height) > MAX_SIDE:
+            raise BadRequest(f"rows and columns ask for a {width}x{height} image: more than the "
+                             f"{MAX_RENDERED_PIXELS} pixels (at most {MAX_SIDE} a side) an image is rendered with")
         rendering = replace(rendering, viewport=Viewport(max(1, width), max(1, height), source))
-    numbers = [number] if content_type != "image/gif" or "frameNumber" in args else \
-        list(range(1, pixels.number_of_frames + 1))
+    animated = content_type == "image/gif" and "frameNumber" not in args
+    rendered_rs.check_cost(pixels, None if animated else [number], rendering, False, transcode_limits())
+    numbers = list(range(1, pixels.number_of_frames + 1)) if animated else [number]
     body = rendered_rs.render_now(frames, numbers, rendering)
     return Response(body, content_type=content_type)
 
 
-def _positive(args, name: str) -> int | None:
+def _positive(args, name: str, maximum: int = 1 << 31) -> int | None:
     if name not in args:
         return None
     try:
-        value = int(args[name])
+        value = int(args[name]) if len(args[name]) <= 12 else maximum + 1
     except ValueError:
         raise BadRequest(f"{name} must be a whole number") from None
     if value < 1:
         raise BadRequest(f"{name} must be at least 1")
+    if value > maximum:
+        raise BadRequest(f"{name} must be at most {maximum}")
     return value
 
 
 def _float(args, name: str) -> float:
     try:
-        return float(args[name])
+        value = float(args[name])
     except ValueError:
         raise BadRequest(f"{name} must be a number") from None
+    if not math.isfinite(value):
+        raise BadRequest(f"{name} must be a finite number")
+    return value
 
 
 def _report(stored, content_type: str) -> Response:

@@ -201,13 +201,21 @@ class StoreBatch:
                 archive.blobs.sync([item.blob_key for item in items])
                 registrations = archive.catalog.register_many(items, replace=archive.replace_duplicates)
             except Exception:
-                # The blobs stay as orphans for the sweep: one may be the very blob
-                # an earlier, identical upload of the same instance is catalogued with.
-                log.exception("catalog write failed for %d instance(s)", len(items))
-                registrations = [Registration("error", detail="the catalog could not record the instance")] * len(items)
+                # One instance the catalog refuses must not cost the others: each alone, then.
+                log.warning("catalog write failed for a batch of %d; recording them one by one", len(items))
+                registrations = [self._register_alone(item) for item in items]
             for (index, item), registration in zip(pending, registrations):
                 self._outcomes[index] = self._settle(item, registration)
         return [o for o in self._outcomes if o is not None]
+
+    def _register_alone(self, item: PendingInstance) -> Registration:
+        try:
+            return self._archive.catalog.register_many([item], replace=self._archive.replace_duplicates)[0]
+        except Exception as exc:
+            # The blob stays as an orphan for the sweep: it may be the very blob an earlier,
+            # identical upload of the same instance is catalogued with.
+            log.exception("catalog write failed for %s", item.header.sop_instance_uid)
+            return Registration("error", detail=f"the catalog could not record the instance ({type(exc).__name__})")
 
     def _settle(self, item: PendingInstance, registration: Registration) -> StoreOutcome:
         ids = _ids(item.header)

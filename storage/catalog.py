@@ -7,6 +7,8 @@ query key to a column through a whitelist, never by string building.
 """
 from __future__ import annotations
 
+import hashlib
+
 import os
 import threading
 import time
@@ -286,7 +288,7 @@ class Catalog:
                 conn.execute(select(studies.c.pk).where(studies.c.pk == study_pk).with_for_update(key_share=True))
                 modalities = conn.execute(select(series.c.Modality).distinct().where(
                     series.c.study_pk == study_pk, series.c.Modality.is_not(None))).scalars()
-                values["ModalitiesInStudy"] = "\\".join(sorted(modalities)) or None
+                values["ModalitiesInStudy"] = "\\".join(sorted(modalities))[:200] or None   # the column's width
                 values["NumberOfStudyRelatedSeries"] = conn.execute(
                     select(func.count()).where(series.c.study_pk == study_pk)).scalar_one()
             if values:
@@ -341,6 +343,8 @@ class Catalog:
         if pk is not None:
             return pk
         patient_key = f"{header.patient.get('IssuerOfPatientID', '')}\x1f{header.patient.get('PatientID', '')}"
+        if len(patient_key) > 200:   # longer than the key column (and than LO allows): its digest, not a prefix
+            patient_key = "sha256:" + hashlib.sha256(patient_key.encode()).hexdigest()
         patient_name = header.patient.get("PatientName")
         created = conn.execute(self._statements["insert_patient"], {
             **_NO_PATIENT_ATTRIBUTES, **header.patient, **person_name_columns("PatientName", patient_name),

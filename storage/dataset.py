@@ -4,6 +4,7 @@ Pure functions over a seekable file object; no storage, no HTTP.
 """
 from __future__ import annotations
 
+import re
 import struct
 import warnings
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,7 @@ SERIES_KEYWORDS = (
 )
 INSTANCE_KEYWORDS = ("InstanceNumber", "NumberOfFrames", "Rows", "Columns", "BitsAllocated", "SamplesPerPixel")
 INTEGER_KEYWORDS = frozenset({*INSTANCE_KEYWORDS, "SeriesNumber"})
+INDEXED_TEXT_LENGTH = 400   # the catalog's text columns (storage.schema.Text)
 
 
 class RejectedInstance(Exception):
@@ -79,10 +81,12 @@ def _value(ds: pydicom.Dataset, keyword: str) -> str | int | None:
             return None
     if keyword in INTEGER_KEYWORDS:
         try:
-            return int(value)
-        except (TypeError, ValueError):
+            number = int(value)
+        except (TypeError, ValueError, OverflowError):
             return None
-    return str(value)
+        return number if -(1 << 31) <= number < 1 << 31 else None   # beyond IS and the catalog: not indexed
+    # Indexed as far as the catalog's columns hold it; NUL, which PostgreSQL text refuses, left out.
+    return str(value).replace("\x00", "")[:INDEXED_TEXT_LENGTH] or None
 
 
 def read_header(fp: BinaryIO) -> InstanceHeader:
@@ -102,10 +106,20 @@ def read_header(fp: BinaryIO) -> InstanceHeader:
             return replace(header, metadata=metadata, pixels=pixels)
     except RejectedInstance:
         raise
-    except InvalidDicomError as exc:
-        raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND, f"not a DICOM Part 10 file: {exc}") from None
+    except InvalidDicomError:
+        raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND, "not a DICOM Part 10 file: no 'DICM' prefix after "
+                               "the 128-byte preamble, or no File Meta Information") from None
     except Exception as exc:  # pydicom raises many types on damaged input
-        raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND, f"unreadable DICOM data: {exc}") from None
+        raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND, f"unreadable DICOM data: {reason(exc)}") from None
+
+
+def reason(exc: Exception) -> str:
+    """A library's error as a reason for a peer: one line, without advice meant for programmers
+    ("Use force=True…", settings to change, documentation links)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    kept = [s for s in re.split(r"(?<=[.!?])\s+", text)
+            if not re.search(r"force=True|config\.|settings\.|https?://|Please see", s)]
+    return " ".join(kept)[:300] or type(exc).__name__
 
 
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}

@@ -227,9 +227,12 @@ def match(attribute: Attribute, value: str, sqlite: bool, fuzzy: bool = False,
         return _person_name(attribute, value, sqlite, fuzzy, level)
     if vr in _INTEGER_VRS:
         try:
-            return column == int(value)
+            number = int(value) if len(value) <= 12 else None
         except ValueError:
-            raise QueryError(f"{keyword} must be an integer, not {value!r}") from None
+            number = None
+        if number is None or not -(1 << 31) <= number < 1 << 31:   # what the catalog's columns hold
+            raise QueryError(f"{keyword} must be an integer of at most 32 bits, not {value[:24]!r}")
+        return column == number
     return _any_of(column, _values(value), sqlite)
 
 

@@ -25,6 +25,9 @@ RENDERED_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif")
 WINDOW_FUNCTIONS = {"linear": "LINEAR", "linear-exact": "LINEAR_EXACT", "sigmoid": "SIGMOID"}
 ANNOTATIONS = ("patient", "technique")
 ICC_PROFILES = ("no", "yes", "srgb")   # PS3.18 also names adobergb and rommrgb: we render in sRGB only
+MAX_SIDE = 8192                         # of a rendered image (viewport, WADO-URI rows and columns)…
+MAX_RENDERED_PIXELS = 4096 * 4096       # …and its area: what one answer may cost to draw and encode
+MAX_ASPECT_RATIO = 10.0                 # a row/column spacing ratio beyond this is taken as damage, not applied
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,11 @@ def parse_rendering(params: dict[str, str], media_type: str = "image/jpeg",
         if len(parts) not in (2, 6):
             raise ValueError("viewport must be vw,vh or vw,vh,sx,sy,sw,sh")
         vw, vh = (_number(p, "viewport", int) for p in parts[:2])
-        if not (0 < vw <= 8192 and 0 < vh <= 8192):
-            raise ValueError("viewport width and height must be between 1 and 8192")
+        if not (0 < vw <= MAX_SIDE and 0 < vh <= MAX_SIDE):
+            raise ValueError(f"viewport width and height must be between 1 and {MAX_SIDE}")
+        if vw * vh > MAX_RENDERED_PIXELS:
+            raise ValueError(f"viewport {vw}x{vh} asks for more than the {MAX_RENDERED_PIXELS} pixels "
+                             "an image is rendered with")
         region = tuple(_number(p, "viewport", float) for p in parts[2:]) if len(parts) == 6 else None
         if region is not None and (region[0] < 0 or region[1] < 0 or region[2] == 0 or region[3] == 0):
             raise ValueError("viewport sx and sy must not be negative, sw and sh not zero")
@@ -216,7 +222,7 @@ def _square_pixels(image: Image.Image, ds: pydicom.Dataset) -> Image.Image:
             ratio = float(ds.PixelAspectRatio[0]) / float(ds.PixelAspectRatio[1])
     except (TypeError, ValueError, ZeroDivisionError):
         ratio = None
-    if ratio is None or abs(ratio - 1) < 1e-3:
+    if ratio is None or abs(ratio - 1) < 1e-3 or not 1 / MAX_ASPECT_RATIO <= ratio <= MAX_ASPECT_RATIO:
         return image
     return image.resize((image.width, max(1, round(image.height * ratio))), Image.Resampling.BILINEAR)
 
@@ -225,10 +231,9 @@ def _viewport(image: Image.Image, viewport: Viewport) -> Image.Image:
     """PS3.18 §8.3.5.1.3: the source region (flipped where its width or height is negative),
     scaled to fit within vw × vh, proportions kept."""
     if viewport.region is not None:
-        sx, sy, sw, sh = viewport.region
-        left, right = sorted((sx, sx + sw))
-        top, bottom = sorted((sy, sy + sh))
-        image = image.crop((round(left), round(top), round(right), round(bottom)))
+        left, top, right, bottom = region_box(viewport.region, image.width, image.height)
+        sw, sh = viewport.region[2:]
+        image = image.crop((left, top, right, bottom))
         if sw < 0:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if sh < 0:
@@ -236,6 +241,18 @@ def _viewport(image: Image.Image, viewport: Viewport) -> Image.Image:
     scale = min(viewport.width / image.width, viewport.height / image.height)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
+
+
+def region_box(region: tuple[float, float, float, float], width: int, height: int) -> tuple[int, int, int, int]:
+    """The part of a ``width`` × ``height`` image a viewport region (sx, sy, sw, sh) covers, as a
+    crop box; ValueError when it covers none of it. What lies outside the image is not drawn."""
+    sx, sy, sw, sh = region
+    left, right = sorted((sx, sx + sw))
+    top, bottom = sorted((sy, sy + sh))
+    box = (max(0, round(left)), max(0, round(top)), min(width, round(right)), min(height, round(bottom)))
+    if box[0] >= box[2] or box[1] >= box[3]:
+        raise ValueError(f"the viewport region {sx:g},{sy:g},{sw:g},{sh:g} lies outside the {width}x{height} image")
+    return box
 
 
 def _annotate(image: Image.Image, ds: pydicom.Dataset, rendering: Rendering) -> Image.Image:

@@ -39,16 +39,28 @@ class StreamImage:
 
 
 def describe_stream(media_type: str, data: bytes, transfer_syntax: str | None = None) -> StreamImage:
-    """Raises ValueError when the stream does not read as its media type."""
+    """Raises ValueError when the stream does not read as its media type, or its header
+    describes an image DICOM cannot hold (PS3.3 C.7.6.3: rows and columns 1 to 65535,
+    1 to 4 samples, 1 to 16 bits): a header is the peer's word, checked before use."""
     if media_type not in PIXEL_MEDIA_TYPES:
         raise ValueError(f"{media_type} is not a pixel data media type")
-    if media_type == "image/jpeg":
-        return _jpeg(data, transfer_syntax)
-    if media_type in ("image/jls", "image/x-jls"):
-        return _jpeg_ls(data, transfer_syntax)
-    if media_type in ("image/jp2", "image/jpx"):
-        return _jpeg_2000(data, transfer_syntax or PIXEL_MEDIA_TYPES[media_type])
-    return StreamImage(transfer_syntax or PIXEL_MEDIA_TYPES[media_type], [data])
+    try:
+        if media_type == "image/jpeg":
+            image = _jpeg(data, transfer_syntax)
+        elif media_type in ("image/jls", "image/x-jls"):
+            image = _jpeg_ls(data, transfer_syntax)
+        elif media_type in ("image/jp2", "image/jpx"):
+            image = _jpeg_2000(data, transfer_syntax or PIXEL_MEDIA_TYPES[media_type])
+        else:
+            return StreamImage(transfer_syntax or PIXEL_MEDIA_TYPES[media_type], [data])
+    except (struct.error, IndexError):
+        raise ValueError("the stream's header is truncated") from None
+    checks = (("rows", image.rows, 1, 0xFFFF), ("columns", image.columns, 1, 0xFFFF),
+              ("samples per pixel", image.samples_per_pixel, 1, 4), ("bits per sample", image.bits_stored, 1, 16))
+    for name, value, low, high in checks:
+        if value is not None and not low <= value <= high:
+            raise ValueError(f"the stream's header declares {value} {name}, outside {low}..{high}")
+    return image
 
 
 def _markers(data: bytes):
@@ -64,6 +76,8 @@ def _markers(data: bytes):
             position += 1
             continue
         (length,) = struct.unpack(">H", data[position + 2:position + 4])
+        if length < 2 or position + 2 + length > len(data):
+            raise ValueError(f"the JPEG marker segment at byte {position} is truncated")
         yield marker, data[position + 4:position + 2 + length]
         if marker == 0xDA:   # start of scan: the header ends
             return
@@ -127,6 +141,8 @@ def _jpeg_2000(data: bytes, syntax: str) -> StreamImage:
         raise ValueError("the stream is not a JPEG 2000 codestream (no SOC and SIZ markers)")
     (length,) = struct.unpack(">H", data[4:6])
     siz = data[6:4 + length]
+    if len(siz) < 37 or length > len(data) - 4:
+        raise ValueError("the JPEG 2000 SIZ marker segment is truncated")
     xsiz, ysiz, xosiz, yosiz = struct.unpack(">IIII", siz[2:18])
     (components,) = struct.unpack(">H", siz[34:36])
     precision = (siz[36] & 0x7F) + 1
@@ -134,6 +150,8 @@ def _jpeg_2000(data: bytes, syntax: str) -> StreamImage:
     while position + 4 <= len(data):
         marker, size = struct.unpack(">HH", data[position:position + 4])
         if marker == 0xFF52:   # COD: multiple component transform and wavelet of the main header
+            if position + 14 > len(data):
+                raise ValueError("the JPEG 2000 COD marker segment is truncated")
             mct, reversible = data[position + 8], data[position + 13] == 1
             break
         if marker == 0xFF90:   # first tile: the main header is over
@@ -142,6 +160,8 @@ def _jpeg_2000(data: bytes, syntax: str) -> StreamImage:
     if syntax == "1.2.840.10008.1.2.4.90" and not reversible:
         syntax = "1.2.840.10008.1.2.4.91"
     photometric = "MONOCHROME2" if components == 1 else ("YBR_RCT" if reversible else "YBR_ICT") if mct else "RGB"
+    if xosiz >= xsiz or yosiz >= ysiz:
+        raise ValueError(f"the JPEG 2000 image area is empty or negative ({xsiz}-{xosiz} by {ysiz}-{yosiz})")
     return StreamImage(syntax, [data], ysiz - yosiz, xsiz - xosiz, components, precision, photometric)
 
 
