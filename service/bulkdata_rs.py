@@ -27,7 +27,10 @@ from . import multipart
 from .errors import BadRequest, DicomWebError, NotAcceptable, NotFound
 from .media import OCTET_STREAM, octet_stream_acceptable, pixel_representations
 from .pixel_data import IN_PLACE, Choice, choose, frame_bodies, native_pixels, not_acceptable
-from .web import accepted, archive, from_upstream, require_uids, transcode_limits
+from .deidentify import deidentify
+from .web import (
+    accepted, anonymize_seed, archive, from_upstream, refuse_unless_deidentifiable, require_uids, transcode_limits,
+)
 
 bp = Blueprint("bulkdata_rs", __name__)
 
@@ -74,13 +77,17 @@ def retrieve_bulkdata(study: str, series: str, instance: str, path: str) -> Resp
         raise BadRequest(f"bulk data path {path[:80]!r} is not tag[/item/tag…]")
     media = accepted()
     single = bool(media) and media[0].type == OCTET_STREAM
+    seed = anonymize_seed(study, request.args.get("anonymize"))
     found = archive().instances(study, series, instance)
-    if not found and (relayed := from_upstream()) is not None:
+    if not found and (relayed := from_upstream(anonymized=seed is not None)) is not None:
         return relayed
     if not found:
         raise NotFound("no such instance in the archive")
     steps = path.split("/")
     tags, items = [int(t, 16) for t in steps[::2]], [int(i) for i in steps[1::2]]
+    pixel_data = tags[0] in PIXEL_TAGS and len(tags) == 1
+    if seed is not None and pixel_data:   # the profile leaves pixels as they are, or refuses the image
+        refuse_unless_deidentifiable(orjson.loads(archive().details(found[0]).metadata))
     if len(tags) == 1 and tags[0] == 0x7FE00010:
         value = _pixel_data(found[0], pixel_representations(media))
         if isinstance(value, Response):
@@ -89,8 +96,7 @@ def retrieve_bulkdata(study: str, series: str, instance: str, path: str) -> Resp
         if not single and not octet_stream_acceptable(media):
             raise NotAcceptable('bulk data is sent as multipart/related; type="application/octet-stream" '
                                 "or application/octet-stream")
-        value = _native_pixel_data(found[0]) if tags[0] in PIXEL_TAGS and len(tags) == 1 \
-            else _value(found[0], tags, items)
+        value = _native_pixel_data(found[0]) if pixel_data else _value(found[0], tags, items, seed)
     if single:
         return _single_part(value)
     boundary = multipart.new_boundary()
@@ -135,10 +141,13 @@ def _native_pixel_data(stored: StoredInstance) -> _Bytes:
     return _Bytes(native_pixels(archive(), stored))
 
 
-def _value(stored: StoredInstance, tags: list[int], items: list[int]) -> _Bytes:
+def _value(stored: StoredInstance, tags: list[int], items: list[int], seed: str | None) -> _Bytes:
+    """A value of the data set, or of its anonymised copy (what the profile removed is not there)."""
     with archive().spooled(stored) as spool, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = pydicom.dcmread(spool, stop_before_pixels=True)
+    if seed is not None:
+        deidentify(ds, seed, pixels=False)
     try:
         for tag, item in zip(tags, items):
             if item < 1:   # items are numbered from 1 (PS3.18 §10.4.1.1.5): no negative indexing

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 import orjson
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from transcode import PixelDescription
 
@@ -19,7 +19,10 @@ from . import multipart
 from .errors import BadRequest, NotFound
 from .media import pixel_representations
 from .pixel_data import choose, frame_bodies, not_acceptable
-from .web import accepted, archive, base_url, from_upstream, require_uids, transcode_limits
+from .web import (
+    accepted, anonymize_seed, archive, base_url, from_upstream, refuse_unless_deidentifiable, require_uids,
+    transcode_limits,
+)
 
 bp = Blueprint("frames_rs", __name__)
 
@@ -39,25 +42,30 @@ def parse_frame_list(text: str) -> list[int]:
 @bp.get("/studies/<study>/series/<series>/instances/<instance>/frames/<frames>")
 def retrieve_frames(study: str, series: str, instance: str, frames: str) -> Response:
     require_uids(study=study, series=series, instance=instance)
+    seed = anonymize_seed(study, request.args.get("anonymize"))
     numbers = parse_frame_list(frames)
     representations = pixel_representations(accepted())
     found = archive().instances(study, series, instance)
-    if not found and (relayed := from_upstream()) is not None:
+    if not found and (relayed := from_upstream(anonymized=seed is not None)) is not None:
         return relayed
     if not found:
         raise NotFound("no such instance in the archive")
     stored = found[0]
     details = archive().details(stored)
-    pixels = PixelDescription.from_json(orjson.loads(details.metadata))
+    model = orjson.loads(details.metadata)
+    pixels = PixelDescription.from_json(model)
     if pixels is None:
         raise NotFound("the instance has no pixel data")
+    if seed is not None:   # the profile leaves pixels as they are: frames of an anonymised copy are these
+        refuse_unless_deidentifiable(model)
     check_range(numbers, pixels.number_of_frames)
     choice = choose(representations, stored.transfer_syntax_uid, pixels)
     if choice is None:
         raise not_acceptable(stored.transfer_syntax_uid, pixels)
     bodies = frame_bodies(archive(), transcode_limits(), stored, details, pixels, numbers, choice)
     location = f"{base_url()}/studies/{study}/series/{series}/instances/{instance}/frames/"
-    parts = [multipart.Part({"Content-Type": choice.content_type, "Content-Location": f"{location}{n}"}, body)
+    parts = [multipart.Part({"Content-Type": choice.content_type} if seed is not None else   # no original UIDs
+                            {"Content-Type": choice.content_type, "Content-Location": f"{location}{n}"}, body)
              for n, body in zip(numbers, bodies)]
     boundary = multipart.new_boundary()
     return Response(multipart.encode_parts(parts, boundary), direct_passthrough=True,

@@ -8,18 +8,16 @@ with 304; gzip is used when the client accepts it.
 from __future__ import annotations
 
 import hashlib
-import warnings
 import zlib
 from typing import Iterable, Iterator
 
 import orjson
 from flask import Blueprint, Response, request
-from pydicom.dataset import Dataset, FileMetaDataset
 
 from storage.metadata import with_base_url
 
 from . import multipart
-from .deidentify import deidentify
+from .deidentify import deidentify_model
 from .dicom_xml import json_to_xml
 from .errors import NotFound
 from .media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED
@@ -34,14 +32,15 @@ bp = Blueprint("metadata_rs", __name__)
 def retrieve_metadata(study: str, series: str | None = None, instance: str | None = None) -> Response:
     require_uids(study=study, series=series, instance=instance)
     as_xml = wants_xml("metadata")
+    seed = anonymize_seed(study, request.args.get("anonymize"))
     found = archive().instances(study, series, instance)
-    if not found and (relayed := from_upstream()) is not None:
+    anonymized = (lambda model: deidentify_model(model, seed)) if seed is not None and not as_xml else None
+    if not found and (relayed := from_upstream(seed is not None, anonymized)) is not None:
         return relayed
     if not found:
         raise NotFound(f"no such {'instance' if instance else 'series' if series else 'study'} in the archive")
     root = base_url()
     gzipped = "gzip" in request.accept_encodings
-    seed = anonymize_seed(study, request.args.get("anonymize"))
     tag = hashlib.sha1("\n".join([root, "xml" if as_xml else "json", "gzip" if gzipped else "identity",
                                   seed or "", *(i.sha256 for i in found)]).encode()).hexdigest()
     etag = f'"{tag}"'
@@ -66,26 +65,7 @@ def retrieve_metadata(study: str, series: str | None = None, instance: str | Non
 
 
 def _deidentified(text: bytes, seed: str) -> bytes:
-    """One instance's DICOM JSON, de-identified as its instance would be (service.deidentify).
-    BulkDataURIs are left out: they are URLs made of the original UIDs."""
-    model = orjson.loads(text)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds = Dataset.from_json(_without_bulk_data(model))
-        ds.file_meta = FileMetaDataset()   # dicognito reads it
-        deidentify(ds, seed, pixels=False)
-        return orjson.dumps(ds.to_json_dict(bulk_data_threshold=1 << 30))
-
-
-def _without_bulk_data(model: dict) -> dict:
-    kept = {}
-    for tag, attribute in model.items():
-        if "BulkDataURI" in attribute:
-            continue
-        if attribute.get("vr") == "SQ" and "Value" in attribute:
-            attribute = {**attribute, "Value": [_without_bulk_data(item) for item in attribute["Value"]]}
-        kept[tag] = attribute
-    return kept
+    return orjson.dumps(deidentify_model(orjson.loads(text), seed))
 
 
 def _json_array(texts: Iterable[bytes]) -> Iterator[bytes]:

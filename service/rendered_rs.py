@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
+
+import orjson
 from collections import OrderedDict
 from typing import Iterator, Sequence
 
@@ -24,13 +26,14 @@ from transcode.render import (
     region_box, to_8bit, to_image,
 )
 
-from . import multipart, retrieve
+from . import multipart
+from .deidentify import deidentify, refusal_of_model
 from .errors import BadRequest, NotAcceptable, NotFound, PayloadTooLarge
 from .frames_rs import check_range, parse_frame_list
 from .limits import TranscodeLimits
 from .media import MULTIPART_RELATED, MediaType
 from .pixel_data import FrameReader
-from .web import accepted, archive, from_upstream, require_uids, transcode_limits
+from .web import accepted, anonymize_seed, archive, from_upstream, require_uids, transcode_limits, warning
 
 bp = Blueprint("rendered_rs", __name__)
 
@@ -63,9 +66,10 @@ def thumbnail(study: str, series: str | None = None, instance: str | None = None
 def render_resource(study: str, series: str | None, instance: str | None, frames: str | None,
                     thumbnail: bool) -> Response:
     require_uids(study=study, series=series, instance=instance)
+    seed = anonymize_seed(study, request.args.get("anonymize"))
     numbers = parse_frame_list(frames) if frames is not None else None
     found = archive().instances(study, series, instance)
-    if not found and (relayed := from_upstream()) is not None:
+    if not found and (relayed := from_upstream(anonymized=seed is not None)) is not None:
         return relayed
     if not found:
         level = "instance" if instance else "series" if series else "study"
@@ -73,34 +77,41 @@ def render_resource(study: str, series: str | None, instance: str | None, frames
     several = not thumbnail and (instance is None or (numbers is not None and len(numbers) > 1))
     media_type, as_multipart = negotiate(accepted(), several)
     try:
-        rendering = parse_rendering(request.args.to_dict(), media_type, THUMBNAIL if thumbnail else None)
+        rendering = parse_rendering({k: v for k, v in request.args.items() if k != "anonymize"}, media_type,
+                                    THUMBNAIL if thumbnail else None)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
-    images = _representative(found) if thumbnail else _images(found)
+    images, refused = _representative(found, seed) if thumbnail else _images(found, seed)
+    if not images and refused:
+        raise NotAcceptable(f"the image cannot be rendered anonymised: {refused[0]}")
     if not images:
         raise NotFound("there is no image to render here")
     for _, pixels in images:
         if numbers is not None:
             check_range(numbers, pixels.number_of_frames)
         check_cost(pixels, numbers, rendering, several, transcode_limits())
-    tag = _etag(images, numbers, rendering, as_multipart, thumbnail)
+    tag = _etag(images, numbers, rendering, as_multipart, thumbnail, seed)
     if request.if_none_match.contains_weak(tag):
         return Response(status=304, headers={"ETag": f'"{tag}"', "Cache-Control": CACHE_CONTROL})
     if as_multipart:
-        bodies: list = [_Lazy(stored, wanted, rendering)
+        bodies: list = [_Lazy(stored, wanted, rendering, seed)
                         for stored, pixels in images for wanted in _frame_groups(pixels, numbers, rendering, True)]
         bodies[0] = [bodies[0].make(before_answer=True)]   # an image that cannot be rendered is still a 406
         parts = (multipart.Part({"Content-Type": media_type}, body) for body in bodies)
         boundary = multipart.new_boundary()
         response = Response(multipart.encode_parts(parts, boundary), direct_passthrough=True,
+                            status=206 if refused else 200,
                             content_type=f'multipart/related; type="{media_type}"; boundary={boundary}')
+        if refused:
+            response.headers["Warning"] = warning(f"{len(refused)} images were left out: they cannot be "
+                                                  f"rendered anonymised ({refused[0]})")
     else:
         stored, pixels = images[0]
         [wanted] = _frame_groups(pixels, numbers or ([1] if thumbnail else None), rendering, False)
         cache = current_app.extensions["thumbnails"]
         body = cache.get(tag) if thumbnail else None
         if body is None:
-            body = _Lazy(stored, wanted, rendering).make(before_answer=True)
+            body = _Lazy(stored, wanted, rendering, seed).make(before_answer=True)
             if thumbnail:
                 cache.put(tag, body)
         response = Response(body, content_type=media_type)
@@ -166,22 +177,42 @@ def check_cost(pixels: PixelDescription, numbers: Sequence[int] | None, renderin
                               "(…/frames/1,2,3/rendered) or a smaller viewport")
 
 
-def _images(found: Sequence[StoredInstance]) -> list[tuple[StoredInstance, PixelDescription]]:
-    """The image instances among these, with their pixel descriptions (one catalog read); an
-    instance declaring no frames (NumberOfFrames 0) has no image to render."""
-    return [(stored, pixels) for stored, pixels in retrieve.pixel_descriptions(archive(), found).items()
-            if pixels is not None and pixels.number_of_frames >= 1]
+Images = list[tuple[StoredInstance, PixelDescription]]
 
 
-def _representative(found: Sequence[StoredInstance]) -> list[tuple[StoredInstance, PixelDescription]]:
-    """The image nearest the middle of the first series (a series' own middle for a series)."""
+def _images(found: Sequence[StoredInstance], seed: str | None) -> tuple[Images, list[str]]:
+    """The image instances among these, with their pixel descriptions (one catalog read), and,
+    when anonymised, why those the profile cannot make safe were left out. An instance declaring
+    no frames (NumberOfFrames 0) has no image to render."""
+    images, refused = [], []
+    for stored, model in zip(found, archive().metadata(found)):
+        model = orjson.loads(model)
+        pixels = PixelDescription.from_json(model)
+        if pixels is None or pixels.number_of_frames < 1:
+            continue
+        reason = refusal_of_model(model) if seed is not None else None
+        if reason is None:
+            images.append((stored, pixels))
+        else:
+            refused.append(reason)
+    return images, refused
+
+
+def _representative(found: Sequence[StoredInstance], seed: str | None) -> tuple[Images, list[str]]:
+    """The image nearest the middle of the first series (a series' own middle for a series), or
+    of the study when that series has none: its instances are read outwards from the middle,
+    a page at a time, until one is an image."""
     first_series = [stored for stored in found if stored.series_uid == found[0].series_uid]
     middle = len(first_series) // 2
-    for stored in sorted(first_series, key=lambda s: abs(first_series.index(s) - middle)):
-        images = _images([stored])
+    outwards = sorted(range(len(first_series)), key=lambda i: abs(i - middle))
+    refused: list[str] = []
+    for start in range(0, len(outwards), 16):
+        images, more = _images([first_series[i] for i in outwards[start:start + 16]], seed)
+        refused += more
         if images:
-            return images
-    return _images(found)[:1]
+            return images[:1], refused
+    images, more = _images(found, seed)
+    return images[:1], refused + more
 
 
 def _frame_groups(pixels: PixelDescription, numbers: Sequence[int] | None, rendering: Rendering,
@@ -203,10 +234,12 @@ def render_now(reader: FrameReader, numbers: list[int], rendering: Rendering) ->
 
 
 def _render(reader: FrameReader, numbers: list[int], rendering: Rendering, limits: TranscodeLimits,
-            before_answer: bool) -> bytes:
+            before_answer: bool, seed: str | None = None) -> bytes:
     with limits.slot(before_answer):
         try:
             ds = reader.dataset()
+            if seed is not None:   # what annotations draw is what an anonymised copy holds
+                deidentify(ds, seed, pixels=False)
             images = []
             for number in numbers:
                 native, description = reader.native(number)
@@ -222,8 +255,8 @@ def _render(reader: FrameReader, numbers: list[int], rendering: Rendering, limit
 class _Lazy:
     """One rendered image, made when asked for (in a multipart answer: when the encoder reaches it)."""
 
-    def __init__(self, stored: StoredInstance, numbers: list[int], rendering: Rendering) -> None:
-        self.stored, self.numbers, self.rendering = stored, numbers, rendering
+    def __init__(self, stored: StoredInstance, numbers: list[int], rendering: Rendering, seed: str | None) -> None:
+        self.stored, self.numbers, self.rendering, self.seed = stored, numbers, rendering, seed
         # Taken now: a multipart answer streams after the request's context is gone.
         self.archive, self.limits = archive(), transcode_limits()
 
@@ -231,15 +264,15 @@ class _Lazy:
         reader = FrameReader.of(self.archive, self.stored)
         if reader is None:
             raise NotFound("the instance has no pixel data")
-        return _render(reader, self.numbers, self.rendering, self.limits, before_answer)
+        return _render(reader, self.numbers, self.rendering, self.limits, before_answer, self.seed)
 
     def __iter__(self) -> Iterator[bytes]:
         yield self.make(before_answer=False)
 
 
 def _etag(images: Sequence[tuple[StoredInstance, PixelDescription]], numbers, rendering: Rendering,
-          as_multipart: bool, thumbnail: bool) -> str:
-    digest = hashlib.sha256(repr((rendering, numbers, as_multipart, thumbnail)).encode())
+          as_multipart: bool, thumbnail: bool, seed: str | None) -> str:
+    digest = hashlib.sha256(repr((rendering, numbers, as_multipart, thumbnail, seed)).encode())
     for stored, _ in images:
         digest.update(stored.sha256.encode())
     return digest.hexdigest()[:32]

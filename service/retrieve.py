@@ -17,7 +17,7 @@ from transcode.instance import streamable, write_streamed
 from transcode.syntaxes import describe
 
 from . import multipart, urls
-from .deidentify import deidentify
+from .deidentify import deidentify, refusal_of_model
 from .errors import NotAcceptable
 from .limits import TranscodeLimits
 from .media import ANY_TRANSFER_SYNTAX, DICOM, Representation
@@ -48,6 +48,17 @@ class Plan:
     multipart: bool
     parts: list[PlannedPart]
     skipped: list[StoredInstance]
+    refused: tuple[str, ...] = ()    # why instances were left out of an anonymised answer
+
+    def warning(self, total: int) -> str:
+        """The Warning text of an answer that leaves instances out (206)."""
+        text = f"{len(self.skipped)} of {total} instances were left out"
+        if self.refused:
+            text += f"; {len(self.refused)} cannot be de-identified here ({self.refused[0]})"
+        if len(self.skipped) > len(self.refused):
+            text += ("; the stored transfer syntax of the others cannot be converted to an acceptable one, or "
+                     "they are larger than this server converts")
+        return text
 
 
 def plan(instances: Sequence[StoredInstance], representations: Sequence[Representation],
@@ -98,6 +109,32 @@ def plan(instances: Sequence[StoredInstance], representations: Sequence[Represen
     return Plan(form, parts, skipped)
 
 
+def anonymized(archive: Archive, planned: Plan, seed: str, limits: TranscodeLimits) -> Plan:
+    """The plan of an anonymised answer, settled before it starts: instances the profile cannot
+    make safe (service.deidentify.refusal, from their stored metadata) or too large to hold whole
+    while de-identifying are left out, the others de-identified with ``seed``. When none is left,
+    406 with the reason (413 when size was)."""
+    parts, skipped, refused, too_large = [], list(planned.skipped), [], False
+    for part, model in zip(planned.parts, archive.metadata([p.instance for p in planned.parts])):
+        reason = refusal_of_model(orjson.loads(model))
+        if reason is None and not limits.fits(part.instance.size):
+            too_large = True
+        elif reason is None:
+            parts.append(replace(part, seed=seed))
+            continue
+        else:
+            refused.append(reason)
+        skipped.append(part.instance)
+    if not parts:
+        if refused:
+            raise NotAcceptable(f"the instance cannot be sent anonymised: {refused[0]}" if len(skipped) == 1 else
+                                f"no instance here can be sent anonymised: {refused[0]}")
+        if too_large:
+            limits.check(max(p.instance.size for p in planned.parts), "de-identification")
+        raise NotAcceptable("no instance here can be sent anonymised")
+    return Plan(planned.multipart, parts, skipped, tuple(refused))
+
+
 def pixel_descriptions(archive: Archive, instances: Sequence[StoredInstance]) -> dict:
     """Each instance's pixel description, from its stored metadata (None: no pixel data),
     keyed by the instance, in their order."""
@@ -114,7 +151,7 @@ def convert(archive: Archive, part: PlannedPart, limits: TranscodeLimits, before
     try:
         with limits.slot(before_answer):
             if part.seed is not None:
-                limits.check(part.instance.size)   # de-identification holds the whole data set
+                limits.check(part.instance.size, "de-identification")   # it holds the whole data set
                 _deidentified(archive, part, out)
                 out.seek(0)
                 return out
@@ -138,10 +175,16 @@ def _deidentified(archive: Archive, part: PlannedPart, out: BinaryIO) -> None:
     source, target = part.instance.transfer_syntax_uid, part.transfer_syntax
     with archive.spooled(part.instance) as spool:
         data = spool.read() if source == target else transcode(spool, target, source)
+    write_deidentified(data, part.seed, out)
+
+
+def write_deidentified(data: bytes, seed: str, out: BinaryIO) -> None:
+    """A Part 10 instance, de-identified (service.deidentify), written to ``out``; NotDeidentifiable
+    (a ValueError) when the profile cannot make it safe."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = pydicom.dcmread(io.BytesIO(data))
-        deidentify(ds, part.seed)
+        deidentify(ds, seed)
         ds.save_as(out)
 
 

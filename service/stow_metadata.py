@@ -15,6 +15,7 @@ built fails alone, with its reason.
 from __future__ import annotations
 
 import hashlib
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -111,19 +112,35 @@ def _models(part: BodyPart) -> list[dict]:
     if not models or not all(isinstance(m, dict) for m in models):
         raise ValueError("JSON metadata is a DICOM JSON object or an array of them")
     for model in models:
-        _check_depth(model, 0)
+        check_model(model)
     return models
 
 
-def _check_depth(model: dict, depth: int) -> None:
-    """ValueError for sequences nested deeper than any reader should recurse (as for XML)."""
+_TAG = re.compile(r"[0-9A-Fa-f]{8}")
+
+
+def check_model(model: dict, depth: int = 0) -> None:
+    """ValueError unless ``model`` has the shape of a DICOM JSON object (PS3.18 F.2): tags of 8 hex
+    digits, each an object with a string "vr", a "Value" array or a string "BulkDataURI" or
+    "InlineBinary"; sequence items objects themselves, nested no deeper than readers should recurse."""
     if depth > MAX_SEQUENCE_DEPTH:
         raise ValueError(f"sequences are nested more than {MAX_SEQUENCE_DEPTH} levels deep")
-    for attribute in model.values():
-        if isinstance(attribute, dict) and attribute.get("vr") == "SQ" and isinstance(attribute.get("Value"), list):
-            for item in attribute["Value"]:
-                if isinstance(item, dict):
-                    _check_depth(item, depth + 1)
+    for tag, attribute in model.items():
+        if not _TAG.fullmatch(tag):
+            raise ValueError(f"DICOM JSON attribute {tag[:20]!r} is not a tag of 8 hexadecimal digits")
+        if not isinstance(attribute, dict) or not isinstance(attribute.get("vr", ""), str):
+            raise ValueError(f"DICOM JSON attribute {tag} is not an object with a vr")
+        for key in ("BulkDataURI", "InlineBinary"):
+            if key in attribute and not isinstance(attribute[key], str):
+                raise ValueError(f"DICOM JSON attribute {tag}: {key} is not a string")
+        values = attribute.get("Value", [])
+        if not isinstance(values, list):
+            raise ValueError(f"DICOM JSON attribute {tag}: Value is not an array")
+        if attribute.get("vr") == "SQ":
+            for item in values:
+                if item is not None and not isinstance(item, dict):
+                    raise ValueError(f"DICOM JSON attribute {tag}: a sequence item is not an object")
+                check_model(item or {}, depth + 1)
 
 
 def model_uid(model: dict, tag: str) -> str | None:

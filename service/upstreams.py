@@ -154,11 +154,12 @@ def parts(response: requests.Response, spool_dir: Path, spool_memory: int) -> It
         response.close()
 
 
-def relay(upstreams: list[Upstream], path: str, query: bytes, accept: str | None, here: str):
+def relay(upstreams: list[Upstream], path: str, query: bytes, accept: str | None, here: str, transform=None):
     """A resource not held here (metadata, frames, bulk data, rendered) from the first upstream
     that has it: (upstream, status, content type, body chunks). JSON bodies have their
-    BulkDataURIs and RetrieveURLs made to name this server (``here``); others pass as they
-    come. None when no upstream has it."""
+    BulkDataURIs and RetrieveURLs made to name this server (``here``), and each object of them
+    passed through ``transform`` when given; others pass as they come. None when no upstream
+    has it."""
     for upstream in (u for u in upstreams if "retrieve" in u.serves):
         try:
             response = upstream.session.get(upstream.url.rstrip("/") + path + (f"?{query.decode()}" if query else ""),
@@ -169,11 +170,18 @@ def relay(upstreams: list[Upstream], path: str, query: bytes, accept: str | None
             response.close()
             continue
         content_type = response.headers.get("Content-Type", "application/octet-stream")
-        if content_type.split(";")[0].strip() in ("application/dicom+json", "application/json"):
+        is_json = content_type.split(";")[0].strip() in ("application/dicom+json", "application/json")
+        if transform is not None and not is_json:   # what cannot be transformed is not relayed
+            response.close()
+            continue
+        if is_json:
             try:
-                body = [json.dumps(_here(response.json(), here)).encode()]
+                found = _here(response.json(), here)
             finally:
                 response.close()
+            if transform is not None:
+                found = [transform(model) for model in found] if isinstance(found, list) else transform(found)
+            body = [json.dumps(found).encode()]
             return upstream, response.status_code, content_type, body
         return upstream, response.status_code, content_type, _streamed(response)
     return None

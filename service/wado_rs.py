@@ -4,11 +4,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 import hashlib
+import io
+import logging
 import warnings
 
 import pydicom
+import requests
 from flask import Blueprint, Response, current_app, request
 
+from storage.dataset import reason
 from transcode import PixelDescription, can_transcode, transcode
 
 from . import rendered_rs, retrieve, upstreams, urls
@@ -19,6 +23,7 @@ from .web import accepted, anonymize_seed, archive, base_url, require_uids, sett
 
 
 bp = Blueprint("wado_rs", __name__)
+log = logging.getLogger(__name__)
 
 
 @bp.get("/studies/<study>")
@@ -26,12 +31,13 @@ bp = Blueprint("wado_rs", __name__)
 @bp.get("/studies/<study>/series/<series>/instances/<instance>")
 def retrieve_instances(study: str, series: str | None = None, instance: str | None = None) -> Response:
     require_uids(study=study, series=series, instance=instance)
+    seed = anonymize_seed(study, request.args.get("anonymize"))
     if rendered_rs.asks_for_rendered(accepted()):   # multipart/related; type="image/jpeg", as the quick-start asks
         return rendered_rs.render_resource(study, series, instance, None, thumbnail=False)
     representations = instance_representations(accepted())
     found = archive().instances(study, series, instance)
     if not found:
-        facade = _from_upstream(study, series, instance, representations)
+        facade = _from_upstream(study, series, instance, representations, seed)
         if facade is not None:
             return facade
         level = "instance" if instance else "series" if series else "study"
@@ -39,9 +45,8 @@ def retrieve_instances(study: str, series: str | None = None, instance: str | No
     limits = transcode_limits()
     planned = retrieve.plan(found, representations, instance is not None,
                             lambda some: retrieve.pixel_descriptions(archive(), some), limits)
-    seed = anonymize_seed(study, request.args.get("anonymize"))
     if seed is not None:
-        planned = replace(planned, parts=[replace(part, seed=seed) for part in planned.parts])
+        planned = retrieve.anonymized(archive(), planned, seed, limits)
     if len(planned.parts) == 1:
         planned = replace(planned, parts=[retrieve.convert_now(archive(), planned.parts[0], limits)])
 
@@ -60,24 +65,23 @@ def retrieve_instances(study: str, series: str | None = None, instance: str | No
     if length is not None:
         response.content_length = length
     if planned.skipped:
-        response.headers["Warning"] = warning(
-            f"{len(planned.skipped)} of {len(found)} instances were left out: "
-            "their stored transfer syntax cannot be converted to an acceptable one, or they are "
-            "larger than this server converts")
+        response.headers["Warning"] = warning(planned.warning(len(found)))
     return response
 
 
-def _from_upstream(study: str, series: str | None, instance: str | None, representations) -> Response | None:
+def _from_upstream(study: str, series: str | None, instance: str | None, representations,
+                   seed: str | None) -> Response | None:
     """A study, series or instance not held here, streamed from the first upstream that has it,
-    each instance negotiated and converted here as if it were stored (service.upstreams). Where
-    the upstream lists the instances, each is checked before the answer starts and fetched on
-    its own, so that those it cannot give make a 206 with a Warning."""
+    each instance negotiated, converted and (with ``seed``) de-identified here as if it were
+    stored (service.upstreams). Where the upstream lists the instances, each is checked before
+    the answer starts and fetched on its own, so that those it cannot give make a 206 with a
+    Warning. An instance the profile cannot make safe is left out, as one of no acceptable form is."""
     known = current_app.extensions["upstreams"]
     usable = [r for r in representations if r.multipart]
     listing = upstreams.listed(known, study, series, instance)
     if listing is not None:
         upstream, paths, missing = listing
-        answers = (upstream.get(path, accept=upstreams.ANY_DICOM, stream=True) for path in paths)
+        answers = _fetched(upstream, paths)
         status = 206 if missing else 200
         warned = warning(f"{missing} of {missing + len(paths)} instances could not be fetched from "
                          f"upstream {upstream.name}") if missing else None
@@ -95,21 +99,15 @@ def _from_upstream(study: str, series: str | None, instance: str | None, represe
 
     def parts():
         for answer in answers:
-            for spool in upstreams.parts(answer, config.spool_dir, config.spool_memory_bytes):
-                if upstream.keep:
-                    _keep(local, spool, upstream)
-                ds = _header(spool)
-                source = str(ds.file_meta.TransferSyntaxUID)
-                pixels = PixelDescription.from_dataset(ds) if "Rows" in ds else None
-                target = next((source if ts in (ANY_TRANSFER_SYNTAX, source) else ts for ts in candidates
-                               if ts in (ANY_TRANSFER_SYNTAX, source) or can_transcode(source, ts, pixels)), None)
-                if target is None:
-                    continue   # no acceptable form: left out (the answer has started; logged by the audit line)
-                data = spool.read() if target == source else transcode(spool, target, source)
-                location = urls.retrieve_url(root, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
-                                             str(ds.SOPInstanceUID))
-                yield Part({"Content-Type": f"application/dicom; transfer-syntax={target}",
-                            "Content-Location": location}, [data])
+            try:
+                for spool in upstreams.parts(answer, config.spool_dir, config.spool_memory_bytes):
+                    if upstream.keep:
+                        _keep(local, spool, upstream)
+                    part = _relayed(spool, candidates, seed, root)
+                    if part is not None:
+                        yield part
+            except (ValueError, requests.RequestException) as exc:   # a broken upstream answer ends early
+                log.warning("upstream %s: answer cut short: %s", upstream.name, reason(exc))
 
     boundary = new_boundary()
     response = Response(encode_parts(parts(), boundary), status=status, direct_passthrough=True,
@@ -117,6 +115,42 @@ def _from_upstream(study: str, series: str | None, instance: str | None, represe
     if warned:
         response.headers["Warning"] = warned
     return response
+
+
+def _fetched(upstream, paths: list[str]):
+    """The upstream's answer for each path, one at a time; one that fails is left out (and logged)."""
+    for path in paths:
+        try:
+            yield upstream.get(path, accept=upstreams.ANY_DICOM, stream=True)
+        except requests.RequestException as exc:
+            log.warning("upstream %s: %s failed: %s", upstream.name, path, type(exc).__name__)
+
+
+def _relayed(spool, candidates: list[str], seed: str | None, root: str) -> Part | None:
+    """One instance from an upstream in the first acceptable syntax, de-identified with ``seed``;
+    None when it has no acceptable form, cannot be read, or cannot be made safe: the answer has
+    started, so it is left out (and logged; the audit line shows the bytes sent)."""
+    try:
+        ds = _header(spool)
+        source = str(ds.file_meta.TransferSyntaxUID)
+        pixels = PixelDescription.from_dataset(ds) if "Rows" in ds else None
+        target = next((source if ts in (ANY_TRANSFER_SYNTAX, source) else ts for ts in candidates
+                       if ts in (ANY_TRANSFER_SYNTAX, source) or can_transcode(source, ts, pixels)), None)
+        if target is None:
+            return None
+        data = spool.read() if target == source else transcode(spool, target, source)
+        headers = {"Content-Type": f"application/dicom; transfer-syntax={target}"}
+        if seed is None:
+            headers["Content-Location"] = urls.retrieve_url(root, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
+                                                            str(ds.SOPInstanceUID))
+        else:
+            out = io.BytesIO()
+            retrieve.write_deidentified(data, seed, out)
+            data = out.getvalue()
+        return Part(headers, [data])
+    except Exception as exc:   # whatever an upstream's damaged instance raises costs that instance only
+        log.warning("an instance from an upstream was left out: %s", reason(exc))
+        return None
 
 
 def _header(spool) -> pydicom.Dataset:

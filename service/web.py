@@ -1,6 +1,8 @@
 """Small helpers the request handlers share: the archive, URLs, UID checks."""
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from flask import Response, current_app, request
 
 from storage import Archive
@@ -8,7 +10,7 @@ from storage.uids import InvalidUID, validate_uid
 
 from .auth import PEER_ENVIRON_KEY, STUDY_ENVIRON_KEY
 from .config import Config
-from .deidentify import seed
+from .deidentify import refusal_of_model, seed
 from .errors import BadRequest, NotAcceptable
 from .limits import TranscodeLimits
 from .upstreams import UPSTREAM_ENVIRON_KEY, relay
@@ -34,6 +36,13 @@ def anonymize_seed(study_uid: str, value: str | None) -> str | None:
     if value.lower() not in ("true", "yes", ""):
         raise BadRequest("anonymize must be true or false")
     return seed(current_app.extensions["anonymize_secret"], request.environ.get(PEER_ENVIRON_KEY), study_uid)
+
+
+def refuse_unless_deidentifiable(model: dict) -> None:
+    """406 for an instance (by its stored DICOM JSON) that the profile cannot make safe."""
+    reason = refusal_of_model(model)
+    if reason is not None:
+        raise NotAcceptable(f"the instance cannot be sent anonymised: {reason}")
 
 
 def base_url() -> str:
@@ -87,12 +96,25 @@ def wants_xml(what: str) -> bool:
     raise NotAcceptable(f'{what} are sent as application/dicom+json or multipart/related; type="{DICOM_XML}"')
 
 
-def from_upstream() -> Response | None:
-    """The current request answered by an upstream, for a resource not held here (service.upstreams)."""
-    found = relay(current_app.extensions["upstreams"], request.path[len(settings().url_prefix):],
-                  request.query_string, request.headers.get("Accept"), base_url())
+def from_upstream(anonymized: bool = False, transform=None) -> Response | None:
+    """The current request answered by an upstream, for a resource not held here (service.upstreams).
+    Relayed bytes are not looked into, so an anonymised answer of them is refused (400), unless
+    ``transform`` (DICOM JSON in, DICOM JSON out) de-identifies what is relayed."""
+    known = current_app.extensions["upstreams"]
+    if anonymized and transform is None and known:
+        raise BadRequest("anonymize: this resource is relayed from an upstream as it comes, so it cannot be "
+                         "sent anonymised; retrieve the instances or their metadata with anonymize=true")
+    found = relay(known, request.path[len(settings().url_prefix):], _forwarded_query(), request.headers.get("Accept"),
+                  base_url(), transform)
     if found is None:
         return None
     upstream, status, content_type, body = found
     request.environ[UPSTREAM_ENVIRON_KEY] = upstream.name
     return Response(body, status=status, content_type=content_type, direct_passthrough=True)
+
+
+def _forwarded_query() -> bytes:
+    """The request's query without ``anonymize``: that is done here, not asked of the upstream."""
+    if "anonymize" not in request.args:
+        return request.query_string
+    return urlencode([(k, v) for k, v in request.args.items(multi=True) if k != "anonymize"]).encode()

@@ -211,12 +211,16 @@ def match(attribute: Attribute, value: str, sqlite: bool, fuzzy: bool = False,
     keyword, vr = attribute.keyword, attribute.vr
     # Correlated EXISTS: results are read in primary-key order and stop at the limit,
     # so probing each study's series (index on study_pk, Modality) beats building the full set.
+    # Aliases: below study level the outer query reads series (and instances) itself, which
+    # the subquery would otherwise correlate with, leaving it no table of its own.
     if keyword == "ModalitiesInStudy":
-        return exists().where(series.c.study_pk == studies.c.pk,
-                              _any_of(series.c.Modality, _values(value), sqlite))
+        any_series = series.alias("any_series")
+        return exists().where(any_series.c.study_pk == studies.c.pk,
+                              _any_of(any_series.c.Modality, _values(value), sqlite))
     if keyword == "SOPClassesInStudy":
-        return exists().where(series.c.study_pk == studies.c.pk, instances.c.series_pk == series.c.pk,
-                              instances.c.SOPClassUID.in_(_uids(keyword, value)))
+        any_series, any_instance = series.alias("any_series"), instances.alias("any_instance")
+        return exists().where(any_series.c.study_pk == studies.c.pk, any_instance.c.series_pk == any_series.c.pk,
+                              any_instance.c.SOPClassUID.in_(_uids(keyword, value)))
     column = _column(attribute)
     if vr == "UI":
         uids = _uids(keyword, value)

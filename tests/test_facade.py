@@ -114,6 +114,35 @@ def test_metadata_frames_bulk_and_rendered_are_relayed_with_urls_of_this_server(
     assert client.get(f"{base}/rendered").headers["Content-Type"] == "image/jpeg"
 
 
+def test_anonymised_answers_of_upstream_studies(facade):
+    """anonymize=true holds for what the facade relays: instances and metadata are de-identified
+    here; frames, bulk data and rendered images, relayed as they come, are refused (400)."""
+    client, server = facade
+    study, series = generate_uid(), generate_uid()
+    datas = [ct_instance(study, series, number=n, rows=8, columns=8, patient_name="Upstream^Secret",
+                         patient_id="EU-SECRET-9", InstitutionName="Secret Hospital") for n in (1, 2)]
+    upstream_store(server, datas)
+    sops = [read(d).SOPInstanceUID for d in datas]
+    secrets = [b"Upstream", b"EU-SECRET-9", b"Secret Hospital", study.encode(), series.encode(),
+               *(s.encode() for s in sops)]
+    r = client.get(f"/dicom-web/studies/{study}?anonymize=true")
+    assert r.status_code == 200
+    parts = split_multipart(r.data, r.headers["Content-Type"])
+    assert len(parts) == 2 and all("content-location" not in h for h, _ in parts)
+    assert [s for s in secrets if s in r.data] == []
+    assert {read(b).PatientIdentityRemoved for _, b in parts} == {"YES"}
+    r = client.get(f"/dicom-web/studies/{study}/metadata?anonymize=true")
+    assert r.status_code == 200 and len(r.get_json()) == 2 and [s for s in secrets if s in r.data] == []
+    assert all(m["00120062"]["Value"] == ["YES"] for m in r.get_json())
+    base = f"/dicom-web/studies/{study}/series/{series}/instances/{sops[0]}"
+    for resource in ("/frames/1", "/rendered", "/bulk/7FE00010"):
+        r = client.get(f"{base}{resource}?anonymize=true")
+        assert r.status_code == 400 and "anonymize" in r.get_json()["message"], resource
+    r = client.get(f"{base}/metadata?anonymize=true", headers={"Accept": 'multipart/related; '
+                                                                          'type="application/dicom+xml"'})
+    assert r.status_code == 400
+
+
 def test_an_upstream_marked_keep_leaves_a_local_copy(tmp_path, upstream):
     server, _ = upstream
     path = tmp_path / "upstreams.json"

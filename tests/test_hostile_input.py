@@ -49,7 +49,7 @@ def test_refusals_carry_no_advice_meant_for_programmers(client):
 
 
 @pytest.mark.parametrize("attribute, expected", [
-    ({"00100010": {"vr": "PN", "Value": 5}}, "must be a list"),
+    ({"00100010": {"vr": "PN", "Value": 5}}, "Value is not an array"),
     ({"00280010": {"vr": "US", "Value": [70000]}}, "(0028,0010)"),
 ])
 def test_json_metadata_values_their_vr_cannot_hold_fail_the_instance(client, attribute, expected):

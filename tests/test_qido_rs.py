@@ -74,6 +74,17 @@ def test_modality_at_study_level_means_modalities_in_study(client, archive):
     assert uids(get(client, "/studies?ModalitiesInStudy=CT")) == [archive["thompson"]]
 
 
+def test_study_keys_below_study_level(client, archive):
+    """Series and instance searches by a study's ModalitiesInStudy or SOPClassesInStudy (found by
+    the property test: the study's series were read by both queries, so none was left to match)."""
+    assert len(get(client, "/series?ModalitiesInStudy=MR").get_json()) == 1
+    assert sorted(uids(get(client, "/series?ModalitiesInStudy=CT"), "0020000E")) == \
+        sorted([archive["thompson-series1"], archive["thompson-series2"]])
+    assert len(get(client, "/instances?ModalitiesInStudy=CT").get_json()) == 4
+    assert len(get(client, "/instances?SOPClassesInStudy=1.2.840.10008.5.1.4.1.1.2").get_json()) == 5
+    assert get(client, "/instances?SOPClassesInStudy=1.2.3").get_json() == []
+
+
 def test_includefield(client, archive):
     r = get(client, "/studies?PatientID=THOMPSON&includefield=SOPClassesInStudy,00081030&includefield=00100021")
     [study] = r.get_json()
