@@ -87,7 +87,8 @@ def _make_archive(config: Config) -> Archive:
     catalog = Catalog(config.catalog_url, durable=config.fsync)
     catalog.create_schema()
     catalog.dispose()  # the app may be made in a gunicorn master that forks workers
-    return Archive(blobs, catalog, replace_duplicates=config.replace_duplicates)
+    return Archive(blobs, catalog, replace_duplicates=config.replace_duplicates,
+                   max_inflated_bytes=config.transcode_max_bytes)
 
 
 def _authenticate() -> None:

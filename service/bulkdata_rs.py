@@ -26,7 +26,7 @@ from transcode.syntaxes import UNCOMPRESSED
 from . import multipart
 from .errors import BadRequest, DicomWebError, NotAcceptable, NotFound
 from .media import OCTET_STREAM, octet_stream_acceptable, pixel_representations
-from .pixel_data import IN_PLACE, Choice, choose, frame_bodies, native_pixels, not_acceptable
+from .pixel_data import IN_PLACE, Choice, FrameReader, choose, frame_bodies, not_acceptable
 from .deidentify import deidentify
 from .web import (
     accepted, anonymize_seed, archive, from_upstream, refuse_unless_deidentifiable, require_uids, transcode_limits,
@@ -138,14 +138,20 @@ def _native_pixel_data(stored: StoredInstance) -> _Bytes:
                       size=details.pixel_length)
     if stored.transfer_syntax_uid not in UNCOMPRESSED:
         raise NotAcceptable("this pixel data is compressed; ask for it at .../bulk/7FE00010")
-    return _Bytes(native_pixels(archive(), stored))
+    # Big endian or deflated: the native frames one after the other, as FrameReader gives them.
+    pixels = PixelDescription.from_json(orjson.loads(details.metadata))
+    if pixels is None:
+        raise NotFound("the instance has no pixel data")
+    reader = FrameReader(archive(), stored, details, pixels)
+    transcode_limits().check(reader.cost(pixels.number_of_frames))
+    return _Bytes(frames=([frame] for frame, _ in reader.all()), size=pixels.native_length)
 
 
 def _value(stored: StoredInstance, tags: list[int], items: list[int], seed: str | None) -> _Bytes:
     """A value of the data set, or of its anonymised copy (what the profile removed is not there)."""
-    with archive().spooled(stored) as spool, warnings.catch_warnings():
+    with archive().readable(stored) as (fp, _), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = pydicom.dcmread(spool, stop_before_pixels=True)
+        ds = pydicom.dcmread(fp, stop_before_pixels=True)
     if seed is not None:
         deidentify(ds, seed, pixels=False)
     try:

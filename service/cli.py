@@ -36,7 +36,8 @@ def _archive(config: Config) -> Archive:
     catalog = Catalog(config.catalog_url, durable=config.fsync)
     catalog.create_schema()
     blobs = open_blob_store(config.storage, config.s3_endpoint_url, config.s3_region, fsync=config.fsync)
-    return Archive(blobs, catalog, replace_duplicates=config.replace_duplicates)
+    return Archive(blobs, catalog, replace_duplicates=config.replace_duplicates,
+                   max_inflated_bytes=config.transcode_max_bytes)
 
 
 @click.group(help=__doc__.split("\n\n")[0])

@@ -37,6 +37,7 @@ class Config:
     public_base_url: str | None = None    # e.g. https://pacs.example.org/dicom-web
     trusted_proxies: int = 0              # how many X-Forwarded-* hops to believe
     max_request_bytes: int = 8 << 30
+    stow_max_parts: int = 10_000          # parts one STOW request may hold
     replace_duplicates: bool = False
     fsync: bool = True
     spool_memory_bytes: int = 1 << 20
@@ -84,6 +85,7 @@ class Config:
             public_base_url=env.get("DICOMWEB_PUBLIC_URL") or None,
             trusted_proxies=int(env.get("DICOMWEB_TRUSTED_PROXIES", "0")),
             max_request_bytes=int(env.get("DICOMWEB_MAX_REQUEST_BYTES", str(8 << 30))),
+            stow_max_parts=int(env.get("DICOMWEB_STOW_MAX_PARTS", "10000")),
             replace_duplicates=env.get("DICOMWEB_ON_DUPLICATE", "reject") == "replace",
             fsync=_flag(env.get("DICOMWEB_FSYNC", "on"), "DICOMWEB_FSYNC"),
             qido_max_results=int(env.get("DICOMWEB_QIDO_MAX_RESULTS", "1000")),

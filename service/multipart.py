@@ -1,13 +1,14 @@
 """multipart/related (RFC 2387) both ways, without I/O.
 
 ``MultipartDecoder`` is a state machine: ``feed`` it bytes as they arrive and
-iterate ``events()``; it buffers at most one delimiter's length of part data
-plus one header block. ``encode_parts`` is a generator that writes parts from
+iterate ``events()``; it keeps back at most one delimiter's length of part data
+plus one header block beyond what it was fed last. ``encode_parts`` is a generator that writes parts from
 iterables of byte chunks, so responses stream without joining bodies.
 """
 from __future__ import annotations
 
 import secrets
+from collections import deque
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -16,6 +17,10 @@ MAX_HEADER_BYTES = 16 * 1024
 
 class MultipartError(ValueError):
     """The body is not well-formed multipart."""
+
+
+class PartLimit(MultipartError):
+    """The body has more parts than the decoder was allowed to read."""
 
 
 @dataclass(frozen=True)
@@ -38,11 +43,16 @@ class Finished:
     pass
 
 
-_PREAMBLE, _AFTER_DELIMITER, _HEADERS, _BODY, _EPILOGUE = range(5)
+_PREAMBLE, _AFTER_DELIMITER, _HEADERS, _BODY, _EPILOGUE, _OVER = range(6)
 
 
 class MultipartDecoder:
-    def __init__(self, boundary: str | bytes, max_header_bytes: int = MAX_HEADER_BYTES) -> None:
+    """Feed it bytes, iterate its events. The buffer is read from a position that moves forward
+    (and is compacted once that position passes half of it), so each byte is looked at a
+    bounded number of times however many parts there are; ``max_parts`` bounds those too."""
+
+    def __init__(self, boundary: str | bytes, max_header_bytes: int = MAX_HEADER_BYTES,
+                 max_parts: int | None = None) -> None:
         if isinstance(boundary, str):
             try:
                 boundary = boundary.encode("latin-1")
@@ -53,10 +63,13 @@ class MultipartDecoder:
         self._dash_boundary = b"--" + boundary
         self._delimiter = b"\r\n--" + boundary
         self._buffer = bytearray()
+        self._pos = 0
         self._state = _PREAMBLE
         self._ended = False
         self._max_header_bytes = max_header_bytes
-        self._events: list[object] = []
+        self._max_parts = max_parts
+        self._parts = 0
+        self._events: deque[object] = deque()
 
     def feed(self, data: bytes) -> None:
         """Add received bytes; ``b""`` marks the end of the body."""
@@ -67,89 +80,105 @@ class MultipartDecoder:
         else:
             self._ended = True
         self._run()
+        if self._pos > len(self._buffer) // 2:   # what is left is small: keep only it
+            del self._buffer[:self._pos]
+            self._pos = 0
 
     def events(self) -> Iterator[object]:
-        """Drain the events produced so far."""
+        """Drain the events produced so far; PartLimit once the parts before the limit are drained."""
         while self._events:
-            yield self._events.pop(0)
+            event = self._events.popleft()
+            if isinstance(event, PartLimit):
+                raise event
+            yield event
+
+    def _start_part(self, headers: dict[str, str]) -> None:
+        self._parts += 1
+        if self._max_parts is not None and self._parts > self._max_parts:
+            # Not raised here: the parts before it, decoded from the same feed, come first.
+            self._events.append(PartLimit(f"the body has more than {self._max_parts} parts"))
+            self._state = _OVER
+            return
+        self._events.append(PartStart(headers))
+        self._state = _BODY
 
     def _run(self) -> None:
-        buf = self._buffer
+        buf, delimiter = self._buffer, self._delimiter
         while True:
+            pos = self._pos
+            if self._state == _OVER:
+                self._pos = len(buf)
+                return
             if self._state == _PREAMBLE:
                 # The first delimiter may open the body without a preceding CRLF.
-                if buf.startswith(self._dash_boundary):
-                    del buf[: len(self._dash_boundary)]
+                if buf.startswith(self._dash_boundary, pos):
+                    self._pos = pos + len(self._dash_boundary)
                     self._state = _AFTER_DELIMITER
                     continue
-                index = buf.find(self._delimiter)
+                index = buf.find(delimiter, pos)
                 if index >= 0:
-                    del buf[: index + len(self._delimiter)]
+                    self._pos = index + len(delimiter)
                     self._state = _AFTER_DELIMITER
                     continue
-                keep = len(self._delimiter) - 1
-                if len(buf) > keep:
-                    del buf[: len(buf) - keep]
+                self._pos = max(pos, len(buf) - (len(delimiter) - 1))
                 if self._ended:
                     raise MultipartError("no multipart boundary found in the body")
                 return
             if self._state == _AFTER_DELIMITER:
-                if len(buf) < 2:
+                if len(buf) - pos < 2:
                     if self._ended:
                         raise MultipartError("body ends inside a boundary line")
                     return
-                if buf[:2] == b"--":
-                    del buf[:]
+                if buf[pos:pos + 2] == b"--":
+                    self._pos = len(buf)
                     self._state = _EPILOGUE
                     self._events.append(Finished())
                     continue
-                end = buf.find(b"\r\n")
+                end = buf.find(b"\r\n", pos, pos + 1026)
                 if end < 0:
-                    if len(buf) > 1024 or self._ended:
+                    if len(buf) - pos > 1024 or self._ended:
                         raise MultipartError("malformed boundary line")
                     return
-                if buf[:end].strip(b" \t"):
+                if buf[pos:end].strip(b" \t"):
                     raise MultipartError("unexpected characters after a boundary")
-                del buf[: end + 2]
+                self._pos = end + 2
                 self._state = _HEADERS
                 continue
             if self._state == _HEADERS:
-                if buf.startswith(b"\r\n"):
-                    del buf[:2]
-                    self._events.append(PartStart({}))
-                    self._state = _BODY
+                if buf.startswith(b"\r\n", pos):
+                    self._pos = pos + 2
+                    self._start_part({})
                     continue
-                end = buf.find(b"\r\n\r\n")
+                end = buf.find(b"\r\n\r\n", pos, pos + self._max_header_bytes + 4)
                 if end < 0:
-                    if len(buf) > self._max_header_bytes:
+                    if len(buf) - pos > self._max_header_bytes:
                         raise MultipartError("part headers are too large")
                     if self._ended:
                         raise MultipartError("body ends inside part headers")
                     return
-                headers = _parse_headers(bytes(buf[:end]))
-                del buf[: end + 4]
-                self._events.append(PartStart(headers))
-                self._state = _BODY
+                headers = _parse_headers(bytes(buf[pos:end]))
+                self._pos = end + 4
+                self._start_part(headers)
                 continue
             if self._state == _BODY:
-                index = buf.find(self._delimiter)
+                index = buf.find(delimiter, pos)
                 if index >= 0:
-                    if index:
-                        self._events.append(PartData(bytes(buf[:index])))
-                    del buf[: index + len(self._delimiter)]
+                    if index > pos:
+                        self._events.append(PartData(bytes(buf[pos:index])))
+                    self._pos = index + len(delimiter)
                     self._events.append(PartEnd())
                     self._state = _AFTER_DELIMITER
                     continue
                 # Keep back what could be the start of a delimiter split across feeds.
-                safe = len(buf) - (len(self._delimiter) - 1)
-                if safe > 0:
-                    self._events.append(PartData(bytes(buf[:safe])))
-                    del buf[:safe]
+                safe = len(buf) - (len(delimiter) - 1)
+                if safe > pos:
+                    self._events.append(PartData(bytes(buf[pos:safe])))
+                    self._pos = safe
                 if self._ended:
                     raise MultipartError("body ends inside a part (no closing boundary)")
                 return
             # Epilogue: ignored.
-            del buf[:]
+            self._pos = len(buf)
             return
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import BinaryIO, Iterable, Iterator, Sequence
 
 import orjson
 import pydicom
@@ -19,6 +19,7 @@ import pydicom
 from storage import Archive, StoredInstance
 from storage.blobs import iter_chunks
 from storage.catalog import InstanceDetails
+from storage.dataset import DEFLATED, PixelLocation, read_until_pixels
 from transcode import DECODABLE, CodecError, PixelDescription, can_transcode, transcode
 from transcode.codecs import decode_frame, encode_frame
 from transcode.syntaxes import (
@@ -106,8 +107,9 @@ def frame_bodies(archive: Archive, limits: TranscodeLimits, stored: StoredInstan
 
 class FrameReader:
     """One instance's frames as native little endian pixels: read by range, decoded from their own
-    fragments, or, where neither works (big endian, deflated, fragments not mapped to frames),
-    from the whole instance converted once."""
+    fragments, read by range from the inflated copy of a deflated instance (made once per
+    reader, on disk beyond 4 MiB), or, where none of these works (big endian, fragments not
+    mapped to frames), from the whole instance converted once."""
 
     @classmethod
     def of(cls, archive: Archive, stored: StoredInstance) -> "FrameReader | None":
@@ -115,78 +117,92 @@ class FrameReader:
         pixels = PixelDescription.from_json(orjson.loads(details.metadata))
         return None if pixels is None else cls(archive, stored, details, pixels)
 
-    def header_end(self) -> int | None:
-        """Where Pixel Data's element starts in the blob (the data set before it is the header),
-        or None unless frames are read one by one. What follows Pixel Data (trailing padding,
-        digital signatures, which a new encoding invalidates) is left out, as in
-        transcode.transcode."""
-        details, syntax = self.details, self.stored.transfer_syntax_uid
-        if self.pixels.bits_allocated % 8:
-            return None
-        if syntax in IN_PLACE and details.pixel_offset is not None \
-                and details.pixel_length >= self.pixels.frame_length * self.pixels.number_of_frames:
-            return details.pixel_offset
-        if syntax not in UNCOMPRESSED and details.fragments:
-            return details.fragments[0][0][0]
-        return None
-
-    def header(self, end: int) -> pydicom.Dataset:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            prefix = b"".join(_Spans(self.archive.blobs, self.stored.blob_key, [(0, end)]))
-            return pydicom.dcmread(io.BytesIO(prefix), stop_before_pixels=True)
-
-    def dataset(self) -> pydicom.Dataset:
-        """The data set up to Pixel Data: from the blob's prefix where Pixel Data's place is known."""
-        end = self.header_end()
-        if end is not None:
-            return self.header(end)
-        with self.archive.spooled(self.stored) as spool, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return pydicom.dcmread(spool, stop_before_pixels=True)
-
-    def all(self) -> Iterator[tuple[bytes, PixelDescription]]:
-        return (self.native(n) for n in range(1, self.pixels.number_of_frames + 1))
-
     def __init__(self, archive: Archive, stored: StoredInstance, details: InstanceDetails,
                  pixels: PixelDescription) -> None:
         self.archive, self.stored, self.details, self.pixels = archive, stored, details, pixels
         self._whole: tuple[bytes, PixelDescription] | None = None
+        self._inflated: tuple[BinaryIO, PixelLocation | None] | None = None
+
+    def _in_place(self) -> bool:
+        return self.stored.transfer_syntax_uid in IN_PLACE and self.details.pixel_offset is not None \
+            and self.details.pixel_length >= self.pixels.frame_length * self.pixels.number_of_frames
+
+    def _deflated_frames(self) -> tuple[BinaryIO, int] | None:
+        """(inflated copy, offset of the pixels in it) when a deflated instance's native frames lie
+        there whole; the copy is made once per reader."""
+        if self.stored.transfer_syntax_uid != DEFLATED:
+            return None
+        if self._inflated is None:
+            copy = self.archive.inflated(self.stored)
+            self._inflated = copy, read_until_pixels(copy)[1]
+        copy, location = self._inflated
+        if location is None or location.offset is None or location.length is None \
+                or location.length < self.pixels.frame_length * self.pixels.number_of_frames:
+            return None
+        return copy, location.offset
+
+    def streaming_header(self) -> pydicom.Dataset | None:
+        """The data set up to Pixel Data when the frames can be read one by one, else None. What
+        follows Pixel Data (trailing padding, digital signatures, which a new encoding
+        invalidates) is left out, as in transcode.transcode."""
+        if self.pixels.bits_allocated % 8:
+            return None
+        syntax, details = self.stored.transfer_syntax_uid, self.details
+        end = details.pixel_offset if self._in_place() else \
+            details.fragments[0][0][0] if syntax not in UNCOMPRESSED and details.fragments else None
+        if end is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                prefix = b"".join(_Spans(self.archive.blobs, self.stored.blob_key, [(0, end)]))
+                return pydicom.dcmread(io.BytesIO(prefix), stop_before_pixels=True)
+        inflated = self._deflated_frames()
+        return read_until_pixels(inflated[0])[0] if inflated is not None else None
+
+    def dataset(self) -> pydicom.Dataset:
+        """The data set up to Pixel Data, read afresh: from the blob's prefix where Pixel Data's place is known."""
+        header = self.streaming_header()
+        if header is not None:
+            return header
+        with self.archive.readable(self.stored) as (fp, _), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(fp, stop_before_pixels=True)
+
+    def all(self) -> Iterator[tuple[bytes, PixelDescription]]:
+        return (self.native(n) for n in range(1, self.pixels.number_of_frames + 1))
+
+    def cost(self, count: int) -> int:
+        """Bytes held in memory to give ``count`` frames: those frames, or the whole instance
+        decoded where frames cannot be read one by one."""
+        if self._in_place() or self.details.fragments or self.stored.transfer_syntax_uid == DEFLATED:
+            return self.pixels.frame_length * count
+        return max(self.stored.size, self.pixels.native_length)
 
     def native(self, number: int) -> tuple[bytes, PixelDescription]:
         syntax = self.stored.transfer_syntax_uid
         size = self.pixels.frame_length
-        if syntax in IN_PLACE and self.details.pixel_offset is not None \
-                and self.details.pixel_length >= size * self.pixels.number_of_frames:
+        if self._in_place():
             span = [(self.details.pixel_offset + (number - 1) * size, size)]
             return b"".join(_Spans(self.archive.blobs, self.stored.blob_key, span)), self.pixels
         if syntax not in UNCOMPRESSED and self.details.fragments:
             data = b"".join(_Spans(self.archive.blobs, self.stored.blob_key, self.details.fragments[number - 1]))
             return decode_frame(data, self.pixels, syntax)
+        inflated = self._deflated_frames()
+        if inflated is not None:
+            copy, offset = inflated
+            copy.seek(offset + (number - 1) * size)
+            return copy.read(size), self.pixels
         pixels, description = self._decoded()
         size = description.frame_length
         return pixels[(number - 1) * size:number * size], description
 
     def _decoded(self) -> tuple[bytes, PixelDescription]:
         if self._whole is None:
-            with self.archive.spooled(self.stored) as spool, warnings.catch_warnings():
+            with self.archive.readable(self.stored) as (fp, syntax), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ds = pydicom.dcmread(io.BytesIO(transcode(spool, EXPLICIT_VR_LITTLE_ENDIAN,
-                                                          self.stored.transfer_syntax_uid)))
+                ds = pydicom.dcmread(io.BytesIO(transcode(fp, EXPLICIT_VR_LITTLE_ENDIAN, syntax)))
             description = PixelDescription.from_dataset(ds)
             self._whole = ds.PixelData, PixelDescription(**{**description.__dict__, "number_of_frames": 1})
         return self._whole
-
-
-def native_pixels(archive: Archive, stored: StoredInstance) -> bytes:
-    """All native pixel data of an instance stored in a syntax whose pixels cannot be read in
-    place (big endian, deflated), converted whole."""
-    with archive.spooled(stored) as spool, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if stored.transfer_syntax_uid in IN_PLACE:
-            return pydicom.dcmread(spool).PixelData
-        return pydicom.dcmread(io.BytesIO(transcode(spool, EXPLICIT_VR_LITTLE_ENDIAN,
-                                                    stored.transfer_syntax_uid))).PixelData
 
 
 class _Converted:

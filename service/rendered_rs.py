@@ -235,6 +235,7 @@ def render_now(reader: FrameReader, numbers: list[int], rendering: Rendering) ->
 
 def _render(reader: FrameReader, numbers: list[int], rendering: Rendering, limits: TranscodeLimits,
             before_answer: bool, seed: str | None = None) -> bytes:
+    limits.check(reader.cost(len(numbers)), "rendering")
     with limits.slot(before_answer):
         try:
             ds = reader.dataset()

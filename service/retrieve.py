@@ -156,12 +156,12 @@ def convert(archive: Archive, part: PlannedPart, limits: TranscodeLimits, before
                 out.seek(0)
                 return out
             frames = FrameReader.of(archive, part.instance) if streamable(target) else None
-            end = frames.header_end() if frames is not None else None
-            if end is not None:
-                write_streamed(frames.header(end), frames.all(), frames.pixels.number_of_frames, source, target, out)
+            header = frames.streaming_header() if frames is not None else None
+            if header is not None:
+                write_streamed(header, frames.all(), frames.pixels.number_of_frames, source, target, out)
             else:
-                with archive.spooled(part.instance) as spool:
-                    out.write(transcode(spool, target, source))
+                with archive.readable(part.instance) as (fp, syntax):
+                    out.write(transcode(fp, target, syntax))
         out.seek(0)
         return out
     except BaseException:
@@ -172,9 +172,8 @@ def convert(archive: Archive, part: PlannedPart, limits: TranscodeLimits, before
 def _deidentified(archive: Archive, part: PlannedPart, out: BinaryIO) -> None:
     """The instance in its planned syntax, de-identified: held in memory, as de-identification
     reads and rewrites the whole data set."""
-    source, target = part.instance.transfer_syntax_uid, part.transfer_syntax
-    with archive.spooled(part.instance) as spool:
-        data = spool.read() if source == target else transcode(spool, target, source)
+    with archive.readable(part.instance) as (fp, syntax):
+        data = fp.read() if syntax == part.transfer_syntax else transcode(fp, part.transfer_syntax, syntax)
     write_deidentified(data, part.seed, out)
 
 

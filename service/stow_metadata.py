@@ -41,7 +41,9 @@ from .media import DICOM_JSON, DICOM_XML, LEGACY_MEDIA_TYPES, parse_media_type
 # This implementation, as file meta information names it (PS3.7 D.3.3.3): a UUID-derived UID.
 IMPLEMENTATION_CLASS_UID = "2.25.259316549367823651047307187813049553043"
 IMPLEMENTATION_VERSION = "DICOMWEB_ARCH_1"
-METADATA_LIMIT = 64 << 20
+# A metadata part is parsed whole, and DICOM JSON takes some 20 times its size as Python objects:
+# 2 MiB (the per-frame groups of a ~1,000-frame instance) stays within a worker's budget.
+METADATA_LIMIT = 2 << 20
 
 
 @dataclass
@@ -52,9 +54,12 @@ class BodyPart:
     body: BinaryIO             # spooled; read whole when used
 
 
-def instances(parts: list[BodyPart], study: str | None, spool_dir, spool_memory: int) -> Iterator:
+def instances(parts: list[BodyPart], study: str | None, spool_dir, spool_memory: int,
+              max_bulk_bytes: int = 1 << 30) -> Iterator:
     """Each instance the metadata parts describe, as a (spooled Part 10 file, sha256) pair or
-    a failed StoreOutcome. BadRequest when the request itself is malformed."""
+    a failed StoreOutcome. BadRequest when the request itself is malformed. An instance is built
+    in memory: the bulk data it names (each part read once, however often named) may not
+    exceed ``max_bulk_bytes`` (0xA700 beyond)."""
     metadata = [p for p in parts if p.media_type in (DICOM_JSON, DICOM_XML)]
     bulk = [p for p in parts if p.media_type not in (DICOM_JSON, DICOM_XML)]
     if not metadata:
@@ -73,7 +78,7 @@ def instances(parts: list[BodyPart], study: str | None, spool_dir, spool_memory:
             continue
         for model in models:
             try:
-                ds = build(model, by_location, study)
+                ds = build(model, by_location, study, max_bulk_bytes)
             except _Refused as refused:
                 yield StoreOutcome(model_uid(model, "00080016"), model_uid(model, "00080018"),
                                    failure=refused.reason, message=refused.message)
@@ -154,7 +159,7 @@ class _Refused(Exception):
         self.reason, self.message = reason, message
 
 
-def build(model: dict, bulk: dict[str, BodyPart], study: str | None) -> Dataset:
+def build(model: dict, bulk: dict[str, BodyPart], study: str | None, max_bulk_bytes: int = 1 << 30) -> Dataset:
     """One Part 10 data set from its DICOM JSON object and the bulk data parts."""
     model = dict(model)
     pixels = model.pop("7FE00010", None)
@@ -167,8 +172,18 @@ def build(model: dict, bulk: dict[str, BodyPart], study: str | None) -> Dataset:
     elif pixels is not None:
         model["7FE00010"] = pixels
 
+    values: dict[int, bytes] = {}   # each part read once, however many attributes name it
+
     def bulk_value(tag: str, vr: str, uri: str) -> bytes:
-        return _part(bulk, uri).body.read()
+        part = _part(bulk, uri)
+        if id(part) not in values:
+            size = part.body.seek(0, 2)
+            if size + sum(map(len, values.values())) > max_bulk_bytes:
+                raise _Refused(FailureReason.OUT_OF_RESOURCES, f"the bulk data of the instance is more than the "
+                               f"{max_bulk_bytes} bytes one instance may be built from (DICOMWEB_TRANSCODE_MAX_BYTES)")
+            part.body.seek(0)
+            values[id(part)] = part.body.read()
+        return values[id(part)]
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from pydicom import Dataset
-
 from storage import StoreOutcome
 
 from . import urls
@@ -20,35 +18,38 @@ def response_status(outcomes: Sequence[StoreOutcome]) -> int:
     return 202
 
 
-def response_dataset(outcomes: Sequence[StoreOutcome], base_url: str, study_uid: str | None) -> Dataset:
-    """Referenced SOP Sequence for stored instances, Failed SOP Sequence only when some failed.
+def response_model(outcomes: Sequence[StoreOutcome], base_url: str, study_uid: str | None) -> dict:
+    """The Store Instances Response as DICOM JSON: Referenced SOP Sequence for stored instances,
+    Failed SOP Sequence only when some failed. Built as plain dicts (a pydicom item per instance
+    of a large batch was most of the answer's cost).
 
     The top-level Retrieve URL names the study of the request URL, or the one
     study all stored instances belong to.
     """
-    ds = Dataset()
+    model: dict = {}
     stored = [o for o in outcomes if o.stored]
     failed = [o for o in outcomes if not o.stored]
     studies = {o.study_uid for o in stored}
     if study_uid is None and len(studies) == 1:
         study_uid = next(iter(studies))
     if study_uid is not None:
-        ds.RetrieveURL = urls.retrieve_url(base_url, study_uid)
+        model["00081190"] = {"vr": "UR", "Value": [urls.retrieve_url(base_url, study_uid)]}
     if failed:
-        ds.FailedSOPSequence = [_item(o) for o in failed]
+        model["00081198"] = {"vr": "SQ", "Value": [_item(o) for o in failed]}
     if stored:
-        ds.ReferencedSOPSequence = [_item(o, base_url) for o in stored]
-    return ds
+        model["00081199"] = {"vr": "SQ", "Value": [_item(o, base_url) for o in stored]}
+    return model
 
 
-def _item(outcome: StoreOutcome, base_url: str | None = None) -> Dataset:
-    item = Dataset()
+def _item(outcome: StoreOutcome, base_url: str | None = None) -> dict:
+    item: dict = {}
     if outcome.sop_class_uid:
-        item.ReferencedSOPClassUID = outcome.sop_class_uid
+        item["00081150"] = {"vr": "UI", "Value": [outcome.sop_class_uid]}
     if outcome.sop_instance_uid:
-        item.ReferencedSOPInstanceUID = outcome.sop_instance_uid
+        item["00081155"] = {"vr": "UI", "Value": [outcome.sop_instance_uid]}
     if outcome.failure is not None:
-        item.FailureReason = int(outcome.failure)
+        item["00081197"] = {"vr": "US", "Value": [int(outcome.failure)]}
     elif base_url is not None:
-        item.RetrieveURL = urls.retrieve_url(base_url, outcome.study_uid, outcome.series_uid, outcome.sop_instance_uid)
+        url = urls.retrieve_url(base_url, outcome.study_uid, outcome.series_uid, outcome.sop_instance_uid)
+        item["00081190"] = {"vr": "UR", "Value": [url]}
     return item

@@ -7,10 +7,10 @@ is computed, stored, and released before the next part is read.
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 from typing import BinaryIO, Iterator, Union
 
+import orjson
 from flask import Blueprint, Response, request
 
 from storage import StoreOutcome
@@ -20,7 +20,7 @@ from . import metrics, stow_metadata, stow_response
 from .dicom_xml import json_to_xml
 from .errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 from .media import DICOM, DICOM_JSON, DICOM_XML, MULTIPART_RELATED, parse_media_type, response_format
-from .multipart import Finished, MultipartDecoder, MultipartError, PartData, PartEnd, PartStart
+from .multipart import Finished, MultipartDecoder, MultipartError, PartData, PartEnd, PartLimit, PartStart
 from .web import accepted, archive, base_url, require_uids, settings, warning
 
 bp = Blueprint("stow_rs", __name__)
@@ -28,6 +28,7 @@ bp = Blueprint("stow_rs", __name__)
 READ_SIZE = 1 << 20
 BATCH_SIZE = 50          # instances whose catalog rows are committed together
 MAX_WARNING_HEADERS = 10
+SPOOLED_IN_MEMORY = 16 << 20   # of the parts of one metadata request, held together before it is read
 
 
 @bp.post("/studies")
@@ -57,11 +58,11 @@ def store(study: str | None = None) -> Response:
     if not outcomes:
         raise BadRequest("the request body holds no DICOM instance")
 
-    dataset = stow_response.response_dataset(outcomes, base_url(), study)
+    model = stow_response.response_model(outcomes, base_url(), study)
     if answer_as == DICOM_XML:
-        body, mimetype = json_to_xml(dataset.to_json_dict()), DICOM_XML
+        body, mimetype = json_to_xml(model), DICOM_XML
     else:
-        body, mimetype = json.dumps(dataset.to_json_dict()), DICOM_JSON
+        body, mimetype = orjson.dumps(model), DICOM_JSON
     response = Response(body, status=stow_response.response_status(outcomes), mimetype=mimetype)
     for outcome in [o for o in outcomes if not o.stored][:MAX_WARNING_HEADERS]:
         response.headers.add("Warning", warning(f"{outcome.sop_instance_uid or 'part'}: {outcome.message}"))
@@ -93,17 +94,18 @@ def _received(stream: BinaryIO, content_type: str, study_in_url: str | None = No
     boundary = media.param("boundary")
     if not boundary:
         raise BadRequest("multipart/related Content-Type has no boundary parameter")
+    config = settings()
     try:
-        decoder = MultipartDecoder(boundary)
+        decoder = MultipartDecoder(boundary, max_parts=config.stow_max_parts)
     except MultipartError as exc:
         raise BadRequest(f"Content-Type: {exc}") from None
     if inner == DICOM:
         yield from _parts(stream, decoder)
         return
-    config = settings()
     parts = list(_every_part(stream, decoder))
     try:
-        yield from stow_metadata.instances(parts, study_in_url, config.spool_dir, config.spool_memory_bytes)
+        yield from stow_metadata.instances(parts, study_in_url, config.spool_dir, config.spool_memory_bytes,
+                                           config.transcode_max_bytes)
     finally:
         for part in parts:
             part.body.close()
@@ -113,16 +115,24 @@ def _every_part(stream: BinaryIO, decoder: MultipartDecoder) -> Iterator[stow_me
     """Every part of a metadata request, spooled: the metadata names bulk parts that may come
     in any order, so all are received before any instance is built."""
     spool = headers = None
+    in_memory = 0   # parts held in memory together: at most SPOOLED_IN_MEMORY, then on disk
     try:
         for event in _events(stream, decoder):
             if isinstance(event, PartStart):
-                spool, headers = _spool()[0], event.headers
+                config = settings()
+                if in_memory + config.spool_memory_bytes <= SPOOLED_IN_MEMORY:
+                    spool, headers = _spool()[0], event.headers
+                    in_memory += config.spool_memory_bytes
+                else:
+                    spool, headers = tempfile.TemporaryFile(dir=config.spool_dir), event.headers
             elif isinstance(event, PartData):
                 spool.write(event.data)
             elif isinstance(event, PartEnd):
                 spool.seek(0)
                 yield stow_metadata.body_part(headers, spool)
                 spool = None
+    except PartLimit as exc:
+        raise PayloadTooLarge(f"{exc} (DICOMWEB_STOW_MAX_PARTS); store the instances in several requests") from None
     except MultipartError as exc:
         raise BadRequest(f"malformed multipart body: {exc}") from None
     finally:
@@ -197,6 +207,9 @@ def _parts(stream: BinaryIO, decoder: MultipartDecoder) -> Iterator[Received]:
                     yield spool, digest.hexdigest()
                 spool = digest = None
                 accepting = False
+    except PartLimit as exc:   # what came before is stored; the rest is not read
+        yield StoreOutcome(None, None, failure=FailureReason.OUT_OF_RESOURCES,
+                           message=f"{exc} (DICOMWEB_STOW_MAX_PARTS): those beyond were not read")
     except MultipartError as exc:
         if not yielded:
             raise BadRequest(f"malformed multipart body: {exc}") from None

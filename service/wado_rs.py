@@ -7,12 +7,13 @@ import hashlib
 import io
 import logging
 import warnings
+from contextlib import nullcontext
 
 import pydicom
 import requests
 from flask import Blueprint, Response, current_app, request
 
-from storage.dataset import reason
+from storage.dataset import DEFLATED, inflated_copy, reason, transfer_syntax
 from transcode import PixelDescription, can_transcode, transcode
 
 from . import rendered_rs, retrieve, upstreams, urls
@@ -95,7 +96,7 @@ def _from_upstream(study: str, series: str | None, instance: str | None, represe
     if not usable:
         raise NotAcceptable('instances from an upstream are sent as multipart/related; type="application/dicom"')
     candidates = [r.transfer_syntax for r in usable]
-    root, config, local = base_url(), settings(), archive()
+    root, config, local, limit = base_url(), settings(), archive(), transcode_limits().max_bytes
 
     def parts():
         for answer in answers:
@@ -103,7 +104,7 @@ def _from_upstream(study: str, series: str | None, instance: str | None, represe
                 for spool in upstreams.parts(answer, config.spool_dir, config.spool_memory_bytes):
                     if upstream.keep:
                         _keep(local, spool, upstream)
-                    part = _relayed(spool, candidates, seed, root)
+                    part = _relayed(spool, candidates, seed, root, limit)
                     if part is not None:
                         yield part
             except (ValueError, requests.RequestException) as exc:   # a broken upstream answer ends early
@@ -126,19 +127,21 @@ def _fetched(upstream, paths: list[str]):
             log.warning("upstream %s: %s failed: %s", upstream.name, path, type(exc).__name__)
 
 
-def _relayed(spool, candidates: list[str], seed: str | None, root: str) -> Part | None:
+def _relayed(spool, candidates: list[str], seed: str | None, root: str, limit: int) -> Part | None:
     """One instance from an upstream in the first acceptable syntax, de-identified with ``seed``;
     None when it has no acceptable form, cannot be read, or cannot be made safe: the answer has
     started, so it is left out (and logged; the audit line shows the bytes sent)."""
     try:
-        ds = _header(spool)
-        source = str(ds.file_meta.TransferSyntaxUID)
-        pixels = PixelDescription.from_dataset(ds) if "Rows" in ds else None
-        target = next((source if ts in (ANY_TRANSFER_SYNTAX, source) else ts for ts in candidates
-                       if ts in (ANY_TRANSFER_SYNTAX, source) or can_transcode(source, ts, pixels)), None)
-        if target is None:
-            return None
-        data = spool.read() if target == source else transcode(spool, target, source)
+        source = transfer_syntax(spool)
+        with (inflated_copy(spool, limit) if source == DEFLATED else nullcontext(spool)) as readable:
+            ds = _header(readable)
+            pixels = PixelDescription.from_dataset(ds) if "Rows" in ds else None
+            target = next((source if ts in (ANY_TRANSFER_SYNTAX, source) else ts for ts in candidates
+                           if ts in (ANY_TRANSFER_SYNTAX, source) or can_transcode(source, ts, pixels)), None)
+            if target is None:
+                return None
+            data = spool.read() if target == source else \
+                transcode(readable, target, str(ds.file_meta.TransferSyntaxUID))
         headers = {"Content-Type": f"application/dicom; transfer-syntax={target}"}
         if seed is None:
             headers["Content-Location"] = urls.retrieve_url(root, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),

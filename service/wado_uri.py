@@ -186,9 +186,9 @@ def _float(args, name: str) -> float:
 
 def _report(stored, content_type: str) -> Response:
     """A structured report's content tree as text: each item's concept name and value, indented."""
-    with archive().spooled(stored) as spool, warnings.catch_warnings():
+    with archive().readable(stored) as (fp, _), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = pydicom.dcmread(spool, stop_before_pixels=True)
+        ds = pydicom.dcmread(fp, stop_before_pixels=True)
     lines = [(0, _concept(ds), _value(ds))]
     _walk(ds, 1, lines)
     if content_type == "text/plain":

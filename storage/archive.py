@@ -17,7 +17,9 @@ from typing import BinaryIO, Iterator, Sequence
 
 from .blobs import CHUNK_SIZE, BlobReader, BlobStore
 from .catalog import Catalog, InstanceDetails, PendingInstance, Registration, StoredInstance
-from .dataset import InstanceHeader, RejectedInstance, read_header
+from .dataset import (
+    DEFLATED, EXPLICIT_VR_LITTLE_ENDIAN, InstanceHeader, RejectedInstance, inflated_copy, read_header,
+)
 from .status import FailureReason
 from .uids import blob_key
 
@@ -45,10 +47,12 @@ class StoreOutcome:
 
 
 class Archive:
-    def __init__(self, blobs: BlobStore, catalog: Catalog, replace_duplicates: bool = False) -> None:
+    def __init__(self, blobs: BlobStore, catalog: Catalog, replace_duplicates: bool = False,
+                 max_inflated_bytes: int = 1 << 30) -> None:
         self.blobs = blobs
         self.catalog = catalog
         self.replace_duplicates = replace_duplicates
+        self.max_inflated_bytes = max_inflated_bytes   # of a deflated instance's data set, read or stored
 
     def batch(self) -> "StoreBatch":
         """A group of instances whose catalog rows are committed together."""
@@ -93,9 +97,27 @@ class Archive:
             spool.seek(0)
             yield spool
 
+    @contextmanager
+    def readable(self, instance: StoredInstance) -> Iterator[tuple[BinaryIO, str]]:
+        """The instance as a seekable file pydicom reads without inflating it whole in memory, and
+        the syntax that file is in: a deflated instance as its Explicit VR Little Endian copy
+        (within ``max_inflated_bytes``: InflationLimit beyond), any other as stored."""
+        if instance.transfer_syntax_uid == DEFLATED:
+            with self.inflated(instance) as copy:
+                yield copy, EXPLICIT_VR_LITTLE_ENDIAN
+            return
+        with self.spooled(instance) as spool:
+            yield spool, instance.transfer_syntax_uid
+
+    def inflated(self, instance: StoredInstance) -> BinaryIO:
+        """A deflated instance's Explicit VR Little Endian copy (storage.dataset.inflated_copy),
+        for the caller to close."""
+        with self.spooled(instance) as spool:
+            return inflated_copy(spool, self.max_inflated_bytes)
+
     def backfill_metadata(self, instance: StoredInstance) -> bytes:
         with self.spooled(instance) as spool:
-            header = read_header(spool)
+            header = read_header(spool, self.max_inflated_bytes)
         self.catalog.store_metadata(instance.pk, header)
         return header.metadata
 
@@ -165,7 +187,7 @@ class StoreBatch:
 
     def add(self, fp: BinaryIO, sha256: str, expected_study: str | None = None) -> None:
         try:
-            header = read_header(fp)
+            header = read_header(fp, self._archive.max_inflated_bytes)
         except RejectedInstance as exc:
             self._outcomes.append(StoreOutcome(exc.sop_class, exc.sop_instance, failure=exc.reason,
                                                message=exc.message))

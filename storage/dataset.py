@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import re
 import struct
+import tempfile
 import warnings
+import zlib
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
 import pydicom
+import pydicom.filewriter
 from pydicom.errors import InvalidDicomError
 
 from .metadata import instance_metadata
@@ -89,16 +92,113 @@ def _value(ds: pydicom.Dataset, keyword: str) -> str | int | None:
     return str(value).replace("\x00", "")[:INDEXED_TEXT_LENGTH] or None
 
 
-def read_header(fp: BinaryIO) -> InstanceHeader:
+DEFLATED = "1.2.840.10008.1.2.1.99"
+DEFER_SIZE = 64 << 10
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+MAX_INFLATION_RATIO = 200        # beyond, deflated data is a bomb, not an image…
+MIN_INFLATION_ALLOWANCE = 64 << 20   # …unless it stays this small (a black image inflates 1,000 times)
+_SPOOL_MEMORY = 4 << 20   # of an inflated copy kept in memory before it goes to disk
+
+
+class InflationLimit(ValueError):
+    """Deflated data that inflates beyond what one instance may take."""
+
+
+def transfer_syntax(fp: BinaryIO) -> str | None:
+    """The Transfer Syntax UID of a Part 10 file's meta information, None when unreadable;
+    ``fp`` is left where it was."""
+    start = fp.tell()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pydicom.filereader.read_preamble(fp, False)
+            return str(pydicom.filereader._read_file_meta_info(fp).get("TransferSyntaxUID", "") or "") or None
+    except Exception:   # not Part 10: the full read says why
+        return None
+    finally:
+        fp.seek(start)
+
+
+def inflated_copy(fp: BinaryIO, max_bytes: int) -> BinaryIO:
+    """A Deflated Explicit VR Little Endian file (PS3.5 A.5) as the Explicit VR Little Endian file it
+    deflates, in a spool (memory up to 4 MiB, then disk): what pydicom would inflate in memory,
+    whole and without a bound. InflationLimit beyond ``max_bytes``, or beyond 200 times the
+    deflated size (at least 64 MiB). The caller closes the copy."""
+    start = fp.tell()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        preamble = pydicom.filereader.read_preamble(fp, False) or b""
+        meta = pydicom.filereader._read_file_meta_info(fp)
+    deflated_at = fp.tell()
+    compressed = fp.seek(0, 2) - deflated_at
+    fp.seek(deflated_at)
+    limit = min(max_bytes, max(MIN_INFLATION_ALLOWANCE, MAX_INFLATION_RATIO * compressed))
+    meta.TransferSyntaxUID = EXPLICIT_VR_LITTLE_ENDIAN
+    copy = tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY)
+    try:
+        pydicom.filewriter.write_file_meta_info(_Prefixed(copy, preamble), meta, enforce_standard=True)
+        inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+        while (chunk := fp.read(1 << 16)) and not inflater.eof:
+            while chunk:   # at most 1 MiB of output a call: memory holds one such piece
+                data = inflater.decompress(chunk, 1 << 20)
+                total += len(data)
+                if total > limit:
+                    raise InflationLimit(f"the deflated data set inflates to more than {limit} bytes")
+                copy.write(data)
+                chunk = inflater.unconsumed_tail
+        copy.seek(0)
+        return copy
+    except zlib.error as exc:
+        copy.close()
+        raise InflationLimit(f"the deflated data set cannot be inflated: {exc}") from None
+    except BaseException:
+        copy.close()
+        raise
+    finally:
+        fp.seek(start)
+
+
+class _Prefixed:
+    """Writes the 128-byte preamble and DICM before the first write: write_file_meta_info does not."""
+
+    def __init__(self, out: BinaryIO, preamble: bytes) -> None:
+        self.out = out
+        out.write((preamble + b"\0" * 128)[:128] + b"DICM")
+
+    def write(self, data: bytes) -> int:
+        return self.out.write(data)
+
+    def tell(self) -> int:
+        return self.out.tell()
+
+    def seek(self, *args) -> int:
+        return self.out.seek(*args)
+
+
+def read_header(fp: BinaryIO, max_inflated_bytes: int = 1 << 30) -> InstanceHeader:
     """Parse the Part 10 header and data set up to Pixel Data.
 
     Raises RejectedInstance with 0xC000 when the bytes are not a Part 10 file
     with a transfer syntax, or 0xA900 when identifying UIDs are absent or malformed.
+    A deflated data set is read from its inflated copy, within ``max_inflated_bytes``
+    (0xA700 beyond); the header still names the deflated syntax the file is stored in.
     """
+    if transfer_syntax(fp) == DEFLATED:
+        try:
+            copy = inflated_copy(fp, max_inflated_bytes)
+        except InflationLimit as exc:
+            raise RejectedInstance(FailureReason.OUT_OF_RESOURCES, str(exc)) from None
+        except Exception as exc:
+            raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND, f"unreadable DICOM data: {reason(exc)}") from None
+        with copy:
+            header = read_header(copy)
+        pixels = header.pixels and PixelLocation(header.pixels.tag, header.pixels.vr, None, None)
+        return replace(header, transfer_syntax_uid=DEFLATED, pixels=pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(fp, stop_before_pixels=True)
+            # Values over 64 KiB (documents, private blobs) are not read: metadata names them by URI.
+            ds = pydicom.dcmread(fp, stop_before_pixels=True, defer_size=DEFER_SIZE)
             header = _header(ds)
             pixels = _pixel_element(fp, ds)
             metadata = instance_metadata(ds, header.study_uid, header.series_uid, header.sop_instance_uid,
@@ -111,6 +211,15 @@ def read_header(fp: BinaryIO) -> InstanceHeader:
                                "the 128-byte preamble, or no File Meta Information") from None
     except Exception as exc:  # pydicom raises many types on damaged input
         raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND, f"unreadable DICOM data: {reason(exc)}") from None
+
+
+def read_until_pixels(fp: BinaryIO) -> tuple[pydicom.Dataset, PixelLocation | None]:
+    """The data set of a Part 10 file (not deflated) up to Pixel Data, and where Pixel Data is."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fp.seek(0)
+        ds = pydicom.dcmread(fp, stop_before_pixels=True)
+        return ds, _pixel_element(fp, ds)
 
 
 def reason(exc: Exception) -> str:
@@ -135,9 +244,6 @@ def _pixel_element(fp: BinaryIO, ds: pydicom.Dataset) -> PixelLocation | None:
     value length, or, when encapsulated, item headers to seek over.
     """
     bits = int(ds.get("BitsAllocated", 16) or 16)
-    if ds.file_meta.get("TransferSyntaxUID") == pydicom.uid.DeflatedExplicitVRLittleEndian:
-        # Read from an inflated copy, whole: nothing to check, the VR follows from the data.
-        return PixelLocation(0x7FE00010, "OW" if bits > 8 else "OB", None, None) if "Rows" in ds else None
     implicit, little = ds.original_encoding
     order = "<" if little else ">"
     start = fp.tell()
@@ -212,12 +318,21 @@ def split_frames(table: list[int], fragments: list[tuple[int, int]],
     first_item = fragments[0][0] - 8
     starts = [offset - 8 - first_item for offset, _ in fragments]
     if table:
-        if len(table) != number_of_frames or table[0] != 0:
+        if len(table) != number_of_frames or table[0] != 0 or any(a >= b for a, b in zip(table, table[1:])):
             return None
-        bounds = [*table, float("inf")]
-        frames = tuple(tuple(f for f, start in zip(fragments, starts) if bounds[i] <= start < bounds[i + 1])
-                       for i in range(number_of_frames))
-        return frames if all(frames) else None
+        # One pass: fragments and frame starts are both in file order (linear in their number).
+        frames: list[tuple[tuple[int, int], ...]] = []
+        current: list[tuple[int, int]] = []
+        following = 1   # the index of the next frame's start in the table
+        for fragment, start in zip(fragments, starts):
+            while following < len(table) and start >= table[following]:
+                if not current:
+                    return None   # a frame without a fragment of its own
+                frames.append(tuple(current))
+                current, following = [], following + 1
+            current.append(fragment)
+        frames.append(tuple(current))
+        return tuple(frames) if len(frames) == number_of_frames and all(frames) else None
     if number_of_frames == 1:
         return (tuple(fragments),)
     if len(fragments) == number_of_frames:

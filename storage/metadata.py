@@ -13,6 +13,7 @@ from typing import Iterator
 
 import orjson
 import pydicom
+import pydicom.datadict
 from pydicom.dataelem import DataElement
 
 BULK_DATA_THRESHOLD = 1024
@@ -35,13 +36,36 @@ def _bulk_paths(ds: pydicom.Dataset, prefix: str = "") -> Iterator[tuple[int, st
             yield id(elem), path
 
 
+def _unread_as_bulk(ds: pydicom.Dataset) -> None:
+    """Binary values pydicom deferred (read with ``defer_size``: a large document or private blob)
+    replaced, at every depth, by a placeholder above the bulk data threshold, so that they become
+    BulkDataURIs without ever being read into memory."""
+    # The raw elements themselves: Dataset.elements() and get_item() read private values to convert them.
+    for raw in list(ds._dict.values()):
+        if isinstance(raw, pydicom.dataelem.RawDataElement) and raw.value is None \
+                and BULK_DATA_THRESHOLD < raw.length < 0xFFFFFFFF:   # deferred (an empty value is None too)
+            vr = raw.VR or (pydicom.datadict.dictionary_VR(raw.tag) if pydicom.datadict.dictionary_has_tag(raw.tag)
+                            else "UN")
+            if vr in BULK_DATA_VRS:
+                ds[raw.tag] = DataElement(raw.tag, vr, _PLACEHOLDER)
+                continue
+        if (raw.VR or "") == "SQ" or (not isinstance(raw, pydicom.dataelem.RawDataElement) and raw.VR == "SQ"):
+            for item in ds[raw.tag].value:
+                _unread_as_bulk(item)
+
+
+_PLACEHOLDER = b"\0" * (BULK_DATA_THRESHOLD + 2)
+
+
 def instance_metadata(ds: pydicom.Dataset, study: str, series: str, instance: str,
                       pixel_data: tuple[int, str] | None) -> bytes:
-    """The DICOM JSON object of a data set read up to Pixel Data.
+    """The DICOM JSON object of a data set read up to Pixel Data (its large values possibly
+    deferred, and then left unread).
 
     ``pixel_data`` is the (tag, VR) of the pixel element that followed, if any; it
     is always referenced by BulkDataURI, never inlined.
     """
+    _unread_as_bulk(ds)
     base = bulk_data_base(study, series, instance)
     paths = dict(_bulk_paths(ds))
 
