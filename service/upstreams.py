@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,8 @@ import requests
 from .multipart import Finished, MultipartDecoder, PartData, PartEnd, PartStart
 
 ANY_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+MAX_JSON_BYTES = 16 << 20   # of one upstream answer of search results or metadata
+MAX_LISTED = 2000           # instances of a study listed (and checked) at an upstream before a retrieve
 UPSTREAM_ENVIRON_KEY = "dicomweb.upstream"
 _POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="upstream")
 
@@ -47,8 +50,26 @@ class Upstream:
 
     def get(self, path: str, params=None, accept: str = "application/dicom+json", stream: bool = False,
             timeout: float | None = None) -> requests.Response:
+        # Never redirected: a redirect would take the credentials, the client certificate too,
+        # to wherever the upstream (or whoever answers in its name) points.
         return self.session.get(self.url.rstrip("/") + path, params=params, headers={"Accept": accept},
-                                timeout=timeout or self.timeout, stream=stream)
+                                timeout=timeout or self.timeout, stream=stream, allow_redirects=False)
+
+    def json(self, response: requests.Response):
+        """A JSON answer of this upstream, read within MAX_JSON_BYTES and four of its timeouts in all
+        (``timeout`` bounds each read, not the answer): ValueError beyond either."""
+        deadline, body = time.monotonic() + 4 * self.timeout, bytearray()
+        try:
+            # read1: what one read of the socket gives, so that a trickle meets the deadline
+            while chunk := response.raw.read1(1 << 16, decode_content=True):
+                body += chunk
+                if len(body) > MAX_JSON_BYTES:
+                    raise ValueError(f"upstream {self.name} answered more than {MAX_JSON_BYTES} bytes of JSON")
+                if time.monotonic() > deadline:
+                    raise ValueError(f"upstream {self.name} took more than {4 * self.timeout:g} s to answer")
+        finally:
+            response.close()
+        return json.loads(body)
 
 
 def load(path: Path | None) -> list[Upstream]:
@@ -104,11 +125,17 @@ def search_all(upstreams: list[Upstream], path: str, params: list[tuple[str, str
 
 
 def _search(upstream: Upstream, path: str, params: list[tuple[str, str]]) -> list[dict]:
-    response = upstream.get(path, params)
+    response = upstream.get(path, params, stream=True)
     if response.status_code == 204:
+        response.close()
         return []
-    response.raise_for_status()
-    return response.json()
+    if response.status_code != 200:
+        response.close()
+        raise ValueError(f"upstream {upstream.name} answered {response.status_code}")
+    found = upstream.json(response)
+    if not isinstance(found, list) or not all(isinstance(r, dict) for r in found):
+        raise ValueError(f"upstream {upstream.name} answered no list of results")
+    return found
 
 
 def find(upstreams: list[Upstream], path: str) -> tuple[Upstream, requests.Response] | None:
@@ -124,8 +151,9 @@ def find(upstreams: list[Upstream], path: str) -> tuple[Upstream, requests.Respo
     return None
 
 
-def parts(response: requests.Response, spool_dir: Path, spool_memory: int) -> Iterator:
-    """Each instance of a streamed multipart answer, spooled, one at a time."""
+def parts(response: requests.Response, spool_dir: Path, spool_memory: int, max_bytes: int = 1 << 30) -> Iterator:
+    """Each instance of a streamed multipart answer, spooled, one at a time; ValueError for one
+    larger than ``max_bytes`` (the answer is not read further)."""
     content_type = response.headers.get("Content-Type", "")
     boundary = next((p.split("=", 1)[1].strip('"') for p in content_type.split(";")
                      if p.strip().lower().startswith("boundary=")), None)
@@ -141,6 +169,8 @@ def parts(response: requests.Response, spool_dir: Path, spool_memory: int) -> It
                     spool = tempfile.SpooledTemporaryFile(max_size=spool_memory, dir=spool_dir)
                 elif isinstance(event, PartData):
                     spool.write(event.data)
+                    if spool.tell() > max_bytes:
+                        raise ValueError(f"an instance of the upstream's answer is larger than {max_bytes} bytes")
                 elif isinstance(event, PartEnd):
                     spool.seek(0)
                     with spool:
@@ -163,7 +193,8 @@ def relay(upstreams: list[Upstream], path: str, query: bytes, accept: str | None
     for upstream in (u for u in upstreams if "retrieve" in u.serves):
         try:
             response = upstream.session.get(upstream.url.rstrip("/") + path + (f"?{query.decode()}" if query else ""),
-                                            headers={"Accept": accept or "*/*"}, timeout=upstream.timeout, stream=True)
+                                            headers={"Accept": accept or "*/*"}, timeout=upstream.timeout, stream=True,
+                                            allow_redirects=False)
         except requests.RequestException:
             continue
         if response.status_code not in (200, 206):
@@ -176,9 +207,9 @@ def relay(upstreams: list[Upstream], path: str, query: bytes, accept: str | None
             continue
         if is_json:
             try:
-                found = _here(response.json(), here)
-            finally:
-                response.close()
+                found = _here(upstream.json(response), here)
+            except ValueError:   # too large, too slow, or not JSON: as if this upstream had nothing
+                continue
             if transform is not None:
                 found = [transform(model) for model in found] if isinstance(found, list) else transform(found)
             body = [json.dumps(found).encode()]
@@ -218,7 +249,7 @@ def listed(upstreams: list[Upstream], study: str, series: str | None,
     Knowing that before the answer starts is what lets a partial study be a 206 (PS3.18 §10.4.3).
     None when no upstream lists them (then the resource is streamed as the upstream sends it)."""
     scope = f"/studies/{study}" + (f"/series/{series}" if series else "") + "/instances"
-    params = [("limit", "10000")] + ([("SOPInstanceUID", instance)] if instance else [])
+    params = [("limit", str(MAX_LISTED))] + ([("SOPInstanceUID", instance)] if instance else [])
     for upstream in (u for u in upstreams if {"search", "retrieve"} <= u.serves):
         try:
             results = _search(upstream, scope, params)
@@ -232,7 +263,12 @@ def listed(upstreams: list[Upstream], study: str, series: str | None,
                 paths.append(f"/studies/{study}/series/{series_uid}/instances/{sop}")
         if not paths:
             continue
-        available = [p for p in paths if _answers(upstream, p)]
+        # Checked at once, a few at a time, within one timeout of the upstream's in all.
+        checks = [_POOL.submit(_answers, upstream, p) for p in paths]
+        done, _ = wait(checks, timeout=upstream.timeout + 0.5)
+        available = [p for p, check in zip(paths, checks) if check in done and check.result()]
+        for check in checks:
+            check.cancel()
         return upstream, available, len(paths) - len(available)
     return None
 
@@ -240,7 +276,7 @@ def listed(upstreams: list[Upstream], study: str, series: str | None,
 def _answers(upstream: Upstream, path: str) -> bool:
     try:
         response = upstream.session.head(upstream.url.rstrip("/") + path, headers={"Accept": ANY_DICOM},
-                                         timeout=upstream.timeout)
+                                         timeout=upstream.timeout, allow_redirects=False)
     except requests.RequestException:
         return False
     return response.status_code == 200

@@ -101,7 +101,7 @@ def _from_upstream(study: str, series: str | None, instance: str | None, represe
     def parts():
         for answer in answers:
             try:
-                for spool in upstreams.parts(answer, config.spool_dir, config.spool_memory_bytes):
+                for spool in upstreams.parts(answer, config.spool_dir, config.spool_memory_bytes, limit):
                     if upstream.keep:
                         _keep(local, spool, upstream)
                     part = _relayed(spool, candidates, seed, root, limit)

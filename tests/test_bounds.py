@@ -167,3 +167,33 @@ def test_bulk_data_of_one_metadata_instance_is_bounded(tmp_path):
                       ({"Content-Type": "application/pdf", "Content-Location": "doc"}, b"%PDF" * 200_000),
                       ({"Content-Type": "application/octet-stream", "Content-Location": "doc2"}, b"x" * 300_000)])
     assert r.status_code == 409 and "DICOMWEB_TRANSCODE_MAX_BYTES" in r.headers["Warning"]
+
+
+def test_a_codestream_declaring_another_size_is_not_decoded(client):
+    """A JPEG whose frame header says 60000 x 60000 inside an instance of 16 x 16: refused before
+    a decoder allocates for what the header says (406), the frame as stored still served."""
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+
+    out = io.BytesIO()
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(out, "JPEG")
+    jpeg = bytearray(out.getvalue())
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5:sof + 9] = struct.pack(">HH", 60000, 60000)
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    ds = read(ct_instance(study, series, sop, rows=16, columns=16))
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.50"
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelData = encapsulate([bytes(jpeg)])
+    ds["PixelData"].VR = "OB"
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    assert client.post("/dicom-web/studies", data=multipart_body([out.getvalue()]),
+                       headers=stow_headers()).status_code == 200
+    url = f"/dicom-web/studies/{study}/series/{series}/instances/{sop}"
+    r = client.get(f"{url}/frames/1")
+    assert r.status_code == 406 and "declares 60000x60000" in r.get_json()["message"]
+    assert client.get(f"{url}/rendered").status_code == 406
+    r = client.get(f"{url}/frames/1", headers={"Accept": 'multipart/related; type="image/jpeg"; transfer-syntax=*'})
+    assert r.status_code == 200

@@ -260,3 +260,125 @@ def test_instances_an_upstream_lists_but_cannot_give_make_a_206(tmp_path):
     assert r.status_code == 206 and "1 of 3 instances could not be fetched from upstream regional" in r.headers["Warning"]
     received = [str(read(b).SOPInstanceUID) for _, b in split_multipart(r.data, r.headers["Content-Type"])]
     assert lost not in received and len(received) == 2
+
+
+def _hostile_upstream(handler):
+    """A stand-in upstream on a free loopback port whose GETs ``handler(request)`` answers."""
+    import http.server
+    import threading
+
+    class Hostile(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):   # noqa: N802
+            try:
+                handler(self)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _facade_of(tmp_path, port, **extra):
+    path = tmp_path / "upstreams.json"
+    path.write_text(json.dumps([{"name": "hostile", "url": f"http://127.0.0.1:{port}/dicom-web", "timeout": 1,
+                                 "api_key": "secret-upstream-key", **extra}]))
+    client = create_app(make_config(tmp_path, upstreams_file=path)).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"ApiKey {API_KEY}"
+    return client
+
+
+def test_an_upstream_redirect_is_not_followed(tmp_path):
+    """A redirect would take the upstream's credentials to wherever it points."""
+    trapped = []
+    trap = _hostile_upstream(lambda r: (trapped.append(r.headers.get("Authorization")), r.send_response(200),
+                                        r.end_headers(), r.wfile.write(b"[]")))
+
+    def redirect(r):
+        r.send_response(302)
+        r.send_header("Location", f"http://127.0.0.1:{trap.server_port}{r.path}")
+        r.end_headers()
+
+    hostile = _hostile_upstream(redirect)
+    try:
+        client = _facade_of(tmp_path, hostile.server_port)
+        study = generate_uid()
+        r = client.get("/dicom-web/studies")
+        assert r.status_code == 200 and "hostile failed" in r.headers["Warning"]
+        assert client.get(f"/dicom-web/studies/{study}").status_code == 404
+        assert client.get(f"/dicom-web/studies/{study}/metadata").status_code == 404
+        assert trapped == []
+    finally:
+        hostile.shutdown()
+        trap.shutdown()
+
+
+def test_upstream_answers_are_bounded(tmp_path):
+    """JSON beyond 16 MiB, or trickling beyond four timeouts, is dropped with a Warning; the
+    facade answers within its bounds either way."""
+    def huge(r):
+        r.send_response(200)
+        r.send_header("Content-Type", "application/dicom+json")
+        r.end_headers()
+        r.wfile.write(b"[" + b'{"0020000D":{"vr":"UI","Value":["1.2.3"]}},' * 600_000 + b"{}]")
+
+    def trickle(r):
+        r.send_response(200)
+        r.send_header("Content-Type", "application/dicom+json")
+        r.end_headers()
+        r.wfile.write(b"[")
+        for _ in range(100):
+            time.sleep(0.5)
+            r.wfile.write(b" ")
+
+    for handler, expected in ((huge, "failed"), (trickle, "did not answer")):
+        hostile = _hostile_upstream(handler)
+        try:
+            client = _facade_of(tmp_path, hostile.server_port)
+            started = time.monotonic()
+            r = client.get("/dicom-web/studies")
+            assert r.status_code == 200 and r.get_json() == []
+            assert expected in r.headers["Warning"] and time.monotonic() - started < 6
+            assert client.get(f"/dicom-web/studies/{generate_uid()}/metadata").status_code == 404
+        finally:
+            hostile.shutdown()
+
+
+def test_an_upstream_listing_thousands_of_instances_is_checked_at_once(tmp_path):
+    """The instances a retrieve will fetch are checked concurrently within the upstream's timeout
+    (10,000 sequential HEADs before), and listing no more than MAX_LISTED."""
+    from service.upstreams import MAX_LISTED
+
+    study, series = generate_uid(), generate_uid()
+    asked = []
+
+    def listing(r):
+        asked.append(r.path)
+        if "/instances?" in r.path:
+            r.send_response(200)
+            r.send_header("Content-Type", "application/dicom+json")
+            r.end_headers()
+            rows = [{"0020000E": {"vr": "UI", "Value": [series]}, "00080018": {"vr": "UI", "Value": [f"1.2.{n}"]}}
+                    for n in range(MAX_LISTED)]
+            r.wfile.write(json.dumps(rows).encode())
+        else:   # every instance check: slow, then not there
+            time.sleep(0.3)
+            r.send_response(404)
+            r.end_headers()
+
+    hostile = _hostile_upstream(listing)
+    try:
+        client = _facade_of(tmp_path, hostile.server_port)
+        started = time.monotonic()
+        r = client.get(f"/dicom-web/studies/{study}")
+        assert time.monotonic() - started < 4
+        assert r.status_code == 206 and f"{MAX_LISTED} of {MAX_LISTED} instances could not be fetched" \
+            in r.headers["Warning"]
+        assert f"limit={MAX_LISTED}" in asked[0]
+    finally:
+        hostile.shutdown()

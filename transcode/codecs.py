@@ -173,7 +173,10 @@ def encode_frame(native: bytes, pixels: PixelDescription, target: str) -> tuple[
 
 def decode_frame(data: bytes, pixels: PixelDescription, source: str) -> tuple[bytes, PixelDescription]:
     """One frame's codestream decoded to native little endian pixels, interleaved; returns them
-    with their description (YCbCr JPEG comes out as RGB, as PS3.5 §8.2.1 expects)."""
+    with their description (YCbCr JPEG comes out as RGB, as PS3.5 §8.2.1 expects). A codestream
+    whose own header declares another size than the description is refused before any decoder
+    allocates for it: the header is the sender's word, like the description."""
+    check_declared_size(data, pixels, source)
     if source == JPEG_EXTENDED and pixels.bits_stored > 8:
         return _gdcm_decode(data, pixels, source)
     try:
@@ -195,6 +198,26 @@ def decode_frame(data: bytes, pixels: PixelDescription, source: str) -> tuple[by
     if len(native) != decoded.frame_length:
         raise CodecError(f"a decoded frame holds {len(native)} bytes, not {decoded.frame_length}")
     return native, decoded
+
+
+def check_declared_size(data: bytes, pixels: PixelDescription, source: str) -> None:
+    """CodecError unless a JPEG, JPEG-LS or JPEG 2000 codestream's header (SOF, SOF55, SIZ)
+    declares the rows, columns and samples of ``pixels``; other codestreams declare no size."""
+    from .streams import describe_stream
+
+    known = TRANSFER_SYNTAXES.get(source)
+    media_type = known.bulk_media_type if known is not None else None
+    if media_type not in ("image/jpeg", "image/jls", "image/jp2", "image/jpx"):
+        return
+    try:
+        declared = describe_stream(media_type, data[:1 << 16] if media_type != "image/jpeg" else data, source)
+    except ValueError as exc:
+        raise CodecError(f"the frame's codestream header cannot be read: {exc}") from None
+    found = (declared.rows, declared.columns, declared.samples_per_pixel)
+    expected = (pixels.rows, pixels.columns, pixels.samples_per_pixel)
+    if found != expected:
+        raise CodecError(f"the frame's codestream declares {found[0]}x{found[1]} with {found[2]} sample(s), the "
+                         f"instance {expected[0]}x{expected[1]} with {expected[2]}")
 
 
 def _interleave(native: bytes, pixels: PixelDescription) -> bytes:
