@@ -212,12 +212,12 @@ def check_declared_size(data: bytes, pixels: PixelDescription, source: str) -> N
     try:
         declared = describe_stream(media_type, data[:1 << 16] if media_type != "image/jpeg" else data, source)
     except ValueError as exc:
-        raise CodecError(f"the frame's codestream header cannot be read: {exc}") from None
+        raise CodecError(f"the pixel data could not be decoded: its codestream header: {exc}") from None
     found = (declared.rows, declared.columns, declared.samples_per_pixel)
     expected = (pixels.rows, pixels.columns, pixels.samples_per_pixel)
     if found != expected:
-        raise CodecError(f"the frame's codestream declares {found[0]}x{found[1]} with {found[2]} sample(s), the "
-                         f"instance {expected[0]}x{expected[1]} with {expected[2]}")
+        raise CodecError(f"the pixel data could not be decoded: its codestream declares {found[0]}x{found[1]} with "
+                         f"{found[2]} sample(s), the instance {expected[0]}x{expected[1]} with {expected[2]}")
 
 
 def _interleave(native: bytes, pixels: PixelDescription) -> bytes:
