@@ -25,9 +25,11 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="dicom
 
 # Threads keep slow clients from holding a whole process; two processes per core keep
 # short searches from queueing behind each other on one GIL (see docs/benchmarks.md).
+# 32 threads a worker: a thread waiting on a slow client's socket costs no CPU, and nginx
+# lets one client address hold at most 64 of them (docs/security.md, "Slow clients").
 worker_class = "gthread"
 workers = 2 * multiprocessing.cpu_count()
-threads = 4
+threads = 32
 # Large studies stream for minutes; a worker busy sending is not stuck.
 timeout = 300
 graceful_timeout = 30

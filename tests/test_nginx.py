@@ -128,3 +128,19 @@ def test_metrics_of_every_worker_on_the_app_port_not_through_nginx(proxied):
     assert counted >= 8
     assert session.get(f"{nginx.base}/metrics").status_code == 404
     assert requests.get(f"{server.base}/ready").json()["status"] == "ok"
+
+
+def test_slow_clients_cannot_take_every_thread(proxied):
+    """64 slow requests from one address (uploads trickling a byte a second, downloads never
+    read) are held while searches from another address answer in 200 ms p95; a 65th from the
+    same address is refused (503). With 4 threads a worker, the searches waited 30 s and more."""
+    from bench.slow_clients import hold_and_search, tls_context
+
+    server, nginx = proxied
+    study = generate_uid()
+    datas = [ct_instance(study, generate_uid(), rows=512, columns=512, number=n) for n in range(60)]
+    assert requests.post(f"{server.dicomweb}/studies", data=multipart_body(datas), timeout=120,
+                         headers={**stow_headers(), **AUTH}).status_code == 200
+    result = hold_and_search(nginx.https_port, tls_context(nginx.cert), API_KEY, study, slow=64, searches=60)
+    assert result["held"] == 64 and result["refused"] == 0 and result["one_more_refused"], result
+    assert result["p95_ms"] < 200, result
