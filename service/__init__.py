@@ -13,10 +13,11 @@ from storage import Archive, Catalog, open_blob_store
 
 from . import health, metrics, upstreams
 from .auth import (
-    CHALLENGE, PEER_ENVIRON_KEY, TRANSACTION_ENVIRON_KEY, AuditMiddleware, PeerSource, identify, presented_key,
+    CHALLENGE, PEER_ENVIRON_KEY, PERMISSIONS_ENVIRON_KEY, SOCKET_PEER_ENVIRON_KEY, TRANSACTION_ENVIRON_KEY,
+    AuditMiddleware, PeerSource, identify, presented_key, required_permission,
 )
-from .config import Config
-from .errors import DicomWebError, Unauthorized
+from .config import Config, in_networks
+from .errors import DicomWebError, Forbidden, Unauthorized
 from .limits import TranscodeLimits
 
 log = logging.getLogger(__name__)
@@ -74,11 +75,25 @@ def create_app(config: Config | None = None) -> Flask:
         """Make the stored metadata of instances archived before it was kept."""
         print(f"made the metadata of {app.extensions['archive'].backfill_all()} instance(s)")
 
-    if config.trusted_proxies:
-        n = config.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
+    app.wsgi_app = _FromProxies(app.wsgi_app, config.trusted_proxies, config.proxy_addresses)
     app.wsgi_app = AuditMiddleware(app.wsgi_app, logging.getLogger("dicomweb.audit"))
     return app
+
+
+class _FromProxies:
+    """X-Forwarded-For, -Proto, -Host and -Port believed (``hops`` of them, werkzeug's ProxyFix)
+    only from a socket peer among the proxy addresses: a client reaching the app directly
+    cannot name the host its URLs are built with, or pass for nginx. X-Forwarded-Prefix is
+    never believed (nginx clears it too); a prefix is DICOMWEB_PUBLIC_URL's."""
+
+    def __init__(self, app, hops: int, addresses: tuple[str, ...]) -> None:  # noqa: ANN001
+        self.plain, self.addresses = app, addresses
+        self.fixed = ProxyFix(app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=0) if hops else app
+
+    def __call__(self, environ: dict, start_response):  # noqa: ANN204
+        environ[SOCKET_PEER_ENVIRON_KEY] = environ.get("REMOTE_ADDR")
+        trusted = self.fixed is not self.plain and in_networks(environ.get("REMOTE_ADDR"), self.addresses)
+        return (self.fixed if trusted else self.plain)(environ, start_response)
 
 
 def _make_archive(config: Config) -> Archive:
@@ -101,7 +116,12 @@ def _authenticate() -> None:
     if peer is None:
         raise Unauthorized("a valid API key is required in the Authorization header",
                            {"WWW-Authenticate": CHALLENGE})
-    request.environ[PEER_ENVIRON_KEY] = peer
+    request.environ[PEER_ENVIRON_KEY] = peer.name
+    request.environ[PERMISSIONS_ENVIRON_KEY] = ",".join(sorted(peer.permissions))
+    needed = required_permission(request.method)
+    if needed not in peer.permissions:
+        raise Forbidden(f"peer {peer.name} has no {needed} permission (the peers file gives it: "
+                        f"'<name> <sha256> {','.join(sorted(peer.permissions | {needed}))}')")
 
 
 def _register_error_handlers(app: Flask) -> None:

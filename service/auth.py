@@ -18,8 +18,10 @@ from . import metrics
 from .config import Peer, hash_key, read_peers
 
 PEER_ENVIRON_KEY = "dicomweb.peer"
+PERMISSIONS_ENVIRON_KEY = "dicomweb.permissions"   # the peer's, as "read,store"
 TRANSACTION_ENVIRON_KEY = "dicomweb.transaction"   # the blueprint that answered: stow_rs, qido_rs…
 STUDY_ENVIRON_KEY = "dicomweb.study"
+SOCKET_PEER_ENVIRON_KEY = "dicomweb.socket_peer"   # the address the connection came from, whatever it says
 SCHEMES = ("apikey", "bearer")
 log = logging.getLogger(__name__)
 CHALLENGE = 'ApiKey realm="dicomweb", Bearer realm="dicomweb"'
@@ -39,12 +41,15 @@ def presented_key(header: str | None) -> str | None:
 class PeerSource:
     """The peers allowed in: those of the configuration, and those of the peers file, re-read
     when it changes (checked at most once a second), so `dicomweb keys add/revoke` take effect
-    without a restart."""
+    without a restart. Lines that cannot be read are skipped and reported (``problems``, in
+    /ready and /metrics, and logged as errors); a file that cannot be read at all leaves the
+    peers read before in force, reported the same way."""
 
     def __init__(self, static: Iterable[Peer], path: Path | None) -> None:
         self.static, self.path = tuple(static), path
         self._lock = threading.Lock()
         self._checked, self._stamp, self._from_file = 0.0, None, ()
+        self.problems: tuple[str, ...] = ()
         self.current()
 
     def current(self) -> tuple[Peer, ...]:
@@ -58,20 +63,37 @@ class PeerSource:
                 except FileNotFoundError:
                     stamp = None
                 if stamp != self._stamp:
-                    self._from_file, self._stamp = tuple(read_peers(self.path)), stamp
+                    self._stamp = stamp
+                    self._reload()
         return self.static + self._from_file
 
+    def _reload(self) -> None:
+        try:
+            found = read_peers(self.path)
+        except (OSError, UnicodeError) as exc:
+            self.problems = (f"{self.path}: cannot be read ({exc}); the peers read before stay in force",)
+        else:
+            self._from_file, self.problems = found.peers, found.problems
+        for problem in self.problems:
+            log.error("peers file: %s", problem)
+        metrics.PEERS_FILE_PROBLEMS.set(len(self.problems))
 
-def identify(peers: Iterable[Peer], key: str | None) -> str | None:
-    """The name of the peer holding ``key``, or None."""
+
+def identify(peers: Iterable[Peer], key: str | None) -> Peer | None:
+    """The peer holding ``key``, or None."""
     if key is None:
         return None
     digest = hash_key(key)
     match = None
     for peer in peers:   # no early exit: every peer costs the same
         if hmac.compare_digest(peer.key_sha256, digest) and match is None:
-            match = peer.name
+            match = peer
     return match
+
+
+def required_permission(method: str) -> str:
+    """What a request needs: storing for POST (STOW-RS), reading for everything else here."""
+    return "store" if method == "POST" else "read"
 
 
 class AuditMiddleware:
@@ -101,6 +123,7 @@ class AuditMiddleware:
         record = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)) + f".{int(started % 1 * 1000):03d}Z",
             "peer": environ.get(PEER_ENVIRON_KEY),
+            "permissions": environ.get(PERMISSIONS_ENVIRON_KEY),
             "remote": environ.get("REMOTE_ADDR"),
             "method": environ.get("REQUEST_METHOD"),
             "path": environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),

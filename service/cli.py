@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,7 @@ import click
 from storage import Archive, Catalog, open_blob_store
 from storage.migrations import migrate as migrate_catalog
 
-from .config import Config, peers_path
+from .config import Config, parse_permissions, peers_path, read_peers
 
 ROOT = Path(__file__).resolve().parent.parent
 IMPORT_BATCH = 50
@@ -122,33 +123,42 @@ def keys() -> None:
 
 @keys.command("add", help="Make a key for the peer NAME and print it.")
 @click.argument("name")
-def keys_add(name: str) -> None:
+@click.option("--permissions", default="read,store", show_default=True,
+              help="what the peer may do: read, store, replace (comma-separated)")
+def keys_add(name: str, permissions: str) -> None:
     path = peers_path(os.environ)
-    entries = _read_peers(path)
-    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise click.UsageError("a peer name is letters, digits, '-', '_' and '.'")
-    if name in entries:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name):
+        raise click.UsageError("a peer name is 1 to 64 letters, digits, '-', '_' and '.'")
+    try:
+        granted = parse_permissions(permissions)
+    except ValueError as exc:
+        raise click.UsageError(f"--permissions: {exc}") from None
+    if name in {peer.name for peer in read_peers(path).peers}:
         raise click.UsageError(f"peer {name!r} has a key already; revoke it first")
     key = secrets.token_urlsafe(32)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as fh:
-        fh.write(f"{name} {hashlib.sha256(key.encode()).hexdigest()}\n")
+        fh.write(f"{name} {hashlib.sha256(key.encode()).hexdigest()} {','.join(sorted(granted))}\n")
     click.echo(key)
     click.echo(f"(peer {name!r} added to {path}; the key is not stored and will not be shown again)", err=True)
 
 
-@keys.command("list", help="The peers that have a key.")
+@keys.command("list", help="The peers that have a key, and what each may do.")
 def keys_list() -> None:
-    for name, digest in _read_peers(peers_path(os.environ)).items():
-        click.echo(f"{name}\t{digest[:12]}…")
+    found = read_peers(peers_path(os.environ))
+    for peer in found.peers:
+        click.echo(f"{peer.name}\t{peer.key_sha256.hex()[:12]}…\t{','.join(sorted(peer.permissions))}")
+    for problem in found.problems:
+        click.echo(f"skipped: {problem}", err=True)
+    if found.problems:
+        sys.exit(1)
 
 
 @keys.command("revoke", help="Remove the key of the peer NAME.")
 @click.argument("name")
 def keys_revoke(name: str) -> None:
     path = peers_path(os.environ)
-    entries = _read_peers(path)
-    if name not in entries:
+    if name not in {peer.name for peer in read_peers(path).peers}:
         raise click.UsageError(f"no peer {name!r} in {path}")
     lines = [line for line in path.read_text().splitlines() if line.split(None, 1)[:1] != [name]]
     temporary = path.with_suffix(".tmp")
@@ -156,17 +166,6 @@ def keys_revoke(name: str) -> None:
     os.chmod(temporary, 0o600)
     os.replace(temporary, path)
     click.echo(f"revoked {name}")
-
-
-def _read_peers(path: Path) -> dict[str, str]:
-    if not path.exists():
-        return {}
-    entries = {}
-    for line in path.read_text().splitlines():
-        fields = line.split("#", 1)[0].split()
-        if len(fields) == 2:
-            entries[fields[0]] = fields[1]
-    return entries
 
 
 @main.command(help="Check that every catalog row has its blob and every blob its row.")

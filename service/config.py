@@ -6,17 +6,36 @@ lists each of them.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 
+LOOPBACK = ("127.0.0.0/8", "::1")
+
+# What a peer may do (checked per transaction, service.auth); delete and worklist come later.
+PERMISSIONS = ("read", "store", "replace")
+DEFAULT_PERMISSIONS = frozenset({"read", "store"})
+
+
 @dataclass(frozen=True)
 class Peer:
-    """A system allowed to call the service, known by the SHA-256 of its key."""
+    """A system allowed to call the service, known by the SHA-256 of its key, and what it may do."""
 
     name: str
     key_sha256: bytes
+    permissions: frozenset[str] = DEFAULT_PERMISSIONS
+
+
+def parse_permissions(text: str) -> frozenset[str]:
+    """``read,store`` → the set; ValueError naming an unknown permission."""
+    found = frozenset(p.strip() for p in text.split(",") if p.strip())
+    unknown = sorted(found - set(PERMISSIONS))
+    if unknown or not found:
+        raise ValueError(f"unknown permission {unknown[0]!r}" if unknown else "no permission given")
+    return found
 
 
 def hash_key(key: str) -> bytes:
@@ -35,7 +54,9 @@ class Config:
     auth_enabled: bool = True
     url_prefix: str = "/dicom-web"
     public_base_url: str | None = None    # e.g. https://pacs.example.org/dicom-web
-    trusted_proxies: int = 0              # how many X-Forwarded-* hops to believe
+    trusted_proxies: int = 0              # how many X-Forwarded-* hops to believe…
+    proxy_addresses: tuple[str, ...] = LOOPBACK   # …from these socket peers only (addresses or networks)
+    metrics_from: tuple[str, ...] = LOOPBACK      # socket peers that may read /metrics (it needs no key)
     max_request_bytes: int = 8 << 30
     stow_max_parts: int = 10_000          # parts one STOW request may hold
     replace_duplicates: bool = False
@@ -71,7 +92,8 @@ class Config:
         peers = []
         key = env.get("DICOMWEB_API_KEY") or _read_key_file(data_dir / "api-key")
         if key:
-            peers.append(Peer(env.get("DICOMWEB_API_KEY_PEER", "default"), hash_key(key)))
+            permissions = parse_permissions(env.get("DICOMWEB_API_KEY_PERMISSIONS", "read,store"))
+            peers.append(Peer(env.get("DICOMWEB_API_KEY_PEER", "default"), hash_key(key), permissions))
         return cls(
             data_dir=data_dir,
             storage=env.get("DICOMWEB_STORAGE", ""),
@@ -84,6 +106,8 @@ class Config:
             url_prefix=env.get("DICOMWEB_PREFIX", "/dicom-web"),
             public_base_url=env.get("DICOMWEB_PUBLIC_URL") or None,
             trusted_proxies=int(env.get("DICOMWEB_TRUSTED_PROXIES", "0")),
+            proxy_addresses=_networks(env.get("DICOMWEB_PROXY_ADDRESSES"), "DICOMWEB_PROXY_ADDRESSES"),
+            metrics_from=_networks(env.get("DICOMWEB_METRICS_FROM"), "DICOMWEB_METRICS_FROM"),
             max_request_bytes=int(env.get("DICOMWEB_MAX_REQUEST_BYTES", str(8 << 30))),
             stow_max_parts=int(env.get("DICOMWEB_STOW_MAX_PARTS", "10000")),
             replace_duplicates=env.get("DICOMWEB_ON_DUPLICATE", "reject") == "replace",
@@ -98,6 +122,28 @@ class Config:
             anonymize_secret=env.get("DICOMWEB_ANONYMIZE_SECRET", ""),
             upstreams_file=Path(env["DICOMWEB_UPSTREAMS_FILE"]) if env.get("DICOMWEB_UPSTREAMS_FILE") else None,
         )
+
+
+def _networks(value: str | None, name: str) -> tuple[str, ...]:
+    """Comma-separated addresses or networks (CIDR); loopback when unset."""
+    if value is None:
+        return LOOPBACK
+    found = tuple(v.strip() for v in value.split(",") if v.strip())
+    for network in found:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ValueError(f"{name}: {network!r} is not an address or network") from None
+    return found
+
+
+def in_networks(address: str | None, networks: tuple[str, ...]) -> bool:
+    """Whether ``address`` (a socket peer's) is in one of ``networks``."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
 def _flag(value: str, name: str) -> bool:
@@ -121,20 +167,47 @@ def peers_path(env: Mapping[str, str]) -> Path:
     return Path(env.get("DICOMWEB_PEERS_FILE") or Path(env.get("DICOMWEB_DATA_DIR", "var")) / "peers")
 
 
-def read_peers(path: Path | None) -> list[Peer]:
-    """Lines of ``<peer name> <sha256 hex of its key>``; ``#`` starts a comment; no file, no peers."""
-    if path is None or not path.exists():
-        return []
-    return list(_peers_file(path))
+@dataclass(frozen=True)
+class PeersFile:
+    """The peers of a peers file, and its lines that were skipped, each with why."""
+
+    peers: tuple[Peer, ...]
+    problems: tuple[str, ...] = ()
 
 
-def _peers_file(path: Path):
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def parse_peers(text: str, source: str = "peers file") -> PeersFile:
+    """Lines of ``<peer name> <sha256 hex of its key> [permissions]``, ``#`` starting a comment;
+    permissions are comma-separated (read, store, replace; default read,store). Read leniently
+    where the meaning is plain: ``sha256sum`` output pasted whole (its trailing ``-``) is the
+    digest. A line that cannot be read is skipped, and named in ``problems``: skipping denies
+    that one peer, and every other line (a revocation included) still takes effect."""
+    peers: dict[str, Peer] = {}
+    problems = []
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
             continue
+        if len(fields) >= 3 and fields[2] == "-":   # "name <digest>  -" from sha256sum
+            del fields[2]
         try:
-            name, digest = line.split()
-            yield Peer(name, bytes.fromhex(digest))
-        except ValueError:
-            raise ValueError(f"{path}:{number}: expected '<peer name> <sha256 hex>'") from None
+            if len(fields) not in (2, 3) or not _NAME.fullmatch(fields[0]) or not _HEX64.fullmatch(fields[1]):
+                raise ValueError("expected '<peer name> <64 hex digits> [read,store,replace]'")
+            if fields[0] in peers:
+                raise ValueError(f"peer {fields[0]!r} is named twice; the first line stands")
+            permissions = parse_permissions(fields[2]) if len(fields) == 3 else DEFAULT_PERMISSIONS
+        except ValueError as exc:
+            problems.append(f"{source}:{number}: {exc}")
+            continue
+        peers[fields[0]] = Peer(fields[0], bytes.fromhex(fields[1]), permissions)
+    return PeersFile(tuple(peers.values()), tuple(problems))
+
+
+def read_peers(path: Path | None) -> PeersFile:
+    """The peers of the file at ``path``; none without one. OSError when it cannot be read."""
+    if path is None or not path.exists():
+        return PeersFile(())
+    return parse_peers(Path(path).read_text(errors="replace"), str(path))

@@ -20,6 +20,10 @@ class Unauthorized(DicomWebError):
     status, title = 401, "Unauthorized"
 
 
+class Forbidden(DicomWebError):
+    status, title = 403, "Forbidden"
+
+
 class NotFound(DicomWebError):
     status, title = 404, "Not Found"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
 
 REQUESTS = Counter("dicomweb_requests_total", "Requests answered", ["transaction", "status"])
@@ -21,6 +21,11 @@ INSTANCES = Counter("dicomweb_instances_total", "Instances offered to STOW-RS", 
 # The test suite fails when any of its requests increments it (tests/conftest.py).
 UNEXPECTED = Counter("dicomweb_unexpected_errors_total", "Requests answered 500 by an unexpected exception",
                      ["transaction"])
+
+
+# Lines of the peers file skipped as unreadable (service.auth.PeerSource): 0 when all is well.
+PEERS_FILE_PROBLEMS = Gauge("dicomweb_peers_file_problems", "Lines of the peers file that could not be read",
+                            multiprocess_mode="max")
 
 
 def observe(transaction: str | None, status: int | None, sent: int, seconds: float) -> None:

@@ -17,6 +17,7 @@ from storage import StoreOutcome
 from storage.status import FailureReason
 
 from . import metrics, stow_metadata, stow_response
+from .auth import PERMISSIONS_ENVIRON_KEY
 from .dicom_xml import json_to_xml
 from .errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 from .media import DICOM, DICOM_JSON, DICOM_XML, MULTIPART_RELATED, parse_media_type, response_format
@@ -42,7 +43,8 @@ def store(study: str | None = None) -> Response:
     if request.content_length is not None and request.content_length > config.max_request_bytes:
         raise PayloadTooLarge(f"the request body exceeds the limit of {config.max_request_bytes} bytes")
 
-    batch = archive().batch()
+    granted = request.environ.get(PERMISSIONS_ENVIRON_KEY)   # None: authentication is off
+    batch = archive().batch(may_replace=granted is None or "replace" in granted.split(","))
     for received in _received(request.stream, request.headers.get("Content-Type", ""), study):
         if isinstance(received, StoreOutcome):
             batch.add_failure(received)

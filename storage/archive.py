@@ -54,9 +54,10 @@ class Archive:
         self.replace_duplicates = replace_duplicates
         self.max_inflated_bytes = max_inflated_bytes   # of a deflated instance's data set, read or stored
 
-    def batch(self) -> "StoreBatch":
-        """A group of instances whose catalog rows are committed together."""
-        return StoreBatch(self)
+    def batch(self, may_replace: bool = True) -> "StoreBatch":
+        """A group of instances whose catalog rows are committed together; with ``may_replace``
+        False, this batch never replaces stored content, whatever the archive's setting."""
+        return StoreBatch(self, self.replace_duplicates and may_replace)
 
     def store(self, fp: BinaryIO, sha256: str, expected_study: str | None = None) -> StoreOutcome:
         """Store one Part 10 instance read from the seekable ``fp`` (``sha256``: hex digest of its bytes)."""
@@ -173,8 +174,9 @@ class StoreBatch:
     visible to readers before ``commit``; each instance is still all-or-nothing.
     """
 
-    def __init__(self, archive: Archive) -> None:
+    def __init__(self, archive: Archive, replace: bool = False) -> None:
         self._archive = archive
+        self._replace = replace
         self._outcomes: list[StoreOutcome | None] = []
         self._pending: list[tuple[int, PendingInstance]] = []
 
@@ -221,7 +223,7 @@ class StoreBatch:
             items = [item for _, item in pending]
             try:
                 archive.blobs.sync([item.blob_key for item in items])
-                registrations = archive.catalog.register_many(items, replace=archive.replace_duplicates)
+                registrations = archive.catalog.register_many(items, replace=self._replace)
             except Exception:
                 # One instance the catalog refuses must not cost the others: each alone, then.
                 log.warning("catalog write failed for a batch of %d; recording them one by one", len(items))
@@ -232,7 +234,7 @@ class StoreBatch:
 
     def _register_alone(self, item: PendingInstance) -> Registration:
         try:
-            return self._archive.catalog.register_many([item], replace=self._archive.replace_duplicates)[0]
+            return self._archive.catalog.register_many([item], replace=self._replace)[0]
         except Exception as exc:
             # The blob stays as an orphan for the sweep: it may be the very blob an earlier,
             # identical upload of the same instance is catalogued with.

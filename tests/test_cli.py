@@ -130,3 +130,12 @@ def test_a_version_1_catalog_is_refused_until_migrated(env, monkeypatch):
         Catalog(url).create_schema()
     assert "2: instances.upstream" in run("migrate").output
     Catalog(url).create_schema()
+
+
+def test_keys_carry_permissions(env):
+    key = run("keys", "add", "reader", "--permissions", "read").stdout.strip()
+    assert "reader" in run("keys", "list").output and "\tread\n" in run("keys", "list").output
+    assert run("keys", "add", "x", "--permissions", "write", ok=False).exit_code != 0
+    from service.config import read_peers
+    [peer] = read_peers(env / "var" / "peers").peers
+    assert peer.permissions == {"read"} and len(key) > 30

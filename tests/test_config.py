@@ -24,11 +24,33 @@ def test_peers_file(tmp_path):
     peers = tmp_path / "peers"
     peers.write_text(f"# name and sha256 of the key\nhospital-a {hash_key('a').hex()}\n\nncp {hash_key('b').hex()}  # EU\n")
     config = Config.from_env({"DICOMWEB_DATA_DIR": str(tmp_path), "DICOMWEB_PEERS_FILE": str(peers)})
-    assert config.peers_file == peers and [p.name for p in read_peers(config.peers_file)] == ["hospital-a", "ncp"]
+    assert config.peers_file == peers and [p.name for p in read_peers(config.peers_file).peers] == ["hospital-a", "ncp"]
     assert Config.from_env({"DICOMWEB_DATA_DIR": str(tmp_path)}).peers_file == tmp_path / "peers"   # the default
     peers.write_text("just-a-name\n")
-    with pytest.raises(ValueError, match="peers:1"):
-        read_peers(peers)
+    found = read_peers(peers)
+    assert found.peers == () and "peers:1" in found.problems[0]
+
+
+@pytest.mark.parametrize("line, name, permissions", [
+    (f"a {'ab' * 32}", "a", {"read", "store"}),
+    (f"a {'AB' * 32}  -", "a", {"read", "store"}),          # sha256sum output pasted whole
+    (f"a {'ab' * 32} read", "a", {"read"}),
+    (f"a {'ab' * 32}  - read,store,replace", "a", {"read", "store", "replace"}),
+])
+def test_peers_file_lines_read_leniently_where_plain(line, name, permissions):
+    from service.config import parse_peers
+
+    [peer] = parse_peers(line + "\n").peers
+    assert peer.name == name and peer.permissions == permissions and peer.key_sha256 == bytes.fromhex("ab" * 32)
+
+
+@pytest.mark.parametrize("line", [f"a {'ab' * 31}", f"a {'ab' * 32} write", "a", f"a b {'ab' * 32}",
+                                  f"a/../b {'ab' * 32}", f"a {'ab' * 32} read extra"])
+def test_peers_file_lines_that_cannot_be_read_are_skipped_alone(line):
+    from service.config import parse_peers
+
+    found = parse_peers(f"{line}\nok {'cd' * 32}\n", "peers")
+    assert [p.name for p in found.peers] == ["ok"] and found.problems[0].startswith("peers:1: ")
 
 
 def test_all_settings(tmp_path):

@@ -15,7 +15,7 @@ def test_health_and_ready(app, client):
     anonymous = app.test_client()
     assert anonymous.get("/health").get_json() == {"status": "ok"}
     r = anonymous.get("/ready")
-    assert r.status_code == 200 and r.get_json() == {"status": "ok", "catalog": "ok", "store": "ok"}
+    assert r.status_code == 200 and r.get_json() == {"status": "ok", "catalog": "ok", "store": "ok", "peers_file": "ok"}
 
 
 def test_not_ready_when_the_store_or_catalog_is_gone(app, monkeypatch):

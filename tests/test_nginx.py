@@ -144,3 +144,25 @@ def test_slow_clients_cannot_take_every_thread(proxied):
     result = hold_and_search(nginx.https_port, tls_context(nginx.cert), API_KEY, study, slow=64, searches=60)
     assert result["held"] == 64 and result["refused"] == 0 and result["one_more_refused"], result
     assert result["p95_ms"] < 200, result
+
+
+def test_forwarded_headers_a_client_sends_are_not_believed(proxied):
+    """Through nginx, a client's own X-Forwarded-* headers choose neither the host, the scheme
+    nor the prefix of the URLs handed out, nor the address the audit line records."""
+    server, nginx = proxied
+    session = session_for(nginx)
+    spoofed = {"X-Forwarded-Host": "evil.example", "X-Forwarded-Prefix": "/evil", "X-Forwarded-Proto": "http",
+               "X-Forwarded-Port": "81", "X-Forwarded-For": "203.0.113.9", "Forwarded": "for=203.0.113.9;host=evil"}
+    study = generate_uid()
+    r = session.post(f"{nginx.base}/dicom-web/studies", headers={**stow_headers(), **spoofed},
+                     data=multipart_body([ct_instance(study, generate_uid(), rows=8, columns=8)]))
+    assert r.json()["00081190"]["Value"][0] == f"{nginx.base}/dicom-web/studies/{study}"
+    [found] = session.get(f"{nginx.base}/dicom-web/studies?StudyInstanceUID={study}", headers=spoofed).json()
+    assert found["00081190"]["Value"][0] == f"{nginx.base}/dicom-web/studies/{study}"
+    [model] = session.get(f"{nginx.base}/dicom-web/studies/{study}/metadata", headers=spoofed).json()
+    assert model["7FE00010"]["BulkDataURI"].startswith(f"{nginx.base}/dicom-web/studies/{study}/")
+    deadline, audit = time.monotonic() + 5, []
+    while not audit and time.monotonic() < deadline:
+        audit = [line for line in server.log().splitlines() if study in line and "/metadata" in line]
+        time.sleep(0.1)
+    assert audit and "evil" not in audit[-1] and "203.0.113.9" not in audit[-1] and '"remote":"127.0.0.1"' in audit[-1]

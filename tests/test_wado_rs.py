@@ -179,10 +179,17 @@ def test_forwarded_headers_from_a_trusted_proxy(tmp_path):
     forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "gw.example.eu", "X-Forwarded-Prefix": "/pacs"}
     trusting = create_app(make_config(tmp_path / "a", auth_enabled=False, trusted_proxies=1)).test_client()
     r = trusting.post("/dicom-web/studies", data=multipart_body([data]), headers={**stow_headers(), **forwarded})
-    assert r.get_json()["00081190"]["Value"][0].startswith("https://gw.example.eu/pacs/dicom-web/studies/")
+    # Host and scheme from the proxy; a prefix never (a client could choose it): DICOMWEB_PUBLIC_URL's job.
+    assert r.get_json()["00081190"]["Value"][0].startswith("https://gw.example.eu/dicom-web/studies/")
     untrusting = create_app(make_config(tmp_path / "b", auth_enabled=False)).test_client()
     r = untrusting.post("/dicom-web/studies", data=multipart_body([data]), headers={**stow_headers(), **forwarded})
     assert r.get_json()["00081190"]["Value"][0].startswith("http://localhost/dicom-web/studies/")
+    # Trusted hops, but the connection is not from a proxy address: a client reaching the app directly.
+    direct = create_app(make_config(tmp_path / "c", auth_enabled=False, trusted_proxies=1)).test_client()
+    direct.environ_base["REMOTE_ADDR"] = "198.51.100.7"
+    r = direct.post("/dicom-web/studies", data=multipart_body([data]), headers={**stow_headers(), **forwarded})
+    assert r.get_json()["00081190"]["Value"][0].startswith("http://localhost/dicom-web/studies/")
+    assert direct.get("/metrics").status_code == 404 and trusting.get("/metrics").status_code == 200
 
 
 def instance_url(ds):
