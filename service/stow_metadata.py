@@ -14,6 +14,7 @@ built fails alone, with its reason.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import re
 import tempfile
@@ -88,11 +89,13 @@ def instances(parts: list[BodyPart], study: str | None, spool_dir, spool_memory:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     ds.save_as(spool, enforce_file_format=True)
-            except Exception as exc:   # a value its VR cannot hold (US 70000…), as pydicom says it
+            except Exception as exc:   # a value its VR cannot hold (US 70000…), as pydicom says it; or a full disk
                 spool.close()
+                full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
                 yield StoreOutcome(model_uid(model, "00080016"), model_uid(model, "00080018"),
-                                   failure=FailureReason.CANNOT_UNDERSTAND,
-                                   message=f"the metadata cannot be written as DICOM: {reason(exc)}")
+                                   failure=FailureReason.OUT_OF_RESOURCES if full else FailureReason.CANNOT_UNDERSTAND,
+                                   message="no space is left on this server to build the instance" if full else
+                                   f"the metadata cannot be written as DICOM: {reason(exc)}")
                 continue
             spool.seek(0)
             digest = hashlib.sha256()

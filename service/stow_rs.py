@@ -6,6 +6,7 @@ is computed, stored, and released before the next part is read.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import tempfile
 from typing import BinaryIO, Iterator, Union
@@ -85,7 +86,12 @@ def _received(stream: BinaryIO, content_type: str, study_in_url: str | None = No
     if media is None:
         raise UnsupportedMediaType('Content-Type must be multipart/related; type="application/dicom"')
     if media.type == DICOM:
-        yield from _single(stream)
+        try:
+            yield from _single(stream)
+        except OSError as exc:
+            if not _full(exc):
+                raise
+            yield StoreOutcome(None, None, failure=FailureReason.OUT_OF_RESOURCES, message=SPOOL_FULL)
         return
     if media.type != MULTIPART_RELATED:
         raise UnsupportedMediaType(f"cannot store {media.type}: send multipart/related; type=\"application/dicom\"")
@@ -104,7 +110,13 @@ def _received(stream: BinaryIO, content_type: str, study_in_url: str | None = No
     if inner == DICOM:
         yield from _parts(stream, decoder)
         return
-    parts = list(_every_part(stream, decoder))
+    try:
+        parts = list(_every_part(stream, decoder))
+    except OSError as exc:
+        if not _full(exc):
+            raise
+        yield StoreOutcome(None, None, failure=FailureReason.OUT_OF_RESOURCES, message=SPOOL_FULL)
+        return
     try:
         yield from stow_metadata.instances(parts, study_in_url, config.spool_dir, config.spool_memory_bytes,
                                            config.transcode_max_bytes)
@@ -212,6 +224,10 @@ def _parts(stream: BinaryIO, decoder: MultipartDecoder) -> Iterator[Received]:
     except PartLimit as exc:   # what came before is stored; the rest is not read
         yield StoreOutcome(None, None, failure=FailureReason.OUT_OF_RESOURCES,
                            message=f"{exc} (DICOMWEB_STOW_MAX_PARTS): those beyond were not read")
+    except OSError as exc:
+        if not _full(exc):
+            raise
+        yield StoreOutcome(None, None, failure=FailureReason.OUT_OF_RESOURCES, message=SPOOL_FULL)
     except MultipartError as exc:
         if not yielded:
             raise BadRequest(f"malformed multipart body: {exc}") from None
@@ -220,6 +236,13 @@ def _parts(stream: BinaryIO, decoder: MultipartDecoder) -> Iterator[Received]:
     finally:
         if spool is not None:
             spool.close()
+
+
+SPOOL_FULL = "no space is left on this server to receive the instance; the parts after it were not read"
+
+
+def _full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _refusal(headers: dict[str, str]) -> StoreOutcome | None:

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 SWEEP_BATCH = 500
 METADATA_CHUNK = 500
 SPOOL_MEMORY = 16 << 20
+PENDING_GRACE = 7 * 86400.0   # a store in progress for longer than this has died (its mark is stale)
 
 
 @dataclass(frozen=True)
@@ -140,14 +141,17 @@ class Archive:
             found = self.catalog.details(instance)
         return found
 
-    def sweep(self, grace_seconds: float = 3600.0, now: float | None = None) -> int:
-        """Delete blobs older than the grace period that no catalog row references."""
+    def sweep(self, grace_seconds: float = 3600.0, now: float | None = None,
+              pending_grace: float = PENDING_GRACE) -> int:
+        """Delete blobs older than the grace period that no catalog row references and no store in
+        progress is writing (storage.catalog.Catalog.mark_pending), and what interrupted writes
+        left: temporary files, S3 multipart uploads, pending marks older than ``pending_grace``."""
         cutoff = (time.time() if now is None else now) - grace_seconds
         removed = 0
         batch: list[str] = []
 
         def flush() -> int:
-            orphans = self.catalog.unreferenced(batch)
+            orphans = self.catalog.unreferenced(batch, pending_grace)
             for key in orphans:
                 _delete_quietly(self.blobs, key)
             batch.clear()
@@ -162,6 +166,7 @@ class Archive:
         stale = getattr(self.blobs, "remove_stale_temporaries", None)
         if stale is not None:
             removed += stale(grace_seconds)
+        self.catalog.forget_stale_pending(pending_grace)
         return removed
 
 
@@ -202,9 +207,11 @@ class StoreBatch:
         key = blob_key(header.study_uid, header.series_uid, header.sop_instance_uid, sha256)
         fp.seek(0)
         try:
+            self._archive.catalog.mark_pending(key)   # the sweep leaves it until this batch commits
             size = self._archive.blobs.put(key, fp)
         except Exception as exc:
             log.exception("blob write failed for %s", header.sop_instance_uid)
+            self._forget_pending(key)
             full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
             self._outcomes.append(StoreOutcome(
                 **ids, failure=FailureReason.OUT_OF_RESOURCES if full else FailureReason.PROCESSING_FAILURE,
@@ -232,6 +239,12 @@ class StoreBatch:
                 self._outcomes[index] = self._settle(item, registration)
         return [o for o in self._outcomes if o is not None]
 
+    def _forget_pending(self, key: str) -> None:
+        try:
+            self._archive.catalog.forget_pending([key])
+        except Exception:   # the catalog is away: the mark expires after its grace instead
+            log.exception("could not forget the pending mark of %s", key)
+
     def _register_alone(self, item: PendingInstance) -> Registration:
         try:
             return self._archive.catalog.register_many([item], replace=self._replace)[0]
@@ -246,10 +259,11 @@ class StoreBatch:
         if registration.outcome in ("created", "identical"):
             return StoreOutcome(**ids)
         if registration.outcome == "replaced":
-            if registration.previous_blob_key and registration.previous_blob_key != item.blob_key:
-                _delete_quietly(self._archive.blobs, registration.previous_blob_key)
+            # The replaced blob is left to the sweep: deleted here, it could be the blob a concurrent
+            # store of the same content has just made current again, or one a reader is streaming.
             return StoreOutcome(**ids)
         if registration.outcome == "error":
+            self._forget_pending(item.blob_key)   # never catalogued: an orphan, the sweep's to remove
             return StoreOutcome(**ids, failure=FailureReason.PROCESSING_FAILURE, message=registration.detail)
         # Refused: the blob we wrote has a key no catalog row can point at.
         _delete_quietly(self._archive.blobs, item.blob_key)

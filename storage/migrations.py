@@ -29,13 +29,20 @@ def _upstream_column(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE instances ADD COLUMN upstream VARCHAR(64)")
 
 
+def _pending_blobs(conn: Connection) -> None:
+    from .schema import pending_blobs
+
+    pending_blobs.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "patients, studies, series, instances, instance metadata and name tokens", _initial),
     (2, "instances.upstream: the upstream a facade's cached copy came from", _upstream_column),
+    (3, "pending_blobs: blobs of stores in progress, which the sweep leaves", _pending_blobs),
 ]
 LATEST = MIGRATIONS[-1][0]
 # Columns later migrations add: a catalog made before versions were kept lacks them and is still version 1.
-ADDED_LATER = {"instances.upstream"}
+ADDED_LATER = {"instances.upstream", "pending_blobs"}
 
 
 def current(conn: Connection) -> int:

@@ -126,6 +126,20 @@ class S3Store:
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
+    def remove_stale_temporaries(self, older_than: float) -> int:
+        """Abort multipart uploads begun more than ``older_than`` seconds ago under this store's
+        prefix (a worker killed while writing a large blob leaves its parts billed forever)."""
+        cutoff = datetime.now().astimezone().timestamp() - older_than
+        aborted = 0
+        for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket,
+                                                                                   Prefix=self.prefix):
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"].timestamp() < cutoff:
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                       UploadId=upload["UploadId"])
+                    aborted += 1
+        return aborted
+
     def list(self, prefix: str = "") -> Iterator[tuple[str, float]]:
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):

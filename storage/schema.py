@@ -137,3 +137,12 @@ def name_components(value: str) -> list[str]:
 def person_name_tokens_of(value: str | None) -> set[str]:
     """The tokens a person name is indexed under for fuzzy matching."""
     return {token[:64] for token in name_components(value)} if value else set()
+
+
+# Blobs written by stores still in progress (StoreBatch, before its catalog commit): the sweep
+# leaves them however old their files are, until the mark itself is older than its grace.
+pending_blobs = Table(
+    "pending_blobs", metadata,
+    Column("blob_key", Text(400), primary_key=True),
+    Column("since", Float, nullable=False),
+)

@@ -79,7 +79,54 @@ def test_replace_policy(tmp_path, catalog_url):
     assert store(archive, newer).stored
     [kept] = archive.instances(study)
     assert archive.open(kept).read() == newer
-    assert len(list(archive.blobs.list())) == 1  # the replaced blob is gone
+    assert len(list(archive.blobs.list())) == 2   # the replaced blob is left to the sweep…
+    assert archive.sweep(grace_seconds=0) == 1 and len(list(archive.blobs.list())) == 1   # …which removes it
+
+
+def test_a_concurrent_replacement_never_deletes_the_current_blob(tmp_path, catalog_url):
+    """A replaces P with X while B puts P's content back: B's row names P's blob again. Deleting
+    A's "previous" blob right after A's commit removed the blob B had just made current."""
+    catalog = Catalog(catalog_url)
+    catalog.create_schema()
+    archive = Archive(DiskStore(tmp_path / "b"), catalog, replace_duplicates=True)
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    original, other = instance(study, series, sop, seed=1), instance(study, series, sop, seed=2)
+    store(archive, original)
+    register = catalog.register_many
+
+    def a_then_b(items, replace=False):
+        registered = register(items, replace)
+        catalog.register_many = register
+        assert store(archive, original).stored   # B, between A's commit and what A does after it
+        return registered
+
+    catalog.register_many = a_then_b
+    assert store(archive, other).stored   # A
+    [current] = archive.instances(study)
+    assert archive.open(current).read() == original
+    archive.sweep(grace_seconds=0)
+    assert archive.open(current).read() == original   # the sweep too leaves the current blob
+
+
+def test_the_sweep_leaves_the_blobs_of_a_store_in_progress(tmp_path, catalog_url):
+    """Blobs are written as parts arrive and catalogued when the batch commits: however long a
+    batch takes, its blobs are not swept (they were, past an hour); a store that died leaves
+    marks the sweep forgets after their own grace."""
+    catalog = Catalog(catalog_url)
+    catalog.create_schema()
+    archive = Archive(DiskStore(tmp_path / "b"), catalog)
+    datas = [instance(generate_uid(), generate_uid()) for _ in range(3)]
+    batch = archive.batch()
+    for data in datas:
+        batch.add(io.BytesIO(data), hashlib.sha256(data).hexdigest())
+    assert archive.sweep(grace_seconds=0) == 0 and len(list(archive.blobs.list())) == 3
+    assert all(o.stored for o in batch.commit())
+    assert archive.sweep(grace_seconds=0) == 0 and len(list(archive.blobs.list())) == 3
+    dead = archive.batch()   # a store that died before its commit
+    orphan = instance(generate_uid(), generate_uid())
+    dead.add(io.BytesIO(orphan), hashlib.sha256(orphan).hexdigest())
+    assert archive.sweep(grace_seconds=0) == 0
+    assert archive.sweep(grace_seconds=0, pending_grace=0) == 1 and len(list(archive.blobs.list())) == 3
 
 
 def test_hierarchy_conflicts_are_refused(archive):
@@ -284,3 +331,25 @@ def test_an_outdated_catalog_is_refused_at_start(tmp_path):
                    'patient_pk INTEGER, created_at FLOAT)')
     with pytest.raises(SchemaOutdated, match="lacks .*studies.StudyDate, .*dicomweb migrate"):
         Catalog(f"sqlite:///{path}").create_schema()
+
+
+def test_the_sweep_aborts_multipart_uploads_a_killed_worker_left(tmp_path, aws_env, moto_server):
+    import boto3
+
+    from storage.s3 import S3Store
+
+    bucket = "sweep-" + generate_uid()[-8:]
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket)
+    catalog = Catalog(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    catalog.create_schema()
+    archive = Archive(S3Store(bucket, "dicom", endpoint_url=moto_server), catalog)
+    left = s3.create_multipart_upload(Bucket=bucket, Key="dicom/aa/bb/left-behind.dcm")
+    s3.upload_part(Bucket=bucket, Key="dicom/aa/bb/left-behind.dcm", UploadId=left["UploadId"], PartNumber=1,
+                   Body=b"x" * (5 << 20))
+    other = s3.create_multipart_upload(Bucket=bucket, Key="not-ours/x")   # outside the store's prefix
+    # moto dates every upload 2010-11-10: "young" is tried with a grace reaching back beyond that
+    assert archive.sweep(grace_seconds=1e10) == 0   # too young: may be a write in progress
+    assert archive.sweep(grace_seconds=0, now=time.time() + 1) == 1
+    uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [u["UploadId"] for u in uploads] == [other["UploadId"]]

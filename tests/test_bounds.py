@@ -197,3 +197,34 @@ def test_a_codestream_declaring_another_size_is_not_decoded(client):
     assert client.get(f"{url}/rendered").status_code == 406
     r = client.get(f"{url}/frames/1", headers={"Accept": 'multipart/related; type="image/jpeg"; transfer-syntax=*'})
     assert r.status_code == 200
+
+
+def test_a_full_disk_while_receiving_is_a_failure_entry(client, monkeypatch):
+    """ENOSPC while spooling a part: 0xA700 for it, those before stored (it was a 500)."""
+    import errno
+    import tempfile
+
+    from service import stow_rs
+
+    made = []
+
+    class Full(tempfile.SpooledTemporaryFile):
+        def write(self, data):
+            if len(made) > 1:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(data)
+
+    def spool():
+        made.append(1)
+        return Full(max_size=1 << 20), __import__("hashlib").sha256()
+
+    monkeypatch.setattr(stow_rs, "_spool", spool)
+    study = generate_uid()
+    datas = [ct_instance(study, generate_uid(), rows=8, columns=8) for _ in range(3)]
+    r = client.post("/dicom-web/studies", data=multipart_body(datas), headers=stow_headers())
+    assert r.status_code == 202
+    assert len(r.get_json()["00081199"]["Value"]) == 1
+    [failed] = r.get_json()["00081198"]["Value"]
+    assert failed["00081197"]["Value"] == [0xA700] and "no space" in r.headers["Warning"]
+    r = client.post("/dicom-web/studies", data=datas[0], headers={"Content-Type": "application/dicom"})
+    assert r.status_code == 409 and r.get_json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xA700]
