@@ -13,6 +13,7 @@ import warnings
 from dataclasses import dataclass
 from typing import BinaryIO, Iterable, Iterator, Sequence
 
+import numpy as np
 import orjson
 import pydicom
 
@@ -94,8 +95,12 @@ def frame_bodies(archive: Archive, limits: TranscodeLimits, stored: StoredInstan
     if choice.native and syntax in IN_PLACE and details.pixel_offset is not None \
             and details.pixel_length >= size * pixels.number_of_frames:
         return [_Spans(blobs, stored.blob_key, [(details.pixel_offset + (n - 1) * size, size)]) for n in numbers]
-    limits.check(max(stored.size, pixels.native_length if not details.fragments else size))
     frames = FrameReader(archive, stored, details, pixels)
+    limits.check(frames.cost(1))   # frames are made one at a time
+    inflated = frames._deflated_frames() if choice.native else None
+    if inflated is not None:   # native frames of a deflated instance: read by range from its inflated copy
+        copy, offset = inflated
+        return [_CopySpan(copy, offset + (n - 1) * size, size) for n in numbers]
     bodies: list[Iterable[bytes]] = [_Converted(frames, n, choice, limits) for n in numbers]
     try:
         bodies[0] = [bodies[0].make(before_answer=True)]
@@ -195,6 +200,39 @@ class FrameReader:
         size = description.frame_length
         return pixels[(number - 1) * size:number * size], description
 
+    def reduced(self, number: int, factor: int) -> "np.ndarray | None":
+        """Frame ``number`` shrunk by ``factor`` (the mean of each factor × factor block), read in bands
+        of rows, so that a thumbnail of a huge frame never holds the frame: for grey and RGB native
+        frames readable by range (in place, or from a deflated instance's inflated copy); None for
+        others, which are decoded whole."""
+        pixels = self.pixels
+        if factor < 2 or pixels.bits_allocated not in (8, 16) or pixels.planar_configuration \
+                or pixels.photometric_interpretation not in ("MONOCHROME1", "MONOCHROME2", "RGB"):
+            return None
+        if self._in_place():
+            read = lambda start, length: b"".join(_Spans(self.archive.blobs, self.stored.blob_key,  # noqa: E731
+                                                         [(start, length)]))
+            offset = self.details.pixel_offset
+        elif (inflated := self._deflated_frames()) is not None:
+            copy, offset = inflated
+            read = lambda start, length: (copy.seek(start), copy.read(length))[1]  # noqa: E731
+        else:
+            return None
+        samples, word = pixels.samples_per_pixel, pixels.bits_allocated // 8
+        dtype = np.dtype(f"<{'i' if pixels.pixel_representation else 'u'}{word}")
+        row_bytes = pixels.columns * samples * word
+        band = max(factor, (REDUCE_BAND_BYTES // row_bytes) // factor * factor)
+        usable_rows, usable_columns = pixels.rows // factor * factor, pixels.columns // factor * factor
+        start, pieces = offset + (number - 1) * pixels.frame_length, []
+        for row in range(0, usable_rows, band):
+            rows = min(band, usable_rows - row)
+            data = read(start + row * row_bytes, rows * row_bytes)
+            array = _stored_bits(np.frombuffer(data, dtype).reshape(rows, pixels.columns, samples), pixels)
+            blocks = array[:, :usable_columns].reshape(rows // factor, factor, usable_columns // factor, factor, samples)
+            pieces.append(np.rint(blocks.mean(axis=(1, 3))).astype(dtype))
+        reduced = np.concatenate(pieces)
+        return reduced[..., 0] if samples == 1 else reduced
+
     def _decoded(self) -> tuple[bytes, PixelDescription]:
         if self._whole is None:
             with self.archive.readable(self.stored) as (fp, syntax), warnings.catch_warnings():
@@ -203,6 +241,20 @@ class FrameReader:
             description = PixelDescription.from_dataset(ds)
             self._whole = ds.PixelData, PixelDescription(**{**description.__dict__, "number_of_frames": 1})
         return self._whole
+
+
+REDUCE_BAND_BYTES = 4 << 20   # of a frame's rows read at once when shrinking it
+
+
+def _stored_bits(array: "np.ndarray", pixels: PixelDescription) -> "np.ndarray":
+    """Only Bits Stored of each sample (what lies above is no part of the pixel), sign-extended
+    for signed pixels, as pydicom's decoders give them."""
+    spare = pixels.bits_allocated - pixels.bits_stored
+    if spare <= 0:
+        return array
+    if pixels.pixel_representation:
+        return (array << spare) >> spare
+    return array & ((1 << pixels.bits_stored) - 1)
 
 
 class _Converted:
@@ -220,6 +272,20 @@ class _Converted:
 
     def __iter__(self) -> Iterator[bytes]:
         yield self.make(before_answer=False)
+
+
+class _CopySpan:
+    """A span of a local file (an inflated copy) read in chunks when iterated."""
+
+    def __init__(self, copy: BinaryIO, start: int, length: int) -> None:
+        self.copy, self.start, self.length = copy, start, length
+
+    def __iter__(self) -> Iterator[bytes]:
+        left = self.length
+        self.copy.seek(self.start)
+        while left > 0 and (chunk := self.copy.read(min(left, 1 << 20))):
+            left -= len(chunk)
+            yield chunk
 
 
 class _Spans:

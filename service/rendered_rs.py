@@ -242,15 +242,28 @@ def _render(reader: FrameReader, numbers: list[int], rendering: Rendering, limit
             if seed is not None:   # what annotations draw is what an anonymised copy holds
                 deidentify(ds, seed, pixels=False)
             images = []
+            factor = _shrink_factor(reader.pixels, rendering)
             for number in numbers:
-                native, description = reader.native(number)
-                grey_or_rgb = to_8bit(frame_array(native, description), ds, description.photometric_interpretation,
-                                      rendering.window)
+                array, photometric = reader.reduced(number, factor), reader.pixels.photometric_interpretation
+                if array is None:
+                    native, description = reader.native(number)
+                    array, photometric = frame_array(native, description), description.photometric_interpretation
+                grey_or_rgb = to_8bit(array, ds, photometric, rendering.window)
                 images.append(to_image(grey_or_rgb, ds, rendering))
         except ValueError as exc:   # CodecError, or a description the pixels contradict
             raise NotAcceptable(f"the image cannot be rendered: {exc}") from None
         frame_time = float(ds.get("FrameTime") or 100)
         return encode_images(images, rendering, frame_time)
+
+
+def _shrink_factor(pixels: PixelDescription, rendering: Rendering) -> int:
+    """By how much a frame may be shrunk before the presentation pipeline and still be drawn at
+    twice the viewport's resolution (then resampled as usual): a thumbnail of a 6144² frame
+    works on a 256² one. 1 where the whole frame is drawn, or a region of it."""
+    viewport = rendering.viewport
+    if viewport is None or viewport.region is not None:
+        return 1
+    return max(1, min(pixels.rows // viewport.height, pixels.columns // viewport.width) // 2)
 
 
 class _Lazy:

@@ -139,7 +139,7 @@ def inflated_copy(fp: BinaryIO, max_bytes: int) -> BinaryIO:
         pydicom.filewriter.write_file_meta_info(_Prefixed(copy, preamble), meta, enforce_standard=True)
         inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
         while (chunk := fp.read(1 << 16)) and not inflater.eof:
-            while chunk:   # at most 1 MiB of output a call: memory holds one such piece
+            while chunk and not inflater.eof:   # at most 1 MiB of output a call: memory holds one such piece
                 data = inflater.decompress(chunk, 1 << 20)
                 total += len(data)
                 if total > limit:

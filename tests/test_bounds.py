@@ -228,3 +228,35 @@ def test_a_full_disk_while_receiving_is_a_failure_entry(client, monkeypatch):
     assert failed["00081197"]["Value"] == [0xA700] and "no space" in r.headers["Warning"]
     r = client.post("/dicom-web/studies", data=datas[0], headers={"Content-Type": "application/dicom"})
     assert r.status_code == 409 and r.get_json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xA700]
+
+
+def test_inflating_ends_where_the_deflated_stream_ends():
+    """A stream whose end falls where a piece of output is full, followed by a pad byte: the
+    inflating loop went round for ever (bench/hostile.py found it, one upload in five)."""
+    import threading
+    import zlib
+
+    from pydicom import Dataset, FileMetaDataset
+    from pydicom.filewriter import write_file_meta_info
+
+    from storage.dataset import inflated_copy
+
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = DEFLATED
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", generate_uid()
+    head = io.BytesIO()
+    head.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(head, meta)
+    for size in (1 << 20, 2 << 20, (3 << 20) + 7):
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+        body = compressor.compress(data) + compressor.flush() + b"\0"   # the pad of an odd length
+        result = {}
+        worker = threading.Thread(target=lambda: result.update(copy=inflated_copy(io.BytesIO(head.getvalue() + body),
+                                                                                   1 << 30)), daemon=True)
+        worker.start()
+        worker.join(10)
+        assert not worker.is_alive(), f"inflating {size} bytes did not end"
+        copy = result["copy"]
+        assert copy.read().endswith(data)
+    del Dataset

@@ -139,8 +139,11 @@ def to_8bit(array: np.ndarray, ds: pydicom.Dataset, photometric: str, window: Wi
         # every pixel up in that table: one pass over the frame instead of several in floats.
         low, high = int(array.min()), int(array.max())
         if high - low < 1 << 20:
+            # Indices in the pixels' own type where they cannot go below 0: no copy of the frame in 64 bits.
             table = _grey(np.arange(low, high + 1, dtype=np.int64), ds, photometric, window)
-            return table[(array.astype(np.int64) - low) if low else array]
+            if not low:
+                return table[array]
+            return table[array - np.array(low, array.dtype)] if low > 0 else table[array.astype(np.int32) - low]
     return _grey(array, ds, photometric, window)
 
 

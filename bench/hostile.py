@@ -1,0 +1,171 @@
+"""What hostile requests cost a worker: each of the requests issue 13 found a worker could be made
+to spend memory or time on, sent to a real gunicorn with one worker (so that it is the one
+measured), with the worker's peak resident memory reset before each and read after.
+
+    python -m bench.hostile
+
+prints, per request, the answer's status, its seconds, and how far it raised the worker's peak
+resident memory above where it stood before (MB). The budget (docs/security.md): no request
+moves a worker's memory by more than 64 MB, and each answers within its bound.
+"""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pydicom
+import requests
+from pydicom.uid import generate_uid
+
+from bench.synthetic import ct_instance
+from tests.conftest import free_port
+from tests.helpers import multipart_body, stow_headers
+from tests.server import Server
+
+KEY = "bench-key-0123456789"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+def _worker(master: int) -> int:
+    children = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
+    return int(children[0])
+
+
+def _peak_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def _reset_peak(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")   # the peak resident size starts again from now
+
+
+def _deflated(data: bytes) -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def _many_frames(study: str, count: int) -> bytes:
+    """An encapsulated instance of ``count`` one-fragment frames with a Basic Offset Table."""
+    from pydicom.encaps import encapsulate
+
+    ds = pydicom.dcmread(io.BytesIO(ct_instance(study, generate_uid(), rows=8, columns=8, BitsStored=8)))
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.5"
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.NumberOfFrames = count
+    ds.PixelData = encapsulate([b"\x00\x00" * 20] * count, has_bot=True)
+    ds["PixelData"].VR = "OB"
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def _metadata_body(parts: list[tuple[dict, bytes]]) -> bytes:
+    chunks = [f"--m\r\n{''.join(f'{k}: {v}' + chr(13) + chr(10) for k, v in h.items())}\r\n".encode() + d + b"\r\n"
+              for h, d in parts]
+    return b"".join(chunks) + b"--m--\r\n"
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="hostile-"))
+    server = Server({"DICOMWEB_DATA_DIR": str(work / "var"), "DICOMWEB_API_KEY": KEY,
+                     "GUNICORN_CMD_ARGS": "--workers=1 --threads=4"}, free_port(), work / "gunicorn.log")
+    base = server.dicomweb
+    try:
+        worker = _worker(server.process.pid)
+        study, series = generate_uid(), generate_uid()
+        small, huge, frames = generate_uid(), generate_uid(), generate_uid()
+        setup = [ct_instance(study, series, small, rows=64, columns=64),
+                 _deflated(ct_instance(study, series, huge, rows=6144, columns=6144,
+                                       pixels=np.tile(np.arange(6144, dtype=np.uint16) % 4096, (1, 6144, 1)))),
+                 ct_instance(study, series, frames, rows=256, columns=256, frames=500)]
+        for data in setup:
+            requests.post(f"{base}/studies", data=multipart_body([data]), headers={**stow_headers(), **AUTH},
+                          timeout=300).raise_for_status()
+        instance = f"{base}/studies/{study}/series/{series}/instances"
+        zeros = np.zeros((64, 2048, 2048), np.uint16)
+        bomb = _deflated(ct_instance(study, generate_uid(), rows=2048, columns=2048, frames=64, pixels=zeros))
+        sc = {"00080016": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.7"]},
+              "0020000D": {"vr": "UI", "Value": [study]}}
+        referenced_often = {**sc, "00091010": {"vr": "LO", "Value": ["ACME"]},
+                            **{f"0009{n:04X}": {"vr": "OB", "BulkDataURI": "blob0"} for n in range(16, 48)}}
+        big_json = orjson.dumps([{**sc, **{f"0009{n:04X}": {"vr": "LO", "Value": ["x" * 40]} for n in range(16, 255)},
+                                  "00091010": {"vr": "LO", "Value": ["ACME"]}}] * 300)[: (2 << 20) - 10]
+        big_json = big_json[:big_json.rindex(b"},{") + 1] + b"]"
+        nested = ('<?xml version="1.0"?><NativeDicomModel>' + '<DicomAttribute tag="00081115" vr="SQ"><Item '
+                  'number="1">' * 1200 + "</Item></DicomAttribute>" * 1200 + "</NativeDicomModel>").encode()
+        metadata = 'multipart/related; type="application/dicom+json"; boundary=m'
+        cases = [
+            ("STOW: deflate bomb, 0.5 MB inflating to 512 MiB", "POST", f"{base}/studies",
+             {"data": multipart_body([bomb]), "headers": stow_headers()}),
+            ("STOW: Basic Offset Table of 30,000 frames", "POST", f"{base}/studies",
+             {"data": multipart_body([_many_frames(study, 30_000)]), "headers": stow_headers()}),
+            ("STOW: 200,000 empty parts", "POST", f"{base}/studies",
+             {"data": b"--b\r\n\r\n\r\n" * 200_000 + b"--b--\r\n",
+              "headers": {"Content-Type": "multipart/related; boundary=b"}}),
+            ("STOW metadata: 60 parts of 1 MiB, one named 32 times", "POST", f"{base}/studies",
+             {"data": _metadata_body([({"Content-Type": "application/dicom+json"}, orjson.dumps([referenced_often])),
+                                      *[({"Content-Type": "application/octet-stream", "Content-Location": f"blob{n}"},
+                                         bytes([n]) * (1 << 20)) for n in range(60)]]),
+              "headers": {"Content-Type": metadata}}),
+            ("STOW metadata: a 2 MiB JSON part (the limit)", "POST", f"{base}/studies",
+             {"data": _metadata_body([({"Content-Type": "application/dicom+json"}, big_json)]),
+              "headers": {"Content-Type": metadata}}),
+            ("STOW metadata: XML nested 1,200 levels", "POST", f"{base}/studies",
+             {"data": _metadata_body([({"Content-Type": "application/dicom+xml"}, nested)]),
+              "headers": {"Content-Type": metadata.replace("json", "xml")}}),
+            ("thumbnail of a 6144² deflated instance", "GET", f"{instance}/{huge}/thumbnail", {}),
+            ("rendered 6144² deflated instance, viewport 512", "GET", f"{instance}/{huge}/rendered?viewport=512,512", {}),
+            ("frame of the 6144² deflated instance", "GET", f"{instance}/{huge}/frames/1", {}),
+            ("rendered viewport beyond the image (179 Mpx asked)", "GET",
+             f"{instance}/{small}/rendered?viewport=100,100,0,0,20000,9000", {}),
+            ("WADO-URI rows=46000", "GET", f"{base}/wado?requestType=WADO&studyUID={study}&seriesUID={series}"
+             f"&objectUID={small}&rows=46000", {}),
+            ("animated GIF of 500 frames of 256²", "GET", f"{instance}/{frames}/rendered",
+             {"headers": {"Accept": "image/gif"}}),
+            ("QIDO offset=1e9", "GET", f"{base}/studies?offset=1000000000", {}),
+            ("QIDO 1,100 wildcard values", "GET", f"{base}/studies?PatientName=" + "%5C".join(f"a*{i}" for i in range(1100)),
+             {}),
+            ("Range of 4,400 digits", "GET", f"{instance}/{small}/bulk/7FE00010",
+             {"headers": {"Accept": "application/octet-stream", "Range": "bytes=" + "9" * 4400 + "-"}}),
+        ]
+        report = []
+        for name, method, url, kwargs in cases:
+            time.sleep(0.5)
+            before = _rss_mb(worker)
+            _reset_peak(worker)
+            started = time.monotonic()
+            headers = {**AUTH, **kwargs.get("headers", {})}
+            r = requests.request(method, url, data=kwargs.get("data"), headers=headers, timeout=300)
+            seconds = time.monotonic() - started
+            report.append({"request": name, "status": r.status_code, "seconds": round(seconds, 2),
+                           "peak_above_mb": round(_peak_mb(worker) - before, 1)})
+            print(json.dumps(report[-1]), flush=True)
+        assert _worker(server.process.pid) == worker, "the worker was replaced: one of the requests killed it"
+        print(json.dumps({"worst_peak_above_mb": max(r["peak_above_mb"] for r in report),
+                          "slowest_seconds": max(r["seconds"] for r in report)}))
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
