@@ -15,15 +15,15 @@ import threading
 
 import orjson
 from collections import OrderedDict
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from flask import Blueprint, Response, current_app, request
 
 from storage import StoredInstance
 from transcode import CodecError, PixelDescription
 from transcode.render import (
-    MAX_RENDERED_PIXELS, RENDERED_MEDIA_TYPES, Rendering, Viewport, encode_images, frame_array, parse_rendering,
-    region_box, to_8bit, to_image,
+    MAX_RENDERED_PIXELS, RENDERED_MEDIA_TYPES, Rendering, Viewport, animated_gif, encode_images, frame_array,
+    parse_rendering, region_box, to_8bit, to_image,
 )
 
 from . import multipart
@@ -38,7 +38,9 @@ from .web import accepted, anonymize_seed, archive, from_upstream, require_uids,
 bp = Blueprint("rendered_rs", __name__)
 
 THUMBNAIL = Viewport(128, 128)
-MAX_ANIMATION_PIXELS = 64 << 20   # of the frames of one animated GIF, all held until it is encoded
+# Pixels drawn for one animated GIF: its frames stream one at a time, so this bounds the time an
+# answer takes (some 10 s here), not its memory.
+MAX_ANIMATION_PIXELS = 256 << 20
 _PREFIX = "/studies/<study>"
 _SERIES = _PREFIX + "/series/<series>"
 _INSTANCE = _SERIES + "/instances/<instance>"
@@ -96,7 +98,7 @@ def render_resource(study: str, series: str | None, instance: str | None, frames
     if as_multipart:
         bodies: list = [_Lazy(stored, wanted, rendering, seed)
                         for stored, pixels in images for wanted in _frame_groups(pixels, numbers, rendering, True)]
-        bodies[0] = [bodies[0].make(before_answer=True)]   # an image that cannot be rendered is still a 406
+        bodies[0] = bodies[0].make(before_answer=True)   # an image that cannot be rendered is still a 406
         parts = (multipart.Part({"Content-Type": media_type}, body) for body in bodies)
         boundary = multipart.new_boundary()
         response = Response(multipart.encode_parts(parts, boundary), direct_passthrough=True,
@@ -112,9 +114,10 @@ def render_resource(study: str, series: str | None, instance: str | None, frames
         body = cache.get(tag) if thumbnail else None
         if body is None:
             body = _Lazy(stored, wanted, rendering, seed).make(before_answer=True)
-            if thumbnail:
+            if thumbnail:   # one frame: small, and kept
+                body = b"".join(body)
                 cache.put(tag, body)
-        response = Response(body, content_type=media_type)
+        response = Response(body, content_type=media_type, direct_passthrough=not isinstance(body, bytes))
     response.headers["ETag"] = f'"{tag}"'
     response.headers["Cache-Control"] = CACHE_CONTROL
     return response
@@ -228,32 +231,45 @@ def _frame_groups(pixels: PixelDescription, numbers: Sequence[int] | None, rende
     return [[(wanted or [1])[0]]]
 
 
-def render_now(reader: FrameReader, numbers: list[int], rendering: Rendering) -> bytes:
-    """One image of these frames (several: an animated GIF), made before the answer starts."""
+def render_now(reader: FrameReader, numbers: list[int], rendering: Rendering) -> Iterable[bytes]:
+    """One image of these frames (several: an animated GIF), its first frame made before the answer starts."""
     return _render(reader, numbers, rendering, transcode_limits(), before_answer=True)
 
 
 def _render(reader: FrameReader, numbers: list[int], rendering: Rendering, limits: TranscodeLimits,
-            before_answer: bool, seed: str | None = None) -> bytes:
-    limits.check(reader.cost(len(numbers)), "rendering")
+            before_answer: bool, seed: str | None = None) -> Iterable[bytes]:
+    """The encoded image, as chunks: one for a still image; for an animated GIF, its frames
+    rendered and written one at a time as the answer reaches them (the first one now, so that
+    an image that cannot be rendered is still a 406), each in a transcoding slot of its own."""
+    limits.check(reader.cost(1), "rendering")
     with limits.slot(before_answer):
-        try:
-            ds = reader.dataset()
-            if seed is not None:   # what annotations draw is what an anonymised copy holds
-                deidentify(ds, seed, pixels=False)
-            images = []
-            factor = _shrink_factor(reader.pixels, rendering)
-            for number in numbers:
-                array, photometric = reader.reduced(number, factor), reader.pixels.photometric_interpretation
-                if array is None:
-                    native, description = reader.native(number)
-                    array, photometric = frame_array(native, description), description.photometric_interpretation
-                grey_or_rgb = to_8bit(array, ds, photometric, rendering.window)
-                images.append(to_image(grey_or_rgb, ds, rendering))
-        except ValueError as exc:   # CodecError, or a description the pixels contradict
-            raise NotAcceptable(f"the image cannot be rendered: {exc}") from None
-        frame_time = float(ds.get("FrameTime") or 100)
-        return encode_images(images, rendering, frame_time)
+        ds = reader.dataset()
+        if seed is not None:   # what annotations draw is what an anonymised copy holds
+            deidentify(ds, seed, pixels=False)
+        first = _image(reader, numbers[0], ds, rendering)
+    if rendering.media_type != "image/gif" or len(numbers) == 1:
+        return [encode_images([first], rendering)]
+
+    def frames() -> Iterator:
+        yield first
+        for number in numbers[1:]:
+            with limits.slot(before_answer=False):
+                yield _image(reader, number, ds, rendering)
+
+    return animated_gif(frames(), float(ds.get("FrameTime") or 100))
+
+
+def _image(reader: FrameReader, number: int, ds, rendering: Rendering):  # noqa: ANN001
+    """One frame through the presentation pipeline, as an 8-bit image."""
+    try:
+        factor = _shrink_factor(reader.pixels, rendering)
+        array, photometric = reader.reduced(number, factor), reader.pixels.photometric_interpretation
+        if array is None:
+            native, description = reader.native(number)
+            array, photometric = frame_array(native, description), description.photometric_interpretation
+        return to_image(to_8bit(array, ds, photometric, rendering.window), ds, rendering)
+    except ValueError as exc:   # CodecError, or a description the pixels contradict
+        raise NotAcceptable(f"the image cannot be rendered: {exc}") from None
 
 
 def _shrink_factor(pixels: PixelDescription, rendering: Rendering) -> int:
@@ -274,14 +290,14 @@ class _Lazy:
         # Taken now: a multipart answer streams after the request's context is gone.
         self.archive, self.limits = archive(), transcode_limits()
 
-    def make(self, before_answer: bool) -> bytes:
+    def make(self, before_answer: bool) -> Iterable[bytes]:
         reader = FrameReader.of(self.archive, self.stored)
         if reader is None:
             raise NotFound("the instance has no pixel data")
         return _render(reader, self.numbers, self.rendering, self.limits, before_answer, self.seed)
 
     def __iter__(self) -> Iterator[bytes]:
-        yield self.make(before_answer=False)
+        yield from self.make(before_answer=False)
 
 
 def _etag(images: Sequence[tuple[StoredInstance, PixelDescription]], numbers, rendering: Rendering,

@@ -157,7 +157,7 @@ def _image(frames: FrameReader, content_type: str, args) -> Response:
     rendered_rs.check_cost(pixels, None if animated else [number], rendering, False, transcode_limits())
     numbers = list(range(1, pixels.number_of_frames + 1)) if animated else [number]
     body = rendered_rs.render_now(frames, numbers, rendering)
-    return Response(body, content_type=content_type)
+    return Response(body, content_type=content_type, direct_passthrough=True)
 
 
 def _positive(args, name: str, maximum: int = 1 << 31) -> int | None:

@@ -11,8 +11,9 @@ animated for several frames). Pure functions: no storage, no HTTP.
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pydicom
@@ -277,20 +278,75 @@ def _annotate(image: Image.Image, ds: pydicom.Dataset, rendering: Rendering) -> 
     return image
 
 
+def animated_gif(images: Iterable[Image.Image], frame_time_ms: float = 100.0) -> Iterator[bytes]:
+    """An animated GIF (GIF89a, looping) of these images, written as they come: each frame is
+    encoded on its own (by Pillow, as a one-frame GIF) and its image block appended, with its
+    palette as a local colour table where it is not the first frame's (the global one: grey frames
+    all share it); memory holds one frame, not the animation (Pillow's writer keeps every frame
+    until the end)."""
+    delay = max(2, round(frame_time_ms / 10))   # hundredths of a second
+    shared = None
+    for image in images:
+        if image.mode == "RGB":
+            image = image.convert("P", palette=Image.Palette.ADAPTIVE)
+        single = io.BytesIO()
+        image.save(single, "GIF", optimize=False)   # grey frames keep the identity palette, so they share it
+        width, height, palette, interlaced, block = _gif_image(single.getvalue())
+        palette = palette.ljust(768, b"\0")   # full tables: readers mix sizes up across frames
+        if shared is None:
+            shared = palette
+            yield (b"GIF89a" + struct.pack("<HHBBB", width, height, 0x87, 0, 0) + shared
+                   + b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00")   # loop for ever
+        local = b"" if palette == shared else palette
+        yield (b"\x21\xf9\x04\x04" + struct.pack("<H", delay) + b"\x00\x00"      # graphic control: delay
+               + b"\x2c" + struct.pack("<HHHHB", 0, 0, width, height, (0x87 if local else 0) | interlaced)
+               + local + block)
+    yield b"\x3b"
+
+
+def _gif_image(data: bytes) -> tuple[int, int, bytes, int, bytes]:
+    """(width, height, colour table, interlace flag, LZW code size and data sub-blocks) of a one-frame GIF."""
+    width, height, packed = struct.unpack("<HHB", data[6:11])
+    position = 13
+    palette = b""
+    if packed & 0x80:
+        palette = data[position:position + 3 * (2 << (packed & 7))]
+        position += len(palette)
+    while data[position] == 0x21:   # extensions: skipped
+        position += 2
+        while data[position]:
+            position += data[position] + 1
+        position += 1
+    assert data[position] == 0x2C, "a one-frame GIF has an image descriptor"
+    local = data[position + 9]
+    position += 10
+    if local & 0x80:
+        palette = data[position:position + 3 * (2 << (local & 7))]
+        position += 3 * (2 << (local & 7))
+    end = position + 1
+    while data[end]:
+        end += data[end] + 1
+    return width, height, palette, local & 0x40, data[position:end + 1]
+
+
 def encode_images(images: Sequence[Image.Image], rendering: Rendering, frame_time_ms: float = 100.0) -> bytes:
     """JPEG, PNG or GIF bytes of one image, or of several as an animated GIF."""
     out = io.BytesIO()
     icc = _icc_profile(rendering.icc_profile)
     extra = {"icc_profile": icc} if icc else {}
     if rendering.media_type == "image/gif":
-        frames = [image.convert("P", palette=Image.Palette.ADAPTIVE) if image.mode == "RGB" else image
-                  for image in images]
-        frames[0].save(out, "GIF", save_all=len(frames) > 1, append_images=frames[1:],
-                       duration=max(20, round(frame_time_ms)), loop=0)
+        return b"".join(animated_gif(images, frame_time_ms)) if len(images) > 1 else \
+            _single_gif(images[0])
     elif rendering.media_type == "image/png":
         images[0].save(out, "PNG", **extra)
     else:
         images[0].save(out, "JPEG", quality=rendering.quality, **extra)
+    return out.getvalue()
+
+
+def _single_gif(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    (image.convert("P", palette=Image.Palette.ADAPTIVE) if image.mode == "RGB" else image).save(out, "GIF")
     return out.getvalue()
 
 
