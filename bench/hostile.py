@@ -37,18 +37,12 @@ def _worker(master: int) -> int:
     return int(children[0])
 
 
-def _peak_mb(pid: int) -> float:
+def _status_mb(pid: int, field: str) -> float:
+    """A size of /proc/PID/status (VmRSS: resident now, VmHWM: its peak), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+    raise RuntimeError(f"no {field}")
 
 
 def _reset_peak(pid: int) -> None:
@@ -151,14 +145,14 @@ def main() -> None:
         report = []
         for name, method, url, kwargs in cases:
             time.sleep(0.5)
-            before = _rss_mb(worker)
+            before = _status_mb(worker, "VmRSS")
             _reset_peak(worker)
             started = time.monotonic()
             headers = {**AUTH, **kwargs.get("headers", {})}
             r = requests.request(method, url, data=kwargs.get("data"), headers=headers, timeout=300)
             seconds = time.monotonic() - started
             report.append({"request": name, "status": r.status_code, "seconds": round(seconds, 2),
-                           "peak_above_mb": round(_peak_mb(worker) - before, 1)})
+                           "peak_above_mb": round(_status_mb(worker, "VmHWM") - before, 1)})
             print(json.dumps(report[-1]), flush=True)
         assert _worker(server.process.pid) == worker, "the worker was replaced: one of the requests killed it"
         print(json.dumps({"worst_peak_above_mb": max(r["peak_above_mb"] for r in report),

@@ -46,14 +46,20 @@ def store(study: str | None = None) -> Response:
 
     granted = request.environ.get(PERMISSIONS_ENVIRON_KEY)   # None: authentication is off
     batch = archive().batch(may_replace=granted is None or "replace" in granted.split(","))
-    for received in _received(request.stream, request.headers.get("Content-Type", ""), study):
-        if isinstance(received, StoreOutcome):
-            batch.add_failure(received)
-            continue
-        spool, digest = received
-        batch.add(spool, digest, expected_study=study)
-        if len(batch) >= BATCH_SIZE:
-            batch.commit()
+    try:
+        for received in _received(request.stream, request.headers.get("Content-Type", ""), study):
+            if isinstance(received, StoreOutcome):
+                batch.add_failure(received)
+                continue
+            spool, digest = received
+            batch.add(spool, digest, expected_study=study)
+            if len(batch) >= BATCH_SIZE:
+                batch.commit()
+    except OSError as exc:   # the disk is full while a part is received: it fails, those before are kept
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        batch.add_failure(StoreOutcome(None, None, failure=FailureReason.OUT_OF_RESOURCES, message=(
+            "no space is left on this server to receive the instance; the parts after it were not read")))
     outcomes = batch.commit()
     stored = sum(1 for o in outcomes if o.stored)
     metrics.INSTANCES.labels("stored").inc(stored)
@@ -86,12 +92,7 @@ def _received(stream: BinaryIO, content_type: str, study_in_url: str | None = No
     if media is None:
         raise UnsupportedMediaType('Content-Type must be multipart/related; type="application/dicom"')
     if media.type == DICOM:
-        try:
-            yield from _single(stream)
-        except OSError as exc:
-            if not _full(exc):
-                raise
-            yield StoreOutcome(None, None, failure=FailureReason.OUT_OF_RESOURCES, message=SPOOL_FULL)
+        yield from _single(stream)
         return
     if media.type != MULTIPART_RELATED:
         raise UnsupportedMediaType(f"cannot store {media.type}: send multipart/related; type=\"application/dicom\"")
@@ -110,13 +111,7 @@ def _received(stream: BinaryIO, content_type: str, study_in_url: str | None = No
     if inner == DICOM:
         yield from _parts(stream, decoder)
         return
-    try:
-        parts = list(_every_part(stream, decoder))
-    except OSError as exc:
-        if not _full(exc):
-            raise
-        yield StoreOutcome(None, None, failure=FailureReason.OUT_OF_RESOURCES, message=SPOOL_FULL)
-        return
+    parts = list(_every_part(stream, decoder))
     try:
         yield from stow_metadata.instances(parts, study_in_url, config.spool_dir, config.spool_memory_bytes,
                                            config.transcode_max_bytes)
@@ -224,10 +219,6 @@ def _parts(stream: BinaryIO, decoder: MultipartDecoder) -> Iterator[Received]:
     except PartLimit as exc:   # what came before is stored; the rest is not read
         yield StoreOutcome(None, None, failure=FailureReason.OUT_OF_RESOURCES,
                            message=f"{exc} (DICOMWEB_STOW_MAX_PARTS): those beyond were not read")
-    except OSError as exc:
-        if not _full(exc):
-            raise
-        yield StoreOutcome(None, None, failure=FailureReason.OUT_OF_RESOURCES, message=SPOOL_FULL)
     except MultipartError as exc:
         if not yielded:
             raise BadRequest(f"malformed multipart body: {exc}") from None
@@ -236,13 +227,6 @@ def _parts(stream: BinaryIO, decoder: MultipartDecoder) -> Iterator[Received]:
     finally:
         if spool is not None:
             spool.close()
-
-
-SPOOL_FULL = "no space is left on this server to receive the instance; the parts after it were not read"
-
-
-def _full(exc: OSError) -> bool:
-    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _refusal(headers: dict[str, str]) -> StoreOutcome | None:

@@ -11,6 +11,7 @@ import logging
 import shutil
 import tempfile
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Sequence
@@ -184,6 +185,8 @@ class StoreBatch:
         self._replace = replace
         self._outcomes: list[StoreOutcome | None] = []
         self._pending: list[tuple[int, PendingInstance]] = []
+        self._id = uuid.uuid4().hex        # names this batch's pending marks
+        self._marked: set[str] = set()     # blob directories marked since the last commit
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -207,11 +210,13 @@ class StoreBatch:
         key = blob_key(header.study_uid, header.series_uid, header.sop_instance_uid, sha256)
         fp.seek(0)
         try:
-            self._archive.catalog.mark_pending(key)   # the sweep leaves it until this batch commits
+            directory = key.rsplit("/", 1)[0]
+            if directory not in self._marked:   # the sweep leaves what is under it until this batch commits
+                self._archive.catalog.mark_pending(directory, self._id)
+                self._marked.add(directory)
             size = self._archive.blobs.put(key, fp)
         except Exception as exc:
             log.exception("blob write failed for %s", header.sop_instance_uid)
-            self._forget_pending(key)
             full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
             self._outcomes.append(StoreOutcome(
                 **ids, failure=FailureReason.OUT_OF_RESOURCES if full else FailureReason.PROCESSING_FAILURE,
@@ -237,13 +242,13 @@ class StoreBatch:
                 registrations = [self._register_alone(item) for item in items]
             for (index, item), registration in zip(pending, registrations):
                 self._outcomes[index] = self._settle(item, registration)
+        if self._marked:   # committed or failed, this batch writes nothing more there for now
+            self._marked = set()
+            try:
+                archive.catalog.forget_pending(self._id)
+            except Exception:   # the catalog is away: the marks expire after their grace instead
+                log.exception("could not forget the pending marks of a store")
         return [o for o in self._outcomes if o is not None]
-
-    def _forget_pending(self, key: str) -> None:
-        try:
-            self._archive.catalog.forget_pending([key])
-        except Exception:   # the catalog is away: the mark expires after its grace instead
-            log.exception("could not forget the pending mark of %s", key)
 
     def _register_alone(self, item: PendingInstance) -> Registration:
         try:
@@ -262,8 +267,7 @@ class StoreBatch:
             # The replaced blob is left to the sweep: deleted here, it could be the blob a concurrent
             # store of the same content has just made current again, or one a reader is streaming.
             return StoreOutcome(**ids)
-        if registration.outcome == "error":
-            self._forget_pending(item.blob_key)   # never catalogued: an orphan, the sweep's to remove
+        if registration.outcome == "error":   # never catalogued: an orphan, the sweep's to remove
             return StoreOutcome(**ids, failure=FailureReason.PROCESSING_FAILURE, message=registration.detail)
         # Refused: the blob we wrote has a key no catalog row can point at.
         _delete_quietly(self._archive.blobs, item.blob_key)

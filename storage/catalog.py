@@ -155,9 +155,7 @@ class Catalog:
             "insert_instance": insert(instances).on_conflict_do_nothing(index_elements=["SOPInstanceUID"])
             .returning(instances.c.pk),
         }
-        mark = insert(pending_blobs)
-        self._statements["mark_pending"] = mark.on_conflict_do_update(index_elements=["blob_key"],
-                                                                      set_={"since": mark.excluded.since})
+        self._statements["mark_pending"] = insert(pending_blobs).on_conflict_do_nothing()
 
     @property
     def is_sqlite(self) -> bool:
@@ -248,8 +246,6 @@ class Catalog:
         (one log flush) for a whole STOW request is most of what makes ingest fast.
         """
         with self._writer() as conn, conn.begin():
-            # Their pending marks go with this transaction: committed, the rows name the blobs.
-            conn.execute(delete(pending_blobs).where(pending_blobs.c.blob_key.in_([i.blob_key for i in items])))
             found: dict[tuple[str, str], SeriesRow | Registration] = {}
             results = []
             added = Counter()           # new instances per series pk
@@ -423,10 +419,10 @@ class Catalog:
         return InstanceDetails(row.json.encode(), row.pixel_offset, row.pixel_length,
                                orjson.loads(row.fragments) if row.fragments else None)
 
-    def mark_pending(self, blob_key: str) -> None:
-        """Note a blob about to be written by a store in progress, so that the sweep leaves it
-        until the store's commit (or, after a crash, until the mark is older than its grace).
-        Not made durable: a mark lost in a crash leaves an orphan, which the sweep is for."""
+    def mark_pending(self, blob_prefix: str, batch: str) -> None:
+        """Note that the store ``batch`` is about to write blobs under ``blob_prefix``, so that the
+        sweep leaves them until its commit (or, after a crash, until the mark is older than its
+        grace). Not made durable: a mark lost in a crash leaves orphans, which the sweep is for."""
         with self._writer() as conn:
             raw = conn.connection.dbapi_connection
             if self.is_sqlite:   # WAL without a sync for this one commit (set outside any transaction)
@@ -435,26 +431,29 @@ class Catalog:
                 with conn.begin():
                     if not self.is_sqlite:
                         conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-                    conn.execute(self._statements["mark_pending"], {"blob_key": blob_key, "since": time.time()})
+                    conn.execute(self._statements["mark_pending"],
+                                 {"blob_prefix": blob_prefix, "batch": batch, "since": time.time()})
             finally:
                 if self.is_sqlite:
                     raw.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
 
-    def forget_pending(self, blob_keys: Sequence[str]) -> None:
-        if blob_keys:
-            with self._writer() as conn, conn.begin():
-                conn.execute(delete(pending_blobs).where(pending_blobs.c.blob_key.in_(list(blob_keys))))
+    def forget_pending(self, batch: str) -> None:
+        """The store ``batch`` has committed (or failed): its marks go."""
+        with self._writer() as conn, conn.begin():
+            conn.execute(delete(pending_blobs).where(pending_blobs.c.batch == batch))
 
     def unreferenced(self, blob_keys: list[str], pending_grace: float = 86400.0) -> set[str]:
-        """Those of ``blob_keys`` that no instance row points at and no store in progress is writing
-        (a pending mark younger than ``pending_grace``; older ones are of stores that died)."""
+        """Those of ``blob_keys`` that no instance row points at and no store in progress may be
+        writing (a pending mark of their directory younger than ``pending_grace``; older ones are
+        of stores that died)."""
         if not blob_keys:
             return set()
+        prefixes = {key.rsplit("/", 1)[0] for key in blob_keys}
         with self.engine.connect() as conn:
             used = set(conn.execute(select(instances.c.blob_key).where(instances.c.blob_key.in_(blob_keys))).scalars())
-            used |= set(conn.execute(select(pending_blobs.c.blob_key).where(
-                pending_blobs.c.blob_key.in_(blob_keys), pending_blobs.c.since > time.time() - pending_grace)).scalars())
-        return set(blob_keys) - used
+            busy = set(conn.execute(select(pending_blobs.c.blob_prefix).where(
+                pending_blobs.c.blob_prefix.in_(prefixes), pending_blobs.c.since > time.time() - pending_grace)).scalars())
+        return {key for key in blob_keys if key not in used and key.rsplit("/", 1)[0] not in busy}
 
     def forget_stale_pending(self, older_than: float) -> int:
         """Remove pending marks older than ``older_than`` seconds (their stores died); how many."""

@@ -139,10 +139,13 @@ def person_name_tokens_of(value: str | None) -> set[str]:
     return {token[:64] for token in name_components(value)} if value else set()
 
 
-# Blobs written by stores still in progress (StoreBatch, before its catalog commit): the sweep
-# leaves them however old their files are, until the mark itself is older than its grace.
+# Stores in progress (StoreBatch, before its catalog commit) and the blob directories (a
+# series') they are writing in: the sweep leaves the blobs under them however old their files
+# are, until a mark is older than its grace (its store died). One mark a batch and directory,
+# not a blob, so that marking costs a transaction per series a batch writes, not per instance.
 pending_blobs = Table(
     "pending_blobs", metadata,
-    Column("blob_key", Text(400), primary_key=True),
+    Column("blob_prefix", Text(400), primary_key=True),
+    Column("batch", Text(32), primary_key=True),
     Column("since", Float, nullable=False),
 )
