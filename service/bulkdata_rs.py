@@ -117,7 +117,12 @@ def _pixel_data(stored: StoredInstance, representations) -> "_Bytes | Response":
         raise not_acceptable(stored.transfer_syntax_uid, pixels)
     if choice.native and stored.transfer_syntax_uid in UNCOMPRESSED:
         return _native_pixel_data(stored)
-    numbers = list(range(1, pixels.number_of_frames + 1))
+    # Compressed: a frame is one item at least, 8 bytes of header: a NumberOfFrames the file
+    # cannot hold is the sender's word against its own data (and a list of a billion parts).
+    if pixels.number_of_frames > stored.size // 8:
+        raise NotAcceptable(f"the instance declares {pixels.number_of_frames} frames, more than its "
+                            f"{stored.size} bytes can hold")
+    numbers = range(1, pixels.number_of_frames + 1)
     bodies = frame_bodies(archive(), transcode_limits(), stored, details, pixels, numbers, choice)
     if choice.native:   # decoded: one value, the frames one after the other
         return _Bytes(frames=bodies, size=pixels.native_length)

@@ -53,7 +53,8 @@ _WADO_URI = [_query(name, description) for name, description in [
 
 _DICOM_PARTS = 'multipart/related; type="application/dicom"'
 _XML_PARTS = 'multipart/related; type="application/dicom+xml"'
-_STATUS = {"400": "malformed request", "401": "no valid API key", "404": "not in the archive",
+_STATUS = {"400": "malformed request", "401": "no valid API key", "403": "the peer lacks the permission",
+           "404": "not in the archive",
            "406": "no acceptable representation", "413": "too large", "503": "busy: retry later"}
 
 ENDPOINTS: dict[str, dict] = {
@@ -78,22 +79,23 @@ ENDPOINTS: dict[str, dict] = {
                                       "query": [_ACCEPT, _ANONYMIZE],
                                       "answers": {"200": ["application/dicom+json", _XML_PARTS], "304": []}},
     "frames_rs.retrieve_frames": {"summary": "WADO-RS: frames, native or in a compressed syntax", "tags": ["WADO-RS"],
-                                  "query": [_ACCEPT],
+                                  "query": [_ACCEPT, _ANONYMIZE],
                                   "answers": {"200": ['multipart/related; type="application/octet-stream"',
                                                       'multipart/related; type="image/jls"',
                                                       'multipart/related; type="image/jp2"',
                                                       'multipart/related; type="image/jpeg"',
                                                       'multipart/related; type="image/dicom-rle"']}},
     "bulkdata_rs.retrieve_bulkdata": {"summary": "WADO-RS: bulk data of a BulkDataURI", "tags": ["WADO-RS"],
-                                      "query": [_ACCEPT],
+                                      "query": [_ACCEPT, _ANONYMIZE],
                                       "answers": {"200": ['multipart/related; type="application/octet-stream"',
                                                           "application/octet-stream"], "206": ["application/octet-stream"],
                                                   "416": []}},
-    "rendered_rs.rendered": {"summary": "WADO-RS: rendered images", "tags": ["WADO-RS"], "query": [_ACCEPT, *_RENDERING],
+    "rendered_rs.rendered": {"summary": "WADO-RS: rendered images", "tags": ["WADO-RS"],
+                             "query": [_ACCEPT, _ANONYMIZE, *_RENDERING],
                              "answers": {"200": ["image/jpeg", "image/png", "image/gif",
                                                  'multipart/related; type="image/jpeg"'], "304": []}},
     "rendered_rs.thumbnail": {"summary": "WADO-RS: thumbnail of a representative instance", "tags": ["WADO-RS"],
-                              "query": [_ACCEPT, *_RENDERING],
+                              "query": [_ACCEPT, _ANONYMIZE, *_RENDERING],
                               "answers": {"200": ["image/jpeg", "image/png", "image/gif"], "304": []}},
     "wado_uri.wado": {"summary": "WADO-URI (PS3.18 §9)", "tags": ["WADO-URI"], "query": _WADO_URI,
                       "answers": {"200": ["application/dicom", "image/jpeg", "image/png", "image/gif", "text/html",

@@ -254,3 +254,28 @@ def test_a_batch_member_the_catalog_refuses_fails_alone(client, app, monkeypatch
     [failed] = r.get_json()["00081198"]["Value"]
     assert failed["00081155"]["Value"] == [doomed] and failed["00081197"]["Value"] == [0x0110]
     assert len(r.get_json()["00081199"]["Value"]) == 4
+
+
+def test_a_number_of_frames_its_data_cannot_hold(client):
+    """NumberOfFrames is the sender's word: a billion frames in a few KB is 406 before any list
+    of them is made (it was built whole)."""
+    import io as _io
+
+    from pydicom import dcmread
+    from pydicom.encaps import encapsulate
+
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    ds = dcmread(_io.BytesIO(ct_instance(study, series, sop, rows=8, columns=8)))
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.5"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.NumberOfFrames = 1_000_000_000
+    ds.PixelData = encapsulate([b"\x00" * 64])
+    ds["PixelData"].VR = "OB"
+    out = _io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    store(client, out.getvalue())
+    base = f"/dicom-web/studies/{study}/series/{series}/instances/{sop}"
+    for accept in ("application/octet-stream", 'multipart/related; type="image/dicom-rle"; transfer-syntax=*'):
+        r = client.get(f"{base}/bulk/7FE00010", headers={"Accept": accept})
+        assert r.status_code == 406, (accept, r.status_code)
+    assert client.get(f"{base}/rendered", headers={"Accept": "image/gif"}).status_code == 413
