@@ -79,8 +79,7 @@ def render_resource(study: str, series: str | None, instance: str | None, frames
     several = not thumbnail and (instance is None or (numbers is not None and len(numbers) > 1))
     media_type, as_multipart = negotiate(accepted(), several)
     try:
-        rendering = parse_rendering({k: v for k, v in request.args.items() if k != "anonymize"}, media_type,
-                                    THUMBNAIL if thumbnail else None)
+        rendering = parse_rendering(request.args.to_dict(), media_type, THUMBNAIL if thumbnail else None)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
     images, refused = _representative(found, seed) if thumbnail else _images(found, seed)

@@ -114,11 +114,14 @@ def anonymized(archive: Archive, planned: Plan, seed: str, limits: TranscodeLimi
     make safe (service.deidentify.refusal, from their stored metadata) or too large to hold whole
     while de-identifying are left out, the others de-identified with ``seed``. When none is left,
     406 with the reason (413 when size was)."""
-    parts, skipped, refused, too_large = [], list(planned.skipped), [], False
+    parts, skipped, refused, too_large = [], list(planned.skipped), [], 0
     for part, model in zip(planned.parts, archive.metadata([p.instance for p in planned.parts])):
-        reason = refusal_of_model(orjson.loads(model))
-        if reason is None and not limits.fits(part.instance.size):
-            too_large = True
+        model = orjson.loads(model)
+        reason = refusal_of_model(model)
+        pixels = PixelDescription.from_json(model)   # a deflated instance is held inflated
+        held = max(part.instance.size, pixels.native_length if pixels is not None else 0)
+        if reason is None and not limits.fits(held):
+            too_large = max(too_large, held)
         elif reason is None:
             parts.append(replace(part, seed=seed))
             continue
@@ -130,7 +133,7 @@ def anonymized(archive: Archive, planned: Plan, seed: str, limits: TranscodeLimi
             raise NotAcceptable(f"the instance cannot be sent anonymised: {refused[0]}" if len(skipped) == 1 else
                                 f"no instance here can be sent anonymised: {refused[0]}")
         if too_large:
-            limits.check(max(p.instance.size for p in planned.parts), "de-identification")
+            limits.check(too_large, "de-identification")
         raise NotAcceptable("no instance here can be sent anonymised")
     return Plan(planned.multipart, parts, skipped, tuple(refused))
 
