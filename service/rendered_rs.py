@@ -7,20 +7,21 @@ instance (the middle one of a series; of a study, of its first series). JPEG by
 default, PNG or GIF (animated over the frames of a multi-frame instance) when asked.
 Rendering follows transcode.render; answers carry an ETag made from the instances'
 contents and the parameters, and thumbnails are kept in a small per-process cache.
+With ``anonymize=true``, images the profile cannot make safe are refused and annotations
+are drawn from the anonymised copy (service.deidentify).
 """
 from __future__ import annotations
 
 import hashlib
 import threading
-
-import orjson
 from collections import OrderedDict
 from typing import Iterable, Iterator, Sequence
 
+import orjson
 from flask import Blueprint, Response, current_app, request
 
 from storage import StoredInstance
-from transcode import CodecError, PixelDescription
+from transcode import PixelDescription
 from transcode.render import (
     MAX_RENDERED_PIXELS, RENDERED_MEDIA_TYPES, Rendering, Viewport, animated_gif, encode_images, frame_array,
     parse_rendering, region_box, to_8bit, to_image,

@@ -6,8 +6,6 @@ import time
 import tracemalloc
 
 import numpy as np
-import pydicom
-import pytest
 from pydicom.uid import generate_uid
 
 from bench.synthetic import ct_instance
@@ -104,7 +102,7 @@ def test_parts_beyond_the_limit_are_not_read(tmp_path):
     (0xA700); a metadata request beyond it is 413 (nothing of it is stored)."""
     from service import create_app
     from tests.conftest import API_KEY, make_config
-    from tests.test_stow_metadata import body, sc_model
+    from tests.test_stow_metadata import body
 
     client = create_app(make_config(tmp_path, stow_max_parts=5)).test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = f"ApiKey {API_KEY}"
@@ -236,7 +234,7 @@ def test_inflating_ends_where_the_deflated_stream_ends():
     import threading
     import zlib
 
-    from pydicom import Dataset, FileMetaDataset
+    from pydicom import FileMetaDataset
     from pydicom.filewriter import write_file_meta_info
 
     from storage.dataset import inflated_copy
@@ -259,4 +257,3 @@ def test_inflating_ends_where_the_deflated_stream_ends():
         assert not worker.is_alive(), f"inflating {size} bytes did not end"
         copy = result["copy"]
         assert copy.read().endswith(data)
-    del Dataset
