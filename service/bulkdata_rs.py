@@ -85,18 +85,19 @@ def retrieve_bulkdata(study: str, series: str, instance: str, path: str) -> Resp
         raise NotFound("no such instance in the archive")
     steps = path.split("/")
     tags, items = [int(t, 16) for t in steps[::2]], [int(i) for i in steps[1::2]]
-    pixel_data = tags[0] in PIXEL_TAGS and len(tags) == 1
-    if seed is not None and pixel_data:   # the profile leaves pixels as they are, or refuses the image
-        refuse_unless_deidentifiable(orjson.loads(archive().details(found[0]).metadata))
+    details = archive().details(found[0]) if tags[0] in PIXEL_TAGS and len(tags) == 1 else None
+    if seed is not None and details is not None:   # the profile leaves pixels as they are, or refuses the image
+        refuse_unless_deidentifiable(orjson.loads(details.metadata))
     if len(tags) == 1 and tags[0] == 0x7FE00010:
-        value = _pixel_data(found[0], pixel_representations(media))
+        value = _pixel_data(found[0], details, pixel_representations(media))
         if isinstance(value, Response):
             return value
     else:
         if not single and not octet_stream_acceptable(media):
             raise NotAcceptable('bulk data is sent as multipart/related; type="application/octet-stream" '
                                 "or application/octet-stream")
-        value = _native_pixel_data(found[0]) if pixel_data else _value(found[0], tags, items, seed)
+        value = _native_pixel_data(found[0], details) if details is not None else \
+            _value(found[0], tags, items, seed)
     if single:
         return _single_part(value)
     boundary = multipart.new_boundary()
@@ -105,10 +106,9 @@ def retrieve_bulkdata(study: str, series: str, instance: str, path: str) -> Resp
                                                           f"boundary={boundary}")
 
 
-def _pixel_data(stored: StoredInstance, representations) -> "_Bytes | Response":
+def _pixel_data(stored: StoredInstance, details, representations) -> "_Bytes | Response":  # noqa: ANN001
     """Pixel Data in the best acceptable representation: a native value (sent like any bulk
     data), or an answer of compressed frames, one part each."""
-    details = archive().details(stored)
     pixels = PixelDescription.from_json(orjson.loads(details.metadata))
     if pixels is None:
         raise NotFound("the instance has no pixel data")
@@ -116,7 +116,7 @@ def _pixel_data(stored: StoredInstance, representations) -> "_Bytes | Response":
     if choice is None:
         raise not_acceptable(stored.transfer_syntax_uid, pixels)
     if choice.native and stored.transfer_syntax_uid in UNCOMPRESSED:
-        return _native_pixel_data(stored)
+        return _native_pixel_data(stored, details)
     # Compressed: a frame is one item at least, 8 bytes of header: a NumberOfFrames the file
     # cannot hold is the sender's word against its own data (and a list of a billion parts).
     if pixels.number_of_frames > stored.size // 8:
@@ -136,8 +136,7 @@ def _frames_response(choice: Choice, bodies: list) -> Response:
                     content_type=f'multipart/related; type="{choice.media_type}"; boundary={boundary}')
 
 
-def _native_pixel_data(stored: StoredInstance) -> _Bytes:
-    details = archive().details(stored)
+def _native_pixel_data(stored: StoredInstance, details) -> _Bytes:  # noqa: ANN001 - the catalog's details
     if stored.transfer_syntax_uid in IN_PLACE and details.pixel_offset is not None:
         return _Bytes(blobs=archive().blobs, key=stored.blob_key, offset=details.pixel_offset,
                       size=details.pixel_length)
