@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from storage import Archive, Catalog, open_blob_store
+from storage.search import QueryError
 
 from . import health, metrics, upstreams
 from .auth import (
@@ -17,7 +18,7 @@ from .auth import (
     AuditMiddleware, PeerSource, identify, presented_key, required_permission,
 )
 from .config import Config, in_networks
-from .errors import DicomWebError, Forbidden, Unauthorized
+from .errors import BadRequest, DicomWebError, Forbidden, Unauthorized
 from .limits import TranscodeLimits
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,10 @@ def _register_error_handlers(app: Flask) -> None:
         response.status_code = exc.status
         response.headers.update(exc.headers)
         return response
+
+    @app.errorhandler(QueryError)
+    def query_error(exc: QueryError) -> Any:   # a search the catalog cannot run as asked: the peer's to mend
+        return dicomweb_error(BadRequest(str(exc)))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:

@@ -24,7 +24,7 @@ from transcode import PixelDescription
 from transcode.syntaxes import UNCOMPRESSED
 
 from . import multipart
-from .errors import BadRequest, DicomWebError, NotAcceptable, NotFound
+from .errors import BadRequest, NotAcceptable, NotFound, RangeNotSatisfiable
 from .media import OCTET_STREAM, octet_stream_acceptable, pixel_representations
 from .pixel_data import IN_PLACE, Choice, FrameReader, choose, frame_bodies, not_acceptable
 from .deidentify import deidentify
@@ -37,10 +37,6 @@ bp = Blueprint("bulkdata_rs", __name__)
 _PATH = re.compile(r"[0-9A-Fa-f]{8}(/[0-9]+/[0-9A-Fa-f]{8})*")
 _RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")   # 18 digits: beyond any value, within int64
 PIXEL_TAGS = {0x7FE00008, 0x7FE00009, 0x7FE00010}
-
-
-class RangeNotSatisfiable(DicomWebError):
-    status, title = 416, "Range Not Satisfiable"
 
 
 class _Bytes:

@@ -36,6 +36,10 @@ class PayloadTooLarge(DicomWebError):
     status, title = 413, "Payload Too Large"
 
 
+class RangeNotSatisfiable(DicomWebError):
+    status, title = 416, "Range Not Satisfiable"
+
+
 class UnsupportedMediaType(DicomWebError):
     status, title = 415, "Unsupported Media Type"
 

@@ -21,7 +21,6 @@ from dataclasses import replace
 import orjson
 from flask import Blueprint, Response, current_app, request
 
-from storage.search import QueryError
 from storage.uids import is_valid_uid
 
 from . import upstreams
@@ -42,19 +41,13 @@ def search() -> Response:
     unknown = sorted(set(request.args) - SEARCH_PARAMETERS)
     if unknown:
         raise BadRequest(f"unsupported search parameter {unknown[0]!r}; supported: {', '.join(sorted(SEARCH_PARAMETERS))}")
-    try:
-        count = min(integer("_count", request.args.get("_count", "20"), 0), settings().qido_max_results)
-        facade = [u for u in current_app.extensions["upstreams"] if "search" in u.serves]
-        offset = integer("_offset", request.args.get("_offset", "0"), 0,
-                         max_offset(settings().qido_max_offset, settings().qido_max_results, bool(facade)))
-    except QueryError as exc:
-        raise BadRequest(str(exc)) from None
+    count = min(integer("_count", request.args.get("_count", "20"), 0), settings().qido_max_results)
+    facade = [u for u in current_app.extensions["upstreams"] if "search" in u.serves]
+    offset = integer("_offset", request.args.get("_offset", "0"), 0,
+                     max_offset(settings().qido_max_offset, settings().qido_max_results, bool(facade)))
     params = _qido_params()
-    try:
-        query, _ = parse_query("study", [*params, ("limit", str(max(count, 1))), ("offset", str(offset))],
-                               settings().qido_max_results, max_offset=offset)
-    except QueryError as exc:
-        raise BadRequest(str(exc)) from None
+    query, _ = parse_query("study", [*params, ("limit", str(max(count, 1))), ("offset", str(offset))],
+                           settings().qido_max_results, max_offset=offset)
     catalog = archive().catalog
     total = catalog.count(query)
     rows = catalog.search(query)[0] if count else []

@@ -6,11 +6,8 @@ from dataclasses import replace
 import orjson
 from flask import Blueprint, Response, current_app, request
 
-from storage.search import QueryError
-
 from . import multipart, upstreams, urls
 from .dicom_xml import json_to_xml
-from .errors import BadRequest
 from .media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED
 from .qido_params import max_offset, parse_query
 from .qido_response import ResultFormat
@@ -90,13 +87,10 @@ def _search(level: str, scoped: dict[str, str]) -> Response:
     config = settings()
     max_results = config.qido_max_results
     facade = [u for u in current_app.extensions["upstreams"] if "search" in u.serves]
-    try:
-        query, warnings = parse_query(level, request.args.items(multi=True), max_results, scoped,
-                                      max_offset(config.qido_max_offset, max_results, bool(facade)))
-        local = replace(query, limit=query.offset + query.limit, offset=0) if facade else query
-        rows, more = archive().catalog.search(local)
-    except QueryError as exc:
-        raise BadRequest(str(exc)) from None
+    query, warnings = parse_query(level, request.args.items(multi=True), max_results, scoped,
+                                  max_offset(config.qido_max_offset, max_results, bool(facade)))
+    local = replace(query, limit=query.offset + query.limit, offset=0) if facade else query
+    rows, more = archive().catalog.search(local)
     to_json = ResultFormat(query.returned(), level, base_url())
     results = [to_json(row) for row in rows]
     if facade:

@@ -12,12 +12,13 @@ import pydicom
 
 from storage import Archive, StoredInstance
 from storage.blobs import iter_chunks
-from transcode import PixelDescription, can_transcode, transcode
+from storage.dataset import InflationLimit
+from transcode import ConversionError, PixelDescription, can_transcode, transcode
 from transcode.instance import streamable, write_streamed
 from transcode.syntaxes import describe
 
 from . import multipart, urls
-from .deidentify import deidentify, refusal_of_model
+from .deidentify import NotDeidentifiable, deidentify, refusal_of_model
 from .errors import NotAcceptable
 from .limits import TranscodeLimits
 from .media import ANY_TRANSFER_SYNTAX, DICOM, Representation
@@ -146,8 +147,8 @@ def pixel_descriptions(archive: Archive, instances: Sequence[StoredInstance]) ->
 
 
 def convert(archive: Archive, part: PlannedPart, limits: TranscodeLimits, before_answer: bool) -> BinaryIO:
-    """The instance re-encoded in its planned syntax, in a spool file; ValueError if its data
-    cannot be. Made frame by frame where the frames can be read one by one, so memory holds
+    """The instance re-encoded in its planned syntax, in a spool file; ConversionError (or
+    InflationLimit, NotDeidentifiable) if its data cannot be. Made frame by frame where the frames can be read one by one, so memory holds
     one frame; else (deflate, big endian, unmapped fragments, data after Pixel Data) whole."""
     out = tempfile.SpooledTemporaryFile(max_size=CONVERTED_IN_MEMORY)
     source, target = part.instance.transfer_syntax_uid, part.transfer_syntax
@@ -197,7 +198,7 @@ def convert_now(archive: Archive, part: PlannedPart, limits: TranscodeLimits) ->
         return part
     try:
         return replace(part, converted=convert(archive, part, limits, before_answer=True))
-    except ValueError as exc:
+    except (ConversionError, InflationLimit, NotDeidentifiable) as exc:   # the data's; any other is ours
         raise NotAcceptable(f"the instance cannot be sent in {describe(part.transfer_syntax)}: {exc}; "
                             "ask for transfer-syntax=* to receive it as stored") from None
 

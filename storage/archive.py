@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Sequence
 
 from .blobs import CHUNK_SIZE, BlobReader, BlobStore
-from .catalog import Catalog, InstanceDetails, PendingInstance, Registration, StoredInstance
+from .catalog import Catalog, InstanceDetails, Outcome, PendingInstance, Registration, StoredInstance
 from .dataset import (
     DEFLATED, EXPLICIT_VR_LITTLE_ENDIAN, InstanceHeader, RejectedInstance, inflated_copy, read_header,
 )
@@ -257,21 +257,21 @@ class StoreBatch:
             # The blob stays as an orphan for the sweep: it may be the very blob an earlier,
             # identical upload of the same instance is catalogued with.
             log.exception("catalog write failed for %s", item.header.sop_instance_uid)
-            return Registration("error", detail=f"the catalog could not record the instance ({type(exc).__name__})")
+            return Registration(Outcome.ERROR, detail=f"the catalog could not record the instance ({type(exc).__name__})")
 
     def _settle(self, item: PendingInstance, registration: Registration) -> StoreOutcome:
         ids = _ids(item.header)
-        if registration.outcome in ("created", "identical"):
+        if registration.outcome in (Outcome.CREATED, Outcome.IDENTICAL):
             return StoreOutcome(**ids)
-        if registration.outcome == "replaced":
+        if registration.outcome is Outcome.REPLACED:
             # The replaced blob is left to the sweep: deleted here, it could be the blob a concurrent
             # store of the same content has just made current again, or one a reader is streaming.
             return StoreOutcome(**ids)
-        if registration.outcome == "error":   # never catalogued: an orphan, the sweep's to remove
+        if registration.outcome is Outcome.ERROR:   # never catalogued: an orphan, the sweep's to remove
             return StoreOutcome(**ids, failure=FailureReason.PROCESSING_FAILURE, message=registration.detail)
         # Refused: the blob we wrote has a key no catalog row can point at.
         _delete_quietly(self._archive.blobs, item.blob_key)
-        reason = (FailureReason.DUPLICATE_SOP_INSTANCE if registration.outcome == "conflict"
+        reason = (FailureReason.DUPLICATE_SOP_INSTANCE if registration.outcome is Outcome.CONFLICT
                   else FailureReason.DATASET_MISMATCH)
         return StoreOutcome(**ids, failure=reason, message=registration.detail)
 

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -121,11 +122,22 @@ class SeriesRow:
     created: bool       # by this transaction
 
 
+class Outcome(Enum):
+    """What registering an instance in the catalog came to."""
+
+    CREATED = "created"
+    IDENTICAL = "identical"      # the same content was catalogued already
+    REPLACED = "replaced"        # other content was, and replace mode replaced it
+    CONFLICT = "conflict"        # other content was, and is kept
+    HIERARCHY = "hierarchy"      # its series or instance is filed under another study or series
+    ERROR = "error"              # the catalog could not record it
+
+
 @dataclass(frozen=True)
 class Registration:
     """The outcome of registering an instance in the catalog."""
 
-    outcome: str                  # "created", "identical", "replaced", "conflict", "hierarchy"
+    outcome: Outcome
     previous_blob_key: str | None = None
     detail: str = ""
 
@@ -258,7 +270,7 @@ class Catalog:
                     results.append(row)
                     continue
                 registration = self._register_instance(conn, item, row.pk, replace)
-                if registration.outcome == "created":
+                if registration.outcome is Outcome.CREATED:
                     added[row.pk] += 1
                 results.append(registration)
             rows = [r for r in found.values() if isinstance(r, SeriesRow)]
@@ -313,18 +325,18 @@ class Catalog:
         inserted = conn.execute(self._statements["insert_instance"], row).first()
         if inserted is not None:
             conn.execute(instance_metadata.insert(), {"instance_pk": inserted.pk, **_details(header)})
-            return Registration("created")
+            return Registration(Outcome.CREATED)
         existing = conn.execute(_INSTANCE_BY_UID, {"sop": header.sop_instance_uid}).one()
         if existing.series_pk != series_pk:
-            return Registration("hierarchy", detail="SOP Instance UID is already stored in another series")
+            return Registration(Outcome.HIERARCHY, detail="SOP Instance UID is already stored in another series")
         if existing.sha256 == item.sha256:
-            return Registration("identical")
+            return Registration(Outcome.IDENTICAL)
         if not replace:
-            return Registration("conflict", detail="SOP Instance UID is already stored with other content")
+            return Registration(Outcome.CONFLICT, detail="SOP Instance UID is already stored with other content")
         conn.execute(update(instances).where(instances.c.pk == existing.pk).values(row))
         conn.execute(update(instance_metadata).where(instance_metadata.c.instance_pk == existing.pk)
                      .values(_details(header)))
-        return Registration("replaced", previous_blob_key=existing.blob_key)
+        return Registration(Outcome.REPLACED, previous_blob_key=existing.blob_key)
 
     def _series(self, conn: Connection, header: InstanceHeader) -> "SeriesRow | Registration":
         found = conn.execute(_SERIES_BY_UID, {"series": header.series_uid}).first()
@@ -336,7 +348,7 @@ class Catalog:
                 "study_pk": study_pk}).first() is not None
             found = conn.execute(_SERIES_BY_UID, {"series": header.series_uid}).one()
         if found.StudyInstanceUID != header.study_uid:
-            return Registration("hierarchy", detail="Series Instance UID is already stored in another study")
+            return Registration(Outcome.HIERARCHY, detail="Series Instance UID is already stored in another study")
         return SeriesRow(found.pk, found.study_pk, created)
 
     def _study_pk(self, conn: Connection, header: InstanceHeader) -> int:

@@ -12,11 +12,3 @@ class FailureReason(IntEnum):
     OUT_OF_RESOURCES = 0xA700
     DATASET_MISMATCH = 0xA900            # data set does not match SOP class / request study
     CANNOT_UNDERSTAND = 0xC000
-
-
-class WarningReason(IntEnum):
-    """Warning Reason (0008,1196) values used in a ReferencedSOPSequence item."""
-
-    COERCION_OF_DATA_ELEMENTS = 0xB000
-    ELEMENTS_DISCARDED = 0xB006
-    DATASET_MISMATCH = 0xB007

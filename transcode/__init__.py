@@ -5,7 +5,7 @@ uncompressed one, or any compressed one an encoder is installed for);
 ``codecs``: one frame encoded or decoded; ``syntaxes``: the table of PS3.5
 syntaxes and the media types PS3.18 pairs them with.
 """
-from .codecs import CodecError, PixelDescription
+from .codecs import CodecError, ConversionError, PixelDescription
 from .instance import DECODABLE, can_transcode, transcode
 
-__all__ = ["CodecError", "DECODABLE", "PixelDescription", "can_transcode", "transcode"]
+__all__ = ["CodecError", "ConversionError", "DECODABLE", "PixelDescription", "can_transcode", "transcode"]

@@ -50,7 +50,11 @@ _PYDICOM_ENCODED = {"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840
 ENCODABLE = frozenset(_GDCM_ENCODED | _PYDICOM_ENCODED)
 
 
-class CodecError(ValueError):
+class ConversionError(ValueError):
+    """An instance that cannot be converted as asked (its data, not a fault of ours)."""
+
+
+class CodecError(ConversionError):
     """Pixel data that cannot be encoded or decoded as asked."""
 
 

@@ -29,7 +29,7 @@ from pydicom.encaps import generate_frames
 from pydicom.pixels import get_decoder
 from pydicom.valuerep import VR
 
-from .codecs import ENCODABLE, CodecError, PixelDescription, decode_frame, encode_frame, unsuitable
+from .codecs import ENCODABLE, CodecError, ConversionError, PixelDescription, decode_frame, encode_frame, unsuitable
 from .syntaxes import (
     EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, FRAME_CODED, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_EXTENDED,
     TRANSFER_SYNTAXES, UNCOMPRESSED, describe,
@@ -72,10 +72,10 @@ def can_transcode(source: str, target: str, pixels: PixelDescription | None = No
 def transcode(fp: BinaryIO, target: str, source: str) -> bytes:
     """The Part 10 file ``fp``, stored in ``source``, re-encoded in ``target``, in memory.
 
-    Raises ValueError (CodecError for pixel data) when that is impossible.
+    Raises ConversionError (CodecError for pixel data) when that is impossible.
     """
     if target not in UNCOMPRESSED and target not in ENCODABLE:
-        raise ValueError(f"there is no encoder for {describe(target)}")
+        raise ConversionError(f"there is no encoder for {describe(target)}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = pydicom.dcmread(fp)
@@ -254,7 +254,7 @@ def _write_dataset(ds: pydicom.Dataset, target: str, out: BinaryIO) -> None:
         dcmwrite(out, ds, implicit_vr=target == IMPLICIT_VR_LITTLE_ENDIAN,
                  little_endian=target != EXPLICIT_VR_BIG_ENDIAN, force_encoding=True)
     except Exception as exc:   # values pydicom read but cannot write back (damaged files)
-        raise ValueError(f"the data set could not be written: {exc}") from None
+        raise ConversionError(f"the data set could not be written: {exc}") from None
 
 
 def _element_header(out: BinaryIO, tag: int, vr: bytes, length: int, little: bool, implicit: bool) -> None:
