@@ -40,10 +40,10 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run --start
 
 sweep: $(STAMP)
-	$(BIN)/flask --app wsgi sweep
+	$(BIN)/dicomweb sweep
 
 backfill: $(STAMP)
-	$(BIN)/flask --app wsgi backfill-metadata
+	$(BIN)/dicomweb backfill
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -9,7 +9,6 @@ from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from storage import Archive, Catalog, open_blob_store
 from storage.search import QueryError
 
 from . import health, metrics, upstreams
@@ -20,6 +19,7 @@ from .auth import (
 from .config import Config, in_networks
 from .errors import BadRequest, DicomWebError, Forbidden, Unauthorized
 from .limits import TranscodeLimits
+from .wiring import anonymize_secret, make_archive
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,8 @@ def create_app(config: Config | None = None) -> Flask:
     app.config["DICOMWEB"] = config
     app.extensions["peers"] = peers
     app.extensions["upstreams"] = upstreams.load(config.upstreams_file)
-    app.extensions["archive"] = _make_archive(config)
-    app.extensions["anonymize_secret"] = (config.anonymize_secret.encode()
-                                          or _secret_file(config.data_dir / "anonymize-secret"))
+    app.extensions["archive"] = make_archive(config)
+    app.extensions["anonymize_secret"] = anonymize_secret(config)
     app.extensions["transcode_limits"] = TranscodeLimits(config.transcode_max_bytes, config.transcode_slots,
                                                          config.transcode_wait)
 
@@ -65,17 +64,6 @@ def create_app(config: Config | None = None) -> Flask:
     app.before_request(_authenticate)
     _register_error_handlers(app)
 
-    @app.cli.command("sweep")
-    def sweep() -> None:
-        """Remove blobs no catalog row references (left by interrupted writes)."""
-        removed = app.extensions["archive"].sweep()
-        print(f"removed {removed} orphaned blob(s)")
-
-    @app.cli.command("backfill-metadata")
-    def backfill_metadata() -> None:
-        """Make the stored metadata of instances archived before it was kept."""
-        print(f"made the metadata of {app.extensions['archive'].backfill_all()} instance(s)")
-
     app.wsgi_app = _FromProxies(app.wsgi_app, config.trusted_proxies, config.proxy_addresses)
     app.wsgi_app = AuditMiddleware(app.wsgi_app, logging.getLogger("dicomweb.audit"))
     return app
@@ -95,16 +83,6 @@ class _FromProxies:
         environ[SOCKET_PEER_ENVIRON_KEY] = environ.get("REMOTE_ADDR")
         trusted = self.fixed is not self.plain and in_networks(environ.get("REMOTE_ADDR"), self.addresses)
         return (self.fixed if trusted else self.plain)(environ, start_response)
-
-
-def _make_archive(config: Config) -> Archive:
-    config.spool_dir.mkdir(parents=True, exist_ok=True)
-    blobs = open_blob_store(config.storage, config.s3_endpoint_url, config.s3_region, fsync=config.fsync)
-    catalog = Catalog(config.catalog_url, durable=config.fsync)
-    catalog.create_schema()
-    catalog.dispose()  # the app may be made in a gunicorn master that forks workers
-    return Archive(blobs, catalog, replace_duplicates=config.replace_duplicates,
-                   max_inflated_bytes=config.transcode_max_bytes)
 
 
 def _authenticate() -> None:
@@ -153,17 +131,3 @@ def _register_error_handlers(app: Flask) -> None:
         response = jsonify(error="Internal Server Error", message="the server failed to handle the request")
         response.status_code = 500
         return response
-
-
-def _secret_file(path) -> bytes:
-    """A random secret kept in ``path``, made on first use (one per data directory: set
-    DICOMWEB_ANONYMIZE_SECRET where several nodes must agree)."""
-    import secrets
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
-            fh.write(secrets.token_hex(32))
-    except FileExistsError:
-        pass
-    return path.read_text().strip().encode()

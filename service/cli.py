@@ -5,6 +5,8 @@ as the server (service.config).
     dicomweb import PATH…                   bulk-load files and folders (DICOMDIR trees too)
     dicomweb keys add|list|revoke           API keys of peers (only their hashes are kept)
     dicomweb check [--repair]               every catalog row has its blob, every blob its row
+    dicomweb sweep                          remove what interrupted writes left
+    dicomweb backfill                       make the metadata of instances stored before it was kept
     dicomweb migrate                        bring the catalog to this version's schema
 """
 from __future__ import annotations
@@ -20,10 +22,11 @@ from typing import Iterator
 
 import click
 
-from storage import Archive, Catalog, open_blob_store
+from storage import Archive, Catalog
 from storage.migrations import migrate as migrate_catalog
 
 from .config import Config, parse_permissions, peers_path, read_peers
+from .wiring import make_archive
 
 ROOT = Path(__file__).resolve().parent.parent
 IMPORT_BATCH = 50
@@ -34,11 +37,7 @@ def _config() -> Config:
 
 
 def _archive(config: Config) -> Archive:
-    catalog = Catalog(config.catalog_url, durable=config.fsync)
-    catalog.create_schema()
-    blobs = open_blob_store(config.storage, config.s3_endpoint_url, config.s3_region, fsync=config.fsync)
-    return Archive(blobs, catalog, replace_duplicates=config.replace_duplicates,
-                   max_inflated_bytes=config.transcode_max_bytes)
+    return make_archive(config)
 
 
 @click.group(help=__doc__.split("\n\n")[0])
@@ -191,6 +190,17 @@ def check(repair: bool) -> None:
         click.echo(f"repaired: {len(lost)} row(s) removed, {removed} unreferenced blob(s) removed")
     elif lost or orphans:
         sys.exit(1)
+
+
+@main.command(help="Remove blobs no catalog row references, older than an hour (left by interrupted writes), "
+                   "and what else interrupted writes left.")
+def sweep() -> None:
+    click.echo(f"removed {_archive(_config()).sweep()} orphaned blob(s)")
+
+
+@main.command(help="Make the stored metadata of instances archived before it was kept.")
+def backfill() -> None:
+    click.echo(f"made the metadata of {_archive(_config()).backfill_all()} instance(s)")
 
 
 @main.command(help="Bring the catalog to this version's schema (safe to run again).")

@@ -279,7 +279,14 @@ def test_sweep_command(tmp_path):
     blobs.put("aa/bb/1.2/3.4/5.6.0123.dcm", io.BytesIO(b"orphan"))
     old = time.time() - 7200
     os.utime(blobs.root / "aa/bb/1.2/3.4/5.6.0123.dcm", (old, old))
-    result = app.test_cli_runner().invoke(args=["sweep"])
+    from click.testing import CliRunner
+
+    from service.cli import main
+
+    config = app.config["DICOMWEB"]
+    result = CliRunner().invoke(main, ["sweep"], catch_exceptions=False, env={
+        "DICOMWEB_DATA_DIR": str(config.data_dir), "DICOMWEB_CATALOG_URL": config.catalog_url,
+        "DICOMWEB_STORAGE": config.storage})
     assert "removed 1 orphaned blob(s)" in result.output
     assert list(blobs.list()) == []
 

@@ -1,0 +1,40 @@
+"""The parts of the service made from its configuration, the same for the app and the
+``dicomweb`` command: the archive, and the secrets kept in the data directory."""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from storage import Archive, Catalog, open_blob_store
+
+from .config import Config
+
+
+def make_archive(config: Config) -> Archive:
+    """The archive the configuration names; its catalog made at the latest schema when empty
+    (storage.catalog.SchemaOutdated when it is behind), and its connections closed again, as
+    the app may be made in a gunicorn master that forks workers."""
+    config.spool_dir.mkdir(parents=True, exist_ok=True)
+    blobs = open_blob_store(config.storage, config.s3_endpoint_url, config.s3_region, fsync=config.fsync)
+    catalog = Catalog(config.catalog_url, durable=config.fsync)
+    catalog.create_schema()
+    catalog.dispose()
+    return Archive(blobs, catalog, replace_duplicates=config.replace_duplicates,
+                   max_inflated_bytes=config.transcode_max_bytes)
+
+
+def anonymize_secret(config: Config) -> bytes:
+    """DICOMWEB_ANONYMIZE_SECRET, else a random one kept in ``anonymize-secret`` of the data
+    directory, made on first use (one per data directory: set the variable where several
+    nodes must agree)."""
+    if config.anonymize_secret:
+        return config.anonymize_secret.encode()
+    path = Path(config.data_dir) / "anonymize-secret"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            fh.write(secrets.token_hex(32))
+    except FileExistsError:
+        pass
+    return path.read_text().strip().encode()
