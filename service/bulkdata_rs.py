@@ -29,7 +29,8 @@ from .media import OCTET_STREAM, octet_stream_acceptable, pixel_representations
 from .pixel_data import IN_PLACE, Choice, FrameReader, choose, frame_bodies, not_acceptable
 from .deidentify import deidentify
 from .web import (
-    accepted, anonymize_seed, archive, from_upstream, refuse_unless_deidentifiable, require_uids, transcode_limits,
+    accepted, anonymize_seed, archive, held_or_relayed, multipart_response, refuse_unless_deidentifiable, require_uids,
+    transcode_limits,
 )
 
 bp = Blueprint("bulkdata_rs", __name__)
@@ -74,11 +75,9 @@ def retrieve_bulkdata(study: str, series: str, instance: str, path: str) -> Resp
     media = accepted()
     single = bool(media) and media[0].type == OCTET_STREAM
     seed = anonymize_seed(study, request.args.get("anonymize"))
-    found = archive().instances(study, series, instance)
-    if not found and (relayed := from_upstream(anonymized=seed is not None)) is not None:
+    found, relayed = held_or_relayed(study, series, instance, anonymized=seed is not None)
+    if relayed is not None:
         return relayed
-    if not found:
-        raise NotFound("no such instance in the archive")
     steps = path.split("/")
     tags, items = [int(t, 16) for t in steps[::2]], [int(i) for i in steps[1::2]]
     details = archive().details(found[0]) if tags[0] in PIXEL_TAGS and len(tags) == 1 else None
@@ -96,10 +95,7 @@ def retrieve_bulkdata(study: str, series: str, instance: str, path: str) -> Resp
             _value(found[0], tags, items, seed)
     if single:
         return _single_part(value)
-    boundary = multipart.new_boundary()
-    return Response(multipart.encode_parts([multipart.Part({"Content-Type": OCTET_STREAM}, value)], boundary),
-                    direct_passthrough=True, content_type=f'multipart/related; type="{OCTET_STREAM}"; '
-                                                          f"boundary={boundary}")
+    return multipart_response([multipart.Part({"Content-Type": OCTET_STREAM}, value)], OCTET_STREAM)
 
 
 def _pixel_data(stored: StoredInstance, details, representations) -> "_Bytes | Response":  # noqa: ANN001
@@ -126,10 +122,8 @@ def _pixel_data(stored: StoredInstance, details, representations) -> "_Bytes | R
 
 
 def _frames_response(choice: Choice, bodies: list) -> Response:
-    parts = [multipart.Part({"Content-Type": choice.content_type}, body) for body in bodies]
-    boundary = multipart.new_boundary()
-    return Response(multipart.encode_parts(parts, boundary), direct_passthrough=True,
-                    content_type=f'multipart/related; type="{choice.media_type}"; boundary={boundary}')
+    return multipart_response([multipart.Part({"Content-Type": choice.content_type}, body) for body in bodies],
+                              choice.media_type)
 
 
 def _native_pixel_data(stored: StoredInstance, details) -> _Bytes:  # noqa: ANN001 - the catalog's details

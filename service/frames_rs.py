@@ -20,8 +20,8 @@ from .errors import BadRequest, NotFound
 from .media import pixel_representations
 from .pixel_data import choose, frame_bodies, not_acceptable
 from .web import (
-    accepted, anonymize_seed, archive, base_url, from_upstream, refuse_unless_deidentifiable, require_uids,
-    transcode_limits,
+    accepted, anonymize_seed, archive, base_url, held_or_relayed, multipart_response, refuse_unless_deidentifiable,
+    require_uids, transcode_limits,
 )
 
 bp = Blueprint("frames_rs", __name__)
@@ -45,11 +45,9 @@ def retrieve_frames(study: str, series: str, instance: str, frames: str) -> Resp
     seed = anonymize_seed(study, request.args.get("anonymize"))
     numbers = parse_frame_list(frames)
     representations = pixel_representations(accepted())
-    found = archive().instances(study, series, instance)
-    if not found and (relayed := from_upstream(anonymized=seed is not None)) is not None:
+    found, relayed = held_or_relayed(study, series, instance, anonymized=seed is not None)
+    if relayed is not None:
         return relayed
-    if not found:
-        raise NotFound("no such instance in the archive")
     stored = found[0]
     details = archive().details(stored)
     model = orjson.loads(details.metadata)
@@ -67,9 +65,7 @@ def retrieve_frames(study: str, series: str, instance: str, frames: str) -> Resp
     parts = [multipart.Part({"Content-Type": choice.content_type} if seed is not None else   # no original UIDs
                             {"Content-Type": choice.content_type, "Content-Location": f"{location}{n}"}, body)
              for n, body in zip(numbers, bodies)]
-    boundary = multipart.new_boundary()
-    return Response(multipart.encode_parts(parts, boundary), direct_passthrough=True,
-                    content_type=f'multipart/related; type="{choice.media_type}"; boundary={boundary}')
+    return multipart_response(parts, choice.media_type)
 
 
 def check_range(numbers: list[int], count: int) -> None:

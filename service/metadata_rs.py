@@ -19,9 +19,8 @@ from storage.metadata import with_base_url
 from . import multipart
 from .deidentify import deidentify_model
 from .dicom_xml import json_to_xml
-from .errors import NotFound
-from .media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED
-from .web import anonymize_seed, archive, base_url, from_upstream, require_uids, wants_xml
+from .media import DICOM_JSON, DICOM_XML
+from .web import anonymize_seed, archive, base_url, held_or_relayed, require_uids, wants_xml
 
 bp = Blueprint("metadata_rs", __name__)
 
@@ -33,12 +32,10 @@ def retrieve_metadata(study: str, series: str | None = None, instance: str | Non
     require_uids(study=study, series=series, instance=instance)
     as_xml = wants_xml("metadata")
     seed = anonymize_seed(study, request.args.get("anonymize"))
-    found = archive().instances(study, series, instance)
     anonymized = (lambda model: deidentify_model(model, seed)) if seed is not None and not as_xml else None
-    if not found and (relayed := from_upstream(seed is not None, anonymized)) is not None:
+    found, relayed = held_or_relayed(study, series, instance, seed is not None, anonymized)
+    if relayed is not None:
         return relayed
-    if not found:
-        raise NotFound(f"no such {'instance' if instance else 'series' if series else 'study'} in the archive")
     root = base_url()
     gzipped = "gzip" in request.accept_encodings
     tag = hashlib.sha1("\n".join([root, "xml" if as_xml else "json", "gzip" if gzipped else "identity",
@@ -51,10 +48,8 @@ def retrieve_metadata(study: str, series: str | None = None, instance: str | Non
     if seed is not None:
         texts = (_deidentified(text, seed) for text in texts)
     if as_xml:
-        boundary = multipart.new_boundary()
-        parts = (multipart.Part({"Content-Type": DICOM_XML}, [json_to_xml(orjson.loads(t))]) for t in texts)
-        body: Iterable[bytes] = multipart.encode_parts(parts, boundary)
-        content_type = f'{MULTIPART_RELATED}; type="{DICOM_XML}"; boundary={boundary}'
+        body, content_type = multipart.related(
+            (multipart.Part({"Content-Type": DICOM_XML}, [json_to_xml(orjson.loads(t))]) for t in texts), DICOM_XML)
     else:
         body, content_type = _json_array(texts), DICOM_JSON
     headers = {"ETag": etag, "Vary": "Accept, Accept-Encoding", "Cache-Control": "no-cache"}

@@ -222,6 +222,12 @@ def encode_parts(parts: Iterable[Part], boundary: str) -> Iterator[bytes]:
         yield f"\r\n--{boundary}--\r\n".encode("latin-1")
 
 
+def related(parts: Iterable[Part], media_type: str) -> tuple[Iterator[bytes], str]:
+    """A ``multipart/related`` body of these parts, and its Content-Type (a fresh boundary)."""
+    boundary = new_boundary()
+    return encode_parts(parts, boundary), f'multipart/related; type="{media_type}"; boundary={boundary}'
+
+
 def part_header_length(headers: dict[str, str], boundary: str, first: bool) -> int:
     """Bytes ``encode_parts`` writes before a part's body (for Content-Length)."""
     head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())

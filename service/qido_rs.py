@@ -8,10 +8,10 @@ from flask import Blueprint, Response, current_app, request
 
 from . import multipart, upstreams, urls
 from .dicom_xml import json_to_xml
-from .media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED
+from .media import DICOM_JSON, DICOM_XML
 from .qido_params import max_offset, parse_query
 from .qido_response import ResultFormat
-from .web import archive, base_url, require_uids, settings, wants_xml, warning
+from .web import archive, base_url, multipart_response, require_uids, settings, wants_xml, warning
 
 bp = Blueprint("qido_rs", __name__)
 
@@ -99,10 +99,8 @@ def _search(level: str, scoped: dict[str, str]) -> Response:
     if more and "limit" not in request.args:
         warnings.append(TRUNCATED)
     if as_xml:
-        boundary = multipart.new_boundary()
-        parts = [multipart.Part({"Content-Type": DICOM_XML}, [json_to_xml(r)]) for r in results]
-        response = Response(b"".join(multipart.encode_parts(parts, boundary)),
-                            content_type=f'{MULTIPART_RELATED}; type="{DICOM_XML}"; boundary={boundary}')
+        response = multipart_response([multipart.Part({"Content-Type": DICOM_XML}, [json_to_xml(r)])
+                                       for r in results], DICOM_XML)
     else:
         response = Response(orjson.dumps(results), mimetype=DICOM_JSON)
     for text in warnings:

@@ -34,7 +34,9 @@ from .frames_rs import check_range, parse_frame_list
 from .limits import TranscodeLimits
 from .media import MULTIPART_RELATED, MediaType
 from .pixel_data import FrameReader
-from .web import accepted, anonymize_seed, archive, from_upstream, require_uids, transcode_limits, warning
+from .web import (
+    accepted, anonymize_seed, archive, held_or_relayed, multipart_response, require_uids, transcode_limits, warning,
+)
 
 bp = Blueprint("rendered_rs", __name__)
 
@@ -71,12 +73,9 @@ def render_resource(study: str, series: str | None, instance: str | None, frames
     require_uids(study=study, series=series, instance=instance)
     seed = anonymize_seed(study, request.args.get("anonymize"))
     numbers = parse_frame_list(frames) if frames is not None else None
-    found = archive().instances(study, series, instance)
-    if not found and (relayed := from_upstream(anonymized=seed is not None)) is not None:
+    found, relayed = held_or_relayed(study, series, instance, anonymized=seed is not None)
+    if relayed is not None:
         return relayed
-    if not found:
-        level = "instance" if instance else "series" if series else "study"
-        raise NotFound(f"no such {level} in the archive")
     several = not thumbnail and (instance is None or (numbers is not None and len(numbers) > 1))
     media_type, as_multipart = negotiate(accepted(), several)
     try:
@@ -100,10 +99,7 @@ def render_resource(study: str, series: str | None, instance: str | None, frames
                         for stored, pixels in images for wanted in _frame_groups(pixels, numbers, rendering, True)]
         bodies[0] = bodies[0].make(before_answer=True)   # an image that cannot be rendered is still a 406
         parts = (multipart.Part({"Content-Type": media_type}, body) for body in bodies)
-        boundary = multipart.new_boundary()
-        response = Response(multipart.encode_parts(parts, boundary), direct_passthrough=True,
-                            status=206 if refused else 200,
-                            content_type=f'multipart/related; type="{media_type}"; boundary={boundary}')
+        response = multipart_response(parts, media_type, status=206 if refused else 200)
         if refused:
             response.headers["Warning"] = warning(f"{len(refused)} images were left out: they cannot be "
                                                   f"rendered anonymised ({refused[0]})")

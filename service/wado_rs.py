@@ -18,9 +18,11 @@ from transcode import PixelDescription, can_transcode, transcode
 
 from . import rendered_rs, retrieve, upstreams, urls
 from .errors import NotAcceptable, NotFound
-from .media import ANY_TRANSFER_SYNTAX, instance_representations
-from .multipart import Part, encode_parts, new_boundary
-from .web import accepted, anonymize_seed, archive, base_url, require_uids, settings, transcode_limits, warning
+from .media import ANY_TRANSFER_SYNTAX, DICOM, instance_representations
+from .multipart import Part, new_boundary
+from .web import (
+    accepted, anonymize_seed, archive, base_url, multipart_response, require_uids, settings, transcode_limits, warning,
+)
 
 
 bp = Blueprint("wado_rs", __name__)
@@ -110,9 +112,7 @@ def _from_upstream(study: str, series: str | None, instance: str | None, represe
             except (ValueError, requests.RequestException) as exc:   # a broken upstream answer ends early
                 log.warning("upstream %s: answer cut short: %s", upstream.name, reason(exc))
 
-    boundary = new_boundary()
-    response = Response(encode_parts(parts(), boundary), status=status, direct_passthrough=True,
-                        content_type=f'multipart/related; type="application/dicom"; boundary={boundary}')
+    response = multipart_response(parts(), DICOM, status=status)
     if warned:
         response.headers["Warning"] = warned
     return response

@@ -11,10 +11,11 @@ from storage.uids import InvalidUID, validate_uid
 from .auth import PEER_ENVIRON_KEY, STUDY_ENVIRON_KEY
 from .config import Config
 from .deidentify import refusal_of_model, seed
-from .errors import BadRequest, NotAcceptable
+from .errors import BadRequest, NotAcceptable, NotFound
 from .limits import TranscodeLimits
 from .upstreams import UPSTREAM_ENVIRON_KEY, relay
 from .media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED, MediaType, parse_accept
+from .multipart import related
 
 
 def settings() -> Config:
@@ -77,6 +78,12 @@ def accepted() -> list[MediaType]:
         raise BadRequest(f"malformed Accept: {exc}") from None
 
 
+def multipart_response(parts, media_type: str, status: int = 200) -> Response:  # noqa: ANN001
+    """A streamed ``multipart/related`` answer of ``parts`` (service.multipart.Part) of ``media_type``."""
+    body, content_type = related(parts, media_type)
+    return Response(body, status=status, content_type=content_type, direct_passthrough=True)
+
+
 def warning(text: str) -> str:
     """A ``Warning: 299`` header value (PS3.18 §8.4.3). Texts may quote damaged input,
     so only printable ASCII is kept and the length is bounded."""
@@ -94,6 +101,19 @@ def wants_xml(what: str) -> bool:
         if media.type in (MULTIPART_RELATED, "multipart/*") and (media.param("type") or "").lower() == DICOM_XML:
             return True
     raise NotAcceptable(f'{what} are sent as application/dicom+json or multipart/related; type="{DICOM_XML}"')
+
+
+def held_or_relayed(study: str, series: str | None = None, instance: str | None = None, anonymized: bool = False,
+                    transform=None) -> tuple[list, Response | None]:  # noqa: ANN001
+    """The resource's instances held here and None; or, when none is, no instances and an
+    upstream's answer for the request (``from_upstream``); NotFound when neither has it."""
+    found = archive().instances(study, series, instance)
+    if found:
+        return found, None
+    relayed = from_upstream(anonymized, transform)
+    if relayed is None:
+        raise NotFound(f"no such {'instance' if instance else 'series' if series else 'study'} in the archive")
+    return [], relayed
 
 
 def from_upstream(anonymized: bool = False, transform=None) -> Response | None:
