@@ -26,7 +26,7 @@ from transcode.syntaxes import UNCOMPRESSED
 from . import multipart
 from .errors import BadRequest, NotAcceptable, NotFound, RangeNotSatisfiable
 from .media import OCTET_STREAM, octet_stream_acceptable, pixel_representations
-from .pixel_data import IN_PLACE, Choice, FrameReader, choose, frame_bodies, not_acceptable
+from .pixel_data import Choice, FrameReader, choose, frame_bodies, not_acceptable, value_in_place
 from .deidentify import deidentify
 from .web import (
     accepted, anonymize_seed, archive, held_or_relayed, multipart_response, refuse_unless_deidentifiable, require_uids,
@@ -127,7 +127,7 @@ def _frames_response(choice: Choice, bodies: list) -> Response:
 
 
 def _native_pixel_data(stored: StoredInstance, details) -> _Bytes:  # noqa: ANN001 - the catalog's details
-    if stored.transfer_syntax_uid in IN_PLACE and details.pixel_offset is not None:
+    if value_in_place(stored, details):
         return _Bytes(blobs=archive().blobs, key=stored.blob_key, offset=details.pixel_offset,
                       size=details.pixel_length)
     if stored.transfer_syntax_uid not in UNCOMPRESSED:

@@ -81,6 +81,16 @@ def not_acceptable(stored: str, pixels: PixelDescription) -> NotAcceptable:
     return NotAcceptable("no acceptable representation of this pixel data; it can be sent as " + ", ".join(offers))
 
 
+def value_in_place(stored: StoredInstance, details: InstanceDetails) -> bool:
+    """Whether the instance's native Pixel Data value can be read by range from its blob as it is."""
+    return stored.transfer_syntax_uid in IN_PLACE and details.pixel_offset is not None
+
+
+def frames_in_place(stored: StoredInstance, details: InstanceDetails, pixels: PixelDescription) -> bool:
+    """Whether each of its frames can: the value in place, and as long as its description says."""
+    return value_in_place(stored, details) and details.pixel_length >= pixels.frame_length * pixels.number_of_frames
+
+
 def frame_bodies(archive: Archive, limits: TranscodeLimits, stored: StoredInstance, details: InstanceDetails,
                  pixels: PixelDescription, numbers: Sequence[int], choice: Choice) -> list[Iterable[bytes]]:
     """The bytes of each asked frame in the chosen representation, each read when iterated."""
@@ -92,12 +102,11 @@ def frame_bodies(archive: Archive, limits: TranscodeLimits, stored: StoredInstan
                                 "without decoding; retrieve the instance with transfer-syntax=* instead")
         return [_Spans(blobs, stored.blob_key, details.fragments[n - 1]) for n in numbers]
     size = pixels.frame_length
-    if choice.native and syntax in IN_PLACE and details.pixel_offset is not None \
-            and details.pixel_length >= size * pixels.number_of_frames:
+    if choice.native and frames_in_place(stored, details, pixels):
         return [_Spans(blobs, stored.blob_key, [(details.pixel_offset + (n - 1) * size, size)]) for n in numbers]
     frames = FrameReader(archive, stored, details, pixels)
     limits.check(frames.cost(1))   # frames are made one at a time
-    inflated = frames._deflated_frames() if choice.native else None
+    inflated = frames.inflated_frames() if choice.native else None
     if inflated is not None:   # native frames of a deflated instance: read by range from its inflated copy
         copy, offset = inflated
         return [_CopySpan(copy, offset + (n - 1) * size, size) for n in numbers]
@@ -129,10 +138,9 @@ class FrameReader:
         self._inflated: tuple[BinaryIO, PixelLocation | None] | None = None
 
     def _in_place(self) -> bool:
-        return self.stored.transfer_syntax_uid in IN_PLACE and self.details.pixel_offset is not None \
-            and self.details.pixel_length >= self.pixels.frame_length * self.pixels.number_of_frames
+        return frames_in_place(self.stored, self.details, self.pixels)
 
-    def _deflated_frames(self) -> tuple[BinaryIO, int] | None:
+    def inflated_frames(self) -> tuple[BinaryIO, int] | None:
         """(inflated copy, offset of the pixels in it) when a deflated instance's native frames lie
         there whole; the copy is made once per reader."""
         if self.stored.transfer_syntax_uid != DEFLATED:
@@ -160,7 +168,7 @@ class FrameReader:
                 warnings.simplefilter("ignore")
                 prefix = b"".join(_Spans(self.archive.blobs, self.stored.blob_key, [(0, end)]))
                 return pydicom.dcmread(io.BytesIO(prefix), stop_before_pixels=True)
-        inflated = self._deflated_frames()
+        inflated = self.inflated_frames()
         return read_until_pixels(inflated[0])[0] if inflated is not None else None
 
     def dataset(self) -> pydicom.Dataset:
@@ -191,7 +199,7 @@ class FrameReader:
         if syntax not in UNCOMPRESSED and self.details.fragments:
             data = b"".join(_Spans(self.archive.blobs, self.stored.blob_key, self.details.fragments[number - 1]))
             return decode_frame(data, self.pixels, syntax)
-        inflated = self._deflated_frames()
+        inflated = self.inflated_frames()
         if inflated is not None:
             copy, offset = inflated
             copy.seek(offset + (number - 1) * size)
@@ -213,7 +221,7 @@ class FrameReader:
             read = lambda start, length: b"".join(_Spans(self.archive.blobs, self.stored.blob_key,  # noqa: E731
                                                          [(start, length)]))
             offset = self.details.pixel_offset
-        elif (inflated := self._deflated_frames()) is not None:
+        elif (inflated := self.inflated_frames()) is not None:
             copy, offset = inflated
             read = lambda start, length: (copy.seek(start), copy.read(length))[1]  # noqa: E731
         else:
