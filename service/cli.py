@@ -106,12 +106,8 @@ def _state_key(path: Path) -> str:
 def _import_batch(archive: Archive, paths: list[Path]) -> list[tuple[Path, object]]:
     batch = archive.batch()
     for path in paths:
-        digest = hashlib.sha256()
         with path.open("rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
-            fh.seek(0)
-            batch.add(fh, digest.hexdigest())
+            batch.add(fh)
     return list(zip(paths, batch.commit()))
 
 

@@ -15,7 +15,6 @@ built fails alone, with its reason.
 from __future__ import annotations
 
 import errno
-import hashlib
 import re
 import tempfile
 import warnings
@@ -29,6 +28,7 @@ from pydicom.uid import generate_uid
 from pydicom.valuerep import VR
 
 from storage import StoreOutcome
+from storage.archive import file_sha256
 from storage.dataset import reason
 from storage.status import FailureReason
 from storage.uids import is_valid_uid
@@ -98,12 +98,8 @@ def instances(parts: list[BodyPart], study: str | None, spool_dir, spool_memory:
                                    f"the metadata cannot be written as DICOM: {reason(exc)}")
                 continue
             spool.seek(0)
-            digest = hashlib.sha256()
-            while chunk := spool.read(1 << 20):
-                digest.update(chunk)
-            spool.seek(0)
             with spool:
-                yield spool, digest.hexdigest()
+                yield spool, file_sha256(spool)
 
 
 def _models(part: BodyPart) -> list[dict]:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import hashlib
 import io
 import logging
 import warnings
@@ -105,7 +104,7 @@ def _from_upstream(study: str, series: str | None, instance: str | None, represe
             try:
                 for spool in upstreams.parts(answer, config.spool_dir, config.spool_memory_bytes, limit):
                     if upstream.keep:
-                        _keep(local, spool, upstream)
+                        local.keep_copy(spool, upstream.name, upstream.cache_bytes)
                     part = _relayed(spool, candidates, seed, root, limit)
                     if part is not None:
                         yield part
@@ -162,21 +161,3 @@ def _header(spool) -> pydicom.Dataset:
         ds = pydicom.dcmread(spool, stop_before_pixels=True)
     spool.seek(0)
     return ds
-
-
-def _keep(local, spool, upstream) -> None:
-    """Store an instance retrieved from an upstream here too (its ``keep`` setting), marked as
-    that upstream's copy; with ``cache_bytes``, evict its oldest copies beyond that size."""
-    digest = hashlib.sha256()
-    while chunk := spool.read(1 << 20):
-        digest.update(chunk)
-    spool.seek(0)
-    batch = local.batch()
-    batch.add(spool, digest.hexdigest())
-    [outcome] = batch.commit()
-    spool.seek(0)
-    if outcome.stored:
-        local.catalog.mark_upstream(outcome.sop_instance_uid, upstream.name)
-        if upstream.cache_bytes is not None:
-            for key in local.catalog.evict(upstream.name, int(upstream.cache_bytes)):
-                local.blobs.delete(key)

@@ -7,6 +7,7 @@ blob, which ``sweep`` removes once it is older than a grace period.
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import shutil
 import tempfile
@@ -66,6 +67,21 @@ class Archive:
         batch = self.batch()
         batch.add(fp, sha256, expected_study)
         return batch.commit()[0]
+
+    def keep_copy(self, fp: BinaryIO, origin: str, cache_bytes: int | None = None) -> StoreOutcome:
+        """Store an instance retrieved from the upstream ``origin`` (a facade's ``keep``), marked as
+        its copy; with ``cache_bytes``, evict that origin's oldest copies beyond that size.
+        ``fp`` is left at its start."""
+        batch = self.batch()
+        batch.add(fp)
+        [outcome] = batch.commit()
+        fp.seek(0)
+        if outcome.stored:
+            self.catalog.mark_upstream(outcome.sop_instance_uid, origin)
+            if cache_bytes is not None:
+                for key in self.catalog.evict(origin, int(cache_bytes)):
+                    _delete_quietly(self.blobs, key)
+        return outcome
 
     def instances(self, study_uid: str, series_uid: str | None = None,
                   sop_instance_uid: str | None = None) -> list[StoredInstance]:
@@ -195,7 +211,11 @@ class StoreBatch:
         """Record an instance that failed before it reached the archive (e.g. a bad part)."""
         self._outcomes.append(outcome)
 
-    def add(self, fp: BinaryIO, sha256: str, expected_study: str | None = None) -> None:
+    def add(self, fp: BinaryIO, sha256: str | None = None, expected_study: str | None = None) -> None:
+        """Store the blob of the Part 10 instance ``fp`` (seekable; ``sha256``, the hex digest of its
+        bytes, is computed here when the caller has not while receiving it)."""
+        if sha256 is None:
+            sha256 = file_sha256(fp)
         try:
             header = read_header(fp, self._archive.max_inflated_bytes)
         except RejectedInstance as exc:
@@ -274,6 +294,16 @@ class StoreBatch:
         reason = (FailureReason.DUPLICATE_SOP_INSTANCE if registration.outcome is Outcome.CONFLICT
                   else FailureReason.DATASET_MISMATCH)
         return StoreOutcome(**ids, failure=reason, message=registration.detail)
+
+
+def file_sha256(fp: BinaryIO) -> str:
+    """The hex SHA-256 of a seekable file's bytes; ``fp`` is left at its start."""
+    fp.seek(0)
+    digest = hashlib.sha256()
+    while chunk := fp.read(CHUNK_SIZE):
+        digest.update(chunk)
+    fp.seek(0)
+    return digest.hexdigest()
 
 
 def _delete_quietly(blobs: BlobStore, key: str) -> None:
