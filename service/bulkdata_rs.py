@@ -18,8 +18,7 @@ from flask import Blueprint, Response, request
 
 import orjson
 
-from storage import StoredInstance
-from storage.blobs import BlobStore, iter_chunks
+from storage import Archive, StoredInstance
 from transcode import PixelDescription
 from transcode.syntaxes import UNCOMPRESSED
 
@@ -44,9 +43,9 @@ class _Bytes:
     """A value to send: bytes in memory, a span of a blob, or frames made one at a time
     (then sent whole: a Range over them is ignored, as RFC 9110 §14.2 allows)."""
 
-    def __init__(self, data: bytes = b"", blobs: BlobStore | None = None, key: str = "", offset: int = 0,
-                 size: int | None = None, frames: Iterable[Iterable[bytes]] | None = None) -> None:
-        self.data, self.blobs, self.key, self.offset, self.frames = data, blobs, key, offset, frames
+    def __init__(self, data: bytes = b"", archive: Archive | None = None, stored: StoredInstance | None = None,
+                 offset: int = 0, size: int | None = None, frames: Iterable[Iterable[bytes]] | None = None) -> None:
+        self.data, self.archive, self.stored, self.offset, self.frames = data, archive, stored, offset, frames
         self.size = len(data) if size is None else size
 
     @property
@@ -58,10 +57,10 @@ class _Bytes:
         if self.frames is not None:
             for frame in self.frames:
                 yield from frame
-        elif self.blobs is None:
+        elif self.archive is None:
             yield self.data[start:start + length]
         else:
-            yield from iter_chunks(self.blobs.open(self.key, self.offset + start, length))
+            yield from self.archive.chunks(self.stored, self.offset + start, length)
 
     def __iter__(self) -> Iterator[bytes]:
         return self.chunks()
@@ -128,7 +127,7 @@ def _frames_response(choice: Choice, bodies: list) -> Response:
 
 def _native_pixel_data(stored: StoredInstance, details) -> _Bytes:  # noqa: ANN001 - the catalog's details
     if value_in_place(stored, details):
-        return _Bytes(blobs=archive().blobs, key=stored.blob_key, offset=details.pixel_offset,
+        return _Bytes(archive=archive(), stored=stored, offset=details.pixel_offset,
                       size=details.pixel_length)
     if stored.transfer_syntax_uid not in UNCOMPRESSED:
         raise NotAcceptable("this pixel data is compressed; ask for it at .../bulk/7FE00010")

@@ -169,19 +169,10 @@ def keys_revoke(name: str) -> None:
 def check(repair: bool) -> None:
     config = _config()
     archive = _archive(config)
-    lost: list[int] = []
-    referenced: set[str] = set()
-    rows = 0
-    for batch in archive.catalog.blob_references():
-        rows += len(batch)
-        for pk, key in batch:
-            referenced.add(key)
-            if not archive.blobs.exists(key):
-                lost.append(pk)
-    orphans = [key for key, _ in archive.blobs.list() if key not in referenced]
+    rows, lost, orphans = archive.audit()
     click.echo(f"{rows} catalog rows, {len(lost)} without their blob; {len(orphans)} blob(s) without a row")
     if repair:
-        archive.catalog.forget(lost)
+        archive.forget(lost)
         removed = archive.sweep()
         click.echo(f"repaired: {len(lost)} row(s) removed, {removed} unreferenced blob(s) removed")
     elif lost or orphans:

@@ -48,9 +48,8 @@ def search() -> Response:
     params = _qido_params()
     query, _ = parse_query("study", [*params, ("limit", str(max(count, 1))), ("offset", str(offset))],
                            settings().qido_max_results, max_offset=offset)
-    catalog = archive().catalog
-    total = catalog.count(query)
-    rows = catalog.search(query)[0] if count else []
+    total = archive().count(query)
+    rows = archive().search(query)[0] if count else []
     warnings: list[str] = []
     if facade and count:
         rows, total, warnings = _with_upstreams(facade, query, params, rows, total, offset, count)
@@ -79,7 +78,7 @@ def _with_upstreams(facade, query, params, rows, total, offset, count):
     upstream_params = [*params, ("limit", str(offset + count)), ("offset", "0"), ("includefield", "00081030")]
     answers, failed = upstreams.search_all(facade, "/studies", upstream_params)
     local = replace(query, limit=offset + count, offset=0)
-    merged = {row["StudyInstanceUID"]: row for row in archive().catalog.search(local)[0]}
+    merged = {row["StudyInstanceUID"]: row for row in archive().search(local)[0]}
     extra = 0
     for answer in answers:
         for result in answer:
@@ -97,7 +96,7 @@ def read(study: str) -> Response:
     if not is_valid_uid(study):
         raise BadRequest("an ImagingStudy id is a Study Instance UID")
     query, _ = parse_query("study", [("StudyInstanceUID", study)], 1)
-    rows = archive().catalog.search(query)[0]
+    rows = archive().search(query)[0]
     if not rows:
         raise NotFound(f"no ImagingStudy {study}")
     return Response(orjson.dumps(_resource(rows[0])), content_type=FHIR_JSON)
@@ -193,16 +192,16 @@ def _resource(row: dict) -> dict:
     study = row["StudyInstanceUID"]
     series_query, _ = parse_query("series", [("StudyInstanceUID", study)], 10_000)
     instance_query, _ = parse_query("instance", [("StudyInstanceUID", study)], 1_000_000)
-    catalog = archive().catalog
+    local = archive()
     instances: dict[str, list[dict]] = {}
-    for instance in catalog.search(instance_query)[0]:
+    for instance in local.search(instance_query)[0]:
         entry = {"uid": instance["SOPInstanceUID"],
                  "sopClass": {"system": SOP_CLASS_SYSTEM, "code": f"urn:oid:{instance['SOPClassUID']}"}}
         if instance.get("InstanceNumber") is not None:
             entry["number"] = int(instance["InstanceNumber"])
         instances.setdefault(instance["SeriesInstanceUID"], []).append(entry)
     series = []
-    for item in catalog.search(series_query)[0]:
+    for item in local.search(series_query)[0]:
         entry = {"uid": item["SeriesInstanceUID"],
                  "numberOfInstances": int(item.get("NumberOfSeriesRelatedInstances") or 0),
                  "modality": {"system": DICOM_CODES, "code": item.get("Modality") or "OT"},

@@ -22,13 +22,7 @@ def health():
 
 @bp.get("/ready")
 def ready():
-    checks = {}
-    for name, ping in (("catalog", archive().catalog.ping), ("store", archive().blobs.ping)):
-        try:
-            ping()
-            checks[name] = "ok"
-        except Exception:   # whatever the driver raises, the answer is: not ready
-            checks[name] = "unreachable"
+    checks = {name: "ok" if up else "unreachable" for name, up in archive().readiness().items()}
     ok = all(v == "ok" for v in checks.values())
     # Ready either way (the valid lines are in force), but said: an operator must mend the file.
     problems = current_app.extensions["peers"].problems

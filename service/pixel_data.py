@@ -18,7 +18,6 @@ import orjson
 import pydicom
 
 from storage import Archive, StoredInstance
-from storage.blobs import iter_chunks
 from storage.catalog import InstanceDetails
 from storage.dataset import DEFLATED, PixelLocation, read_until_pixels
 from transcode import DECODABLE, CodecError, PixelDescription, can_transcode, transcode
@@ -95,15 +94,14 @@ def frame_bodies(archive: Archive, limits: TranscodeLimits, stored: StoredInstan
                  pixels: PixelDescription, numbers: Sequence[int], choice: Choice) -> list[Iterable[bytes]]:
     """The bytes of each asked frame in the chosen representation, each read when iterated."""
     syntax = stored.transfer_syntax_uid
-    blobs = archive.blobs
     if choice.transfer_syntax == syntax and syntax not in UNCOMPRESSED:
         if not details.fragments:
             raise NotAcceptable("the fragments of this instance's pixel data cannot be told apart into frames "
                                 "without decoding; retrieve the instance with transfer-syntax=* instead")
-        return [_Spans(blobs, stored.blob_key, details.fragments[n - 1]) for n in numbers]
+        return [_Spans(archive, stored, details.fragments[n - 1]) for n in numbers]
     size = pixels.frame_length
     if choice.native and frames_in_place(stored, details, pixels):
-        return [_Spans(blobs, stored.blob_key, [(details.pixel_offset + (n - 1) * size, size)]) for n in numbers]
+        return [_Spans(archive, stored, [(details.pixel_offset + (n - 1) * size, size)]) for n in numbers]
     frames = FrameReader(archive, stored, details, pixels)
     limits.check(frames.cost(1))   # frames are made one at a time
     inflated = frames.inflated_frames() if choice.native else None
@@ -166,7 +164,7 @@ class FrameReader:
         if end is not None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                prefix = b"".join(_Spans(self.archive.blobs, self.stored.blob_key, [(0, end)]))
+                prefix = b"".join(_Spans(self.archive, self.stored, [(0, end)]))
                 return pydicom.dcmread(io.BytesIO(prefix), stop_before_pixels=True)
         inflated = self.inflated_frames()
         return read_until_pixels(inflated[0])[0] if inflated is not None else None
@@ -195,9 +193,9 @@ class FrameReader:
         size = self.pixels.frame_length
         if self._in_place():
             span = [(self.details.pixel_offset + (number - 1) * size, size)]
-            return b"".join(_Spans(self.archive.blobs, self.stored.blob_key, span)), self.pixels
+            return b"".join(_Spans(self.archive, self.stored, span)), self.pixels
         if syntax not in UNCOMPRESSED and self.details.fragments:
-            data = b"".join(_Spans(self.archive.blobs, self.stored.blob_key, self.details.fragments[number - 1]))
+            data = b"".join(_Spans(self.archive, self.stored, self.details.fragments[number - 1]))
             return decode_frame(data, self.pixels, syntax)
         inflated = self.inflated_frames()
         if inflated is not None:
@@ -218,7 +216,7 @@ class FrameReader:
                 or pixels.photometric_interpretation not in ("MONOCHROME1", "MONOCHROME2", "RGB"):
             return None
         if self._in_place():
-            read = lambda start, length: b"".join(_Spans(self.archive.blobs, self.stored.blob_key,  # noqa: E731
+            read = lambda start, length: b"".join(_Spans(self.archive, self.stored,  # noqa: E731
                                                          [(start, length)]))
             offset = self.details.pixel_offset
         elif (inflated := self.inflated_frames()) is not None:
@@ -297,11 +295,11 @@ class _CopySpan:
 
 
 class _Spans:
-    """Byte spans of a blob — one native frame, or a frame's fragments — read when iterated."""
+    """Byte spans of an instance's blob — one native frame, or a frame's fragments — read when iterated."""
 
-    def __init__(self, blobs, key: str, spans: Sequence) -> None:
-        self.blobs, self.key, self.spans = blobs, key, spans
+    def __init__(self, archive: Archive, stored: StoredInstance, spans: Sequence) -> None:
+        self.archive, self.stored, self.spans = archive, stored, spans
 
     def __iter__(self) -> Iterator[bytes]:
         for start, length in self.spans:
-            yield from iter_chunks(self.blobs.open(self.key, start, length))
+            yield from self.archive.chunks(self.stored, start, length)

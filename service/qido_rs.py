@@ -90,7 +90,7 @@ def _search(level: str, scoped: dict[str, str]) -> Response:
     query, warnings = parse_query(level, request.args.items(multi=True), max_results, scoped,
                                   max_offset(config.qido_max_offset, max_results, bool(facade)))
     local = replace(query, limit=query.offset + query.limit, offset=0) if facade else query
-    rows, more = archive().catalog.search(local)
+    rows, more = archive().search(local)
     to_json = ResultFormat(query.returned(), level, base_url())
     results = [to_json(row) for row in rows]
     if facade:

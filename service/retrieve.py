@@ -207,7 +207,7 @@ def body_chunks(archive: Archive, part: PlannedPart, limits: TranscodeLimits) ->
     """The bytes of one instance in its planned syntax, read lazily. A conversion that
     fails here, with the answer under way, ends the stream (and is logged)."""
     if part.as_stored:
-        yield from iter_chunks(archive.open(part.instance))
+        yield from archive.chunks(part.instance)
         return
     converted = part.converted if part.converted is not None else convert(archive, part, limits, before_answer=False)
     yield from iter_chunks(converted)   # closes the spool

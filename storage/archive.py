@@ -17,11 +17,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Sequence
 
-from .blobs import CHUNK_SIZE, BlobReader, BlobStore
+from .blobs import CHUNK_SIZE, BlobReader, BlobStore, iter_chunks
 from .catalog import Catalog, InstanceDetails, Outcome, PendingInstance, Registration, StoredInstance
 from .dataset import (
     DEFLATED, EXPLICIT_VR_LITTLE_ENDIAN, InstanceHeader, RejectedInstance, inflated_copy, read_header,
 )
+from .search import Query
 from .status import FailureReason
 from .uids import blob_key
 
@@ -89,6 +90,45 @@ class Archive:
 
     def open(self, instance: StoredInstance) -> BlobReader:
         return self.blobs.open(instance.blob_key)
+
+    def chunks(self, instance: StoredInstance, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """The instance's blob (or ``length`` bytes of it from ``start``), read in chunks as iterated."""
+        return iter_chunks(self.blobs.open(instance.blob_key, start, length))
+
+    def search(self, query: Query) -> tuple[list[dict], bool]:
+        """A QIDO-RS query's page of results, and whether more matched (storage.search)."""
+        return self.catalog.search(query)
+
+    def count(self, query: Query) -> int:
+        return self.catalog.count(query)
+
+    def readiness(self) -> dict[str, bool]:
+        """Whether the catalog and the blob store answer now (whatever their drivers raise)."""
+        checks = {}
+        for name, ping in (("catalog", self.catalog.ping), ("store", self.blobs.ping)):
+            try:
+                ping()
+                checks[name] = True
+            except Exception:
+                checks[name] = False
+        return checks
+
+    def audit(self) -> tuple[int, list[int], list[str]]:
+        """(catalog rows, pks of rows whose blob is lost, blob keys no row names): ``dicomweb check``."""
+        lost: list[int] = []
+        referenced: set[str] = set()
+        rows = 0
+        for batch in self.catalog.blob_references():
+            rows += len(batch)
+            for pk, key in batch:
+                referenced.add(key)
+                if not self.blobs.exists(key):
+                    lost.append(pk)
+        return rows, lost, [key for key, _ in self.blobs.list() if key not in referenced]
+
+    def forget(self, pks: Sequence[int]) -> None:
+        """Remove the rows of instances whose blobs are lost, keeping their studies' counts right."""
+        self.catalog.forget(pks)
 
     def metadata(self, found: Sequence[StoredInstance]) -> Iterator[bytes]:
         """Each instance's DICOM JSON, read in chunks so memory stays flat in their number.
