@@ -11,7 +11,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from storage.search import QueryError
 
-from . import health, metrics, upstreams
+from . import health, metrics, openapi, upstreams
 from .auth import (
     CHALLENGE, PEER_ENVIRON_KEY, PERMISSIONS_ENVIRON_KEY, SOCKET_PEER_ENVIRON_KEY, TRANSACTION_ENVIRON_KEY,
     AuditMiddleware, PeerSource, identify, presented_key, required_permission,
@@ -41,7 +41,7 @@ def create_app(config: Config | None = None) -> Flask:
                                                          config.transcode_wait)
 
     from . import (
-        bulkdata_rs, cors, fhir, frames_rs, metadata_rs, openapi, qido_rs, rendered_rs, stow_rs, wado_rs, wado_uri,
+        bulkdata_rs, cors, fhir, frames_rs, metadata_rs, qido_rs, rendered_rs, stow_rs, wado_rs, wado_uri,
     )
 
     app.extensions["thumbnails"] = rendered_rs.ThumbnailCache(16 << 20)
@@ -85,11 +85,14 @@ class _FromProxies:
         return (self.fixed if trusted else self.plain)(environ, start_response)
 
 
+PUBLIC = openapi.public_endpoints()   # one list: what needs no key is what the API description says
+
+
 def _authenticate() -> None:
     """Every request but the health, readiness and metrics ones names a known peer's key (or auth is off)."""
     config: Config = current_app.config["DICOMWEB"]
     request.environ[TRANSACTION_ENVIRON_KEY] = request.blueprint
-    if not config.auth_enabled or request.endpoint in health.UNAUTHENTICATED:
+    if not config.auth_enabled or request.endpoint in PUBLIC:
         return
     peer = identify(current_app.extensions["peers"].current(), presented_key(request.headers.get("Authorization")))
     if peer is None:

@@ -12,7 +12,6 @@ from .errors import NotFound
 from .web import archive
 
 bp = Blueprint("health", __name__)
-UNAUTHENTICATED = {"health.health", "health.ready", "health.prometheus", "openapi.openapi_document"}
 
 
 @bp.get("/health")

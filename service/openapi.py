@@ -163,6 +163,11 @@ def _operation(endpoint: str, path: str, method: str, spec: dict) -> dict:
     return operation
 
 
+def public_endpoints() -> frozenset[str]:
+    """The endpoints that need no key: those this table marks public (the auth hook reads it too)."""
+    return frozenset(name for name, spec in ENDPOINTS.items() if spec.get("public"))
+
+
 @bp.get("/openapi.json")
 def openapi_document():
     return jsonify(document(current_app))
