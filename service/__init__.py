@@ -11,7 +11,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from storage.search import QueryError
 
-from . import health, metrics, openapi, upstreams
+from . import health, metrics, openapi
+from .facade import upstreams
 from .auth import (
     CHALLENGE, PEER_ENVIRON_KEY, PERMISSIONS_ENVIRON_KEY, SOCKET_PEER_ENVIRON_KEY, TRANSACTION_ENVIRON_KEY,
     AuditMiddleware, PeerSource, identify, presented_key, required_permission,
@@ -40,9 +41,10 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["transcode_limits"] = TranscodeLimits(config.transcode_max_bytes, config.transcode_slots,
                                                          config.transcode_wait)
 
-    from . import (
-        bulkdata_rs, cors, fhir, frames_rs, metadata_rs, qido_rs, rendered_rs, stow_rs, wado_rs, wado_uri,
-    )
+    from . import cors
+    from .retrieve import bulkdata_rs, frames_rs, metadata_rs, rendered_rs, wado_rs, wado_uri
+    from .search import fhir, qido_rs
+    from .store import stow_rs
 
     app.extensions["thumbnails"] = rendered_rs.ThumbnailCache(16 << 20)
 

@@ -69,7 +69,7 @@ class Config:
     transcode_slots: int = 2              # conversions running at once in one worker process…
     transcode_wait: float = 10.0          # …and how long a request waits for a free one before a 503
     anonymize_secret: str = ""            # seeds de-identification; default: <data_dir>/anonymize-secret
-    upstreams_file: Path | None = None    # upstream DICOMweb origins of a facade (service.upstreams)
+    upstreams_file: Path | None = None    # upstream DICOMweb origins of a facade (service.facade.upstreams)
 
     def __post_init__(self) -> None:
         data_dir = Path(self.data_dir)

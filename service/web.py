@@ -10,12 +10,12 @@ from storage.uids import InvalidUID, validate_uid
 
 from .auth import PEER_ENVIRON_KEY, STUDY_ENVIRON_KEY
 from .config import Config
-from .deidentify import refusal_of_model, seed
+from .retrieve.deidentify import refusal_of_model, seed
 from .errors import BadRequest, NotAcceptable, NotFound
 from .limits import TranscodeLimits
-from .upstreams import UPSTREAM_ENVIRON_KEY, relay
-from .media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED, MediaType, parse_accept
-from .multipart import related
+from .facade.upstreams import UPSTREAM_ENVIRON_KEY, relay
+from .wire.media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED, MediaType, parse_accept
+from .wire.multipart import related
 
 
 def settings() -> Config:
@@ -79,7 +79,7 @@ def accepted() -> list[MediaType]:
 
 
 def multipart_response(parts, media_type: str, status: int = 200) -> Response:  # noqa: ANN001
-    """A streamed ``multipart/related`` answer of ``parts`` (service.multipart.Part) of ``media_type``."""
+    """A streamed ``multipart/related`` answer of ``parts`` (service.wire.multipart.Part) of ``media_type``."""
     body, content_type = related(parts, media_type)
     return Response(body, status=status, content_type=content_type, direct_passthrough=True)
 
@@ -117,7 +117,7 @@ def held_or_relayed(study: str, series: str | None = None, instance: str | None 
 
 
 def from_upstream(anonymized: bool = False, transform=None) -> Response | None:
-    """The current request answered by an upstream, for a resource not held here (service.upstreams).
+    """The current request answered by an upstream, for a resource not held here (service.facade.upstreams).
     Relayed bytes are not looked into, so an anonymised answer of them is refused (400), unless
     ``transform`` (DICOM JSON in, DICOM JSON out) de-identifies what is relayed."""
     known = current_app.extensions["upstreams"]

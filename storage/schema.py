@@ -86,7 +86,7 @@ instances = Table(
     Column("sha256", Text(64), nullable=False),
     Column("blob_key", Text(400), nullable=False, index=True),
     Column("stored_at", Float, nullable=False),
-    # The upstream a facade copied this instance from (its cache, service.upstreams), or NULL.
+    # The upstream a facade copied this instance from (its cache, service.facade.upstreams), or NULL.
     Column("upstream", Text(64)),
     Index("ix_instances_series_order", "series_pk", "InstanceNumber"),
 )

@@ -8,7 +8,7 @@ import warnings
 
 import pydicom
 
-from service.multipart import MultipartDecoder, PartData, PartEnd, PartStart
+from service.wire.multipart import MultipartDecoder, PartData, PartEnd, PartStart
 
 
 def multipart_body(parts: list[bytes], boundary: str = "test-boundary", content_type: str | None = "application/dicom"):

@@ -292,7 +292,7 @@ def test_sweep_command(tmp_path):
 
 
 def study_counts(archive, study):
-    from service.qido_params import parse_query
+    from service.search.qido_params import parse_query
 
     [row], _ = archive.catalog.search(parse_query("study", [("StudyInstanceUID", study)], 10)[0])
     return row["NumberOfStudyRelatedSeries"], row["NumberOfStudyRelatedInstances"], row["ModalitiesInStudy"]
@@ -321,7 +321,7 @@ def test_counts_ignore_repeats_and_survive_concurrent_writers(archive):
         t.join()
     assert not errors
     assert study_counts(archive, study) == (6, 18, ["CT", "MR", "PT"])
-    from service.qido_params import parse_query
+    from service.search.qido_params import parse_query
 
     rows, _ = archive.catalog.search(parse_query("series", [("StudyInstanceUID", study)], 10)[0])
     assert sorted(r["NumberOfSeriesRelatedInstances"] for r in rows) == [3] * 6

@@ -88,7 +88,7 @@ def test_a_basic_offset_table_of_30000_frames_is_split_in_linear_time():
 
 
 def test_multipart_events_are_drained_in_constant_time_each():
-    from service.multipart import MultipartDecoder, PartStart
+    from service.wire.multipart import MultipartDecoder, PartStart
 
     decoder = MultipartDecoder("b")
     decoder.feed(b"--b\r\n\r\n\r\n" * 100_000 + b"--b--\r\n")
@@ -202,7 +202,7 @@ def test_a_full_disk_while_receiving_is_a_failure_entry(client, monkeypatch):
     import errno
     import tempfile
 
-    from service import stow_rs
+    from service.store import stow_rs
 
     made = []
 

@@ -9,7 +9,7 @@ import pytest
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
 from bench.synthetic import ct_instance
-from service.frames_rs import parse_frame_list
+from service.retrieve.frames_rs import parse_frame_list
 from service.errors import BadRequest
 from tests.conftest import TEST_FILES
 from tests.helpers import read, multipart_body, split_multipart, stow_headers

@@ -1,10 +1,10 @@
 import pytest
 
-from service.media import (
+from service.wire.media import (
     MediaType, PixelRepresentation, Representation, instance_representations, parse_accept, parse_media_type,
     pixel_representations, response_format,
 )
-from service.pixel_data import Choice, choose
+from service.retrieve.pixel_data import Choice, choose
 from transcode import PixelDescription
 
 ELE = "1.2.840.10008.1.2.1"

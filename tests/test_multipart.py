@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from service.multipart import (
+from service.wire.multipart import (
     Finished, MultipartDecoder, MultipartError, Part, PartData, PartEnd, PartStart, closing_length, encode_parts,
     part_header_length,
 )

@@ -10,7 +10,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from bench.synthetic import ct_instance
-from service.qido_params import parse_query
+from service.search.qido_params import parse_query
 from storage import Archive, Catalog, DiskStore
 from storage.search import QueryError
 from tests.conftest import postgres_schema

@@ -5,7 +5,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from bench.synthetic import ct_instance
-from service.dicom_xml import NAMESPACE
+from service.wire.dicom_xml import NAMESPACE
 from tests.conftest import make_config
 from tests.helpers import multipart_body, split_multipart, stow_headers
 

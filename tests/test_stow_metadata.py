@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from pydicom.uid import generate_uid
 
-from service.dicom_xml import json_to_xml
+from service.wire.dicom_xml import json_to_xml
 from tests.conftest import in_ci
 from tests.helpers import read, split_multipart
 

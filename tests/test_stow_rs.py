@@ -6,7 +6,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from bench.synthetic import ct_instance
-from service.dicom_xml import NAMESPACE
+from service.wire.dicom_xml import NAMESPACE
 from tests.conftest import make_config
 from tests.helpers import multipart_body, stow_headers
 
@@ -159,7 +159,7 @@ def test_pydicom_test_files(client):
 
 
 def test_more_parts_than_one_catalog_batch(client):
-    from service.stow_rs import BATCH_SIZE
+    from service.store.stow_rs import BATCH_SIZE
 
     study, series = generate_uid(), [generate_uid() for _ in range(4)]
     parts = [ct_instance(study, series[n % 4], number=n, rows=8, columns=8) for n in range(BATCH_SIZE + 15)]

@@ -22,11 +22,11 @@ from storage.uids import is_valid_uid
 from transcode.render import MAX_RENDERED_PIXELS, MAX_SIDE, RENDERED_MEDIA_TYPES, Viewport, Window, parse_rendering
 from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 
-from . import rendered_rs, retrieve
-from .errors import BadRequest, NotAcceptable, NotFound
-from .media import DICOM, Representation, parse_accept
+from . import instances, rendered_rs
+from ..errors import BadRequest, NotAcceptable, NotFound
+from ..wire.media import DICOM, Representation, parse_accept
 from .pixel_data import FrameReader
-from .web import anonymize_seed, archive, transcode_limits
+from ..web import anonymize_seed, archive, transcode_limits
 
 bp = Blueprint("wado_uri", __name__)
 
@@ -100,13 +100,13 @@ def _dicom(stored, syntax: str, anonymize: str | None) -> Response:
     if syntax != "*" and not is_valid_uid(syntax):
         raise BadRequest("transferSyntax is not a valid UID")
     limits = transcode_limits()
-    planned = retrieve.plan([stored], [Representation(False, syntax)], True,
-                            lambda some: retrieve.pixel_descriptions(archive(), some), limits)
+    planned = instances.plan([stored], [Representation(False, syntax)], True,
+                            lambda some: instances.pixel_descriptions(archive(), some), limits)
     part = replace(planned.parts[0], seed=anonymize_seed(stored.study_uid, anonymize))
-    part = retrieve.convert_now(archive(), part, limits)
-    body = retrieve.body_chunks(archive(), part, limits)
+    part = instances.convert_now(archive(), part, limits)
+    body = instances.body_chunks(archive(), part, limits)
     response = Response(body, content_type=part.content_type, direct_passthrough=True)
-    size = retrieve.part_size(part)
+    size = instances.part_size(part)
     if size is not None:
         response.content_length = size
     return response

@@ -16,11 +16,11 @@ from flask import Blueprint, Response, request
 
 from storage.metadata import with_base_url
 
-from . import multipart
+from ..wire import multipart
 from .deidentify import deidentify_model
-from .dicom_xml import json_to_xml
-from .media import DICOM_JSON, DICOM_XML
-from .web import anonymize_seed, archive, base_url, held_or_relayed, require_uids, wants_xml
+from ..wire.dicom_xml import json_to_xml
+from ..wire.media import DICOM_JSON, DICOM_XML
+from ..web import anonymize_seed, archive, base_url, held_or_relayed, require_uids, wants_xml
 
 bp = Blueprint("metadata_rs", __name__)
 

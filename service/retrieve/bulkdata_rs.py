@@ -22,12 +22,12 @@ from storage import Archive, StoredInstance
 from transcode import PixelDescription
 from transcode.syntaxes import UNCOMPRESSED
 
-from . import multipart
-from .errors import BadRequest, NotAcceptable, NotFound, RangeNotSatisfiable
-from .media import OCTET_STREAM, octet_stream_acceptable, pixel_representations
+from ..wire import multipart
+from ..errors import BadRequest, NotAcceptable, NotFound, RangeNotSatisfiable
+from ..wire.media import OCTET_STREAM, octet_stream_acceptable, pixel_representations
 from .pixel_data import Choice, FrameReader, choose, frame_bodies, not_acceptable, value_in_place
 from .deidentify import deidentify
-from .web import (
+from ..web import (
     accepted, anonymize_seed, archive, held_or_relayed, multipart_response, refuse_unless_deidentifiable, require_uids,
     transcode_limits,
 )

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from storage.search import Attribute
 
-from . import urls
+from ..wire import urls
 
 RETRIEVE_URL = "00081190"
 INSTANCE_AVAILABILITY = "00080056"

@@ -17,11 +17,11 @@ from transcode import ConversionError, PixelDescription, can_transcode, transcod
 from transcode.instance import streamable, write_streamed
 from transcode.syntaxes import describe
 
-from . import multipart, urls
+from ..wire import multipart, urls
 from .deidentify import NotDeidentifiable, deidentify, refusal_of_model
-from .errors import NotAcceptable
-from .limits import TranscodeLimits
-from .media import ANY_TRANSFER_SYNTAX, DICOM, Representation
+from ..errors import NotAcceptable
+from ..limits import TranscodeLimits
+from ..wire.media import ANY_TRANSFER_SYNTAX, DICOM, Representation
 from .pixel_data import FrameReader
 
 CONVERTED_IN_MEMORY = 4 << 20   # of a converted instance; beyond, its spool goes to disk
@@ -33,7 +33,7 @@ class PlannedPart:
     instance: StoredInstance
     transfer_syntax: str
     converted: BinaryIO | None = None    # the instance already re-encoded (see convert_now)
-    seed: str | None = None              # de-identify the copy sent, with this seed (service.deidentify)
+    seed: str | None = None              # de-identify the copy sent, with this seed (service.retrieve.deidentify)
 
     @property
     def as_stored(self) -> bool:
@@ -112,7 +112,7 @@ def plan(instances: Sequence[StoredInstance], representations: Sequence[Represen
 
 def anonymized(archive: Archive, planned: Plan, seed: str, limits: TranscodeLimits) -> Plan:
     """The plan of an anonymised answer, settled before it starts: instances the profile cannot
-    make safe (service.deidentify.refusal, from their stored metadata) or too large to hold whole
+    make safe (service.retrieve.deidentify.refusal, from their stored metadata) or too large to hold whole
     while de-identifying are left out, the others de-identified with ``seed``. When none is left,
     406 with the reason (413 when size was)."""
     parts, skipped, refused, too_large = [], list(planned.skipped), [], 0
@@ -182,7 +182,7 @@ def _deidentified(archive: Archive, part: PlannedPart, out: BinaryIO) -> None:
 
 
 def write_deidentified(data: bytes, seed: str, out: BinaryIO) -> None:
-    """A Part 10 instance, de-identified (service.deidentify), written to ``out``; NotDeidentifiable
+    """A Part 10 instance, de-identified (service.retrieve.deidentify), written to ``out``; NotDeidentifiable
     (a ValueError) when the profile cannot make it safe."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -29,7 +29,7 @@ from typing import Iterator
 
 import requests
 
-from .multipart import Finished, MultipartDecoder, PartData, PartEnd, PartStart
+from ..wire.multipart import Finished, MultipartDecoder, PartData, PartEnd, PartStart
 
 ANY_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 MAX_JSON_BYTES = 16 << 20   # of one upstream answer of search results or metadata

@@ -26,9 +26,9 @@ from transcode.syntaxes import (
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, TRANSFER_SYNTAXES, UNCOMPRESSED, describe,
 )
 
-from .errors import NotAcceptable
-from .limits import TranscodeLimits
-from .media import ANY_TRANSFER_SYNTAX, OCTET_STREAM, PixelRepresentation
+from ..errors import NotAcceptable
+from ..limits import TranscodeLimits
+from ..wire.media import ANY_TRANSFER_SYNTAX, OCTET_STREAM, PixelRepresentation
 
 NATIVE = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)   # native little endian pixels: the same bytes
 # Syntaxes whose native pixel bytes are little endian, readable in place from the blob.

@@ -5,7 +5,7 @@ from typing import Sequence
 
 from storage import StoreOutcome
 
-from . import urls
+from ..wire import urls
 
 
 def response_status(outcomes: Sequence[StoreOutcome]) -> int:

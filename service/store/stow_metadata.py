@@ -35,9 +35,9 @@ from storage.uids import is_valid_uid
 from transcode.streams import PIXEL_MEDIA_TYPES, describe_stream
 from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 
-from .dicom_xml import MAX_SEQUENCE_DEPTH, xml_to_json
-from .errors import BadRequest
-from .media import DICOM_JSON, DICOM_XML, LEGACY_MEDIA_TYPES, parse_media_type
+from ..wire.dicom_xml import MAX_SEQUENCE_DEPTH, xml_to_json
+from ..errors import BadRequest
+from ..wire.media import DICOM_JSON, DICOM_XML, LEGACY_MEDIA_TYPES, parse_media_type
 
 # This implementation, as file meta information names it (PS3.7 D.3.3.3): a UUID-derived UID.
 IMPLEMENTATION_CLASS_UID = "2.25.259316549367823651047307187813049553043"

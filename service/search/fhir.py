@@ -23,10 +23,10 @@ from flask import Blueprint, Response, current_app, request
 
 from storage.uids import is_valid_uid
 
-from . import upstreams
-from .errors import BadRequest, NotFound
+from ..facade import upstreams
+from ..errors import BadRequest, NotFound
 from .qido_params import integer, max_offset, parse_query
-from .web import archive, base_url, settings, warning
+from ..web import archive, base_url, settings, warning
 
 bp = Blueprint("fhir", __name__)
 FHIR_JSON = "application/fhir+json"

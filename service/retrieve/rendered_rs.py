@@ -8,7 +8,7 @@ default, PNG or GIF (animated over the frames of a multi-frame instance) when as
 Rendering follows transcode.render; answers carry an ETag made from the instances'
 contents and the parameters, and thumbnails are kept in a small per-process cache.
 With ``anonymize=true``, images the profile cannot make safe are refused and annotations
-are drawn from the anonymised copy (service.deidentify).
+are drawn from the anonymised copy (service.retrieve.deidentify).
 """
 from __future__ import annotations
 
@@ -27,14 +27,14 @@ from transcode.render import (
     parse_rendering, region_box, to_8bit, to_image,
 )
 
-from . import multipart
+from ..wire import multipart
 from .deidentify import deidentify, refusal_of_model
-from .errors import BadRequest, NotAcceptable, NotFound, PayloadTooLarge
+from ..errors import BadRequest, NotAcceptable, NotFound, PayloadTooLarge
 from .frames_rs import check_range, parse_frame_list
-from .limits import TranscodeLimits
-from .media import MULTIPART_RELATED, MediaType
+from ..limits import TranscodeLimits
+from ..wire.media import MULTIPART_RELATED, MediaType
 from .pixel_data import FrameReader
-from .web import (
+from ..web import (
     accepted, anonymize_seed, archive, held_or_relayed, multipart_response, require_uids, transcode_limits, warning,
 )
 

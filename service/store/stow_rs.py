@@ -17,13 +17,14 @@ from flask import Blueprint, Response, request
 from storage import StoreOutcome
 from storage.status import FailureReason
 
-from . import metrics, stow_metadata, stow_response
-from .auth import PERMISSIONS_ENVIRON_KEY
-from .dicom_xml import json_to_xml
-from .errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
-from .media import DICOM, DICOM_JSON, DICOM_XML, MULTIPART_RELATED, parse_media_type, response_format
-from .multipart import Finished, MultipartDecoder, MultipartError, PartData, PartEnd, PartLimit, PartStart
-from .web import accepted, archive, base_url, require_uids, settings, warning
+from . import stow_metadata, stow_response
+from .. import metrics
+from ..auth import PERMISSIONS_ENVIRON_KEY
+from ..wire.dicom_xml import json_to_xml
+from ..errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
+from ..wire.media import DICOM, DICOM_JSON, DICOM_XML, MULTIPART_RELATED, parse_media_type, response_format
+from ..wire.multipart import Finished, MultipartDecoder, MultipartError, PartData, PartEnd, PartLimit, PartStart
+from ..web import accepted, archive, base_url, require_uids, settings, warning
 
 bp = Blueprint("stow_rs", __name__)
 

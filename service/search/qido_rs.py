@@ -6,12 +6,13 @@ from dataclasses import replace
 import orjson
 from flask import Blueprint, Response, current_app, request
 
-from . import multipart, upstreams, urls
-from .dicom_xml import json_to_xml
-from .media import DICOM_JSON, DICOM_XML
+from ..facade import upstreams
+from ..wire import multipart, urls
+from ..wire.dicom_xml import json_to_xml
+from ..wire.media import DICOM_JSON, DICOM_XML
 from .qido_params import max_offset, parse_query
 from .qido_response import ResultFormat
-from .web import archive, base_url, multipart_response, require_uids, settings, wants_xml, warning
+from ..web import archive, base_url, multipart_response, require_uids, settings, wants_xml, warning
 
 bp = Blueprint("qido_rs", __name__)
 

@@ -15,11 +15,13 @@ from flask import Blueprint, Response, current_app, request
 from storage.dataset import DEFLATED, inflated_copy, reason, transfer_syntax
 from transcode import PixelDescription, can_transcode, transcode
 
-from . import rendered_rs, retrieve, upstreams, urls
-from .errors import NotAcceptable, NotFound
-from .media import ANY_TRANSFER_SYNTAX, DICOM, instance_representations
-from .multipart import Part, new_boundary
-from .web import (
+from . import instances, rendered_rs
+from ..facade import upstreams
+from ..wire import urls
+from ..errors import NotAcceptable, NotFound
+from ..wire.media import ANY_TRANSFER_SYNTAX, DICOM, instance_representations
+from ..wire.multipart import Part, new_boundary
+from ..web import (
     accepted, anonymize_seed, archive, base_url, multipart_response, require_uids, settings, transcode_limits, warning,
 )
 
@@ -45,21 +47,21 @@ def retrieve_instances(study: str, series: str | None = None, instance: str | No
         level = "instance" if instance else "series" if series else "study"
         raise NotFound(f"no such {level} in the archive")
     limits = transcode_limits()
-    planned = retrieve.plan(found, representations, instance is not None,
-                            lambda some: retrieve.pixel_descriptions(archive(), some), limits)
+    planned = instances.plan(found, representations, instance is not None,
+                            lambda some: instances.pixel_descriptions(archive(), some), limits)
     if seed is not None:
-        planned = retrieve.anonymized(archive(), planned, seed, limits)
+        planned = instances.anonymized(archive(), planned, seed, limits)
     if len(planned.parts) == 1:
-        planned = replace(planned, parts=[retrieve.convert_now(archive(), planned.parts[0], limits)])
+        planned = replace(planned, parts=[instances.convert_now(archive(), planned.parts[0], limits)])
 
     if planned.multipart:
         boundary = new_boundary()
-        body, length = retrieve.multipart_body(archive(), planned.parts, base_url(), boundary, limits)
+        body, length = instances.multipart_body(archive(), planned.parts, base_url(), boundary, limits)
         content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
     else:
         part = planned.parts[0]
-        body = retrieve.body_chunks(archive(), part, limits)
-        length = retrieve.part_size(part)
+        body = instances.body_chunks(archive(), part, limits)
+        length = instances.part_size(part)
         content_type = part.content_type
 
     response = Response(body, status=206 if planned.skipped else 200, content_type=content_type,
@@ -75,7 +77,7 @@ def _from_upstream(study: str, series: str | None, instance: str | None, represe
                    seed: str | None) -> Response | None:
     """A study, series or instance not held here, streamed from the first upstream that has it,
     each instance negotiated, converted and (with ``seed``) de-identified here as if it were
-    stored (service.upstreams). Where the upstream lists the instances, each is checked before
+    stored (service.facade.upstreams). Where the upstream lists the instances, each is checked before
     the answer starts and fetched on its own, so that those it cannot give make a 206 with a
     Warning. An instance the profile cannot make safe is left out, as one of no acceptable form is."""
     known = current_app.extensions["upstreams"]
@@ -147,7 +149,7 @@ def _relayed(spool, candidates: list[str], seed: str | None, root: str, limit: i
                                                             str(ds.SOPInstanceUID))
         else:
             out = io.BytesIO()
-            retrieve.write_deidentified(data, seed, out)
+            instances.write_deidentified(data, seed, out)
             data = out.getvalue()
         return Part(headers, [data])
     except Exception as exc:   # whatever an upstream's damaged instance raises costs that instance only
