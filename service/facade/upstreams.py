@@ -30,6 +30,7 @@ from typing import Iterator
 import requests
 
 from ..wire.multipart import Finished, MultipartDecoder, PartData, PartEnd, PartStart
+from ..wire.tags import KEY
 
 ANY_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 MAX_JSON_BYTES = 16 << 20   # of one upstream answer of search results or metadata
@@ -235,7 +236,7 @@ def _here(value, here: str):
     for key, item in value.items():
         if key == "BulkDataURI" and isinstance(item, str) and "/studies/" in item:
             item = here.rstrip("/") + item[item.index("/studies/"):]
-        elif key == "00081190" and isinstance(item, dict):
+        elif key == KEY.RetrieveURL and isinstance(item, dict):
             item = {**item, "Value": [here.rstrip("/") + v[v.index("/studies/"):] if "/studies/" in v else v
                                       for v in item.get("Value", [])]}
         moved[key] = _here(item, here)
@@ -257,8 +258,8 @@ def listed(upstreams: list[Upstream], study: str, series: str | None,
             continue
         paths = []
         for result in results:
-            series_uid = series or (result.get("0020000E", {}).get("Value") or [None])[0]
-            sop = (result.get("00080018", {}).get("Value") or [None])[0]
+            series_uid = series or (result.get(KEY.SeriesInstanceUID, {}).get("Value") or [None])[0]
+            sop = (result.get(KEY.SOPInstanceUID, {}).get("Value") or [None])[0]
             if series_uid and sop:
                 paths.append(f"/studies/{study}/series/{series_uid}/instances/{sop}")
         if not paths:

@@ -39,6 +39,7 @@ import pydicom
 from dicomanonymizer.dicom_anonymization_databases import dicomfields_2026c as _table
 from pydicom.dataset import Dataset
 from pydicom.uid import UID_dictionary
+from ..wire.tags import KEY
 
 EDITION = "2026c"
 _CATEGORIES = {"D_TAGS": "D", "Z_TAGS": "Z", "X_TAGS": "X", "U_TAGS": "U", "Z_D_TAGS": "Z/D", "X_Z_TAGS": "X/Z",
@@ -126,10 +127,11 @@ def refusal_of_model(model: dict) -> str | None:
         values = model.get(tag, {}).get("Value") if isinstance(model.get(tag), dict) else None
         return values[0] if values else None
 
-    return refusal({"SOPClassUID": first("00080016"), "Modality": first("00080060"),
-                    "BurnedInAnnotation": first("00280301"), "RecognizableVisualFeatures": first("00280302"),
-                    "PixelData": "7FE00010" in model or "7FE00008" in model or "7FE00009" in model,
-                    "EncapsulatedDocument": "00420011" in model})
+    found = {keyword: first(getattr(KEY, keyword))
+             for keyword in ("SOPClassUID", "Modality", "BurnedInAnnotation", "RecognizableVisualFeatures")}
+    pixels = (KEY.PixelData, KEY.FloatPixelData, KEY.DoubleFloatPixelData)
+    return refusal({**found, "PixelData": any(tag in model for tag in pixels),
+                    "EncapsulatedDocument": KEY.EncapsulatedDocument in model})
 
 
 def refusal_of_dataset(ds: Dataset) -> str | None:

@@ -27,6 +27,7 @@ from ..facade import upstreams
 from ..errors import BadRequest, NotFound
 from .qido_params import integer, max_offset, parse_query
 from ..web import archive, base_url, settings, warning
+from ..wire.tags import KEY
 
 bp = Blueprint("fhir", __name__)
 FHIR_JSON = "application/fhir+json"
@@ -65,17 +66,16 @@ def search() -> Response:
     return response
 
 
-_STUDY_KEYWORDS = {"0020000D": "StudyInstanceUID", "00100020": "PatientID", "00100010": "PatientName",
-                   "00080020": "StudyDate", "00080030": "StudyTime", "00080050": "AccessionNumber",
-                   "00081030": "StudyDescription", "00201206": "NumberOfStudyRelatedSeries",
-                   "00201208": "NumberOfStudyRelatedInstances"}
+_STUDY_KEYWORDS = {getattr(KEY, k): k for k in (
+    "StudyInstanceUID", "PatientID", "PatientName", "StudyDate", "StudyTime", "AccessionNumber", "StudyDescription",
+    "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances")}
 
 
 def _with_upstreams(facade, query, params, rows, total, offset, count):
     """In a facade, the upstreams' studies too: asked at once by QIDO-RS, merged by UID (the
     local one first) and paged with the local ones; ``total`` counts the local matches and
     what the upstreams sent (they are asked for one page's worth past the offset)."""
-    upstream_params = [*params, ("limit", str(offset + count)), ("offset", "0"), ("includefield", "00081030")]
+    upstream_params = [*params, ("limit", str(offset + count)), ("offset", "0"), ("includefield", KEY.StudyDescription)]
     answers, failed = upstreams.search_all(facade, "/studies", upstream_params)
     local = replace(query, limit=offset + count, offset=0)
     merged = {row["StudyInstanceUID"]: row for row in archive().search(local)[0]}
@@ -83,7 +83,7 @@ def _with_upstreams(facade, query, params, rows, total, offset, count):
     for answer in answers:
         for result in answer:
             row = {keyword: (result.get(tag, {}).get("Value") or [None])[0] for tag, keyword in _STUDY_KEYWORDS.items()}
-            row["ModalitiesInStudy"] = result.get("00080061", {}).get("Value") or []
+            row["ModalitiesInStudy"] = result.get(KEY.ModalitiesInStudy, {}).get("Value") or []
             if row["StudyInstanceUID"] and row["StudyInstanceUID"] not in merged:
                 merged[row["StudyInstanceUID"]] = row
                 extra += 1

@@ -10,9 +10,10 @@ from typing import Any, Sequence
 from storage.search import Attribute
 
 from ..wire import urls
+from ..wire.tags import KEY
 
-RETRIEVE_URL = "00081190"
-INSTANCE_AVAILABILITY = "00080056"
+RETRIEVE_URL = KEY.RetrieveURL
+INSTANCE_AVAILABILITY = KEY.InstanceAvailability
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 
 

@@ -13,6 +13,7 @@ from ..wire.media import DICOM_JSON, DICOM_XML
 from .qido_params import max_offset, parse_query
 from .qido_response import ResultFormat
 from ..web import archive, base_url, multipart_response, require_uids, settings, wants_xml, warning
+from ..wire.tags import KEY
 
 bp = Blueprint("qido_rs", __name__)
 
@@ -47,7 +48,8 @@ def search_instances(study: str | None = None, series: str | None = None) -> Res
     return _search("instance", scoped)
 
 
-_KEY = {"patient": "00100020", "study": "0020000D", "series": "0020000E", "instance": "00080018"}
+_KEY = {"patient": KEY.PatientID, "study": KEY.StudyInstanceUID, "series": KEY.SeriesInstanceUID,
+        "instance": KEY.SOPInstanceUID}
 
 
 def _with_upstreams(facade, results: list[dict], level: str, query) -> tuple[list[dict], bool, list[str]]:
@@ -75,11 +77,11 @@ def _first(result: dict, tag: str) -> str:
 
 
 def _here(result: dict, level: str) -> dict:
-    if "00081190" in result and level != "patient":
-        study, series, instance = (_first(result, t) or None for t in ("0020000D", "0020000E", "00080018"))
+    if KEY.RetrieveURL in result and level != "patient":
+        study, series, instance = (_first(result, t) or None for t in (KEY.StudyInstanceUID, KEY.SeriesInstanceUID, KEY.SOPInstanceUID))
         url = urls.retrieve_url(base_url(), study, series if level in ("series", "instance") else None,
                                 instance if level == "instance" else None)
-        result = {**result, "00081190": {"vr": "UR", "Value": [url]}}
+        result = {**result, KEY.RetrieveURL: {"vr": "UR", "Value": [url]}}
     return result
 
 

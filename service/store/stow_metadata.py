@@ -38,6 +38,7 @@ from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from ..wire.dicom_xml import MAX_SEQUENCE_DEPTH, xml_to_json
 from ..errors import BadRequest
 from ..wire.media import DICOM_JSON, DICOM_XML, LEGACY_MEDIA_TYPES, parse_media_type
+from ..wire.tags import KEY
 
 # This implementation, as file meta information names it (PS3.7 D.3.3.3): a UUID-derived UID.
 IMPLEMENTATION_CLASS_UID = "2.25.259316549367823651047307187813049553043"
@@ -81,7 +82,7 @@ def instances(parts: list[BodyPart], study: str | None, spool_dir, spool_memory:
             try:
                 ds = build(model, by_location, study, max_bulk_bytes)
             except _Refused as refused:
-                yield StoreOutcome(model_uid(model, "00080016"), model_uid(model, "00080018"),
+                yield StoreOutcome(model_uid(model, KEY.SOPClassUID), model_uid(model, KEY.SOPInstanceUID),
                                    failure=refused.reason, message=refused.message)
                 continue
             spool = tempfile.SpooledTemporaryFile(max_size=spool_memory, dir=spool_dir)
@@ -92,7 +93,7 @@ def instances(parts: list[BodyPart], study: str | None, spool_dir, spool_memory:
             except Exception as exc:   # a value its VR cannot hold (US 70000…), as pydicom says it; or a full disk
                 spool.close()
                 full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
-                yield StoreOutcome(model_uid(model, "00080016"), model_uid(model, "00080018"),
+                yield StoreOutcome(model_uid(model, KEY.SOPClassUID), model_uid(model, KEY.SOPInstanceUID),
                                    failure=FailureReason.OUT_OF_RESOURCES if full else FailureReason.CANNOT_UNDERSTAND,
                                    message="no space is left on this server to build the instance" if full else
                                    f"the metadata cannot be written as DICOM: {reason(exc)}")
@@ -161,15 +162,15 @@ class _Refused(Exception):
 def build(model: dict, bulk: dict[str, BodyPart], study: str | None, max_bulk_bytes: int = 1 << 30) -> Dataset:
     """One Part 10 data set from its DICOM JSON object and the bulk data parts."""
     model = dict(model)
-    pixels = model.pop("7FE00010", None)
+    pixels = model.pop(KEY.PixelData, None)
     pixel_part = None
     if pixels is not None and "BulkDataURI" in pixels:
         pixel_part = _part(bulk, pixels["BulkDataURI"])
         if pixel_part.media_type not in PIXEL_MEDIA_TYPES:
-            model["7FE00010"] = pixels   # native pixels (octet-stream): the value as sent
+            model[KEY.PixelData] = pixels   # native pixels (octet-stream): the value as sent
             pixel_part = None
     elif pixels is not None:
-        model["7FE00010"] = pixels
+        model[KEY.PixelData] = pixels
 
     values: dict[int, bytes] = {}   # each part read once, however many attributes name it
 

@@ -6,6 +6,7 @@ from typing import Sequence
 from storage import StoreOutcome
 
 from ..wire import urls
+from ..wire.tags import KEY
 
 
 def response_status(outcomes: Sequence[StoreOutcome]) -> int:
@@ -33,23 +34,23 @@ def response_model(outcomes: Sequence[StoreOutcome], base_url: str, study_uid: s
     if study_uid is None and len(studies) == 1:
         study_uid = next(iter(studies))
     if study_uid is not None:
-        model["00081190"] = {"vr": "UR", "Value": [urls.retrieve_url(base_url, study_uid)]}
+        model[KEY.RetrieveURL] = {"vr": "UR", "Value": [urls.retrieve_url(base_url, study_uid)]}
     if failed:
-        model["00081198"] = {"vr": "SQ", "Value": [_item(o) for o in failed]}
+        model[KEY.FailedSOPSequence] = {"vr": "SQ", "Value": [_item(o) for o in failed]}
     if stored:
-        model["00081199"] = {"vr": "SQ", "Value": [_item(o, base_url) for o in stored]}
+        model[KEY.ReferencedSOPSequence] = {"vr": "SQ", "Value": [_item(o, base_url) for o in stored]}
     return model
 
 
 def _item(outcome: StoreOutcome, base_url: str | None = None) -> dict:
     item: dict = {}
     if outcome.sop_class_uid:
-        item["00081150"] = {"vr": "UI", "Value": [outcome.sop_class_uid]}
+        item[KEY.ReferencedSOPClassUID] = {"vr": "UI", "Value": [outcome.sop_class_uid]}
     if outcome.sop_instance_uid:
-        item["00081155"] = {"vr": "UI", "Value": [outcome.sop_instance_uid]}
+        item[KEY.ReferencedSOPInstanceUID] = {"vr": "UI", "Value": [outcome.sop_instance_uid]}
     if outcome.failure is not None:
-        item["00081197"] = {"vr": "US", "Value": [int(outcome.failure)]}
+        item[KEY.FailureReason] = {"vr": "US", "Value": [int(outcome.failure)]}
     elif base_url is not None:
         url = urls.retrieve_url(base_url, outcome.study_uid, outcome.series_uid, outcome.sop_instance_uid)
-        item["00081190"] = {"vr": "UR", "Value": [url]}
+        item[KEY.RetrieveURL] = {"vr": "UR", "Value": [url]}
     return item
