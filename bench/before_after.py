@@ -28,7 +28,7 @@ KEY = "bench-key-0123456789"
 
 
 def start(tree: Path, work: Path, extra: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
-    from tests.conftest import free_port
+    from testbed.server import free_port
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMWEB_")}

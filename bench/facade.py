@@ -21,8 +21,8 @@ import requests
 from pydicom.uid import generate_uid
 
 from bench.run import latency, retrieve, run_clients, start_server, timed_gets
-from bench.synthetic import ct_instance
-from tests.helpers import multipart_body, slow_upstream, stow_headers
+from testbed.synthetic import ct_instance
+from testbed.messages import multipart_body, slow_upstream, stow_headers
 
 ANY = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 

@@ -19,7 +19,7 @@ import requests
 from pydicom.uid import generate_uid
 
 from bench.run import latency, run_clients
-from bench.synthetic import ct_instance
+from testbed.synthetic import ct_instance
 
 ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 
@@ -87,7 +87,7 @@ def main() -> None:
             import boto3
             from moto.server import ThreadedMotoServer
 
-            from tests.conftest import free_port
+            from testbed.server import free_port
 
             port = free_port()
             moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

@@ -23,10 +23,10 @@ import pydicom
 import requests
 from pydicom.uid import generate_uid
 
-from bench.synthetic import ct_instance
-from tests.conftest import free_port
-from tests.helpers import multipart_body, stow_headers
-from tests.server import Server
+from testbed.synthetic import ct_instance
+from testbed.server import free_port
+from testbed.messages import multipart_body, stow_headers
+from testbed.server import Server
 
 KEY = "bench-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -17,7 +17,7 @@ from pathlib import Path
 import requests
 
 from bench.run import latency, run_clients
-from bench.synthetic import StudySpec, study
+from testbed.synthetic import StudySpec, study
 
 BOUNDARY = "bench-metadata"
 

@@ -21,13 +21,13 @@ import requests
 from pydicom.uid import generate_uid
 
 from bench.run import latency, run_clients, server_memory, start_server
-from bench.synthetic import ct_instance, phantom
+from testbed.synthetic import ct_instance, phantom
 
 MIX = [("stow", 0.10), ("qido", 0.30), ("metadata", 0.20), ("wado", 0.25), ("rendered", 0.15)]
 
 
 def _client(base: str, cert: str, key: str, studies: list, seconds: float, seed: int, results) -> None:  # noqa: ANN001
-    from tests.helpers import multipart_body, stow_headers
+    from testbed.messages import multipart_body, stow_headers
 
     rng = random.Random(seed)
     session = requests.Session()
@@ -71,9 +71,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300)
     parser.add_argument("--out", default="bench/results/mixed.json")
     args = parser.parse_args()
-    from tests.conftest import free_port
-    from tests.helpers import multipart_body, stow_headers
-    from tests.nginx import Nginx
+    from testbed.server import free_port
+    from testbed.messages import multipart_body, stow_headers
+    from testbed.nginx import Nginx
 
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
@@ -119,7 +119,7 @@ def main() -> None:
 
 
 def _read(data: bytes):
-    from tests.helpers import read
+    from testbed.messages import read
     return read(data)
 
 

@@ -3,7 +3,7 @@
     python -m bench.rendered [--clients 4] [--series 300]
 
 Starts our server under gunicorn (disk + SQLite in a temporary directory), stores one
-512×512 CT slice (bench.synthetic.phantom) and a series of ``--series`` slices, then
+512×512 CT slice (testbed.synthetic.phantom) and a series of ``--series`` slices, then
 measures with ``--clients`` client processes on persistent connections: /rendered as
 image/jpeg, WADO-URI image/jpeg and application/dicom, and the series thumbnail (first
 request, made and cached; then the cached one).
@@ -20,8 +20,8 @@ import requests
 from pydicom.uid import generate_uid
 
 from bench.run import latency, retrieve, start_server
-from bench.synthetic import ct_instance, phantom
-from tests.helpers import multipart_body, stow_headers
+from testbed.synthetic import ct_instance, phantom
+from testbed.messages import multipart_body, stow_headers
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
             slice_ = ct_instance(study, series, rows=512, columns=512, pixels=phantom(512, 512))
             requests.post(url + "/studies", data=multipart_body([slice_]), headers={**auth, **stow_headers()},
                           timeout=60).raise_for_status()
-            from tests.helpers import read
+            from testbed.messages import read
             ds = read(slice_)
             instance = f"/studies/{study}/series/{series}/instances/{ds.SOPInstanceUID}"
             wado = f"/wado?requestType=WADO&studyUID={study}&seriesUID={series}&objectUID={ds.SOPInstanceUID}"

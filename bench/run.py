@@ -20,7 +20,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from bench.synthetic import StudySpec, study
+from testbed.synthetic import StudySpec, study
 
 ANY = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 DEFAULT = 'multipart/related; type="application/dicom"'
@@ -250,8 +250,8 @@ def instance_resource(path: Path) -> str:
 
 
 def start_server(data_dir: Path, extra_env: dict[str, str]):
-    from tests.conftest import free_port
-    from tests.server import Server
+    from testbed.server import free_port
+    from testbed.server import Server
 
     env = {"DICOMWEB_DATA_DIR": str(data_dir / "var"), "DICOMWEB_API_KEY": "bench-key", **extra_env}
     server = Server(env, free_port(), data_dir / "gunicorn.log")

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from bench.run import _stow_worker, generate, latency, run_clients, start_server, timed_gets
-from bench.synthetic import StudySpec
+from testbed.synthetic import StudySpec
 
 
 def measure(nodes: int, clients: int, paths: list[Path], moto: str, catalog: str, work: Path) -> dict:
@@ -56,7 +56,8 @@ def main() -> None:
     args = parser.parse_args()
     from moto.server import ThreadedMotoServer
 
-    from tests.conftest import free_port, postgres_schema
+    from testbed.postgres import schema as postgres_schema
+    from testbed.server import free_port
 
     port = free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

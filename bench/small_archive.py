@@ -9,7 +9,7 @@ import random
 
 import requests
 
-from bench.synthetic import ct_instance
+from testbed.synthetic import ct_instance
 from pydicom.uid import generate_uid
 
 from bench.catalog_fill import FAMILY, GIVEN

@@ -3,7 +3,7 @@
     python -m bench.transcode [--repeat N] [--out bench/results/transcode.json]
     python -m bench.transcode --http [--clients 4]   # through gunicorn: instances/s per target
 
-Two images with the structure of real ones (bench.synthetic.phantom): a 512×512 CT
+Two images with the structure of real ones (testbed.synthetic.phantom): a 512×512 CT
 slice and a 2048×2048 radiograph, 16-bit allocated, 12 stored. For each target,
 ``transcode()`` (what a WADO-RS retrieve runs, minus HTTP) is timed in this process,
 and ``gdcmconv`` (apt-get install libgdcm-tools) converting the same file to the
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pydicom.uid import generate_uid
 
-from bench.synthetic import ct_instance, phantom
+from testbed.synthetic import ct_instance, phantom
 from transcode import transcode
 
 ELE = "1.2.840.10008.1.2.1"
@@ -104,7 +104,7 @@ def bench_http(data: bytes, clients: int, repeat: int) -> list[dict]:
     import requests
 
     from bench.run import instance_resource, retrieve, start_server
-    from tests.helpers import multipart_body, stow_headers
+    from testbed.messages import multipart_body, stow_headers
 
     with tempfile.TemporaryDirectory() as work:
         server, url, key, _ = start_server(Path(work), {})

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -12,10 +10,11 @@ import pytest
 
 from service import create_app
 from service.config import Config, hash_key, Peer
+from testbed import postgres
+from testbed.server import free_port  # noqa: F401 - the tests' own, from the testbed
 
 API_KEY = "test-key-0123456789"
 PEER = "test-peer"
-PG_BASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 
 
@@ -52,36 +51,18 @@ def client(app):
     return client
 
 
-def postgres_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 @contextmanager
 def postgres_schema(prefix: str = "t"):
-    """A catalog URL on a fresh schema of the local PostgreSQL ``test`` database, dropped afterwards.
+    """A catalog URL on a fresh schema of the local PostgreSQL ``test`` database (testbed.postgres).
 
     Skips with a visible reason where no server listens; in CI, where one must, fails instead.
     """
-    if not postgres_reachable():
+    if not postgres.reachable():
         if in_ci():
             pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 in CI")
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    import sqlalchemy
-
-    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    engine = sqlalchemy.create_engine(PG_BASE_URL.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_BASE_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        engine.dispose()
+    with postgres.schema(prefix) as url:
+        yield url
 
 
 @pytest.fixture
@@ -114,12 +95,6 @@ def moto_server():
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def unexpected_errors() -> float:

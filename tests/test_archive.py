@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bench.synthetic import ct_instance
+from testbed.synthetic import ct_instance
 from storage import Archive, Catalog, DiskStore
 from storage.status import FailureReason
 from pydicom.uid import generate_uid

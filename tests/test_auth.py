@@ -4,12 +4,12 @@ import logging
 import pytest
 from pydicom.uid import generate_uid
 
-from bench.synthetic import ct_instance
+from testbed.synthetic import ct_instance
 from service import create_app
 from service.auth import identify, presented_key
 from service.config import Peer, hash_key
 from tests.conftest import API_KEY, PEER, make_config
-from tests.helpers import multipart_body, stow_headers
+from testbed.messages import multipart_body, stow_headers
 
 PEERS = (Peer("hospital-a", hash_key("key-a")), Peer("ncp-b", hash_key("key-b")))
 

@@ -8,8 +8,8 @@ import tracemalloc
 import numpy as np
 from pydicom.uid import generate_uid
 
-from bench.synthetic import ct_instance
-from tests.helpers import multipart_body, read, split_multipart, stow_headers
+from testbed.synthetic import ct_instance
+from testbed.messages import multipart_body, read, split_multipart, stow_headers
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
 

@@ -4,9 +4,9 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from bench.synthetic import ct_instance
+from testbed.synthetic import ct_instance
 from tests.conftest import TEST_FILES
-from tests.helpers import read, multipart_body, split_multipart, stow_headers
+from testbed.messages import read, multipart_body, split_multipart, stow_headers
 
 
 

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 from pydicom.uid import generate_uid
 
-from bench.synthetic import ct_instance
+from testbed.synthetic import ct_instance
 from service import create_app
 from service.cli import main
 from storage import Catalog
@@ -64,14 +64,14 @@ def test_import_a_tree_resumes_and_reports_failures(env):
     from service.config import Config
 
     archive = create_app(Config.from_env({**os.environ, "DICOMWEB_AUTH": "off"})).extensions["archive"]
-    from tests.helpers import read
+    from testbed.messages import read
     ct = read((TEST_FILES / "CT_small.dcm").read_bytes())
     assert archive.instances(ct.StudyInstanceUID)
 
 
 def test_check_and_repair(env):
     from service.config import Config
-    from tests.helpers import multipart_body, stow_headers
+    from testbed.messages import multipart_body, stow_headers
 
     run("keys", "add", "op")
     app = create_app(Config.from_env({**os.environ, "DICOMWEB_AUTH": "off"}))

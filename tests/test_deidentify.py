@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 from pydicom.uid import generate_uid
 
-from bench.synthetic import ct_instance
+from testbed.synthetic import ct_instance
 from service.retrieve.deidentify import deidentify, seed
 from tests.conftest import make_config
-from tests.helpers import multipart_body, read, split_multipart, stow_headers
+from testbed.messages import multipart_body, read, split_multipart, stow_headers
 
 # Attributes of PS3.15 table E.1-1 that identify the patient, the people or the places,
 # and that must be gone or changed (X, Z, D, U actions) in what is sent.

@@ -13,10 +13,10 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
-from bench.synthetic import StudySpec, ct_instance, phantom, study as synthetic_study
+from testbed.synthetic import StudySpec, ct_instance, phantom, study as synthetic_study
 from tests.conftest import API_KEY, TEST_FILES, free_port, pydicom_test_files
-from tests.helpers import read, split_multipart
-from tests.server import Server
+from testbed.messages import read, split_multipart
+from testbed.server import Server
 
 ANY = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 AUTH = {"Authorization": f"Bearer {API_KEY}"}

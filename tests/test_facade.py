@@ -10,12 +10,12 @@ import pytest
 import requests
 from pydicom.uid import generate_uid
 
-from bench.synthetic import ct_instance
+from testbed.synthetic import ct_instance
 from service import create_app
 from service.search.qido_params import parse_query
 from tests.conftest import API_KEY, free_port, make_config
-from tests.helpers import multipart_body, read, slow_upstream, split_multipart, stow_headers
-from tests.server import Server
+from testbed.messages import multipart_body, read, slow_upstream, split_multipart, stow_headers
+from testbed.server import Server
 
 UPSTREAM_KEY = "upstream-key-0123456789"
 

@@ -13,10 +13,10 @@ import time
 import requests
 from pydicom.uid import generate_uid
 
-from bench.synthetic import ct_instance
+from testbed.synthetic import ct_instance
 from tests.conftest import API_KEY, free_port
-from tests.helpers import multipart_body, read, split_multipart, stow_headers
-from tests.server import ROOT, Server
+from testbed.messages import multipart_body, read, split_multipart, stow_headers
+from testbed.server import ROOT, Server
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 

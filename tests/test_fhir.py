@@ -6,8 +6,8 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.imagingstudy import ImagingStudy
 from pydicom.uid import generate_uid
 
-from bench.synthetic import ct_instance
-from tests.helpers import multipart_body, read, split_multipart, stow_headers
+from testbed.synthetic import ct_instance
+from testbed.messages import multipart_body, read, split_multipart, stow_headers
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ import pydicom.encaps
 import pytest
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
-from bench.synthetic import ct_instance
+from testbed.synthetic import ct_instance
 from service.retrieve.frames_rs import parse_frame_list
 from service.errors import BadRequest
 from tests.conftest import TEST_FILES
-from tests.helpers import read, multipart_body, split_multipart, stow_headers
+from testbed.messages import read, multipart_body, split_multipart, stow_headers
 
 OHIF_ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 

@@ -5,8 +5,8 @@ import pytest
 
 from pydicom.uid import generate_uid
 
-from bench.synthetic import ct_instance
-from tests.helpers import multipart_body, stow_headers
+from testbed.synthetic import ct_instance
+from testbed.messages import multipart_body, stow_headers
 
 ANY = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 

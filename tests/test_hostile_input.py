@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from pydicom.uid import generate_uid
 
-from bench.synthetic import ct_instance
-from tests.helpers import multipart_body, stow_headers
+from testbed.synthetic import ct_instance
+from testbed.messages import multipart_body, stow_headers
 from tests.test_stow_metadata import post, sc_model
 
 

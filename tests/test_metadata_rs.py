@@ -9,10 +9,10 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from bench.synthetic import ct_instance
+from testbed.synthetic import ct_instance
 from service.wire.dicom_xml import NAMESPACE
 from tests.conftest import TEST_FILES
-from tests.helpers import read, multipart_body, split_multipart, stow_headers
+from testbed.messages import read, multipart_body, split_multipart, stow_headers
 
 CHARSET_FILES = TEST_FILES.parent / "charset_files"
 

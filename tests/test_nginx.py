@@ -11,11 +11,11 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import generate_uid
 
-from bench.synthetic import StudySpec, ct_instance, study as synthetic_study
+from testbed.synthetic import StudySpec, ct_instance, study as synthetic_study
 from tests.conftest import API_KEY, free_port, in_ci
-from tests.helpers import multipart_body, read, stow_headers
-from tests.nginx import Nginx, available
-from tests.server import Server
+from testbed.messages import multipart_body, read, stow_headers
+from testbed.nginx import Nginx, available
+from testbed.server import Server
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -134,7 +134,7 @@ def test_slow_clients_cannot_take_every_thread(proxied):
     """64 slow requests from one address (uploads trickling a byte a second, downloads never
     read) are held while searches from another address answer in 200 ms p95; a 65th from the
     same address is refused (503). With 4 threads a worker, the searches waited 30 s and more."""
-    from bench.slow_clients import hold_and_search, tls_context
+    from testbed.slow_clients import hold_and_search, tls_context
 
     server, nginx = proxied
     study = generate_uid()

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from pydicom.uid import generate_uid
 
-from bench.synthetic import ct_instance
+from testbed.synthetic import ct_instance
 from service import create_app
 from tests.conftest import API_KEY, make_config
-from tests.helpers import multipart_body, stow_headers
+from testbed.messages import multipart_body, stow_headers
 
 SETTINGS = settings(max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow],
                     database=None)

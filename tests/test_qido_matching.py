@@ -9,7 +9,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from bench.synthetic import ct_instance
+from testbed.synthetic import ct_instance
 from service.search.qido_params import parse_query
 from storage import Archive, Catalog, DiskStore
 from storage.search import QueryError

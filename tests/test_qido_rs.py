@@ -4,10 +4,10 @@ import xml.etree.ElementTree as ET
 import pytest
 from pydicom.uid import generate_uid
 
-from bench.synthetic import ct_instance
+from testbed.synthetic import ct_instance
 from service.wire.dicom_xml import NAMESPACE
 from tests.conftest import make_config
-from tests.helpers import multipart_body, split_multipart, stow_headers
+from testbed.messages import multipart_body, split_multipart, stow_headers
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 from pydicom.uid import generate_uid
 
-from bench.synthetic import ct_instance, phantom
+from testbed.synthetic import ct_instance, phantom
 from tests.conftest import pydicom_test_files
-from tests.helpers import multipart_body, read, split_multipart, stow_headers
+from testbed.messages import multipart_body, read, split_multipart, stow_headers
 
 FILES = {p.name: p for p in pydicom_test_files()}
 

@@ -11,7 +11,7 @@ from pydicom.uid import generate_uid
 
 from service.wire.dicom_xml import json_to_xml
 from tests.conftest import in_ci
-from tests.helpers import read, split_multipart
+from testbed.messages import read, split_multipart
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 

@@ -5,10 +5,10 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from bench.synthetic import ct_instance
+from testbed.synthetic import ct_instance
 from service.wire.dicom_xml import NAMESPACE
 from tests.conftest import make_config
-from tests.helpers import multipart_body, stow_headers
+from testbed.messages import multipart_body, stow_headers
 
 URL = "/dicom-web/studies"
 

@@ -85,7 +85,7 @@ def test_a_value_too_long_for_its_explicit_vr_becomes_un():
     """PS3.5 §6.2.2: from Implicit VR, a value over 64 KiB of a VR with a 16-bit length goes out as UN."""
     from pydicom.uid import generate_uid
 
-    from bench.synthetic import ct_instance
+    from testbed.synthetic import ct_instance
 
     ds = read(ct_instance(generate_uid(), generate_uid(), rows=8, columns=8, transfer_syntax=IMPLICIT_VR_LITTLE_ENDIAN))
     ds.add_new(0x00204000, "LT", "x" * 70000)

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
-from bench.synthetic import ct_instance
+from testbed.synthetic import ct_instance
 from tests.conftest import TEST_FILES
-from tests.helpers import read, multipart_body, split_multipart, stow_headers
+from testbed.messages import read, multipart_body, split_multipart, stow_headers
 
 ELE = "1.2.840.10008.1.2.1"
 ANY = 'multipart/related; type="application/dicom"; transfer-syntax=*'
@@ -265,7 +265,7 @@ def test_a_large_instance_is_converted_frame_by_frame(app, client, target):
     """32 MiB of pixels: converting them holds one frame and bounded spools, not the instance."""
     import tracemalloc
 
-    from bench.synthetic import phantom
+    from testbed.synthetic import phantom
     from service.retrieve import instances as retrieve
 
     frames = 64

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import pydicom_test_files
-from tests.helpers import multipart_body, read, stow_headers
+from testbed.messages import multipart_body, read, stow_headers
 from tests.test_rendered_rs import reference
 
 FILES = {p.name: p for p in pydicom_test_files()}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +13,13 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 # What the service (service/__init__.py, service/auth.py) and gunicorn log for a defect.
 UNEXPECTED_SIGNS = ("unhandled error on", "answer broken off", "Error handling request")
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class Server:
