@@ -12,7 +12,6 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from storage.search import QueryError
 
 from . import health, metrics, openapi
-from .facade import upstreams
 from .auth import (
     CHALLENGE, PEER_ENVIRON_KEY, PERMISSIONS_ENVIRON_KEY, SOCKET_PEER_ENVIRON_KEY, TRANSACTION_ENVIRON_KEY,
     AuditMiddleware, PeerSource, identify, presented_key, required_permission,
@@ -20,7 +19,7 @@ from .auth import (
 from .config import Config, in_networks
 from .errors import BadRequest, DicomWebError, Forbidden, Unauthorized
 from .limits import TranscodeLimits
-from .wiring import anonymize_secret, make_archive
+from .wiring import anonymize_secret, make_archive, make_facade
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +34,19 @@ def create_app(config: Config | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)
     app.config["DICOMWEB"] = config
     app.extensions["peers"] = peers
-    app.extensions["upstreams"] = upstreams.load(config.upstreams_file)
+    app.extensions["facade"] = make_facade(config)
     app.extensions["archive"] = make_archive(config)
     app.extensions["anonymize_secret"] = anonymize_secret(config)
     app.extensions["transcode_limits"] = TranscodeLimits(config.transcode_max_bytes, config.transcode_slots,
-                                                         config.transcode_wait)
+                                                         config.transcode_wait, config.converted_in_memory_bytes,
+                                                         config.spool_dir)
 
     from . import cors
     from .retrieve import bulkdata_rs, frames_rs, metadata_rs, rendered_rs, wado_rs, wado_uri
     from .search import fhir, qido_rs
     from .store import stow_rs
 
-    app.extensions["thumbnails"] = rendered_rs.ThumbnailCache(16 << 20)
+    app.extensions["thumbnails"] = rendered_rs.ThumbnailCache(config.thumbnail_cache_bytes)
 
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)

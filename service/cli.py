@@ -25,7 +25,7 @@ import click
 from storage import Archive, Catalog
 from storage.migrations import migrate as migrate_catalog
 
-from .config import Config, parse_permissions, peers_path, read_peers
+from .config import Config, parse_permissions, read_peers
 from .wiring import make_archive
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +46,7 @@ def main() -> None:
 
 
 @main.command(help="Serve under gunicorn with deploy/gunicorn.conf.py.")
-@click.option("--bind", default=lambda: os.environ.get("DICOMWEB_BIND", "127.0.0.1:8080"), show_default="127.0.0.1:8080")
+@click.option("--bind", envvar="DICOMWEB_BIND", default="127.0.0.1:8080", show_default=True)
 def serve(bind: str) -> None:
     os.chdir(ROOT)
     os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "--config", "deploy/gunicorn.conf.py",
@@ -121,7 +121,7 @@ def keys() -> None:
 @click.option("--permissions", default="read,store", show_default=True,
               help="what the peer may do: read, store, replace (comma-separated)")
 def keys_add(name: str, permissions: str) -> None:
-    path = peers_path(os.environ)
+    path = _config().peers_file
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name):
         raise click.UsageError("a peer name is 1 to 64 letters, digits, '-', '_' and '.'")
     try:
@@ -140,7 +140,7 @@ def keys_add(name: str, permissions: str) -> None:
 
 @keys.command("list", help="The peers that have a key, and what each may do.")
 def keys_list() -> None:
-    found = read_peers(peers_path(os.environ))
+    found = read_peers(_config().peers_file)
     for peer in found.peers:
         click.echo(f"{peer.name}\t{peer.key_sha256.hex()[:12]}…\t{','.join(sorted(peer.permissions))}")
     for problem in found.problems:
@@ -152,7 +152,7 @@ def keys_list() -> None:
 @keys.command("revoke", help="Remove the key of the peer NAME.")
 @click.argument("name")
 def keys_revoke(name: str) -> None:
-    path = peers_path(os.environ)
+    path = _config().peers_file
     if name not in {peer.name for peer in read_peers(path).peers}:
         raise click.UsageError(f"no peer {name!r} in {path}")
     lines = [line for line in path.read_text().splitlines() if line.split(None, 1)[:1] != [name]]

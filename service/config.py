@@ -61,7 +61,12 @@ class Config:
     stow_max_parts: int = 10_000          # parts one STOW request may hold
     replace_duplicates: bool = False
     fsync: bool = True
-    spool_memory_bytes: int = 1 << 20
+    # Memory one request may hold before it spills to the spool directory (set in code, not the environment).
+    spool_memory_bytes: int = 1 << 20              # of one received part (STOW, an upstream's instance)
+    metadata_parts_in_memory_bytes: int = 16 << 20  # of all the parts of one metadata STOW, held together
+    converted_in_memory_bytes: int = 4 << 20       # of one converted instance
+    blob_spool_memory_bytes: int = 16 << 20        # of a blob copied to a seekable file (S3 bodies are not)
+    thumbnail_cache_bytes: int = 16 << 20          # rendered thumbnails kept by one worker process
     qido_max_results: int = 1000          # a search returns at most this many results per request
     qido_max_offset: int = 100_000        # …and pages no further than this (facades: 10 × max results)
     cors_origins: tuple[str, ...] = ()    # browser origins allowed to call the service, or ("*",)
@@ -70,6 +75,10 @@ class Config:
     transcode_wait: float = 10.0          # …and how long a request waits for a free one before a 503
     anonymize_secret: str = ""            # seeds de-identification; default: <data_dir>/anonymize-secret
     upstreams_file: Path | None = None    # upstream DICOMweb origins of a facade (service.facade.upstreams)
+    prometheus_multiproc_dir: str | None = None   # where gunicorn's workers keep their metrics (PROMETHEUS_MULTIPROC_DIR)
+    upstream_threads: int = 16            # per worker: upstreams searched, and instances checked, at once
+    upstream_max_json_bytes: int = 16 << 20   # of one upstream answer of search results or metadata
+    upstream_max_listed: int = 2000       # instances of a resource listed (and checked) upstream before a retrieve
 
     def __post_init__(self) -> None:
         data_dir = Path(self.data_dir)
@@ -121,6 +130,9 @@ class Config:
             transcode_wait=float(env.get("DICOMWEB_TRANSCODE_WAIT", "10")),
             anonymize_secret=env.get("DICOMWEB_ANONYMIZE_SECRET", ""),
             upstreams_file=Path(env["DICOMWEB_UPSTREAMS_FILE"]) if env.get("DICOMWEB_UPSTREAMS_FILE") else None,
+            upstream_threads=int(env.get("DICOMWEB_UPSTREAM_THREADS", "16")),
+            prometheus_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
+            thumbnail_cache_bytes=int(env.get("DICOMWEB_THUMBNAIL_CACHE_BYTES", str(16 << 20))),
         )
 
 

@@ -9,7 +9,7 @@ from . import metrics
 from .auth import SOCKET_PEER_ENVIRON_KEY
 from .config import in_networks
 from .errors import NotFound
-from .web import archive
+from .web import archive, settings
 
 bp = Blueprint("health", __name__)
 
@@ -35,5 +35,5 @@ def prometheus():
     # the socket's own peer counts, not what a forwarded header claims.
     if not in_networks(request.environ.get(SOCKET_PEER_ENVIRON_KEY), current_app.config["DICOMWEB"].metrics_from):
         raise NotFound("no such resource")
-    body, content_type = metrics.exposition()
+    body, content_type = metrics.exposition(settings().prometheus_multiproc_dir)
     return Response(body, content_type=content_type)

@@ -3,6 +3,8 @@ in proportion to the instance, so its size is capped and the conversions running
 once in a process are counted (the issue's "never block the server on one huge instance")."""
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 from contextlib import contextmanager
 from typing import Iterator
@@ -11,11 +13,17 @@ from .errors import PayloadTooLarge, ServiceUnavailable
 
 
 class TranscodeLimits:
-    def __init__(self, max_bytes: int, slots: int, wait: float) -> None:
+    def __init__(self, max_bytes: int, slots: int, wait: float, in_memory: int = 4 << 20,
+                 spool_dir: str | os.PathLike | None = None) -> None:
         self.max_bytes = max_bytes
         self.slots = max(1, slots)
         self.wait = wait
+        self.in_memory, self.spool_dir = in_memory, spool_dir   # of one converted instance, then on disk
         self._free = threading.BoundedSemaphore(self.slots)
+
+    def spool(self) -> tempfile.SpooledTemporaryFile:
+        """A file for a converted instance: in memory up to ``in_memory`` bytes, then in ``spool_dir``."""
+        return tempfile.SpooledTemporaryFile(max_size=self.in_memory, dir=self.spool_dir)
 
     def fits(self, size: int) -> bool:
         return size <= self.max_bytes

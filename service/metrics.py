@@ -7,8 +7,6 @@ PROMETHEUS_MULTIPROC_DIR set (deploy/gunicorn.conf.py sets it) each writes its o
 """
 from __future__ import annotations
 
-import os
-
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
 
@@ -35,9 +33,9 @@ def observe(transaction: str | None, status: int | None, sent: int, seconds: flo
     LATENCY.labels(transaction).observe(seconds)
 
 
-def exposition() -> tuple[bytes, str]:
-    """The metrics text, of every worker process when they share a multiprocess directory."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+def exposition(multiprocess_dir: str | None) -> tuple[bytes, str]:
+    """The metrics text, of every worker process when they share ``multiprocess_dir``."""
+    if multiprocess_dir:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST

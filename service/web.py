@@ -13,7 +13,7 @@ from .config import Config
 from .retrieve.deidentify import refusal_of_model, seed
 from .errors import BadRequest, NotAcceptable, NotFound
 from .limits import TranscodeLimits
-from .facade.upstreams import UPSTREAM_ENVIRON_KEY, relay
+from .facade.upstreams import UPSTREAM_ENVIRON_KEY, Facade
 from .wire.media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED, MediaType, parse_accept
 from .wire.multipart import related
 
@@ -24,6 +24,11 @@ def settings() -> Config:
 
 def archive() -> Archive:
     return current_app.extensions["archive"]
+
+
+def facade() -> Facade:
+    """The upstreams of this server when it is a facade (falsy when it has none)."""
+    return current_app.extensions["facade"]
 
 
 def transcode_limits() -> TranscodeLimits:
@@ -120,12 +125,11 @@ def from_upstream(anonymized: bool = False, transform=None) -> Response | None:
     """The current request answered by an upstream, for a resource not held here (service.facade.upstreams).
     Relayed bytes are not looked into, so an anonymised answer of them is refused (400), unless
     ``transform`` (DICOM JSON in, DICOM JSON out) de-identifies what is relayed."""
-    known = current_app.extensions["upstreams"]
-    if anonymized and transform is None and known:
+    if anonymized and transform is None and facade():
         raise BadRequest("anonymize: this resource is relayed from an upstream as it comes, so it cannot be "
                          "sent anonymised; retrieve the instances or their metadata with anonymize=true")
-    found = relay(known, request.path[len(settings().url_prefix):], _forwarded_query(), request.headers.get("Accept"),
-                  base_url(), transform)
+    found = facade().relay(request.path[len(settings().url_prefix):], _forwarded_query(),
+                           request.headers.get("Accept"), base_url(), transform)
     if found is None:
         return None
     upstream, status, content_type, body = found

@@ -9,6 +9,7 @@ from pathlib import Path
 from storage import Archive, Catalog, open_blob_store
 
 from .config import Config
+from .facade.upstreams import Facade, load
 
 
 def make_archive(config: Config) -> Archive:
@@ -21,7 +22,14 @@ def make_archive(config: Config) -> Archive:
     catalog.create_schema()
     catalog.dispose()
     return Archive(blobs, catalog, replace_duplicates=config.replace_duplicates,
-                   max_inflated_bytes=config.transcode_max_bytes)
+                   max_inflated_bytes=config.transcode_max_bytes, spool_memory=config.blob_spool_memory_bytes,
+                   spool_dir=config.spool_dir)
+
+
+def make_facade(config: Config) -> Facade:
+    """The upstreams of DICOMWEB_UPSTREAMS_FILE (none: a plain archive), within the configured bounds."""
+    return Facade(load(config.upstreams_file, config.upstream_max_json_bytes), config.upstream_threads,
+                  config.upstream_max_listed)
 
 
 def anonymize_secret(config: Config) -> bytes:

@@ -10,6 +10,7 @@ import errno
 import hashlib
 import logging
 import shutil
+import os
 import tempfile
 import time
 import uuid
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 500
 METADATA_CHUNK = 500
-SPOOL_MEMORY = 16 << 20
 PENDING_GRACE = 7 * 86400.0   # a store in progress for longer than this has died (its mark is stale)
 
 
@@ -52,11 +52,13 @@ class StoreOutcome:
 
 class Archive:
     def __init__(self, blobs: BlobStore, catalog: Catalog, replace_duplicates: bool = False,
-                 max_inflated_bytes: int = 1 << 30) -> None:
+                 max_inflated_bytes: int = 1 << 30, spool_memory: int = 16 << 20,
+                 spool_dir: str | os.PathLike | None = None) -> None:
         self.blobs = blobs
         self.catalog = catalog
         self.replace_duplicates = replace_duplicates
         self.max_inflated_bytes = max_inflated_bytes   # of a deflated instance's data set, read or stored
+        self.spool_memory, self.spool_dir = spool_memory, spool_dir   # of a blob made seekable (spooled)
 
     def batch(self, may_replace: bool = True) -> "StoreBatch":
         """A group of instances whose catalog rows are committed together; with ``may_replace``
@@ -146,8 +148,8 @@ class Archive:
     @contextmanager
     def spooled(self, instance: StoredInstance) -> Iterator[BinaryIO]:
         """The instance's blob as a seekable file (pydicom needs one; S3 bodies are not),
-        in memory up to 16 MiB, on disk beyond."""
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY) as spool:
+        in memory up to ``spool_memory`` bytes, in ``spool_dir`` beyond."""
+        with tempfile.SpooledTemporaryFile(max_size=self.spool_memory, dir=self.spool_dir) as spool:
             reader = self.open(instance)
             try:
                 shutil.copyfileobj(reader, spool, CHUNK_SIZE)

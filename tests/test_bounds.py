@@ -214,7 +214,7 @@ def test_a_full_disk_while_receiving_is_a_failure_entry(client, monkeypatch):
 
     def spool():
         made.append(1)
-        return Full(max_size=1 << 20), __import__("hashlib").sha256()
+        return Full(max_size=1 << 20)
 
     monkeypatch.setattr(stow_rs, "_spool", spool)
     study = generate_uid()

@@ -12,6 +12,7 @@ from pydicom.uid import generate_uid
 
 from testbed.synthetic import ct_instance
 from service import create_app
+from service.config import Config
 from service.search.qido_params import parse_query
 from tests.conftest import API_KEY, free_port, make_config
 from testbed.messages import multipart_body, read, slow_upstream, split_multipart, stow_headers
@@ -352,7 +353,7 @@ def test_upstream_answers_are_bounded(tmp_path):
 def test_an_upstream_listing_thousands_of_instances_is_checked_at_once(tmp_path):
     """The instances a retrieve will fetch are checked concurrently within the upstream's timeout
     (10,000 sequential HEADs before), and listing no more than MAX_LISTED."""
-    from service.facade.upstreams import MAX_LISTED
+    MAX_LISTED = Config().upstream_max_listed
 
     study, series = generate_uid(), generate_uid()
     asked = []

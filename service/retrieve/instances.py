@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import tempfile
 import warnings
 from dataclasses import dataclass, replace
 from typing import BinaryIO, Callable, Iterator, Sequence
@@ -24,7 +23,6 @@ from ..limits import TranscodeLimits
 from ..wire.media import ANY_TRANSFER_SYNTAX, DICOM, Representation
 from .pixel_data import FrameReader
 
-CONVERTED_IN_MEMORY = 4 << 20   # of a converted instance; beyond, its spool goes to disk
 Describer = Callable[[Sequence[StoredInstance]], dict]   # instances → {instance: PixelDescription | None}
 
 
@@ -150,7 +148,7 @@ def convert(archive: Archive, part: PlannedPart, limits: TranscodeLimits, before
     """The instance re-encoded in its planned syntax, in a spool file; ConversionError (or
     InflationLimit, NotDeidentifiable) if its data cannot be. Made frame by frame where the frames can be read one by one, so memory holds
     one frame; else (deflate, big endian, unmapped fragments, data after Pixel Data) whole."""
-    out = tempfile.SpooledTemporaryFile(max_size=CONVERTED_IN_MEMORY)
+    out = limits.spool()
     source, target = part.instance.transfer_syntax_uid, part.transfer_syntax
     try:
         with limits.slot(before_answer):

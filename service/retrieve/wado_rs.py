@@ -10,7 +10,7 @@ from contextlib import nullcontext
 
 import pydicom
 import requests
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from storage.dataset import DEFLATED, inflated_copy, reason, transfer_syntax
 from transcode import PixelDescription, can_transcode, transcode
@@ -22,7 +22,7 @@ from ..errors import NotAcceptable, NotFound
 from ..wire.media import ANY_TRANSFER_SYNTAX, DICOM, instance_representations
 from ..wire.multipart import Part, new_boundary
 from ..web import (
-    accepted, anonymize_seed, archive, base_url, multipart_response, require_uids, settings, transcode_limits, warning,
+    accepted, anonymize_seed, archive, base_url, facade, multipart_response, require_uids, settings, transcode_limits, warning,
 )
 
 
@@ -80,9 +80,8 @@ def _from_upstream(study: str, series: str | None, instance: str | None, represe
     stored (service.facade.upstreams). Where the upstream lists the instances, each is checked before
     the answer starts and fetched on its own, so that those it cannot give make a 206 with a
     Warning. An instance the profile cannot make safe is left out, as one of no acceptable form is."""
-    known = current_app.extensions["upstreams"]
     usable = [r for r in representations if r.multipart]
-    listing = upstreams.listed(known, study, series, instance)
+    listing = facade().listed(study, series, instance)
     if listing is not None:
         upstream, paths, missing = listing
         answers = _fetched(upstream, paths)
@@ -90,7 +89,7 @@ def _from_upstream(study: str, series: str | None, instance: str | None, represe
         warned = warning(f"{missing} of {missing + len(paths)} instances could not be fetched from "
                          f"upstream {upstream.name}") if missing else None
     else:
-        found = upstreams.find(known, request.path[len(settings().url_prefix):])
+        found = facade().find(request.path[len(settings().url_prefix):])
         if found is None:
             return None
         upstream, answer = found

@@ -19,14 +19,14 @@ from urllib.parse import urlencode
 from dataclasses import replace
 
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from storage.uids import is_valid_uid
 
-from ..facade import upstreams
+from ..facade.upstreams import merge_by_uid
 from ..errors import BadRequest, NotFound
 from .qido_params import integer, max_offset, parse_query
-from ..web import archive, base_url, settings, warning
+from ..web import archive, base_url, facade, settings, warning
 from ..wire.tags import KEY
 
 bp = Blueprint("fhir", __name__)
@@ -43,17 +43,17 @@ def search() -> Response:
     if unknown:
         raise BadRequest(f"unsupported search parameter {unknown[0]!r}; supported: {', '.join(sorted(SEARCH_PARAMETERS))}")
     count = min(integer("_count", request.args.get("_count", "20"), 0), settings().qido_max_results)
-    facade = [u for u in current_app.extensions["upstreams"] if "search" in u.serves]
+    searching = bool(facade().searching)
     offset = integer("_offset", request.args.get("_offset", "0"), 0,
-                     max_offset(settings().qido_max_offset, settings().qido_max_results, bool(facade)))
+                     max_offset(settings().qido_max_offset, settings().qido_max_results, searching))
     params = _qido_params()
     query, _ = parse_query("study", [*params, ("limit", str(max(count, 1))), ("offset", str(offset))],
                            settings().qido_max_results, max_offset=offset)
     total = archive().count(query)
     rows = archive().search(query)[0] if count else []
     warnings: list[str] = []
-    if facade and count:
-        rows, total, warnings = _with_upstreams(facade, query, params, rows, total, offset, count)
+    if searching and count:
+        rows, total, warnings = _with_upstreams(query, params, total, offset, count)
     entries = [{"fullUrl": f"{_fhir_base()}/ImagingStudy/{row['StudyInstanceUID']}", "resource": _resource(row),
                 "search": {"mode": "match"}} for row in rows]
     links = [{"relation": "self", "url": _page_url(offset, count)}]
@@ -71,24 +71,22 @@ _STUDY_KEYWORDS = {getattr(KEY, k): k for k in (
     "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances")}
 
 
-def _with_upstreams(facade, query, params, rows, total, offset, count):
+def _with_upstreams(query, params, total: int, offset: int, count: int):
     """In a facade, the upstreams' studies too: asked at once by QIDO-RS, merged by UID (the
     local one first) and paged with the local ones; ``total`` counts the local matches and
     what the upstreams sent (they are asked for one page's worth past the offset)."""
     upstream_params = [*params, ("limit", str(offset + count)), ("offset", "0"), ("includefield", KEY.StudyDescription)]
-    answers, failed = upstreams.search_all(facade, "/studies", upstream_params)
+    answers, failed = facade().search_all("/studies", upstream_params)
     local = replace(query, limit=offset + count, offset=0)
-    merged = {row["StudyInstanceUID"]: row for row in archive().search(local)[0]}
-    extra = 0
-    for answer in answers:
-        for result in answer:
-            row = {keyword: (result.get(tag, {}).get("Value") or [None])[0] for tag, keyword in _STUDY_KEYWORDS.items()}
-            row["ModalitiesInStudy"] = result.get(KEY.ModalitiesInStudy, {}).get("Value") or []
-            if row["StudyInstanceUID"] and row["StudyInstanceUID"] not in merged:
-                merged[row["StudyInstanceUID"]] = row
-                extra += 1
-    ordered = [merged[uid] for uid in sorted(merged)]
+    ordered, extra = merge_by_uid(archive().search(local)[0], answers, lambda row: row["StudyInstanceUID"], _row)
     return ordered[offset:offset + count], total + extra, failed
+
+
+def _row(result: dict) -> dict:
+    """An upstream's study result as a row of the local catalog."""
+    row = {keyword: (result.get(tag, {}).get("Value") or [None])[0] for tag, keyword in _STUDY_KEYWORDS.items()}
+    row["ModalitiesInStudy"] = result.get(KEY.ModalitiesInStudy, {}).get("Value") or []
+    return row
 
 
 @bp.get("/fhir/ImagingStudy/<study>")

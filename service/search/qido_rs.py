@@ -4,15 +4,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
-from ..facade import upstreams
+from ..facade.upstreams import merge_by_uid
 from ..wire import multipart, urls
 from ..wire.dicom_xml import json_to_xml
 from ..wire.media import DICOM_JSON, DICOM_XML
 from .qido_params import max_offset, parse_query
 from .qido_response import ResultFormat
-from ..web import archive, base_url, multipart_response, require_uids, settings, wants_xml, warning
+from ..web import archive, base_url, facade, multipart_response, require_uids, settings, wants_xml, warning
 from ..wire.tags import KEY
 
 bp = Blueprint("qido_rs", __name__)
@@ -52,21 +52,15 @@ _KEY = {"patient": KEY.PatientID, "study": KEY.StudyInstanceUID, "series": KEY.S
         "instance": KEY.SOPInstanceUID}
 
 
-def _with_upstreams(facade, results: list[dict], level: str, query) -> tuple[list[dict], bool, list[str]]:
+def _with_upstreams(results: list[dict], level: str, query) -> tuple[list[dict], bool, list[str]]:
     """The local results and the upstreams', merged by UID (local first), ordered by it and
     paged together; upstream RetrieveURLs made to name this server (PS3.18 §10.6.3.3)."""
     params = [(k, v) for k, v in request.args.items(multi=True) if k not in ("limit", "offset")]
     params += [("limit", str(query.offset + query.limit)), ("offset", "0")]
     path = request.path[len(settings().url_prefix):]
-    answers, failed = upstreams.search_all(facade, path, params)
+    answers, failed = facade().search_all(path, params)
     key = _KEY[level]
-    merged = {_first(r, key): r for r in results}
-    for answer in answers:
-        for result in answer:
-            uid = _first(result, key)
-            if uid and uid not in merged:
-                merged[uid] = _here(result, level)
-    ordered = [merged[uid] for uid in sorted(merged)]
+    ordered, _ = merge_by_uid(results, answers, lambda r: _first(r, key), lambda r: _here(r, level))
     page = ordered[query.offset:query.offset + query.limit]
     return page, len(ordered) > query.offset + query.limit, failed
 
@@ -89,15 +83,15 @@ def _search(level: str, scoped: dict[str, str]) -> Response:
     as_xml = wants_xml("search results")   # PS3.18 §10.6.3.2
     config = settings()
     max_results = config.qido_max_results
-    facade = [u for u in current_app.extensions["upstreams"] if "search" in u.serves]
+    searching = bool(facade().searching)
     query, warnings = parse_query(level, request.args.items(multi=True), max_results, scoped,
-                                  max_offset(config.qido_max_offset, max_results, bool(facade)))
-    local = replace(query, limit=query.offset + query.limit, offset=0) if facade else query
+                                  max_offset(config.qido_max_offset, max_results, searching))
+    local = replace(query, limit=query.offset + query.limit, offset=0) if searching else query
     rows, more = archive().search(local)
     to_json = ResultFormat(query.returned(), level, base_url())
     results = [to_json(row) for row in rows]
-    if facade:
-        results, more, failed = _with_upstreams(facade, results, level, query)
+    if searching:
+        results, more, failed = _with_upstreams(results, level, query)
         warnings += failed
     if more and "limit" not in request.args:
         warnings.append(TRUNCATED)

@@ -23,7 +23,7 @@ from ..auth import PERMISSIONS_ENVIRON_KEY
 from ..wire.dicom_xml import json_to_xml
 from ..errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 from ..wire.media import DICOM, DICOM_JSON, DICOM_XML, MULTIPART_RELATED, parse_media_type, response_format
-from ..wire.multipart import Finished, MultipartDecoder, MultipartError, PartData, PartEnd, PartLimit, PartStart
+from ..wire.multipart import MultipartDecoder, MultipartError, PartLimit, spooled_parts
 from ..web import accepted, archive, base_url, require_uids, settings, warning
 
 bp = Blueprint("stow_rs", __name__)
@@ -31,7 +31,6 @@ bp = Blueprint("stow_rs", __name__)
 READ_SIZE = 1 << 20
 BATCH_SIZE = 50          # instances whose catalog rows are committed together
 MAX_WARNING_HEADERS = 10
-SPOOLED_IN_MEMORY = 16 << 20   # of the parts of one metadata request, held together before it is read
 
 
 @bp.post("/studies")
@@ -124,36 +123,28 @@ def _received(stream: BinaryIO, content_type: str, study_in_url: str | None = No
 def _every_part(stream: BinaryIO, decoder: MultipartDecoder) -> Iterator[stow_metadata.BodyPart]:
     """Every part of a metadata request, spooled: the metadata names bulk parts that may come
     in any order, so all are received before any instance is built."""
-    spool = headers = None
-    in_memory = 0   # parts held in memory together: at most SPOOLED_IN_MEMORY, then on disk
+    config = settings()
+    in_memory = 0   # parts held in memory together: at most metadata_parts_in_memory_bytes, then on disk
+
+    def file_for(headers: dict[str, str]) -> BinaryIO:
+        nonlocal in_memory
+        if in_memory + config.spool_memory_bytes > config.metadata_parts_in_memory_bytes:
+            return tempfile.TemporaryFile(dir=config.spool_dir)
+        in_memory += config.spool_memory_bytes
+        return _spool()
+
     try:
-        for event in _events(stream, decoder):
-            if isinstance(event, PartStart):
-                config = settings()
-                if in_memory + config.spool_memory_bytes <= SPOOLED_IN_MEMORY:
-                    spool, headers = _spool()[0], event.headers
-                    in_memory += config.spool_memory_bytes
-                else:
-                    spool, headers = tempfile.TemporaryFile(dir=config.spool_dir), event.headers
-            elif isinstance(event, PartData):
-                spool.write(event.data)
-            elif isinstance(event, PartEnd):
-                spool.seek(0)
-                yield stow_metadata.body_part(headers, spool)
-                spool = None
+        for part in spooled_parts(_chunks(stream), decoder, file_for):
+            yield stow_metadata.body_part(part.headers, part.file)
     except PartLimit as exc:
         raise PayloadTooLarge(f"{exc} (DICOMWEB_STOW_MAX_PARTS); store the instances in several requests") from None
     except MultipartError as exc:
         raise BadRequest(f"malformed multipart body: {exc}") from None
-    finally:
-        if spool is not None:
-            spool.close()
 
 
-def _spool() -> tuple[tempfile.SpooledTemporaryFile, "hashlib._Hash"]:
+def _spool() -> tempfile.SpooledTemporaryFile:
     config = settings()
-    return (tempfile.SpooledTemporaryFile(max_size=config.spool_memory_bytes, dir=config.spool_dir),
-            hashlib.sha256())
+    return tempfile.SpooledTemporaryFile(max_size=config.spool_memory_bytes, dir=config.spool_dir)
 
 
 def _chunks(stream: BinaryIO) -> Iterator[bytes]:
@@ -167,7 +158,7 @@ def _chunks(stream: BinaryIO) -> Iterator[bytes]:
 
 
 def _single(stream: BinaryIO) -> Iterator[tuple[BinaryIO, str]]:
-    spool, digest = _spool()
+    spool, digest = _spool(), hashlib.sha256()
     with spool:
         for chunk in _chunks(stream):
             spool.write(chunk)
@@ -178,45 +169,18 @@ def _single(stream: BinaryIO) -> Iterator[tuple[BinaryIO, str]]:
         yield spool, digest.hexdigest()
 
 
-def _events(stream: BinaryIO, decoder: MultipartDecoder) -> Iterator:
-    """The decoder's events over the request body, read as it comes; MultipartError when the
-    body ends before the closing boundary."""
-    reader = _chunks(stream)
-    while True:
-        chunk = next(reader, b"")
-        decoder.feed(chunk)
-        for event in decoder.events():
-            yield event
-            if isinstance(event, Finished):
-                return
-        if not chunk:
-            raise MultipartError("body ends before the closing boundary")
-
-
 def _parts(stream: BinaryIO, decoder: MultipartDecoder) -> Iterator[Received]:
-    spool = digest = None
-    accepting = False
+    """Each part as a (spool, sha256) pair, or the failed outcome of a part that is not
+    application/dicom; the parts before a malformed or excess one are kept."""
     yielded = 0
     try:
-        for event in _events(stream, decoder):
-            if isinstance(event, PartStart):
-                refusal = _refusal(event.headers)
-                accepting = refusal is None
-                if accepting:
-                    spool, digest = _spool()
-                else:
-                    yielded += 1
-                    yield refusal
-            elif isinstance(event, PartData) and accepting:
-                spool.write(event.data)
-                digest.update(event.data)
-            elif isinstance(event, PartEnd) and accepting:
-                with spool:
-                    spool.seek(0)
-                    yielded += 1
-                    yield spool, digest.hexdigest()
-                spool = digest = None
-                accepting = False
+        for part in spooled_parts(_chunks(stream), decoder, lambda h: None if _refusal(h) else _spool(), digest=True):
+            yielded += 1
+            if part.file is None:
+                yield _refusal(part.headers)
+                continue
+            with part.file:
+                yield part.file, part.sha256
     except PartLimit as exc:   # what came before is stored; the rest is not read
         yield StoreOutcome(None, None, failure=FailureReason.OUT_OF_RESOURCES,
                            message=f"{exc} (DICOMWEB_STOW_MAX_PARTS): those beyond were not read")
@@ -225,9 +189,6 @@ def _parts(stream: BinaryIO, decoder: MultipartDecoder) -> Iterator[Received]:
             raise BadRequest(f"malformed multipart body: {exc}") from None
         yield StoreOutcome(None, None, failure=FailureReason.CANNOT_UNDERSTAND,
                            message=f"malformed multipart body: {exc}")
-    finally:
-        if spool is not None:
-            spool.close()
 
 
 def _refusal(headers: dict[str, str]) -> StoreOutcome | None:

@@ -2,15 +2,18 @@
 
 ``MultipartDecoder`` is a state machine: ``feed`` it bytes as they arrive and
 iterate ``events()``; it keeps back at most one delimiter's length of part data
-plus one header block beyond what it was fed last. ``encode_parts`` is a generator that writes parts from
-iterables of byte chunks, so responses stream without joining bodies.
+plus one header block beyond what it was fed last; ``spooled_parts`` drives it over a body
+arriving in chunks and writes each part to a file of the caller's. ``encode_parts`` is a
+generator that writes parts from iterables of byte chunks, so responses stream without
+joining bodies.
 """
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 MAX_HEADER_BYTES = 16 * 1024
 
@@ -21,6 +24,10 @@ class MultipartError(ValueError):
 
 class PartLimit(MultipartError):
     """The body has more parts than the decoder was allowed to read."""
+
+
+class PartTooLarge(MultipartError):
+    """A part is larger than its reader allows."""
 
 
 @dataclass(frozen=True)
@@ -180,6 +187,56 @@ class MultipartDecoder:
             # Epilogue: ignored.
             self._pos = len(buf)
             return
+
+
+@dataclass
+class SpooledPart:
+    headers: dict[str, str]    # names lower-cased
+    file: BinaryIO | None      # at its start; None: the part was refused, its data skipped
+    sha256: str | None = None  # hex digest of its data, when asked for
+
+
+def spooled_parts(chunks: Iterable[bytes], decoder: MultipartDecoder,
+                  file_for: Callable[[dict[str, str]], BinaryIO | None], digest: bool = False,
+                  max_part_bytes: int | None = None) -> Iterator[SpooledPart]:
+    """Each part of the body arriving in ``chunks``, written as it comes to the file that
+    ``file_for(its headers)`` gives (None refuses the part: it is yielded at once, without
+    data). The caller owns and closes each file yielded; one left unfinished by an error or
+    by the caller's stopping is closed here. MultipartError when the body ends before its
+    closing boundary; PartTooLarge beyond ``max_part_bytes``; PartLimit from the decoder."""
+    part = hasher = None
+    written = 0
+    chunks = iter(chunks)
+    try:
+        while True:
+            chunk = next(chunks, b"")
+            decoder.feed(chunk)
+            for event in decoder.events():
+                if isinstance(event, PartStart):
+                    part, written = SpooledPart(event.headers, file_for(event.headers)), 0
+                    hasher = hashlib.sha256() if digest and part.file is not None else None
+                    if part.file is None:
+                        yield part
+                        part = None
+                elif isinstance(event, PartData) and part is not None:
+                    written += len(event.data)
+                    if max_part_bytes is not None and written > max_part_bytes:
+                        raise PartTooLarge(f"a part is larger than {max_part_bytes} bytes")
+                    part.file.write(event.data)
+                    if hasher is not None:
+                        hasher.update(event.data)
+                elif isinstance(event, PartEnd) and part is not None:
+                    part.file.seek(0)
+                    part.sha256 = hasher.hexdigest() if hasher is not None else None
+                    finished, part = part, None
+                    yield finished
+                elif isinstance(event, Finished):
+                    return
+            if not chunk:
+                raise MultipartError("body ends before the closing boundary")
+    finally:
+        if part is not None and part.file is not None:
+            part.file.close()
 
 
 def _parse_headers(block: bytes) -> dict[str, str]:
