@@ -383,3 +383,14 @@ def test_an_upstream_listing_thousands_of_instances_is_checked_at_once(tmp_path)
         assert f"limit={MAX_LISTED}" in asked[0]
     finally:
         hostile.shutdown()
+
+
+def test_merge_by_uid_keeps_the_local_result_and_orders_by_uid():
+    from service.facade.upstreams import merge_by_uid
+
+    local = [{"uid": "1.3", "from": "here"}, {"uid": "1.1", "from": "here"}]
+    answers = [[{"u": "1.3"}, {"u": "1.2"}, {"u": None}], [{"u": "1.2"}, {"u": "1.4"}]]
+    merged, added = merge_by_uid(local, answers, lambda r: r["uid"], lambda r: {"uid": r["u"], "from": "upstream"})
+    assert [(r["uid"], r["from"]) for r in merged] == [("1.1", "here"), ("1.2", "upstream"), ("1.3", "here"),
+                                                     ("1.4", "upstream")]
+    assert added == 2

@@ -3,8 +3,8 @@ import random
 import pytest
 
 from service.wire.multipart import (
-    Finished, MultipartDecoder, MultipartError, Part, PartData, PartEnd, PartStart, closing_length, encode_parts,
-    part_header_length,
+    Finished, MultipartDecoder, MultipartError, Part, PartData, PartEnd, PartStart, PartTooLarge, closing_length,
+    encode_parts, part_header_length, spooled_parts,
 )
 
 
@@ -124,3 +124,46 @@ def test_encoder_is_lazy():
     assert opened == []
     next(stream)
     assert opened == ["a"]
+
+
+def _chunked(body: bytes, size: int = 7):
+    return (body[i:i + size] for i in range(0, len(body), size))
+
+
+def test_spooled_parts_writes_each_part_to_its_file_with_its_digest():
+    import hashlib
+    import io
+
+    body = b"".join(encode_parts([Part({"Content-Type": "a/b"}, [b"first"]), Part({"Content-Type": "c/d"}, [b"x" * 100]),
+                                  Part({"Content-Type": "a/b"}, [b""])], "BB"))
+    files = []
+
+    def file_for(headers):
+        if headers["content-type"] == "c/d":
+            return None   # refused: yielded without data
+        files.append(io.BytesIO())
+        return files[-1]
+
+    found = [(p.headers["content-type"], p.file and p.file.read(), p.sha256)
+             for p in spooled_parts(_chunked(body), MultipartDecoder("BB"), file_for, digest=True)]
+    assert found == [("a/b", b"first", hashlib.sha256(b"first").hexdigest()), ("c/d", None, None),
+                     ("a/b", b"", hashlib.sha256(b"").hexdigest())]
+
+
+def test_spooled_parts_bounds_a_part_and_closes_its_file():
+    import io
+
+    body = b"".join(encode_parts([Part({}, [b"y" * 1000])], "BB"))
+    made = []
+    with pytest.raises(PartTooLarge):
+        list(spooled_parts(_chunked(body, 100), MultipartDecoder("BB"), lambda h: made.append(io.BytesIO()) or made[-1],
+                           max_part_bytes=500))
+    assert made[0].closed
+
+
+def test_spooled_parts_refuses_a_body_cut_before_its_closing_boundary():
+    import io
+
+    body = b"".join(encode_parts([Part({}, [b"data"])], "BB"))
+    with pytest.raises(MultipartError, match="closing boundary"):
+        list(spooled_parts(_chunked(body[:-10]), MultipartDecoder("BB"), lambda h: io.BytesIO()))
