@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 def create_app(config: Config | None = None) -> Flask:
     """Build the WSGI app from ``config``, or from the environment when None."""
     config = config or Config.from_env(os.environ)
-    peers = PeerSource(config.peers, config.peers_file)
+    peers = PeerSource(config.peers, config.peers_file, config.peers_recheck_seconds)
     if config.auth_enabled and not peers.current():
         raise ValueError("authentication is on but no API key is configured: set DICOMWEB_API_KEY, "
                          "add one with `dicomweb keys add NAME`, or turn authentication off with DICOMWEB_AUTH=off")

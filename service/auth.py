@@ -40,13 +40,13 @@ def presented_key(header: str | None) -> str | None:
 
 class PeerSource:
     """The peers allowed in: those of the configuration, and those of the peers file, re-read
-    when it changes (checked at most once a second), so `dicomweb keys add/revoke` take effect
+    when it changes (checked at most every ``recheck_seconds``), so `dicomweb keys add/revoke` take effect
     without a restart. Lines that cannot be read are skipped and reported (``problems``, in
     /ready and /metrics, and logged as errors); a file that cannot be read at all leaves the
     peers read before in force, reported the same way."""
 
-    def __init__(self, static: Iterable[Peer], path: Path | None) -> None:
-        self.static, self.path = tuple(static), path
+    def __init__(self, static: Iterable[Peer], path: Path | None, recheck_seconds: float = 1.0) -> None:
+        self.static, self.path, self.recheck_seconds = tuple(static), path, recheck_seconds
         self._lock = threading.Lock()
         self._checked, self._stamp, self._from_file = 0.0, None, ()
         self.problems: tuple[str, ...] = ()
@@ -54,7 +54,7 @@ class PeerSource:
 
     def current(self) -> tuple[Peer, ...]:
         now = time.monotonic()
-        if now - self._checked >= 1.0:
+        if now - self._checked >= self.recheck_seconds:
             with self._lock:
                 self._checked = now
                 try:

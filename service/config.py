@@ -50,7 +50,8 @@ class Config:
     s3_region: str | None = None
     catalog_url: str = ""                 # default sqlite:///<data_dir>/catalog.sqlite
     peers: tuple[Peer, ...] = ()          # from DICOMWEB_API_KEY (the peers file is read by auth.PeerSource)
-    peers_file: Path | None = None        # lines of "<peer> <sha256 of its key>", re-read when it changes
+    peers_file: Path | None = None        # lines of "<peer> <sha256 of its key>", re-read when it changes…
+    peers_recheck_seconds: float = 1.0    # …looked at no more often than this
     auth_enabled: bool = True
     url_prefix: str = "/dicom-web"
     public_base_url: str | None = None    # e.g. https://pacs.example.org/dicom-web

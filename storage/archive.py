@@ -54,8 +54,8 @@ class Archive:
     def __init__(self, blobs: BlobStore, catalog: Catalog, replace_duplicates: bool = False,
                  max_inflated_bytes: int = 1 << 30, spool_memory: int = 16 << 20,
                  spool_dir: str | os.PathLike | None = None) -> None:
-        self.blobs = blobs
-        self.catalog = catalog
+        self._blobs = blobs
+        self._catalog = catalog
         self.replace_duplicates = replace_duplicates
         self.max_inflated_bytes = max_inflated_bytes   # of a deflated instance's data set, read or stored
         self.spool_memory, self.spool_dir = spool_memory, spool_dir   # of a blob made seekable (spooled)
@@ -80,34 +80,34 @@ class Archive:
         [outcome] = batch.commit()
         fp.seek(0)
         if outcome.stored:
-            self.catalog.mark_upstream(outcome.sop_instance_uid, origin)
+            self._catalog.mark_upstream(outcome.sop_instance_uid, origin)
             if cache_bytes is not None:
-                for key in self.catalog.evict(origin, int(cache_bytes)):
-                    _delete_quietly(self.blobs, key)
+                for key in self._catalog.evict(origin, int(cache_bytes)):
+                    _delete_quietly(self._blobs, key)
         return outcome
 
     def instances(self, study_uid: str, series_uid: str | None = None,
                   sop_instance_uid: str | None = None) -> list[StoredInstance]:
-        return self.catalog.instances(study_uid, series_uid, sop_instance_uid)
+        return self._catalog.instances(study_uid, series_uid, sop_instance_uid)
 
     def open(self, instance: StoredInstance) -> BlobReader:
-        return self.blobs.open(instance.blob_key)
+        return self._blobs.open(instance.blob_key)
 
     def chunks(self, instance: StoredInstance, start: int = 0, length: int | None = None) -> Iterator[bytes]:
         """The instance's blob (or ``length`` bytes of it from ``start``), read in chunks as iterated."""
-        return iter_chunks(self.blobs.open(instance.blob_key, start, length))
+        return iter_chunks(self._blobs.open(instance.blob_key, start, length))
 
     def search(self, query: Query) -> tuple[list[dict], bool]:
         """A QIDO-RS query's page of results, and whether more matched (storage.search)."""
-        return self.catalog.search(query)
+        return self._catalog.search(query)
 
     def count(self, query: Query) -> int:
-        return self.catalog.count(query)
+        return self._catalog.count(query)
 
     def readiness(self) -> dict[str, bool]:
         """Whether the catalog and the blob store answer now (whatever their drivers raise)."""
         checks = {}
-        for name, ping in (("catalog", self.catalog.ping), ("store", self.blobs.ping)):
+        for name, ping in (("catalog", self._catalog.ping), ("store", self._blobs.ping)):
             try:
                 ping()
                 checks[name] = True
@@ -120,17 +120,17 @@ class Archive:
         lost: list[int] = []
         referenced: set[str] = set()
         rows = 0
-        for batch in self.catalog.blob_references():
+        for batch in self._catalog.blob_references():
             rows += len(batch)
             for pk, key in batch:
                 referenced.add(key)
-                if not self.blobs.exists(key):
+                if not self._blobs.exists(key):
                     lost.append(pk)
-        return rows, lost, [key for key, _ in self.blobs.list() if key not in referenced]
+        return rows, lost, [key for key, _ in self._blobs.list() if key not in referenced]
 
     def forget(self, pks: Sequence[int]) -> None:
         """Remove the rows of instances whose blobs are lost, keeping their studies' counts right."""
-        self.catalog.forget(pks)
+        self._catalog.forget(pks)
 
     def metadata(self, found: Sequence[StoredInstance]) -> Iterator[bytes]:
         """Each instance's DICOM JSON, read in chunks so memory stays flat in their number.
@@ -140,7 +140,7 @@ class Archive:
         """
         for start in range(0, len(found), METADATA_CHUNK):
             chunk = found[start:start + METADATA_CHUNK]
-            stored = self.catalog.metadata(chunk)
+            stored = self._catalog.metadata(chunk)
             for instance in chunk:
                 text = stored.get(instance.pk)
                 yield text if text is not None else self.backfill_metadata(instance)
@@ -179,14 +179,14 @@ class Archive:
     def backfill_metadata(self, instance: StoredInstance) -> bytes:
         with self.spooled(instance) as spool:
             header = read_header(spool, self.max_inflated_bytes)
-        self.catalog.store_metadata(instance.pk, header)
+        self._catalog.store_metadata(instance.pk, header)
         return header.metadata
 
     def backfill_all(self) -> int:
         """Make the metadata of every instance stored before it was kept; return how many.
         Serving does this lazily; this is for doing it ahead, after an upgrade."""
         done = 0
-        while batch := self.catalog.without_metadata():
+        while batch := self._catalog.without_metadata():
             for instance in batch:
                 self.backfill_metadata(instance)
             done += len(batch)
@@ -194,10 +194,10 @@ class Archive:
 
     def details(self, instance: StoredInstance) -> InstanceDetails:
         """Metadata and pixel data location of one instance, in one catalog read."""
-        found = self.catalog.details(instance)
+        found = self._catalog.details(instance)
         if found is None:
             self.backfill_metadata(instance)
-            found = self.catalog.details(instance)
+            found = self._catalog.details(instance)
         return found
 
     def sweep(self, grace_seconds: float = 3600.0, now: float | None = None,
@@ -210,22 +210,22 @@ class Archive:
         batch: list[str] = []
 
         def flush() -> int:
-            orphans = self.catalog.unreferenced(batch, pending_grace)
+            orphans = self._catalog.unreferenced(batch, pending_grace)
             for key in orphans:
-                _delete_quietly(self.blobs, key)
+                _delete_quietly(self._blobs, key)
             batch.clear()
             return len(orphans)
 
-        for key, modified in self.blobs.list():
+        for key, modified in self._blobs.list():
             if modified < cutoff:
                 batch.append(key)
                 if len(batch) >= SWEEP_BATCH:
                     removed += flush()
         removed += flush()
-        stale = getattr(self.blobs, "remove_stale_temporaries", None)
+        stale = getattr(self._blobs, "remove_stale_temporaries", None)
         if stale is not None:
             removed += stale(grace_seconds)
-        self.catalog.forget_stale_pending(pending_grace)
+        self._catalog.forget_stale_pending(pending_grace)
         return removed
 
 
@@ -274,9 +274,9 @@ class StoreBatch:
         try:
             directory = key.rsplit("/", 1)[0]
             if directory not in self._marked:   # the sweep leaves what is under it until this batch commits
-                self._archive.catalog.mark_pending(directory, self._id)
+                self._archive._catalog.mark_pending(directory, self._id)
                 self._marked.add(directory)
-            size = self._archive.blobs.put(key, fp)
+            size = self._archive._blobs.put(key, fp)
         except Exception as exc:
             log.exception("blob write failed for %s", header.sop_instance_uid)
             full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -296,8 +296,8 @@ class StoreBatch:
             pending.sort(key=lambda p: (p[1].header.study_uid, p[1].header.series_uid, p[1].header.sop_instance_uid))
             items = [item for _, item in pending]
             try:
-                archive.blobs.sync([item.blob_key for item in items])
-                registrations = archive.catalog.register_many(items, replace=self._replace)
+                archive._blobs.sync([item.blob_key for item in items])
+                registrations = archive._catalog.register_many(items, replace=self._replace)
             except Exception:
                 # One instance the catalog refuses must not cost the others: each alone, then.
                 log.warning("catalog write failed for a batch of %d; recording them one by one", len(items))
@@ -307,14 +307,14 @@ class StoreBatch:
         if self._marked:   # committed or failed, this batch writes nothing more there for now
             self._marked = set()
             try:
-                archive.catalog.forget_pending(self._id)
+                archive._catalog.forget_pending(self._id)
             except Exception:   # the catalog is away: the marks expire after their grace instead
                 log.exception("could not forget the pending marks of a store")
         return [o for o in self._outcomes if o is not None]
 
     def _register_alone(self, item: PendingInstance) -> Registration:
         try:
-            return self._archive.catalog.register_many([item], replace=self._replace)[0]
+            return self._archive._catalog.register_many([item], replace=self._replace)[0]
         except Exception as exc:
             # The blob stays as an orphan for the sweep: it may be the very blob an earlier,
             # identical upload of the same instance is catalogued with.
@@ -332,7 +332,7 @@ class StoreBatch:
         if registration.outcome is Outcome.ERROR:   # never catalogued: an orphan, the sweep's to remove
             return StoreOutcome(**ids, failure=FailureReason.PROCESSING_FAILURE, message=registration.detail)
         # Refused: the blob we wrote has a key no catalog row can point at.
-        _delete_quietly(self._archive.blobs, item.blob_key)
+        _delete_quietly(self._archive._blobs, item.blob_key)
         reason = (FailureReason.DUPLICATE_SOP_INSTANCE if registration.outcome is Outcome.CONFLICT
                   else FailureReason.DATASET_MISMATCH)
         return StoreOutcome(**ids, failure=reason, message=registration.detail)

@@ -18,10 +18,20 @@ def sha(data: bytes) -> str:
 
 
 @pytest.fixture
-def archive(tmp_path, catalog_url):
+def blobs(tmp_path):
+    return DiskStore(tmp_path / "blobs")
+
+
+@pytest.fixture
+def catalog(catalog_url):
     catalog = Catalog(catalog_url)
     catalog.create_schema()
-    return Archive(DiskStore(tmp_path / "blobs"), catalog)
+    return catalog
+
+
+@pytest.fixture
+def archive(blobs, catalog):
+    return Archive(blobs, catalog)
 
 
 def store(archive, data, **kwargs):
@@ -56,7 +66,7 @@ def test_retrieve_order_is_series_then_instance_number(archive):
     assert [i.series_uid for i in found] == [s1, s1, s2, s2]
 
 
-def test_identical_duplicate_is_accepted_and_different_content_refused(archive):
+def test_identical_duplicate_is_accepted_and_different_content_refused(archive, blobs):
     study, series, sop = generate_uid(), generate_uid(), generate_uid()
     first = instance(study, series, sop, seed=1)
     assert store(archive, first).stored
@@ -66,21 +76,22 @@ def test_identical_duplicate_is_accepted_and_different_content_refused(archive):
     assert outcome.failure == FailureReason.DUPLICATE_SOP_INSTANCE
     [kept] = archive.instances(study)
     assert archive.open(kept).read() == first
-    assert len(list(archive.blobs.list())) == 1
+    assert len(list(blobs.list())) == 1
 
 
 def test_replace_policy(tmp_path, catalog_url):
     catalog = Catalog(catalog_url)
     catalog.create_schema()
-    archive = Archive(DiskStore(tmp_path / "b"), catalog, replace_duplicates=True)
+    blobs = DiskStore(tmp_path / "b")
+    archive = Archive(blobs, catalog, replace_duplicates=True)
     study, series, sop = generate_uid(), generate_uid(), generate_uid()
     store(archive, instance(study, series, sop, seed=1))
     newer = instance(study, series, sop, seed=2)
     assert store(archive, newer).stored
     [kept] = archive.instances(study)
     assert archive.open(kept).read() == newer
-    assert len(list(archive.blobs.list())) == 2   # the replaced blob is left to the sweep…
-    assert archive.sweep(grace_seconds=0) == 1 and len(list(archive.blobs.list())) == 1   # …which removes it
+    assert len(list(blobs.list())) == 2   # the replaced blob is left to the sweep…
+    assert archive.sweep(grace_seconds=0) == 1 and len(list(blobs.list())) == 1   # …which removes it
 
 
 def test_a_concurrent_replacement_never_deletes_the_current_blob(tmp_path, catalog_url):
@@ -114,35 +125,36 @@ def test_the_sweep_leaves_the_blobs_of_a_store_in_progress(tmp_path, catalog_url
     marks the sweep forgets after their own grace."""
     catalog = Catalog(catalog_url)
     catalog.create_schema()
-    archive = Archive(DiskStore(tmp_path / "b"), catalog)
+    blobs = DiskStore(tmp_path / "b")
+    archive = Archive(blobs, catalog)
     datas = [instance(generate_uid(), generate_uid()) for _ in range(3)]
     batch = archive.batch()
     for data in datas:
         batch.add(io.BytesIO(data), hashlib.sha256(data).hexdigest())
-    assert archive.sweep(grace_seconds=0) == 0 and len(list(archive.blobs.list())) == 3
+    assert archive.sweep(grace_seconds=0) == 0 and len(list(blobs.list())) == 3
     assert all(o.stored for o in batch.commit())
-    assert archive.sweep(grace_seconds=0) == 0 and len(list(archive.blobs.list())) == 3
+    assert archive.sweep(grace_seconds=0) == 0 and len(list(blobs.list())) == 3
     dead = archive.batch()   # a store that died before its commit
     orphan = instance(generate_uid(), generate_uid())
     dead.add(io.BytesIO(orphan), hashlib.sha256(orphan).hexdigest())
     assert archive.sweep(grace_seconds=0) == 0
-    assert archive.sweep(grace_seconds=0, pending_grace=0) == 1 and len(list(archive.blobs.list())) == 3
+    assert archive.sweep(grace_seconds=0, pending_grace=0) == 1 and len(list(blobs.list())) == 3
 
 
-def test_hierarchy_conflicts_are_refused(archive):
+def test_hierarchy_conflicts_are_refused(archive, blobs):
     study, series, sop = generate_uid(), generate_uid(), generate_uid()
     store(archive, instance(study, series, sop))
     moved_series = store(archive, instance(generate_uid(), series))
     assert moved_series.failure == FailureReason.DATASET_MISMATCH
     moved_instance = store(archive, instance(study, generate_uid(), sop))
     assert moved_instance.failure == FailureReason.DATASET_MISMATCH
-    assert len(list(archive.blobs.list())) == 1
+    assert len(list(blobs.list())) == 1
 
 
-def test_expected_study_mismatch(archive):
+def test_expected_study_mismatch(archive, blobs):
     outcome = store(archive, instance(), expected_study="1.2.3")
     assert outcome.failure == FailureReason.DATASET_MISMATCH and "does not match" in outcome.message
-    assert list(archive.blobs.list()) == []
+    assert list(blobs.list()) == []
 
 
 @pytest.mark.parametrize("data, reason", [
@@ -153,36 +165,36 @@ def test_unreadable_input(archive, data, reason):
     assert store(archive, data).failure == reason
 
 
-def test_catalog_failure_leaves_only_an_orphan_that_the_sweep_removes(archive, monkeypatch):
+def test_catalog_failure_leaves_only_an_orphan_that_the_sweep_removes(archive, monkeypatch, blobs, catalog):
     data = instance()
 
     def crash(*args, **kwargs):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(archive.catalog, "register_many", crash)
+    monkeypatch.setattr(catalog, "register_many", crash)
     outcome = store(archive, data)
     assert outcome.failure == FailureReason.PROCESSING_FAILURE
     monkeypatch.undo()
-    [(orphan, _)] = list(archive.blobs.list())
+    [(orphan, _)] = list(blobs.list())
     assert archive.instances(outcome.study_uid) == []  # never a row without its blob
     assert archive.sweep(grace_seconds=3600) == 0       # too young: might be a write in progress
     kept = store(archive, instance())
     assert archive.sweep(grace_seconds=0, now=time.time() + 1) == 1
-    assert [k for k, _ in archive.blobs.list()] != [orphan]
+    assert [k for k, _ in blobs.list()] != [orphan]
     assert archive.open(archive.instances(kept.study_uid)[0]).read()
 
 
-def test_blob_failure_writes_nothing(archive, monkeypatch):
+def test_blob_failure_writes_nothing(archive, monkeypatch, blobs):
     def full(key, stream):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(archive.blobs, "put", full)
+    monkeypatch.setattr(blobs, "put", full)
     outcome = store(archive, instance())
     assert outcome.failure == FailureReason.OUT_OF_RESOURCES
     assert archive.instances(outcome.study_uid) == []
 
 
-def test_concurrent_writers_of_the_same_instances(archive):
+def test_concurrent_writers_of_the_same_instances(archive, blobs):
     """Eight threads store the same study at once: every call succeeds, one row and one blob per instance."""
     study, series = generate_uid(), generate_uid()
     datas = [instance(study, series, number=n) for n in range(5)]
@@ -203,10 +215,10 @@ def test_concurrent_writers_of_the_same_instances(archive):
     assert not errors
     assert all(r.stored for r in results) and len(results) == 40
     assert len(archive.instances(study)) == 5
-    assert len(list(archive.blobs.list())) == 5
+    assert len(list(blobs.list())) == 5
 
 
-def test_concurrent_conflicting_writers_keep_one_consistent_version(archive):
+def test_concurrent_conflicting_writers_keep_one_consistent_version(archive, blobs):
     study, series, sop = generate_uid(), generate_uid(), generate_uid()
     versions = [instance(study, series, sop, seed=s) for s in range(6)]
     results = []
@@ -218,7 +230,7 @@ def test_concurrent_conflicting_writers_keep_one_consistent_version(archive):
     assert sum(r.stored for r in results) == 1
     [row] = archive.instances(study)
     assert archive.open(row).read() in versions
-    assert [k for k, _ in archive.blobs.list()] == [row.blob_key]
+    assert [k for k, _ in blobs.list()] == [row.blob_key]
 
 
 def test_s3_archive(tmp_path, aws_env, moto_server):
@@ -275,7 +287,7 @@ def test_sweep_command(tmp_path):
     from tests.conftest import make_config
 
     app = create_app(make_config(tmp_path))
-    blobs = app.extensions["archive"].blobs
+    blobs = DiskStore(app.config["DICOMWEB"].storage)   # the store the app's archive is made on
     blobs.put("aa/bb/1.2/3.4/5.6.0123.dcm", io.BytesIO(b"orphan"))
     old = time.time() - 7200
     os.utime(blobs.root / "aa/bb/1.2/3.4/5.6.0123.dcm", (old, old))
@@ -294,7 +306,7 @@ def test_sweep_command(tmp_path):
 def study_counts(archive, study):
     from service.search.qido_params import parse_query
 
-    [row], _ = archive.catalog.search(parse_query("study", [("StudyInstanceUID", study)], 10)[0])
+    [row], _ = archive.search(parse_query("study", [("StudyInstanceUID", study)], 10)[0])
     return row["NumberOfStudyRelatedSeries"], row["NumberOfStudyRelatedInstances"], row["ModalitiesInStudy"]
 
 
@@ -323,7 +335,7 @@ def test_counts_ignore_repeats_and_survive_concurrent_writers(archive):
     assert study_counts(archive, study) == (6, 18, ["CT", "MR", "PT"])
     from service.search.qido_params import parse_query
 
-    rows, _ = archive.catalog.search(parse_query("series", [("StudyInstanceUID", study)], 10)[0])
+    rows, _ = archive.search(parse_query("series", [("StudyInstanceUID", study)], 10)[0])
     assert sorted(r["NumberOfSeriesRelatedInstances"] for r in rows) == [3] * 6
 
 

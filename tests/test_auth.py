@@ -131,13 +131,12 @@ def test_a_malformed_peers_file_line_is_skipped_reported_and_revocations_still_a
 
     good, other = hash_key("good-key").hex(), hash_key("other-key").hex()
     # The README's sha256sum, its " -" pasted too: read as the digest it is.
-    app, peers = _app_with_peers(tmp_path, f"good {good}  -\nother {other}\n")
+    app, peers = _app_with_peers(tmp_path, f"good {good}  -\nother {other}\n", peers_recheck_seconds=0)
     client = app.test_client()
     assert client.get("/dicom-web/studies", headers={"Authorization": "ApiKey good-key"}).status_code == 200
     assert client.get("/ready").get_json()["peers_file"] == "ok"
     with caplog.at_level(logging.ERROR):
         peers.write_text(f"good {good}  -\nbroken line here\n")   # "other" revoked, and a line that means nothing
-        app.extensions["peers"]._checked = 0
         assert client.get("/dicom-web/studies", headers={"Authorization": "ApiKey other-key"}).status_code == 401
         assert client.get("/dicom-web/studies", headers={"Authorization": "ApiKey good-key"}).status_code == 200
     assert any("peers-file:2" in r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)

@@ -197,7 +197,7 @@ def test_a_bounded_cache_evicts_the_oldest_copies(tmp_path, upstream):
         time.sleep(0.01)
     archive = app.extensions["archive"]
     assert len(archive.instances(first)) == 0 and len(archive.instances(second)) == 2   # first in, first out
-    assert archive.catalog.search(parse_query("study", [("StudyInstanceUID", first)], 10)[0])[0] == []   # unsearchable
+    assert archive.search(parse_query("study", [("StudyInstanceUID", first)], 10)[0])[0] == []   # unsearchable
 
 
 def partial_upstream(study: str, series: str, datas: list[bytes], missing: str):

@@ -7,6 +7,7 @@ from pydicom.uid import generate_uid
 
 from testbed.synthetic import ct_instance
 from testbed.messages import multipart_body, stow_headers
+from storage import Catalog
 
 ANY = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
@@ -20,11 +21,10 @@ def test_health_and_ready(app, client):
 
 def test_not_ready_when_the_store_or_catalog_is_gone(app, monkeypatch):
     anonymous = app.test_client()
-    archive = app.extensions["archive"]
-    shutil.rmtree(archive.blobs.root)
+    shutil.rmtree(app.config["DICOMWEB"].storage)
     r = anonymous.get("/ready")
     assert r.status_code == 503 and r.get_json()["store"] == "unreachable"
-    monkeypatch.setattr(archive.catalog, "ping", lambda: (_ for _ in ()).throw(ConnectionError("down")))
+    monkeypatch.setattr(Catalog, "ping", lambda: (_ for _ in ()).throw(ConnectionError("down")))
     assert anonymous.get("/ready").get_json()["catalog"] == "unreachable"
     assert anonymous.get("/health").status_code == 200   # alive, though not ready
 

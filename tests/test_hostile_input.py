@@ -236,16 +236,17 @@ def test_values_the_catalog_cannot_hold_do_not_cost_the_batch(tmp_path, catalog_
 
 def test_a_batch_member_the_catalog_refuses_fails_alone(client, app, monkeypatch):
     """Whatever the catalog refuses (here: one instance made to fail), the others of its batch are stored."""
-    catalog = app.extensions["archive"].catalog
-    register = catalog.register_many
+    from storage import Catalog
+
+    register = Catalog.register_many
     doomed = generate_uid()
 
-    def refusing(items, replace=False):
+    def refusing(catalog, items, replace=False):
         if any(item.header.sop_instance_uid == doomed for item in items):
             raise RuntimeError("the catalog refuses this one")
-        return register(items, replace)
+        return register(catalog, items, replace)
 
-    monkeypatch.setattr(catalog, "register_many", refusing)
+    monkeypatch.setattr(Catalog, "register_many", refusing)
     study = generate_uid()
     datas = [ct_instance(study, generate_uid(), rows=8, columns=8) for _ in range(4)]
     datas.insert(2, ct_instance(study, generate_uid(), doomed, rows=8, columns=8))

@@ -91,6 +91,11 @@ class MultipartDecoder:
             del self._buffer[:self._pos]
             self._pos = 0
 
+    @property
+    def held(self) -> int:
+        """Bytes the decoder keeps in memory: bounded, however large a part is."""
+        return len(self._buffer)
+
     def events(self) -> Iterator[object]:
         """Drain the events produced so far; PartLimit once the parts before the limit are drained."""
         while self._events:
