@@ -6,8 +6,8 @@ noisy: only ratios within one run count).
 
 Starts gunicorn from each tree (its own deploy/gunicorn.conf.py) on a fresh data directory and
 runs, round by round and alternating which goes first, bench.run (STOW, study and instance
-retrieve), bench.frames (frames/1 of CT slices, frames of a multi-frame instance) and bench.qido
-against each, then prints every figure of both and their ratio (this tree / the other).
+retrieve), bench.frames (frames/1 of CT slices, frames of a multi-frame instance), bench.qido and
+bench.rendered (rendered JPEG, WADO-URI, thumbnails) against each, then prints every figure of both and their ratio (this tree / the other).
 """
 from __future__ import annotations
 
@@ -71,12 +71,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--before-env", action="append", default=[], metavar="NAME=VALUE",
                         help="for the other tree's server (e.g. GUNICORN_CMD_ARGS=--threads=4)")
-    parser.add_argument("--only", choices=["run", "frames", "qido"], action="append", help="these benchmarks only")
+    parser.add_argument("--only", choices=["run", "frames", "qido", "rendered"], action="append", help="these benchmarks only")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="before-after-"))
     extra = dict(item.split("=", 1) for item in args.before_env)
     servers = {"before": start(args.before.resolve(), work / "before", extra), "after": start(HERE, work / "after")}
-    only = set(args.only or ["run", "frames", "qido"])
+    only = set(args.only or ["run", "frames", "qido", "rendered"])
     results: dict[str, list[dict]] = {"before": [], "after": []}
     try:
         for round_ in range(args.rounds):
@@ -89,6 +89,9 @@ def main() -> None:
                                               "2", "--repeat", "3", "--single-requests", "300"), "run."))
                 if "frames" in only:
                     flat.update(figures(bench("bench.frames", url, process.pid, "--requests", "100"), "frames."))
+                if "rendered" in only:
+                    flat.update(figures(bench("bench.rendered", url, process.pid, "--repeat", "50", "--series", "100"),
+                                        "rendered."))
                 if "qido" in only:
                     flat.update(figures(bench("bench.qido", url, process.pid, "--rounds", "1"), "qido."))
                 results[name].append(flat)

@@ -11,7 +11,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from storage.search import QueryError
 
-from . import health, metrics, openapi
+from . import metrics, routes
 from .auth import (
     CHALLENGE, PEER_ENVIRON_KEY, PERMISSIONS_ENVIRON_KEY, SOCKET_PEER_ENVIRON_KEY, TRANSACTION_ENVIRON_KEY,
     AuditMiddleware, PeerSource, identify, presented_key, required_permission,
@@ -42,25 +42,10 @@ def create_app(config: Config | None = None) -> Flask:
                                                          config.spool_dir)
 
     from . import cors
-    from .retrieve import bulkdata_rs, frames_rs, metadata_rs, rendered_rs, wado_rs, wado_uri
-    from .search import fhir, qido_rs
-    from .store import stow_rs
+    from .retrieve.rendered_rs import ThumbnailCache
 
-    app.extensions["thumbnails"] = rendered_rs.ThumbnailCache(config.thumbnail_cache_bytes)
-
-    app.register_blueprint(health.bp)
-    app.register_blueprint(openapi.bp)
-    app.register_blueprint(fhir.bp)
-    app.register_blueprint(qido_rs.bp, url_prefix=config.url_prefix)
-    app.register_blueprint(metadata_rs.bp, url_prefix=config.url_prefix)
-    app.register_blueprint(frames_rs.bp, url_prefix=config.url_prefix)
-    app.register_blueprint(bulkdata_rs.bp, url_prefix=config.url_prefix)
-    app.register_blueprint(rendered_rs.bp, url_prefix=config.url_prefix)
-    app.register_blueprint(wado_uri.bp, url_prefix=config.url_prefix)
-    if config.url_prefix:   # older clients know WADO-URI at the server's root too
-        app.register_blueprint(wado_uri.bp, name="wado_uri_root")
-    app.register_blueprint(stow_rs.bp, url_prefix=config.url_prefix)
-    app.register_blueprint(wado_rs.bp, url_prefix=config.url_prefix)
+    app.extensions["thumbnails"] = ThumbnailCache(config.thumbnail_cache_bytes)
+    routes.register(app, config.url_prefix)
 
     cors.install(app, config.cors_origins)   # preflights are answered before authentication
     app.before_request(_authenticate)
@@ -87,7 +72,7 @@ class _FromProxies:
         return (self.fixed if trusted else self.plain)(environ, start_response)
 
 
-PUBLIC = openapi.public_endpoints()   # one list: what needs no key is what the API description says
+PUBLIC = routes.public_endpoints()   # the route table's: the API description reads the same
 
 
 def _authenticate() -> None:

@@ -3,7 +3,7 @@ answers), GET /ready (the catalog and the blob store answer too), GET /metrics (
 nginx keeps /metrics to the inside (deploy/nginx/dicomweb.conf)."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Response, current_app, jsonify, request
 
 from . import metrics
 from .auth import SOCKET_PEER_ENVIRON_KEY
@@ -11,15 +11,11 @@ from .config import in_networks
 from .errors import NotFound
 from .web import archive, settings
 
-bp = Blueprint("health", __name__)
 
-
-@bp.get("/health")
 def health():
     return jsonify(status="ok")
 
 
-@bp.get("/ready")
 def ready():
     checks = {name: "ok" if up else "unreachable" for name, up in archive().readiness().items()}
     ok = all(v == "ok" for v in checks.values())
@@ -29,7 +25,6 @@ def ready():
                    peers_file="ok" if not problems else list(problems)), 200 if ok else 503
 
 
-@bp.get("/metrics")
 def prometheus():
     # No key needed, so only for the addresses DICOMWEB_METRICS_FROM names (loopback by default);
     # the socket's own peer counts, not what a forwarded header claims.

@@ -1,15 +1,14 @@
 """GET /openapi.json: the OpenAPI 3.1 description of the whole API.
 
-Paths come from the app's own URL map, so a route cannot be missing from the document;
-what each endpoint takes and answers is described here, once per endpoint.
+Paths come from the app's own URL map, so a route cannot be missing from the document, and
+what needs no key from the route table (service.routes); what each endpoint takes and answers
+is described here, once per endpoint.
 """
 from __future__ import annotations
 
 import re
 
-from flask import Blueprint, Flask, current_app, jsonify
-
-bp = Blueprint("openapi", __name__)
+from flask import Flask, current_app, jsonify
 
 _UID = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)*$", "maxLength": 64}
 _PATH_PARAMETERS = {
@@ -109,13 +108,13 @@ ENDPOINTS: dict[str, dict] = {
                     "answers": {"200": ["application/fhir+json"]}},
     "fhir.read": {"summary": "FHIR R4 ImagingStudy by Study Instance UID", "tags": ["FHIR"],
                   "answers": {"200": ["application/fhir+json"]}},
-    "health.health": {"summary": "liveness", "tags": ["operations"], "public": True,
+    "health.health": {"summary": "liveness", "tags": ["operations"],
                       "answers": {"200": ["application/json"]}},
-    "health.ready": {"summary": "readiness: catalog and blob store reachable", "tags": ["operations"], "public": True,
+    "health.ready": {"summary": "readiness: catalog and blob store reachable", "tags": ["operations"],
                      "answers": {"200": ["application/json"], "503": ["application/json"]}},
-    "health.prometheus": {"summary": "Prometheus metrics", "tags": ["operations"], "public": True,
+    "health.prometheus": {"summary": "Prometheus metrics", "tags": ["operations"],
                           "answers": {"200": ["text/plain"]}},
-    "openapi.openapi_document": {"summary": "this document", "tags": ["operations"], "public": True,
+    "openapi.openapi_document": {"summary": "this document", "tags": ["operations"],
                          "answers": {"200": ["application/json"]}},
 }
 ENDPOINTS["wado_uri_root.wado"] = ENDPOINTS["wado_uri.wado"]
@@ -145,6 +144,8 @@ def document(app: Flask) -> dict:
 
 
 def _operation(endpoint: str, path: str, method: str, spec: dict) -> dict:
+    from .routes import public_endpoints   # not at the top: the route table imports this module's view
+
     parameters = [{"name": name, "in": "path", "required": True, "description": description, "schema": schema}
                   for name, (description, schema) in _PATH_PARAMETERS.items() if "{" + name + "}" in path]
     operation: dict = {"summary": spec["summary"], "tags": spec["tags"],
@@ -153,7 +154,7 @@ def _operation(endpoint: str, path: str, method: str, spec: dict) -> dict:
                        "responses": {code: ({"description": code, "content": {t: {} for t in types}} if types
                                             else {"description": code})
                                      for code, types in spec["answers"].items()}}
-    if not spec.get("public"):
+    if endpoint not in public_endpoints():
         operation["responses"].update({code: {"description": text} for code, text in _STATUS.items()
                                        if code not in operation["responses"]})
     else:
@@ -163,11 +164,5 @@ def _operation(endpoint: str, path: str, method: str, spec: dict) -> dict:
     return operation
 
 
-def public_endpoints() -> frozenset[str]:
-    """The endpoints that need no key: those this table marks public (the auth hook reads it too)."""
-    return frozenset(name for name, spec in ENDPOINTS.items() if spec.get("public"))
-
-
-@bp.get("/openapi.json")
 def openapi_document():
     return jsonify(document(current_app))

@@ -1,9 +1,10 @@
 """Small helpers the request handlers share: the archive, URLs, UID checks."""
 from __future__ import annotations
 
+import re
 from urllib.parse import urlencode
 
-from flask import Response, current_app, request
+from flask import Response, current_app, g, request
 
 from storage import Archive
 from storage.uids import InvalidUID, validate_uid
@@ -74,7 +75,14 @@ def require_uids(**named: str | None) -> None:
 
 
 def accepted() -> list[MediaType]:
-    """The Accept list; the ``accept`` query parameter overrides the header (PS3.18 §8.3.3.1)."""
+    """The Accept list; the ``accept`` query parameter overrides the header (PS3.18 §8.3.3.1).
+    Parsed once a request, however many steps of it ask."""
+    if "dicomweb_accept" not in g:
+        g.dicomweb_accept = _accepted()
+    return g.dicomweb_accept
+
+
+def _accepted() -> list[MediaType]:
     values = request.args.getlist("accept")
     header = ", ".join(values) if values else request.headers.get("Accept")
     try:
@@ -142,3 +150,22 @@ def _forwarded_query() -> bytes:
     if "anonymize" not in request.args:
         return request.query_string
     return urlencode([(k, v) for k, v in request.args.items(multi=True) if k != "anonymize"]).encode()
+
+
+_FRAME_LIST = re.compile(r"[0-9]+(,[0-9]+)*")
+
+
+def parse_frame_list(text: str) -> list[int]:
+    """``1,3,5`` → [1, 3, 5], in the order asked; 400 for anything else."""
+    if not _FRAME_LIST.fullmatch(text) or len(text) > 10_000:
+        raise BadRequest(f"frame list {text[:80]!r} is not a comma-separated list of frame numbers")
+    numbers = [int(n) for n in text.split(",")]
+    if min(numbers) < 1:
+        raise BadRequest("frame numbers start at 1")
+    return numbers
+
+
+def check_range(numbers: list[int], count: int) -> None:
+    bad = [n for n in numbers if n > count]
+    if bad:
+        raise BadRequest(f"frame {bad[0]} is out of range: the instance has {count} frame(s)")

@@ -9,7 +9,7 @@ import pytest
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
 from testbed.synthetic import ct_instance
-from service.retrieve.frames_rs import parse_frame_list
+from service.web import parse_frame_list
 from service.errors import BadRequest
 from tests.conftest import TEST_FILES
 from testbed.messages import read, multipart_body, split_multipart, stow_headers

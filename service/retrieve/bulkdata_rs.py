@@ -14,7 +14,7 @@ import warnings
 from typing import Iterable, Iterator
 
 import pydicom
-from flask import Blueprint, Response, request
+from flask import Response, request
 
 import orjson
 
@@ -31,8 +31,6 @@ from ..web import (
     accepted, anonymize_seed, archive, held_or_relayed, multipart_response, refuse_unless_deidentifiable, require_uids,
     transcode_limits,
 )
-
-bp = Blueprint("bulkdata_rs", __name__)
 
 _PATH = re.compile(r"[0-9A-Fa-f]{8}(/[0-9]+/[0-9A-Fa-f]{8})*")
 _RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")   # 18 digits: beyond any value, within int64
@@ -66,7 +64,6 @@ class _Bytes:
         return self.chunks()
 
 
-@bp.get("/studies/<study>/series/<series>/instances/<instance>/bulk/<path:path>")
 def retrieve_bulkdata(study: str, series: str, instance: str, path: str) -> Response:
     require_uids(study=study, series=series, instance=instance)
     if not _PATH.fullmatch(path):

@@ -8,38 +8,23 @@ instance, except for big endian and deflated instances, converted once per reque
 """
 from __future__ import annotations
 
-import re
 
 import orjson
-from flask import Blueprint, Response, request
+from flask import Response, request
 
 from transcode import PixelDescription
 
 from ..wire import multipart
-from ..errors import BadRequest, NotFound
+from ..errors import NotFound
 from ..wire.media import pixel_representations
 from .pixel_data import choose, frame_bodies, not_acceptable
 from ..web import (
-    accepted, anonymize_seed, archive, base_url, held_or_relayed, multipart_response, refuse_unless_deidentifiable,
-    require_uids, transcode_limits,
+    accepted, anonymize_seed, archive, base_url, check_range, held_or_relayed, multipart_response, parse_frame_list,
+    refuse_unless_deidentifiable, require_uids, transcode_limits,
 )
 
-bp = Blueprint("frames_rs", __name__)
-
-_FRAME_LIST = re.compile(r"[0-9]+(,[0-9]+)*")
 
 
-def parse_frame_list(text: str) -> list[int]:
-    """``1,3,5`` → [1, 3, 5], in the order asked; 400 for anything else."""
-    if not _FRAME_LIST.fullmatch(text) or len(text) > 10_000:
-        raise BadRequest(f"frame list {text[:80]!r} is not a comma-separated list of frame numbers")
-    numbers = [int(n) for n in text.split(",")]
-    if min(numbers) < 1:
-        raise BadRequest("frame numbers start at 1")
-    return numbers
-
-
-@bp.get("/studies/<study>/series/<series>/instances/<instance>/frames/<frames>")
 def retrieve_frames(study: str, series: str, instance: str, frames: str) -> Response:
     require_uids(study=study, series=series, instance=instance)
     seed = anonymize_seed(study, request.args.get("anonymize"))
@@ -66,9 +51,3 @@ def retrieve_frames(study: str, series: str, instance: str, frames: str) -> Resp
                             {"Content-Type": choice.content_type, "Content-Location": f"{location}{n}"}, body)
              for n, body in zip(numbers, bodies)]
     return multipart_response(parts, choice.media_type)
-
-
-def check_range(numbers: list[int], count: int) -> None:
-    bad = [n for n in numbers if n > count]
-    if bad:
-        raise BadRequest(f"frame {bad[0]} is out of range: the instance has {count} frame(s)")

@@ -12,7 +12,7 @@ import zlib
 from typing import Iterable, Iterator
 
 import orjson
-from flask import Blueprint, Response, request
+from flask import Response, request
 
 from storage.metadata import with_base_url
 
@@ -22,12 +22,7 @@ from ..wire.dicom_xml import json_to_xml
 from ..wire.media import DICOM_JSON, DICOM_XML
 from ..web import anonymize_seed, archive, base_url, held_or_relayed, require_uids, wants_xml
 
-bp = Blueprint("metadata_rs", __name__)
 
-
-@bp.get("/studies/<study>/metadata")
-@bp.get("/studies/<study>/series/<series>/metadata")
-@bp.get("/studies/<study>/series/<series>/instances/<instance>/metadata")
 def retrieve_metadata(study: str, series: str | None = None, instance: str | None = None) -> Response:
     require_uids(study=study, series=series, instance=instance)
     as_xml = wants_xml("metadata")

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from typing import Iterable, Iterator, Sequence
 
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Response, current_app, request
 
 from storage import StoredInstance
 from transcode import PixelDescription
@@ -30,39 +30,25 @@ from transcode.render import (
 from ..wire import multipart
 from .deidentify import deidentify, refusal_of_model
 from ..errors import BadRequest, NotAcceptable, NotFound, PayloadTooLarge
-from .frames_rs import check_range, parse_frame_list
 from ..limits import TranscodeLimits
 from ..wire.media import MULTIPART_RELATED, MediaType
 from .pixel_data import FrameReader
 from ..web import (
-    accepted, anonymize_seed, archive, held_or_relayed, multipart_response, require_uids, transcode_limits, warning,
+    accepted, anonymize_seed, archive, check_range, held_or_relayed, multipart_response, parse_frame_list, require_uids,
+    transcode_limits, warning,
 )
-
-bp = Blueprint("rendered_rs", __name__)
 
 THUMBNAIL = Viewport(128, 128)
 # Pixels drawn for one animated GIF: its frames stream one at a time, so this bounds the time an
 # answer takes (some 6 s here: 33 Mpx took 0.8 s), not its memory.
 MAX_ANIMATION_PIXELS = 256 << 20
-_PREFIX = "/studies/<study>"
-_SERIES = _PREFIX + "/series/<series>"
-_INSTANCE = _SERIES + "/instances/<instance>"
-_FRAMES = _INSTANCE + "/frames/<frames>"
 
 
-@bp.get(_PREFIX + "/rendered")
-@bp.get(_SERIES + "/rendered")
-@bp.get(_INSTANCE + "/rendered")
-@bp.get(_FRAMES + "/rendered")
 def rendered(study: str, series: str | None = None, instance: str | None = None,
              frames: str | None = None) -> Response:
     return render_resource(study, series, instance, frames, thumbnail=False)
 
 
-@bp.get(_PREFIX + "/thumbnail")
-@bp.get(_SERIES + "/thumbnail")
-@bp.get(_INSTANCE + "/thumbnail")
-@bp.get(_FRAMES + "/thumbnail")
 def thumbnail(study: str, series: str | None = None, instance: str | None = None,
               frames: str | None = None) -> Response:
     return render_resource(study, series, instance, frames, thumbnail=True)

@@ -10,12 +10,12 @@ from contextlib import nullcontext
 
 import pydicom
 import requests
-from flask import Blueprint, Response, request
+from flask import Response, request
 
 from storage.dataset import DEFLATED, inflated_copy, reason, transfer_syntax
 from transcode import PixelDescription, can_transcode, transcode
 
-from . import instances, rendered_rs
+from . import instances
 from ..facade import upstreams
 from ..wire import urls
 from ..errors import NotAcceptable, NotFound
@@ -26,18 +26,12 @@ from ..web import (
 )
 
 
-bp = Blueprint("wado_rs", __name__)
 log = logging.getLogger(__name__)
 
 
-@bp.get("/studies/<study>")
-@bp.get("/studies/<study>/series/<series>")
-@bp.get("/studies/<study>/series/<series>/instances/<instance>")
 def retrieve_instances(study: str, series: str | None = None, instance: str | None = None) -> Response:
     require_uids(study=study, series=series, instance=instance)
     seed = anonymize_seed(study, request.args.get("anonymize"))
-    if rendered_rs.asks_for_rendered(accepted()):   # multipart/related; type="image/jpeg", as the quick-start asks
-        return rendered_rs.render_resource(study, series, instance, None, thumbnail=False)
     representations = instance_representations(accepted())
     found = archive().instances(study, series, instance)
     if not found:

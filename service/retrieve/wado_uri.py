@@ -16,7 +16,7 @@ import warnings
 from dataclasses import replace
 
 import pydicom
-from flask import Blueprint, Response, request
+from flask import Response, request
 
 from storage.uids import is_valid_uid
 from transcode.render import MAX_RENDERED_PIXELS, MAX_SIDE, RENDERED_MEDIA_TYPES, Viewport, Window, parse_rendering
@@ -28,14 +28,11 @@ from ..wire.media import DICOM, Representation, parse_accept
 from .pixel_data import FrameReader
 from ..web import anonymize_seed, archive, transcode_limits
 
-bp = Blueprint("wado_uri", __name__)
-
 IMAGE_ONLY = ("rows", "columns", "region", "windowCenter", "windowWidth", "frameNumber", "imageQuality",
               "annotation")
 TEXT_TYPES = ("text/html", "text/plain")
 
 
-@bp.get("/wado")
 def wado() -> Response:
     args = request.args
     if args.get("requestType") != "WADO":

@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from dataclasses import replace
 
 import orjson
-from flask import Blueprint, Response, request
+from flask import Response, request
 
 from storage.uids import is_valid_uid
 
@@ -29,7 +29,6 @@ from .qido_params import integer, max_offset, parse_query
 from ..web import archive, base_url, facade, settings, warning
 from ..wire.tags import KEY
 
-bp = Blueprint("fhir", __name__)
 FHIR_JSON = "application/fhir+json"
 DICOM_CODES = "http://dicom.nema.org/resources/ontology/DCM"
 DICOM_UID_SYSTEM = "urn:dicom:uid"
@@ -37,7 +36,6 @@ SOP_CLASS_SYSTEM = "urn:ietf:rfc:3986"
 SEARCH_PARAMETERS = {"patient", "patient.identifier", "identifier", "started", "modality", "_count", "_offset"}
 
 
-@bp.get("/fhir/ImagingStudy")
 def search() -> Response:
     unknown = sorted(set(request.args) - SEARCH_PARAMETERS)
     if unknown:
@@ -89,7 +87,6 @@ def _row(result: dict) -> dict:
     return row
 
 
-@bp.get("/fhir/ImagingStudy/<study>")
 def read(study: str) -> Response:
     if not is_valid_uid(study):
         raise BadRequest("an ImagingStudy id is a Study Instance UID")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import orjson
-from flask import Blueprint, Response, request
+from flask import Response, request
 
 from ..facade.upstreams import merge_by_uid
 from ..wire import multipart, urls
@@ -15,33 +15,24 @@ from .qido_response import ResultFormat
 from ..web import archive, base_url, facade, multipart_response, require_uids, settings, wants_xml, warning
 from ..wire.tags import KEY
 
-bp = Blueprint("qido_rs", __name__)
-
 TRUNCATED = ("the number of results exceeded the maximum supported by the server; "
              "additional results can be requested with offset")
 
 
-@bp.get("/patients")
 def search_patients() -> Response:
     """Patient-level search, as dcm4chee and the O3-DPACS statement offer (not part of PS3.18)."""
     return _search("patient", {})
 
 
-@bp.get("/studies")
 def search_studies() -> Response:
     return _search("study", {})
 
 
-@bp.get("/series")
-@bp.get("/studies/<study>/series")
 def search_series(study: str | None = None) -> Response:
     require_uids(study=study)
     return _search("series", {"StudyInstanceUID": study} if study else {})
 
 
-@bp.get("/instances")
-@bp.get("/studies/<study>/instances")
-@bp.get("/studies/<study>/series/<series>/instances")
 def search_instances(study: str | None = None, series: str | None = None) -> Response:
     require_uids(study=study, series=series)
     scoped = {k: v for k, v in (("StudyInstanceUID", study), ("SeriesInstanceUID", series)) if v}

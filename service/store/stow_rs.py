@@ -12,7 +12,7 @@ import tempfile
 from typing import BinaryIO, Iterator, Union
 
 import orjson
-from flask import Blueprint, Response, request
+from flask import Response, request
 
 from storage import StoreOutcome
 from storage.status import FailureReason
@@ -26,15 +26,11 @@ from ..wire.media import DICOM, DICOM_JSON, DICOM_XML, MULTIPART_RELATED, parse_
 from ..wire.multipart import MultipartDecoder, MultipartError, PartLimit, spooled_parts
 from ..web import accepted, archive, base_url, require_uids, settings, warning
 
-bp = Blueprint("stow_rs", __name__)
-
 READ_SIZE = 1 << 20
 BATCH_SIZE = 50          # instances whose catalog rows are committed together
 MAX_WARNING_HEADERS = 10
 
 
-@bp.post("/studies")
-@bp.post("/studies/<study>")
 def store(study: str | None = None) -> Response:
     require_uids(study=study)
     answer_as = response_format(accepted(), (DICOM_JSON, DICOM_XML, "application/json"))

@@ -1,0 +1,101 @@
+"""Where every request goes: each resource once, with the view that answers it, the transaction
+it belongs to (the blueprint: metrics, audit and permission labels) and whether it needs a key.
+``register`` is how ``create_app`` mounts them; authentication and the OpenAPI document read
+``public_endpoints`` from the same table.
+
+    transaction   rule (under DICOMWEB_PREFIX unless the transaction is UNPREFIXED)     view
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from flask import Blueprint, Flask, Response
+
+from . import health, openapi
+from .retrieve import bulkdata_rs, frames_rs, metadata_rs, rendered_rs, wado_rs, wado_uri
+from .search import fhir, qido_rs
+from .store import stow_rs
+from .web import accepted, require_uids
+
+
+@dataclass(frozen=True)
+class Route:
+    transaction: str
+    rule: str
+    view: Callable[..., Response]
+    method: str = "GET"
+    public: bool = False   # answered without a key
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.transaction}.{self.view.__name__}"
+
+
+def retrieve_instances(study: str, series: str | None = None, instance: str | None = None) -> Response:
+    """A retrieve whose Accept asks for rendered images (multipart/related; type="image/jpeg", as
+    the quick-start of PS3.18 does) is answered as the rendered resource; any other by WADO-RS."""
+    require_uids(study=study, series=series, instance=instance)
+    if rendered_rs.asks_for_rendered(accepted()):
+        return rendered_rs.render_resource(study, series, instance, None, thumbnail=False)
+    return wado_rs.retrieve_instances(study, series, instance)
+
+
+_STUDY = "/studies/<study>"
+_SERIES = _STUDY + "/series/<series>"
+_INSTANCE = _SERIES + "/instances/<instance>"
+_FRAMES = _INSTANCE + "/frames/<frames>"
+
+ROUTES: tuple[Route, ...] = (
+    Route("stow_rs", "/studies", stow_rs.store, "POST"),
+    Route("stow_rs", _STUDY, stow_rs.store, "POST"),
+
+    Route("qido_rs", "/patients", qido_rs.search_patients),
+    Route("qido_rs", "/studies", qido_rs.search_studies),
+    Route("qido_rs", "/series", qido_rs.search_series),
+    Route("qido_rs", _STUDY + "/series", qido_rs.search_series),
+    Route("qido_rs", "/instances", qido_rs.search_instances),
+    Route("qido_rs", _STUDY + "/instances", qido_rs.search_instances),
+    Route("qido_rs", _SERIES + "/instances", qido_rs.search_instances),
+
+    Route("wado_rs", _STUDY, retrieve_instances),
+    Route("wado_rs", _SERIES, retrieve_instances),
+    Route("wado_rs", _INSTANCE, retrieve_instances),
+    Route("metadata_rs", _STUDY + "/metadata", metadata_rs.retrieve_metadata),
+    Route("metadata_rs", _SERIES + "/metadata", metadata_rs.retrieve_metadata),
+    Route("metadata_rs", _INSTANCE + "/metadata", metadata_rs.retrieve_metadata),
+    Route("frames_rs", _FRAMES, frames_rs.retrieve_frames),
+    Route("bulkdata_rs", _INSTANCE + "/bulk/<path:path>", bulkdata_rs.retrieve_bulkdata),
+    *(Route("rendered_rs", resource + "/rendered", rendered_rs.rendered) for resource in (_STUDY, _SERIES, _INSTANCE, _FRAMES)),
+    *(Route("rendered_rs", resource + "/thumbnail", rendered_rs.thumbnail) for resource in (_STUDY, _SERIES, _INSTANCE, _FRAMES)),
+    Route("wado_uri", "/wado", wado_uri.wado),
+
+    Route("fhir", "/fhir/ImagingStudy", fhir.search),
+    Route("fhir", "/fhir/ImagingStudy/<study>", fhir.read),
+
+    Route("health", "/health", health.health, public=True),
+    Route("health", "/ready", health.ready, public=True),
+    Route("health", "/metrics", health.prometheus, public=True),   # to DICOMWEB_METRICS_FROM only (the view checks)
+    Route("openapi", "/openapi.json", openapi.openapi_document, public=True),
+)
+
+UNPREFIXED = {"health", "openapi", "fhir"}
+# Older clients know WADO-URI at the server's root too: the same routes, mounted again there.
+ALSO_AT_ROOT = {"wado_uri": "wado_uri_root"}
+
+
+def register(app: Flask, url_prefix: str) -> None:
+    """Mount every route, one blueprint per transaction."""
+    blueprints: dict[str, Blueprint] = {}
+    for route in ROUTES:
+        blueprint = blueprints.setdefault(route.transaction, Blueprint(route.transaction, __name__))
+        blueprint.add_url_rule(route.rule, route.view.__name__, route.view, methods=[route.method])
+    for name, blueprint in blueprints.items():
+        app.register_blueprint(blueprint, url_prefix=None if name in UNPREFIXED else url_prefix)
+        if name in ALSO_AT_ROOT and url_prefix:
+            app.register_blueprint(blueprint, name=ALSO_AT_ROOT[name])
+
+
+def public_endpoints() -> frozenset[str]:
+    """The endpoints that need no key."""
+    return frozenset(route.endpoint for route in ROUTES if route.public)
