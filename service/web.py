@@ -11,7 +11,7 @@ from storage.uids import InvalidUID, validate_uid
 
 from .auth import PEER_ENVIRON_KEY, STUDY_ENVIRON_KEY
 from .config import Config
-from .retrieve.deidentify import refusal_of_model, seed
+from .access.deidentify import refusal_of_model, seed
 from .errors import BadRequest, NotAcceptable, NotFound
 from .limits import TranscodeLimits
 from .facade.upstreams import UPSTREAM_ENVIRON_KEY, Facade

@@ -4,7 +4,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from testbed.synthetic import ct_instance
-from service.retrieve.deidentify import deidentify, seed
+from service.access.deidentify import deidentify, seed
 from tests.conftest import make_config
 from testbed.messages import multipart_body, read, split_multipart, stow_headers
 
@@ -179,7 +179,7 @@ def table_dataset():
     from pydicom import Dataset
     from pydicom.datadict import dictionary_has_tag, dictionary_VR
 
-    from service.retrieve.deidentify import ACTIONS
+    from service.access.deidentify import ACTIONS
 
     ds = identified()
     inner = Dataset()
@@ -200,7 +200,7 @@ def table_dataset():
 def test_every_attribute_of_the_table_gets_its_action():
     from pydicom.uid import UID
 
-    from service.retrieve.deidentify import ACTIONS, REMOVE
+    from service.access.deidentify import ACTIONS, REMOVE
 
     ds, set_here = table_dataset()
     assert len(set_here) > 550
@@ -281,7 +281,7 @@ def test_beyond_the_table_private_overlays_urls_and_quoted_identifiers():
     ({"Modality": "MR", "RecognizableVisualFeatures": "YES"}, True),
 ])
 def test_which_images_are_refused(attributes, refused):
-    from service.retrieve.deidentify import NotDeidentifiable
+    from service.access.deidentify import NotDeidentifiable
 
     ds = identified(**attributes)
     if refused:

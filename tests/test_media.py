@@ -4,7 +4,7 @@ from service.wire.media import (
     MediaType, PixelRepresentation, Representation, instance_representations, parse_accept, parse_media_type,
     pixel_representations, response_format,
 )
-from service.retrieve.pixel_data import Choice, choose
+from service.access.frames import Choice, choose
 from transcode import PixelDescription
 
 ELE = "1.2.840.10008.1.2.1"

@@ -266,7 +266,7 @@ def test_a_large_instance_is_converted_frame_by_frame(app, client, target):
     import tracemalloc
 
     from testbed.synthetic import phantom
-    from service.retrieve import instances as retrieve
+    from service.access import instances as retrieve
 
     frames = 64
     data = ct_instance(generate_uid(), generate_uid(), rows=512, columns=512, frames=frames,

@@ -10,10 +10,8 @@ HTTP ``Range`` (one range) is honoured. Pixel data is negotiated as frames are: 
 from __future__ import annotations
 
 import re
-import warnings
 from typing import Iterable, Iterator
 
-import pydicom
 from flask import Response, request
 
 import orjson
@@ -25,8 +23,9 @@ from transcode.syntaxes import UNCOMPRESSED
 from ..wire import multipart
 from ..errors import BadRequest, NotAcceptable, NotFound, RangeNotSatisfiable
 from ..wire.media import OCTET_STREAM, octet_stream_acceptable, pixel_representations
-from .pixel_data import Choice, FrameReader, choose, frame_bodies, not_acceptable, value_in_place
-from .deidentify import deidentify
+from ..access.frames import Choice, FrameReader, choose, frame_bodies, not_acceptable, value_in_place
+from ..access.deidentify import deidentify
+from ..access.header import stored_header
 from ..web import (
     accepted, anonymize_seed, archive, held_or_relayed, multipart_response, refuse_unless_deidentifiable, require_uids,
     transcode_limits,
@@ -139,9 +138,7 @@ def _native_pixel_data(stored: StoredInstance, details) -> _Bytes:  # noqa: ANN0
 
 def _value(stored: StoredInstance, tags: list[int], items: list[int], seed: str | None) -> _Bytes:
     """A value of the data set, or of its anonymised copy (what the profile removed is not there)."""
-    with archive().readable(stored) as (fp, _), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds = pydicom.dcmread(fp, stop_before_pixels=True)
+    ds = stored_header(archive(), stored)
     if seed is not None:
         deidentify(ds, seed, pixels=False)
     try:

@@ -3,7 +3,7 @@
 A frame is read by byte range from the blob store, at the place recorded at
 ingest: the span of a native frame, or the fragments of a compressed one. It is
 sent as stored, as native pixels, or in any other syntax it fits, as the Accept
-list prefers (service.retrieve.pixel_data); one frame never costs reading the whole
+list prefers (service.access.frames); one frame never costs reading the whole
 instance, except for big endian and deflated instances, converted once per request.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from transcode import PixelDescription
 from ..wire import multipart
 from ..errors import NotFound
 from ..wire.media import pixel_representations
-from .pixel_data import choose, frame_bodies, not_acceptable
+from ..access.frames import choose, frame_bodies, not_acceptable
 from ..web import (
     accepted, anonymize_seed, archive, base_url, check_range, held_or_relayed, multipart_response, parse_frame_list,
     refuse_unless_deidentifiable, require_uids, transcode_limits,

@@ -17,7 +17,7 @@ from flask import Response, request
 from storage.metadata import with_base_url
 
 from ..wire import multipart
-from .deidentify import deidentify_model
+from ..access.deidentify import deidentify_model
 from ..wire.dicom_xml import json_to_xml
 from ..wire.media import DICOM_JSON, DICOM_XML
 from ..web import anonymize_seed, archive, base_url, held_or_relayed, require_uids, wants_xml

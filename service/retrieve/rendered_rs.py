@@ -8,7 +8,7 @@ default, PNG or GIF (animated over the frames of a multi-frame instance) when as
 Rendering follows transcode.render; answers carry an ETag made from the instances'
 contents and the parameters, and thumbnails are kept in a small per-process cache.
 With ``anonymize=true``, images the profile cannot make safe are refused and annotations
-are drawn from the anonymised copy (service.retrieve.deidentify).
+are drawn from the anonymised copy (service.access.deidentify).
 """
 from __future__ import annotations
 
@@ -28,11 +28,11 @@ from transcode.render import (
 )
 
 from ..wire import multipart
-from .deidentify import deidentify, refusal_of_model
+from ..access.deidentify import deidentify, refusal_of_model
 from ..errors import BadRequest, NotAcceptable, NotFound, PayloadTooLarge
 from ..limits import TranscodeLimits
 from ..wire.media import MULTIPART_RELATED, MediaType
-from .pixel_data import FrameReader
+from ..access.frames import FrameReader
 from ..web import (
     accepted, anonymize_seed, archive, check_range, held_or_relayed, multipart_response, parse_frame_list, require_uids,
     transcode_limits, warning,

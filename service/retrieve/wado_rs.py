@@ -3,23 +3,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import io
 import logging
-import warnings
-from contextlib import nullcontext
 
-import pydicom
 import requests
 from flask import Response, request
 
-from storage.dataset import DEFLATED, inflated_copy, reason, transfer_syntax
-from transcode import PixelDescription, can_transcode, transcode
+from storage.dataset import reason
 
-from . import instances
+from ..access import instances
 from ..facade import upstreams
 from ..wire import urls
 from ..errors import NotAcceptable, NotFound
-from ..wire.media import ANY_TRANSFER_SYNTAX, DICOM, instance_representations
+from ..wire.media import DICOM, instance_representations
 from ..wire.multipart import Part, new_boundary
 from ..web import (
     accepted, anonymize_seed, archive, base_url, facade, multipart_response, require_uids, settings, transcode_limits, warning,
@@ -126,33 +121,17 @@ def _relayed(spool, candidates: list[str], seed: str | None, root: str, limit: i
     None when it has no acceptable form, cannot be read, or cannot be made safe: the answer has
     started, so it is left out (and logged; the audit line shows the bytes sent)."""
     try:
-        source = transfer_syntax(spool)
-        with (inflated_copy(spool, limit) if source == DEFLATED else nullcontext(spool)) as readable:
-            ds = _header(readable)
-            pixels = PixelDescription.from_dataset(ds) if "Rows" in ds else None
-            target = next((source if ts in (ANY_TRANSFER_SYNTAX, source) else ts for ts in candidates
-                           if ts in (ANY_TRANSFER_SYNTAX, source) or can_transcode(source, ts, pixels)), None)
-            if target is None:
-                return None
-            data = spool.read() if target == source else \
-                transcode(readable, target, str(ds.file_meta.TransferSyntaxUID))
+        converted = instances.received_copy(spool, candidates, seed, limit)
+        if converted is None:
+            return None
+        data, target, ds = converted
         headers = {"Content-Type": f"application/dicom; transfer-syntax={target}"}
         if seed is None:
             headers["Content-Location"] = urls.retrieve_url(root, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
                                                             str(ds.SOPInstanceUID))
-        else:
-            out = io.BytesIO()
-            instances.write_deidentified(data, seed, out)
-            data = out.getvalue()
         return Part(headers, [data])
     except Exception as exc:   # whatever an upstream's damaged instance raises costs that instance only
         log.warning("an instance from an upstream was left out: %s", reason(exc))
         return None
 
 
-def _header(spool) -> pydicom.Dataset:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds = pydicom.dcmread(spool, stop_before_pixels=True)
-    spool.seek(0)
-    return ds

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import html
 import math
-import warnings
 from dataclasses import replace
 
 import pydicom
@@ -22,10 +21,12 @@ from storage.uids import is_valid_uid
 from transcode.render import MAX_RENDERED_PIXELS, MAX_SIDE, RENDERED_MEDIA_TYPES, Viewport, Window, parse_rendering
 from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 
-from . import instances, rendered_rs
+from . import rendered_rs
+from ..access import instances
+from ..access.header import stored_header
 from ..errors import BadRequest, NotAcceptable, NotFound
 from ..wire.media import DICOM, Representation, parse_accept
-from .pixel_data import FrameReader
+from ..access.frames import FrameReader
 from ..web import anonymize_seed, archive, transcode_limits
 
 IMAGE_ONLY = ("rows", "columns", "region", "windowCenter", "windowWidth", "frameNumber", "imageQuality",
@@ -183,9 +184,7 @@ def _float(args, name: str) -> float:
 
 def _report(stored, content_type: str) -> Response:
     """A structured report's content tree as text: each item's concept name and value, indented."""
-    with archive().readable(stored) as (fp, _), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds = pydicom.dcmread(fp, stop_before_pixels=True)
+    ds = stored_header(archive(), stored)
     lines = [(0, _concept(ds), _value(ds))]
     _walk(ds, 1, lines)
     if content_type == "text/plain":

@@ -27,6 +27,7 @@ from transcode.syntaxes import (
 )
 
 from ..errors import NotAcceptable
+from .header import read_header, stored_header
 from ..limits import TranscodeLimits
 from ..wire.media import ANY_TRANSFER_SYNTAX, OCTET_STREAM, PixelRepresentation
 
@@ -162,10 +163,7 @@ class FrameReader:
         end = details.pixel_offset if self._in_place() else \
             details.fragments[0][0][0] if syntax not in UNCOMPRESSED and details.fragments else None
         if end is not None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                prefix = b"".join(_Spans(self.archive, self.stored, [(0, end)]))
-                return pydicom.dcmread(io.BytesIO(prefix), stop_before_pixels=True)
+            return read_header(io.BytesIO(b"".join(_Spans(self.archive, self.stored, [(0, end)]))))
         inflated = self.inflated_frames()
         return read_until_pixels(inflated[0])[0] if inflated is not None else None
 
@@ -174,9 +172,7 @@ class FrameReader:
         header = self.streaming_header()
         if header is not None:
             return header
-        with self.archive.readable(self.stored) as (fp, _), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return pydicom.dcmread(fp, stop_before_pixels=True)
+        return stored_header(self.archive, self.stored)
 
     def all(self) -> Iterator[tuple[bytes, PixelDescription]]:
         return (self.native(n) for n in range(1, self.pixels.number_of_frames + 1))

@@ -1,8 +1,10 @@
-"""Planning and streaming a WADO-RS retrieve of DICOM instances (PS3.18 §10.4)."""
+"""Whole instances: planning and streaming a retrieve of them (PS3.18 §10.4), each as stored or
+converted, de-identified copies, and instances received from an upstream made into what was asked."""
 from __future__ import annotations
 
 import io
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import BinaryIO, Callable, Iterator, Sequence
 
@@ -11,7 +13,7 @@ import pydicom
 
 from storage import Archive, StoredInstance
 from storage.blobs import iter_chunks
-from storage.dataset import InflationLimit
+from storage.dataset import DEFLATED, InflationLimit, inflated_copy, transfer_syntax
 from transcode import ConversionError, PixelDescription, can_transcode, transcode
 from transcode.instance import streamable, write_streamed
 from transcode.syntaxes import describe
@@ -21,7 +23,8 @@ from .deidentify import NotDeidentifiable, deidentify, refusal_of_model
 from ..errors import NotAcceptable
 from ..limits import TranscodeLimits
 from ..wire.media import ANY_TRANSFER_SYNTAX, DICOM, Representation
-from .pixel_data import FrameReader
+from .frames import FrameReader
+from .header import read_header
 
 Describer = Callable[[Sequence[StoredInstance]], dict]   # instances → {instance: PixelDescription | None}
 
@@ -31,7 +34,7 @@ class PlannedPart:
     instance: StoredInstance
     transfer_syntax: str
     converted: BinaryIO | None = None    # the instance already re-encoded (see convert_now)
-    seed: str | None = None              # de-identify the copy sent, with this seed (service.retrieve.deidentify)
+    seed: str | None = None              # de-identify the copy sent, with this seed (service.access.deidentify)
 
     @property
     def as_stored(self) -> bool:
@@ -110,7 +113,7 @@ def plan(instances: Sequence[StoredInstance], representations: Sequence[Represen
 
 def anonymized(archive: Archive, planned: Plan, seed: str, limits: TranscodeLimits) -> Plan:
     """The plan of an anonymised answer, settled before it starts: instances the profile cannot
-    make safe (service.retrieve.deidentify.refusal, from their stored metadata) or too large to hold whole
+    make safe (service.access.deidentify.refusal, from their stored metadata) or too large to hold whole
     while de-identifying are left out, the others de-identified with ``seed``. When none is left,
     406 with the reason (413 when size was)."""
     parts, skipped, refused, too_large = [], list(planned.skipped), [], 0
@@ -179,8 +182,29 @@ def _deidentified(archive: Archive, part: PlannedPart, out: BinaryIO) -> None:
     write_deidentified(data, part.seed, out)
 
 
+def received_copy(spool: BinaryIO, candidates: Sequence[str], seed: str | None,
+                  max_inflated_bytes: int) -> tuple[bytes, str, pydicom.Dataset] | None:
+    """A received instance (an upstream's) in the first of ``candidates`` it can be sent in,
+    de-identified with ``seed``: its bytes, that syntax, and its header as received; None when
+    it has no acceptable form. Whatever a damaged instance raises, it raises."""
+    source = transfer_syntax(spool)
+    with (inflated_copy(spool, max_inflated_bytes) if source == DEFLATED else nullcontext(spool)) as readable:
+        ds = read_header(readable)
+        pixels = PixelDescription.from_dataset(ds) if "Rows" in ds else None
+        target = next((source if ts in (ANY_TRANSFER_SYNTAX, source) else ts for ts in candidates
+                       if ts in (ANY_TRANSFER_SYNTAX, source) or can_transcode(source, ts, pixels)), None)
+        if target is None:
+            return None
+        data = spool.read() if target == source else transcode(readable, target, str(ds.file_meta.TransferSyntaxUID))
+    if seed is not None:
+        out = io.BytesIO()
+        write_deidentified(data, seed, out)
+        data = out.getvalue()
+    return data, target, ds
+
+
 def write_deidentified(data: bytes, seed: str, out: BinaryIO) -> None:
-    """A Part 10 instance, de-identified (service.retrieve.deidentify), written to ``out``; NotDeidentifiable
+    """A Part 10 instance, de-identified (service.access.deidentify), written to ``out``; NotDeidentifiable
     (a ValueError) when the profile cannot make it safe."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
