@@ -178,3 +178,14 @@ def test_annotations_and_icc_profile(client):
                                                  headers={"Accept": "image/png"}).data))
     assert annotated.info.get("icc_profile")
     assert np.asarray(annotated.convert("L")).tolist() != plain.tolist()
+
+
+def test_a_damaged_rescale_value_is_refused_not_a_500(client):
+    """A Rescale Intercept that is not a number (pydicom keeps it as text): 406 naming it (a 500
+    before; test_property's damaged files found it)."""
+    data = ct_instance(generate_uid(), generate_uid(), rows=8, columns=8)
+    assert data.count(b"-1024.0 ") == 1
+    _, url = stored(client, data.replace(b"-1024.0 ", b"-10z4.0 "))
+    r = client.get(url + "/rendered")
+    assert r.status_code == 406 and "RescaleIntercept" in r.get_json()["message"]
+    assert client.get(url + "/frames/1").status_code == 200   # the pixels themselves are sound

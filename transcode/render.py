@@ -11,6 +11,7 @@ animated for several frames). Pure functions: no storage, no HTTP.
 from __future__ import annotations
 
 import io
+import numbers
 import struct
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
@@ -149,6 +150,10 @@ def to_8bit(array: np.ndarray, ds: pydicom.Dataset, photometric: str, window: Wi
 
 
 def _grey(array: np.ndarray, ds: pydicom.Dataset, photometric: str, window: Window | None) -> np.ndarray:
+    for keyword in ("RescaleSlope", "RescaleIntercept"):   # pydicom keeps a damaged DS value as text
+        value = ds.get(keyword)
+        if value not in (None, "") and not isinstance(value, numbers.Number):
+            raise ValueError(f"{keyword} {str(value)[:40]!r} is not a number")
     values = apply_modality_lut(array, ds).astype(np.float64)
     if window is None:
         window = dataset_window(ds)

@@ -118,6 +118,21 @@ def frame_bodies(archive: Archive, limits: TranscodeLimits, stored: StoredInstan
     return bodies
 
 
+@dataclass(frozen=True)
+class StoredPixels:
+    """What the catalog knows of an instance's pixel data, read and parsed once a request."""
+
+    details: InstanceDetails          # its metadata, and where its pixel data lies in the blob
+    model: dict                       # the metadata, parsed (DICOM JSON)
+    pixels: PixelDescription | None   # None: no pixel data
+
+
+def stored_pixels(archive: Archive, stored: StoredInstance) -> StoredPixels:
+    details = archive.details(stored)
+    model = orjson.loads(details.metadata)
+    return StoredPixels(details, model, PixelDescription.from_json(model))
+
+
 class FrameReader:
     """One instance's frames as native little endian pixels: read by range, decoded from their own
     fragments, read by range from the inflated copy of a deflated instance (made once per
@@ -126,9 +141,8 @@ class FrameReader:
 
     @classmethod
     def of(cls, archive: Archive, stored: StoredInstance) -> "FrameReader | None":
-        details = archive.details(stored)
-        pixels = PixelDescription.from_json(orjson.loads(details.metadata))
-        return None if pixels is None else cls(archive, stored, details, pixels)
+        found = stored_pixels(archive, stored)
+        return None if found.pixels is None else cls(archive, stored, found.details, found.pixels)
 
     def __init__(self, archive: Archive, stored: StoredInstance, details: InstanceDetails,
                  pixels: PixelDescription) -> None:

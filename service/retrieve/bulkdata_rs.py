@@ -14,16 +14,16 @@ from typing import Iterable, Iterator
 
 from flask import Response, request
 
-import orjson
 
 from storage import Archive, StoredInstance
-from transcode import PixelDescription
 from transcode.syntaxes import UNCOMPRESSED
 
 from ..wire import multipart
 from ..errors import BadRequest, NotAcceptable, NotFound, RangeNotSatisfiable
 from ..wire.media import OCTET_STREAM, octet_stream_acceptable, pixel_representations
-from ..access.frames import Choice, FrameReader, choose, frame_bodies, not_acceptable, value_in_place
+from ..access.frames import (
+    Choice, FrameReader, StoredPixels, choose, frame_bodies, not_acceptable, stored_pixels, value_in_place,
+)
 from ..access.deidentify import deidentify
 from ..access.header import stored_header
 from ..web import (
@@ -75,42 +75,42 @@ def retrieve_bulkdata(study: str, series: str, instance: str, path: str) -> Resp
         return relayed
     steps = path.split("/")
     tags, items = [int(t, 16) for t in steps[::2]], [int(i) for i in steps[1::2]]
-    details = archive().details(found[0]) if tags[0] in PIXEL_TAGS and len(tags) == 1 else None
-    if seed is not None and details is not None:   # the profile leaves pixels as they are, or refuses the image
-        refuse_unless_deidentifiable(orjson.loads(details.metadata))
+    known = stored_pixels(archive(), found[0]) if tags[0] in PIXEL_TAGS and len(tags) == 1 else None
+    if seed is not None and known is not None:   # the profile leaves pixels as they are, or refuses the image
+        refuse_unless_deidentifiable(known.model)
     if len(tags) == 1 and tags[0] == 0x7FE00010:
-        value = _pixel_data(found[0], details, pixel_representations(media))
+        value = _pixel_data(found[0], known, pixel_representations(media))
         if isinstance(value, Response):
             return value
     else:
         if not single and not octet_stream_acceptable(media):
             raise NotAcceptable('bulk data is sent as multipart/related; type="application/octet-stream" '
                                 "or application/octet-stream")
-        value = _native_pixel_data(found[0], details) if details is not None else \
+        value = _native_pixel_data(found[0], known) if known is not None else \
             _value(found[0], tags, items, seed)
     if single:
         return _single_part(value)
     return multipart_response([multipart.Part({"Content-Type": OCTET_STREAM}, value)], OCTET_STREAM)
 
 
-def _pixel_data(stored: StoredInstance, details, representations) -> "_Bytes | Response":  # noqa: ANN001
+def _pixel_data(stored: StoredInstance, known: StoredPixels, representations) -> "_Bytes | Response":  # noqa: ANN001
     """Pixel Data in the best acceptable representation: a native value (sent like any bulk
     data), or an answer of compressed frames, one part each."""
-    pixels = PixelDescription.from_json(orjson.loads(details.metadata))
+    pixels = known.pixels
     if pixels is None:
         raise NotFound("the instance has no pixel data")
     choice = choose(representations, stored.transfer_syntax_uid, pixels)
     if choice is None:
         raise not_acceptable(stored.transfer_syntax_uid, pixels)
     if choice.native and stored.transfer_syntax_uid in UNCOMPRESSED:
-        return _native_pixel_data(stored, details)
+        return _native_pixel_data(stored, known)
     # Compressed: a frame is one item at least, 8 bytes of header: a NumberOfFrames the file
     # cannot hold is the sender's word against its own data (and a list of a billion parts).
     if pixels.number_of_frames > stored.size // 8:
         raise NotAcceptable(f"the instance declares {pixels.number_of_frames} frames, more than its "
                             f"{stored.size} bytes can hold")
     numbers = range(1, pixels.number_of_frames + 1)
-    bodies = frame_bodies(archive(), transcode_limits(), stored, details, pixels, numbers, choice)
+    bodies = frame_bodies(archive(), transcode_limits(), stored, known.details, pixels, numbers, choice)
     if choice.native:   # decoded: one value, the frames one after the other
         return _Bytes(frames=bodies, size=pixels.native_length)
     return _frames_response(choice, bodies)
@@ -121,14 +121,15 @@ def _frames_response(choice: Choice, bodies: list) -> Response:
                               choice.media_type)
 
 
-def _native_pixel_data(stored: StoredInstance, details) -> _Bytes:  # noqa: ANN001 - the catalog's details
+def _native_pixel_data(stored: StoredInstance, known: StoredPixels) -> _Bytes:
+    details = known.details
     if value_in_place(stored, details):
         return _Bytes(archive=archive(), stored=stored, offset=details.pixel_offset,
                       size=details.pixel_length)
     if stored.transfer_syntax_uid not in UNCOMPRESSED:
         raise NotAcceptable("this pixel data is compressed; ask for it at .../bulk/7FE00010")
     # Big endian or deflated: the native frames one after the other, as FrameReader gives them.
-    pixels = PixelDescription.from_json(orjson.loads(details.metadata))
+    pixels = known.pixels
     if pixels is None:
         raise NotFound("the instance has no pixel data")
     reader = FrameReader(archive(), stored, details, pixels)

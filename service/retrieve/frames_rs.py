@@ -9,15 +9,13 @@ instance, except for big endian and deflated instances, converted once per reque
 from __future__ import annotations
 
 
-import orjson
 from flask import Response, request
 
-from transcode import PixelDescription
 
 from ..wire import multipart
 from ..errors import NotFound
 from ..wire.media import pixel_representations
-from ..access.frames import choose, frame_bodies, not_acceptable
+from ..access.frames import choose, frame_bodies, not_acceptable, stored_pixels
 from ..web import (
     accepted, anonymize_seed, archive, base_url, check_range, held_or_relayed, multipart_response, parse_frame_list,
     refuse_unless_deidentifiable, require_uids, transcode_limits,
@@ -34,18 +32,17 @@ def retrieve_frames(study: str, series: str, instance: str, frames: str) -> Resp
     if relayed is not None:
         return relayed
     stored = found[0]
-    details = archive().details(stored)
-    model = orjson.loads(details.metadata)
-    pixels = PixelDescription.from_json(model)
+    known = stored_pixels(archive(), stored)
+    pixels = known.pixels
     if pixels is None:
         raise NotFound("the instance has no pixel data")
     if seed is not None:   # the profile leaves pixels as they are: frames of an anonymised copy are these
-        refuse_unless_deidentifiable(model)
+        refuse_unless_deidentifiable(known.model)
     check_range(numbers, pixels.number_of_frames)
     choice = choose(representations, stored.transfer_syntax_uid, pixels)
     if choice is None:
         raise not_acceptable(stored.transfer_syntax_uid, pixels)
-    bodies = frame_bodies(archive(), transcode_limits(), stored, details, pixels, numbers, choice)
+    bodies = frame_bodies(archive(), transcode_limits(), stored, known.details, pixels, numbers, choice)
     location = f"{base_url()}/studies/{study}/series/{series}/instances/{instance}/frames/"
     parts = [multipart.Part({"Content-Type": choice.content_type} if seed is not None else   # no original UIDs
                             {"Content-Type": choice.content_type, "Content-Location": f"{location}{n}"}, body)
