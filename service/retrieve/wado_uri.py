@@ -21,7 +21,7 @@ from storage.uids import is_valid_uid
 from transcode.render import MAX_RENDERED_PIXELS, MAX_SIDE, RENDERED_MEDIA_TYPES, Viewport, Window, parse_rendering
 from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 
-from . import rendered_rs
+from ..access.rendering import check_cost, render
 from ..access import instances
 from ..access.header import stored_header
 from ..errors import BadRequest, NotAcceptable, NotFound
@@ -152,9 +152,9 @@ def _image(frames: FrameReader, content_type: str, args) -> Response:
                              f"{MAX_RENDERED_PIXELS} pixels (at most {MAX_SIDE} a side) an image is rendered with")
         rendering = replace(rendering, viewport=Viewport(max(1, width), max(1, height), source))
     animated = content_type == "image/gif" and "frameNumber" not in args
-    rendered_rs.check_cost(pixels, None if animated else [number], rendering, False, transcode_limits())
+    check_cost(pixels, None if animated else [number], rendering, False, transcode_limits())
     numbers = list(range(1, pixels.number_of_frames + 1)) if animated else [number]
-    body = rendered_rs.render_now(frames, numbers, rendering)
+    body = render(frames, numbers, rendering, transcode_limits(), before_answer=True)
     return Response(body, content_type=content_type, direct_passthrough=True)
 
 
