@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 import orjson
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, or_, select, true
 from sqlalchemy.engine import Connection
 
 from .dataset import INSTANCE_KEYWORDS, PATIENT_KEYWORDS, SERIES_KEYWORDS, STUDY_KEYWORDS
@@ -260,6 +260,8 @@ def _any_of(column: ColumnElement, values: list[str], sqlite: bool) -> ColumnEle
     conditions = [wildcard(column, v, sqlite) for v in values if _has_wildcard(v)]
     if plain:
         conditions.append(column == plain[0] if len(plain) == 1 else column.in_(plain))
+    if not conditions:   # separators only ("," or "\\"): no value given, a universal match (PS3.4 C.2.2.2.3)
+        return true()
     return conditions[0] if len(conditions) == 1 else or_(*conditions)
 
 

@@ -195,3 +195,11 @@ def test_includefield_of_attributes_the_catalog_does_not_index(client):
     [series_result] = get(client, f"/studies/{study}/series?includefield=StationName").get_json()
     assert series_result["00081010"] == {"vr": "SH"}      # asked for, absent: empty
     assert not get(client, f"/studies?StudyInstanceUID={study}&includefield=InstitutionName").headers.get("Warning")
+
+
+@pytest.mark.parametrize("value", [",", "%5C", ",%5C,"])
+def test_a_value_of_separators_only_is_a_universal_match(client, archive, value):
+    """No value between the separators: the key matches everything (PS3.4 C.2.2.2.3)."""
+    everything = uids(get(client, "/studies"))
+    r = get(client, f"/studies?AccessionNumber={value}")
+    assert r.status_code == 200 and sorted(uids(r)) == sorted(everything) and everything
