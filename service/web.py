@@ -123,10 +123,15 @@ def held_or_relayed(study: str, series: str | None = None, instance: str | None 
     found = archive().instances(study, series, instance)
     if found:
         return found, None
+    return [], relayed_or_missing("instance" if instance else "series" if series else "study", anonymized, transform)
+
+
+def relayed_or_missing(what: str, anonymized: bool = False, transform=None) -> Response:  # noqa: ANN001
+    """An upstream's answer for a resource not held here; NotFound when no upstream has it either."""
     relayed = from_upstream(anonymized, transform)
     if relayed is None:
-        raise NotFound(f"no such {'instance' if instance else 'series' if series else 'study'} in the archive")
-    return [], relayed
+        raise NotFound(f"no such {what} in the archive")
+    return relayed
 
 
 def from_upstream(anonymized: bool = False, transform=None) -> Response | None:

@@ -192,6 +192,15 @@ class Archive:
             done += len(batch)
         return done
 
+    def instance_with_details(self, study_uid: str, series_uid: str,
+                              sop_instance_uid: str) -> tuple[StoredInstance, InstanceDetails] | None:
+        """One instance and its details in one catalog read (what a frames request needs); None
+        when it is not held here."""
+        found = self._catalog.instance_with_details(study_uid, series_uid, sop_instance_uid)
+        if found is None or found[1] is not None:
+            return found
+        return found[0], self.details(found[0])   # stored before metadata was kept: made now
+
     def details(self, instance: StoredInstance) -> InstanceDetails:
         """Metadata and pixel data location of one instance, in one catalog read."""
         found = self._catalog.details(instance)

@@ -54,6 +54,17 @@ _METADATA = select(instance_metadata.c.instance_pk, instance_metadata.c.json).wh
 _DETAILS = select(instance_metadata.c.json, instance_metadata.c.pixel_offset, instance_metadata.c.pixel_length,
                   instance_metadata.c.fragments).where(instance_metadata.c.instance_pk == bindparam("pk"))
 
+# One instance with its details (metadata, pixel data location) in one read: a frames request's.
+_INSTANCE_WITH_DETAILS = (
+    select(*_RETRIEVE.selected_columns, instance_metadata.c.json, instance_metadata.c.pixel_offset,
+           instance_metadata.c.pixel_length, instance_metadata.c.fragments)
+    .select_from(instances.join(series, instances.c.series_pk == series.c.pk)
+                 .join(studies, series.c.study_pk == studies.c.pk)
+                 .outerjoin(instance_metadata, instance_metadata.c.instance_pk == instances.c.pk))
+    .where(studies.c.StudyInstanceUID == bindparam("study"), series.c.SeriesInstanceUID == bindparam("series"),
+           instances.c.SOPInstanceUID == bindparam("sop"))
+)
+
 _INSTANCE_BY_UID = select(instances.c.pk, instances.c.series_pk, instances.c.sha256, instances.c.blob_key).where(
     instances.c.SOPInstanceUID == bindparam("sop"))
 _SERIES_BY_UID = (select(series.c.pk, series.c.study_pk, studies.c.StudyInstanceUID)
@@ -394,6 +405,21 @@ class Catalog:
             query, params = _STUDY_QUERY, {"study": study_uid}
         with self.engine.connect() as conn:
             return [StoredInstance(*row) for row in conn.execute(query, params)]
+
+    def instance_with_details(self, study_uid: str, series_uid: str,
+                              sop_instance_uid: str) -> tuple[StoredInstance, InstanceDetails | None] | None:
+        """One instance and its details (None when not yet recorded), in one read; None when
+        the catalog has no such instance."""
+        with self.engine.connect() as conn:
+            row = conn.execute(_INSTANCE_WITH_DETAILS, {"study": study_uid, "series": series_uid,
+                                                        "sop": sop_instance_uid}).first()
+        if row is None:
+            return None
+        stored = StoredInstance(*row[:len(_RETRIEVE.selected_columns)])
+        if row.json is None:
+            return stored, None
+        return stored, InstanceDetails(row.json.encode(), row.pixel_offset, row.pixel_length,
+                                       orjson.loads(row.fragments) if row.fragments else None)
 
     def metadata(self, found: Sequence[StoredInstance]) -> dict[int, bytes]:
         """Stored DICOM JSON of these instances by primary key; those without any are absent."""

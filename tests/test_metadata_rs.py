@@ -137,6 +137,22 @@ def test_instances_stored_before_metadata_was_kept_are_backfilled(app, client):
     assert _sql(app, "SELECT count(*) FROM instance_metadata") == 2
 
 
+def test_frames_of_an_instance_stored_before_metadata_was_kept(app, client):
+    """The one-read path of a frames request makes the missing details, as the others do."""
+    study, series = generate_uid(), generate_uid()
+    data = ct_instance(study, series, rows=8, columns=8)
+    store(client, data)
+    sop = read(data).SOPInstanceUID
+    url = f"/dicom-web/studies/{study}/series/{series}/instances/{sop}/frames/1"
+    accept = {"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'}
+    before = client.get(url, headers=accept)
+    _sql(app, "DELETE FROM instance_metadata")
+    after = client.get(url, headers=accept)
+    assert after.status_code == before.status_code == 200
+    assert split_multipart(after.data, after.headers["Content-Type"]) == split_multipart(before.data, before.headers["Content-Type"])
+    assert _sql(app, "SELECT count(*) FROM instance_metadata") == 1
+
+
 def test_backfill_command(app, client):
     study = generate_uid()
     store(client, *[ct_instance(study, generate_uid(), rows=8, columns=8) for _ in range(3)])

@@ -127,8 +127,9 @@ class StoredPixels:
     pixels: PixelDescription | None   # None: no pixel data
 
 
-def stored_pixels(archive: Archive, stored: StoredInstance) -> StoredPixels:
-    details = archive.details(stored)
+def stored_pixels(archive: Archive, stored: StoredInstance, details: InstanceDetails | None = None) -> StoredPixels:
+    """The instance's details (read now unless given), parsed."""
+    details = details or archive.details(stored)
     model = orjson.loads(details.metadata)
     return StoredPixels(details, model, PixelDescription.from_json(model))
 

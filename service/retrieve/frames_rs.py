@@ -17,7 +17,7 @@ from ..errors import NotFound
 from ..wire.media import pixel_representations
 from ..access.frames import choose, frame_bodies, not_acceptable, stored_pixels
 from ..web import (
-    accepted, anonymize_seed, archive, base_url, check_range, held_or_relayed, multipart_response, parse_frame_list,
+    accepted, anonymize_seed, archive, base_url, check_range, multipart_response, parse_frame_list, relayed_or_missing,
     refuse_unless_deidentifiable, require_uids, transcode_limits,
 )
 
@@ -28,11 +28,11 @@ def retrieve_frames(study: str, series: str, instance: str, frames: str) -> Resp
     seed = anonymize_seed(study, request.args.get("anonymize"))
     numbers = parse_frame_list(frames)
     representations = pixel_representations(accepted())
-    found, relayed = held_or_relayed(study, series, instance, anonymized=seed is not None)
-    if relayed is not None:
-        return relayed
-    stored = found[0]
-    known = stored_pixels(archive(), stored)
+    held = archive().instance_with_details(study, series, instance)   # one catalog read
+    if held is None:
+        return relayed_or_missing("instance", anonymized=seed is not None)
+    stored, details = held
+    known = stored_pixels(archive(), stored, details)
     pixels = known.pixels
     if pixels is None:
         raise NotFound("the instance has no pixel data")
