@@ -88,6 +88,11 @@ class InstanceDetails:
     fragments: list | None = None   # encapsulated: each frame's [offset, length] fragments
 
 
+def _instance_details(row) -> InstanceDetails:  # noqa: ANN001 - a row with the metadata table's columns
+    return InstanceDetails(row.json.encode(), row.pixel_offset, row.pixel_length,
+                           orjson.loads(row.fragments) if row.fragments else None)
+
+
 def _details(header: InstanceHeader) -> dict:
     pixels = header.pixels
     native = pixels is not None and pixels.length is not None
@@ -418,8 +423,7 @@ class Catalog:
         stored = StoredInstance(*row[:len(_RETRIEVE.selected_columns)])
         if row.json is None:
             return stored, None
-        return stored, InstanceDetails(row.json.encode(), row.pixel_offset, row.pixel_length,
-                                       orjson.loads(row.fragments) if row.fragments else None)
+        return stored, _instance_details(row)
 
     def metadata(self, found: Sequence[StoredInstance]) -> dict[int, bytes]:
         """Stored DICOM JSON of these instances by primary key; those without any are absent."""
@@ -454,8 +458,7 @@ class Catalog:
             row = conn.execute(_DETAILS, {"pk": instance.pk}).first()
         if row is None:
             return None
-        return InstanceDetails(row.json.encode(), row.pixel_offset, row.pixel_length,
-                               orjson.loads(row.fragments) if row.fragments else None)
+        return _instance_details(row)
 
     def mark_pending(self, blob_prefix: str, batch: str) -> None:
         """Note that the store ``batch`` is about to write blobs under ``blob_prefix``, so that the

@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from testbed.server import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOYED = ROOT / "deploy" / "nginx" / "dicomweb.conf"
 
@@ -95,10 +97,4 @@ http {{
         return total
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 10)

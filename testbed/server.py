@@ -22,6 +22,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen, grace: float) -> None:
+    """Terminate ``process``, and kill it if it has not ended within ``grace`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class Server:
     def __init__(self, env: dict[str, str], port: int, log_path: Path) -> None:
         self.port = port
@@ -59,13 +70,7 @@ class Server:
     def stop(self) -> None:
         """Stop gunicorn; AssertionError if any request it served reached the unexpected-exception
         handler or broke off an answer (as tests/conftest.py checks for in-process apps)."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 15)
         self._log.close()
         defects = [line for line in self.log_path.read_text(errors="replace").splitlines()
                    if any(sign in line for sign in UNEXPECTED_SIGNS)]
