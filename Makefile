@@ -8,7 +8,7 @@ DICOMWEB_DATA_DIR ?= var
 DICOMWEB_BIND ?= 127.0.0.1:8080
 export DICOMWEB_DATA_DIR
 
-.PHONY: serve test bench sweep backfill clean
+.PHONY: serve test bench bench-compare sweep backfill clean
 
 # Debian packages: a Python with venv support; curl for the README examples; DCMTK, which
 # the tests use to check that another toolkit reads what the server writes; nginx and
@@ -38,6 +38,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run --start
+
+# Ours against Orthanc (installed from Debian if missing) and nginx, interleaved: docs/benchmarks.md.
+bench-compare: $(STAMP)
+	$(BIN)/python -m bench.compare
 
 sweep: $(STAMP)
 	$(BIN)/dicomweb sweep

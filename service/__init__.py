@@ -18,6 +18,7 @@ from .auth import (
 )
 from .config import Config, in_networks
 from .errors import BadRequest, DicomWebError, Forbidden, Unauthorized
+from .handover import Handover
 from .limits import TranscodeLimits
 from .wiring import anonymize_secret, make_archive, make_facade
 
@@ -53,6 +54,7 @@ def create_app(config: Config | None = None) -> Flask:
 
     app.wsgi_app = _FromProxies(app.wsgi_app, config.trusted_proxies, config.proxy_addresses)
     app.wsgi_app = AuditMiddleware(app.wsgi_app, logging.getLogger("dicomweb.audit"))
+    app.wsgi_app = Handover(app.wsgi_app)   # outermost: blob spans reach the socket unread
     return app
 
 

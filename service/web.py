@@ -16,7 +16,7 @@ from .errors import BadRequest, NotAcceptable, NotFound
 from .limits import TranscodeLimits
 from .facade.upstreams import UPSTREAM_ENVIRON_KEY, Facade
 from .wire.media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED, MediaType, parse_accept
-from .wire.multipart import related
+from .wire.multipart import encode_parts, encoded_length, new_boundary, related_type
 
 
 def settings() -> Config:
@@ -92,9 +92,16 @@ def _accepted() -> list[MediaType]:
 
 
 def multipart_response(parts, media_type: str, status: int = 200) -> Response:  # noqa: ANN001
-    """A streamed ``multipart/related`` answer of ``parts`` (service.wire.multipart.Part) of ``media_type``."""
-    body, content_type = related(parts, media_type)
-    return Response(body, status=status, content_type=content_type, direct_passthrough=True)
+    """A streamed ``multipart/related`` answer of ``parts`` (service.wire.multipart.Part) of ``media_type``,
+    with its Content-Length when ``parts`` is a list whose sizes are all known (an answer of known
+    length is not chunked, and its blob spans can be handed to the socket unread: service.handover)."""
+    boundary = new_boundary()
+    response = Response(encode_parts(parts, boundary), status=status, direct_passthrough=True,
+                        content_type=related_type(media_type, boundary))
+    length = encoded_length(parts, boundary) if isinstance(parts, list) else None
+    if length is not None:
+        response.content_length = length
+    return response
 
 
 def warning(text: str) -> str:

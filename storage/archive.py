@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Sequence
 
-from .blobs import CHUNK_SIZE, BlobReader, BlobStore, iter_chunks
+from .blobs import CHUNK_SIZE, BlobReader, BlobStore, BodyPiece, body_pieces, iter_chunks
 from .catalog import Catalog, InstanceDetails, Outcome, PendingInstance, Registration, StoredInstance
 from .dataset import (
     DEFLATED, EXPLICIT_VR_LITTLE_ENDIAN, InstanceHeader, RejectedInstance, inflated_copy, read_header,
@@ -93,9 +93,14 @@ class Archive:
     def open(self, instance: StoredInstance) -> BlobReader:
         return self._blobs.open(instance.blob_key)
 
-    def chunks(self, instance: StoredInstance, start: int = 0, length: int | None = None) -> Iterator[bytes]:
-        """The instance's blob (or ``length`` bytes of it from ``start``), read in chunks as iterated."""
-        return iter_chunks(self._blobs.open(instance.blob_key, start, length))
+    def read(self, instance: StoredInstance, start: int = 0, length: int | None = None) -> bytes:
+        """``length`` bytes of the instance's blob from ``start`` (the rest of it when None), in memory."""
+        return b"".join(iter_chunks(self._blobs.open(instance.blob_key, start, length)))
+
+    def body(self, instance: StoredInstance, start: int = 0, length: int | None = None) -> Iterator[BodyPiece]:
+        """The instance's blob (or ``length`` bytes of it from ``start``) as pieces of a response
+        body (storage.blobs.body_pieces): read, or handed to the socket, as iterated."""
+        return body_pieces(self._blobs.open(instance.blob_key, start, length))
 
     def search(self, query: Query) -> tuple[list[dict], bool]:
         """A QIDO-RS query's page of results, and whether more matched (storage.search)."""
@@ -306,11 +311,13 @@ class StoreBatch:
             items = [item for _, item in pending]
             try:
                 archive._blobs.sync([item.blob_key for item in items])
-                registrations = archive._catalog.register_many(items, replace=self._replace)
             except Exception:
-                # One instance the catalog refuses must not cost the others: each alone, then.
-                log.warning("catalog write failed for a batch of %d; recording them one by one", len(items))
-                registrations = [self._register_alone(item) for item in items]
+                # Not durable, so not recorded: the blobs are orphans for the sweep.
+                log.exception("the blob store could not make a batch of %d durable", len(items))
+                registrations = [Registration(Outcome.ERROR, detail="the blob store could not make the instance "
+                                              "durable") for _ in items]
+            else:
+                registrations = self._register(items)
             for (index, item), registration in zip(pending, registrations):
                 self._outcomes[index] = self._settle(item, registration)
         if self._marked:   # committed or failed, this batch writes nothing more there for now
@@ -320,6 +327,13 @@ class StoreBatch:
             except Exception:   # the catalog is away: the marks expire after their grace instead
                 log.exception("could not forget the pending marks of a store")
         return [o for o in self._outcomes if o is not None]
+
+    def _register(self, items: list[PendingInstance]) -> list[Registration]:
+        try:
+            return self._archive._catalog.register_many(items, replace=self._replace)
+        except Exception:   # one instance the catalog refuses must not cost the others: each alone, then
+            log.warning("catalog write failed for a batch of %d; recording them one by one", len(items))
+            return [self._register_alone(item) for item in items]
 
     def _register_alone(self, item: PendingInstance) -> Registration:
         try:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator, Protocol
+from typing import BinaryIO, Iterable, Iterator, Protocol, Union
 
 CHUNK_SIZE = 1 << 20
 TEMP_PREFIX = ".tmp-"
@@ -50,6 +52,51 @@ class BlobStore(Protocol):
         """Yield ``(key, modified_unix_time)`` for every blob under ``prefix``."""
 
 
+class FileRegion:
+    """``count`` bytes of an open file from ``offset``: a piece of a response body that the
+    server can hand to the client's socket without reading it (os.sendfile, in the kernel;
+    service.handover), or read in chunks where it cannot."""
+
+    def __init__(self, file: BinaryIO, offset: int, count: int) -> None:
+        self.file, self.offset, self.count = file, offset, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def send(self, sock) -> None:  # noqa: ANN001
+        """Write the region to ``sock`` (blocking); OSError if the file ends before it does."""
+        sent = sock.sendfile(self.file, self.offset, self.count) if self.count else 0
+        if sent != self.count:
+            raise OSError(f"a blob ended after {sent} of the {self.count} bytes its answer declared")
+
+    def chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        self.file.seek(self.offset)
+        left = self.count
+        while left > 0:
+            chunk = self.file.read(min(chunk_size, left))
+            if not chunk:
+                raise OSError(f"a blob ended {left} bytes before its answer did")
+            left -= len(chunk)
+            yield chunk
+
+
+BodyPiece = Union[bytes, FileRegion]
+
+
+def body_pieces(reader: BlobReader) -> Iterator[BodyPiece]:
+    """An open blob as pieces of a response body: one FileRegion where the store has the file
+    on disk, else chunks of bytes; a region is valid until the next piece is asked for. The
+    blob is closed when done or abandoned."""
+    try:
+        region = getattr(reader, "region", None)
+        if region is not None:
+            yield region()
+        else:
+            yield from iter_chunks(reader)
+    finally:
+        reader.close()
+
+
 def iter_chunks(reader: BlobReader, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
     """Read an open blob in chunks and close it when done or abandoned."""
     try:
@@ -67,6 +114,10 @@ class _FileSlice:
         self.size = size
         self._left = size
 
+    def region(self) -> FileRegion:
+        """The rest of the slice, to be sent without reading it (storage.blobs.body_pieces)."""
+        return FileRegion(self._fh, self._fh.tell(), self._left)
+
     def read(self, n: int = -1) -> bytes:
         if n < 0 or n > self._left:
             n = self._left
@@ -81,12 +132,52 @@ class _FileSlice:
 class DiskStore:
     """Blobs as files under ``root``: written to a temporary file in the target
     directory, fsync'd, then renamed into place, so a reader sees the whole blob
-    or nothing, and a crash leaves at most a ``.tmp-`` file for the sweep."""
+    or nothing, and a crash leaves at most a ``.tmp-`` file for the sweep.
 
-    def __init__(self, root: str | os.PathLike, fsync: bool = True) -> None:
+    ``put`` writes the file and leaves its fsync and rename to a few threads of the process
+    (``sync_threads``), so that a store receives its next instance while the disk makes the
+    last one durable, and the fsyncs of a batch go to the disk together (ext4 commits them in
+    one journal transaction). ``sync`` waits for them; ``open``, ``exists`` and ``delete`` of a
+    key being written wait for it too, so the process sees its puts at once."""
+
+    def __init__(self, root: str | os.PathLike, fsync: bool = True, sync_threads: int = 4) -> None:
         self.root = Path(root).resolve()
         self.fsync = fsync
         self.root.mkdir(parents=True, exist_ok=True)
+        self._sync_threads = sync_threads
+        self._lock = threading.Lock()
+        self._writing: dict[str, set[Future]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
+
+    def _executor(self) -> ThreadPoolExecutor:
+        # Made in the process that uses it: a pool made before gunicorn forks has no threads after.
+        with self._lock:
+            if self._pool is None or self._pool_pid != os.getpid():
+                self._pool = ThreadPoolExecutor(self._sync_threads, thread_name_prefix="blob-sync")
+                self._pool_pid = os.getpid()
+            return self._pool
+
+    def _wait_for(self, keys: Iterable[str]) -> None:
+        """Wait for the writes in progress of ``keys``; the first that failed raises."""
+        with self._lock:
+            futures = [f for key in keys for f in self._writing.get(key, ())]
+        for future in futures:
+            future.result()
+
+    def _finish_later(self, key: str, tmp: str, path: Path) -> None:
+        future = self._executor().submit(_fsync_and_rename, tmp, path)
+        with self._lock:
+            self._writing.setdefault(key, set()).add(future)
+
+        def done(f: Future) -> None:
+            with self._lock:
+                pending = self._writing.get(key)
+                if pending is not None:
+                    pending.discard(f)
+                    if not pending:
+                        del self._writing[key]
+        future.add_done_callback(done)
 
     def ping(self) -> None:
         if not self.root.is_dir() or not os.access(self.root, os.W_OK | os.X_OK):
@@ -103,6 +194,7 @@ class DiskStore:
 
     def put(self, key: str, stream: BinaryIO) -> int:
         path = self._path(key)
+        self._wait_for([key])   # a second put of one key lands after the first
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
         size = 0
@@ -111,21 +203,20 @@ class DiskStore:
                 while chunk := stream.read(CHUNK_SIZE):
                     out.write(chunk)
                     size += len(chunk)
-                out.flush()
-                if self.fsync:
-                    os.fsync(out.fileno())
-            os.replace(tmp, path)
+            if not self.fsync:
+                os.replace(tmp, path)
+                return size
         except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+            _unlink_quietly(tmp)
             raise
+        self._finish_later(key, tmp, path)
         return size
 
     def sync(self, keys: Iterable[str]) -> None:
         """fsync the directories holding ``keys`` and their parents up to the root,
         so renames and newly made directories survive a crash."""
+        keys = list(keys)
+        self._wait_for(keys)
         if not self.fsync:
             return
         directories: set[Path] = set()
@@ -134,10 +225,13 @@ class DiskStore:
             while directory not in directories and (directory == self.root or self.root in directory.parents):
                 directories.add(directory)
                 directory = directory.parent
-        for directory in sorted(directories, key=lambda d: len(d.parts), reverse=True):
-            _fsync_dir(directory)
+        # All at once: the order does not matter, only that all are done before the answer, and
+        # ext4 commits concurrent syncs in one journal transaction.
+        for done in [self._executor().submit(_fsync_dir, d) for d in directories]:
+            done.result()
 
     def open(self, key: str, start: int = 0, length: int | None = None) -> BlobReader:
+        self._wait_for([key])
         fh = open(self._path(key), "rb")
         try:
             total = os.fstat(fh.fileno()).st_size
@@ -150,15 +244,23 @@ class DiskStore:
         return _FileSlice(fh, size)
 
     def exists(self, key: str) -> bool:
+        self._wait_for([key])
         return self._path(key).is_file()
 
     def delete(self, key: str) -> None:
+        self._wait_for([key])
         try:
             self._path(key).unlink()
         except FileNotFoundError:
             pass
 
+    def _wait_for_all(self) -> None:
+        with self._lock:
+            keys = list(self._writing)
+        self._wait_for(keys)
+
     def list(self, prefix: str = "") -> Iterator[tuple[str, float]]:
+        self._wait_for_all()   # this process's puts in place first
         for dirpath, _dirs, files in os.walk(self.root):
             for name in files:
                 if name.startswith(TEMP_PREFIX):
@@ -173,6 +275,7 @@ class DiskStore:
 
     def remove_stale_temporaries(self, older_than: float) -> int:
         """Delete ``.tmp-`` files left by interrupted writes; return how many."""
+        self._wait_for_all()   # not this process's puts in progress, however short the grace
         removed = 0
         cutoff = time.time() - older_than
         for dirpath, _dirs, files in os.walk(self.root):
@@ -182,6 +285,26 @@ class DiskStore:
                     full.unlink(missing_ok=True)
                     removed += 1
         return removed
+
+
+def _fsync_and_rename(tmp: str, path: Path) -> None:
+    try:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _fsync_dir(path: Path) -> None:

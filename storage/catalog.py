@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -464,6 +465,19 @@ class Catalog:
         """Note that the store ``batch`` is about to write blobs under ``blob_prefix``, so that the
         sweep leaves them until its commit (or, after a crash, until the mark is older than its
         grace). Not made durable: a mark lost in a crash leaves orphans, which the sweep is for."""
+        with self._unsynced_transaction() as conn:
+            conn.execute(self._statements["mark_pending"],
+                         {"blob_prefix": blob_prefix, "batch": batch, "since": time.time()})
+
+    def forget_pending(self, batch: str) -> None:
+        """The store ``batch`` has committed (or failed): its marks go. Not made durable either: a
+        forgetting lost in a crash leaves marks that expire after their grace."""
+        with self._unsynced_transaction() as conn:
+            conn.execute(delete(pending_blobs).where(pending_blobs.c.batch == batch))
+
+    @contextmanager
+    def _unsynced_transaction(self) -> Iterator[Connection]:
+        """A write transaction whose commit waits for no disk sync (what a crash may lose)."""
         with self._writer() as conn:
             raw = conn.connection.dbapi_connection
             if self.is_sqlite:   # WAL without a sync for this one commit (set outside any transaction)
@@ -472,16 +486,10 @@ class Catalog:
                 with conn.begin():
                     if not self.is_sqlite:
                         conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-                    conn.execute(self._statements["mark_pending"],
-                                 {"blob_prefix": blob_prefix, "batch": batch, "since": time.time()})
+                    yield conn
             finally:
                 if self.is_sqlite:
                     raw.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
-
-    def forget_pending(self, batch: str) -> None:
-        """The store ``batch`` has committed (or failed): its marks go."""
-        with self._writer() as conn, conn.begin():
-            conn.execute(delete(pending_blobs).where(pending_blobs.c.batch == batch))
 
     def unreferenced(self, blob_keys: list[str], pending_grace: float = 86400.0) -> set[str]:
         """Those of ``blob_keys`` that no instance row points at and no store in progress may be

@@ -289,6 +289,7 @@ def test_sweep_command(tmp_path):
     app = create_app(make_config(tmp_path))
     blobs = DiskStore(app.config["DICOMWEB"].storage)   # the store the app's archive is made on
     blobs.put("aa/bb/1.2/3.4/5.6.0123.dcm", io.BytesIO(b"orphan"))
+    blobs.sync(["aa/bb/1.2/3.4/5.6.0123.dcm"])   # in place
     old = time.time() - 7200
     os.utime(blobs.root / "aa/bb/1.2/3.4/5.6.0123.dcm", (old, old))
     from click.testing import CliRunner
@@ -372,3 +373,23 @@ def test_the_sweep_aborts_multipart_uploads_a_killed_worker_left(tmp_path, aws_e
     assert archive.sweep(grace_seconds=0, now=time.time() + 1) == 1
     uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert [u["UploadId"] for u in uploads] == [other["UploadId"]]
+
+
+def test_disk_puts_are_seen_at_once_and_a_failed_sync_stores_nothing(blobs, catalog, monkeypatch):
+    import storage.blobs
+
+    archive = Archive(blobs, catalog)
+    data = instance()
+    blobs.put("k/1", io.BytesIO(b"abc"))        # made durable and renamed by another thread…
+    assert blobs.exists("k/1") and blobs.open("k/1").read() == b"abc"   # …but seen here at once
+
+    def failing(tmp, path):
+        os.unlink(tmp)
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(storage.blobs, "_fsync_and_rename", failing)
+    batch = archive.batch()
+    batch.add(io.BytesIO(data), sha(data))
+    [outcome] = batch.commit()
+    assert not outcome.stored and outcome.failure == FailureReason.PROCESSING_FAILURE
+    assert "durable" in outcome.message
+    assert archive.instances(outcome.study_uid) == []

@@ -58,7 +58,7 @@ def test_an_unexpected_exception_is_a_500_counted_in_the_metrics(app, client, mo
     assert unexpected_errors() == before + 1
     study = generate_uid()
     client.post("/dicom-web/studies", data=multipart_body([ct_instance(study, generate_uid())]), headers=stow_headers())
-    monkeypatch.setattr(archive, "chunks", lambda *a: (1 / 0 for _ in [0]))
+    monkeypatch.setattr(archive, "body", lambda *a: (1 / 0 for _ in [0]))
     answer = client.get(f"/dicom-web/studies/{study}", headers={"Accept": ANY}, buffered=False)
     with pytest.raises(ZeroDivisionError):
         answer.get_data()

@@ -18,6 +18,7 @@ import orjson
 import pydicom
 
 from storage import Archive, StoredInstance
+from storage.blobs import BodyPiece
 from storage.catalog import InstanceDetails
 from storage.dataset import DEFLATED, PixelLocation, read_until_pixels
 from transcode import DECODABLE, CodecError, PixelDescription, can_transcode, transcode
@@ -178,7 +179,7 @@ class FrameReader:
         end = details.pixel_offset if self._in_place() else \
             details.fragments[0][0][0] if syntax not in UNCOMPRESSED and details.fragments else None
         if end is not None:
-            return read_header(io.BytesIO(b"".join(_Spans(self.archive, self.stored, [(0, end)]))))
+            return read_header(io.BytesIO(self.archive.read(self.stored, 0, end)))
         inflated = self.inflated_frames()
         return read_until_pixels(inflated[0])[0] if inflated is not None else None
 
@@ -204,9 +205,10 @@ class FrameReader:
         size = self.pixels.frame_length
         if self._in_place():
             span = [(self.details.pixel_offset + (number - 1) * size, size)]
-            return b"".join(_Spans(self.archive, self.stored, span)), self.pixels
+            return self.archive.read(self.stored, *span[0]), self.pixels
         if syntax not in UNCOMPRESSED and self.details.fragments:
-            data = b"".join(_Spans(self.archive, self.stored, self.details.fragments[number - 1]))
+            data = b"".join(self.archive.read(self.stored, start, length)
+                            for start, length in self.details.fragments[number - 1])
             return decode_frame(data, self.pixels, syntax)
         inflated = self.inflated_frames()
         if inflated is not None:
@@ -227,8 +229,7 @@ class FrameReader:
                 or pixels.photometric_interpretation not in ("MONOCHROME1", "MONOCHROME2", "RGB"):
             return None
         if self._in_place():
-            read = lambda start, length: b"".join(_Spans(self.archive, self.stored,  # noqa: E731
-                                                         [(start, length)]))
+            read = lambda start, length: self.archive.read(self.stored, start, length)  # noqa: E731
             offset = self.details.pixel_offset
         elif (inflated := self.inflated_frames()) is not None:
             copy, offset = inflated
@@ -291,11 +292,20 @@ class _Converted:
         yield self.make(before_answer=False)
 
 
+def body_size(body: Iterable[bytes]) -> int | None:
+    """The length of a body ``frame_bodies`` made, where it is known before the body is read:
+    spans of a blob or a copy, a frame converted before the answer; not frames converted later."""
+    if isinstance(body, (_Spans, _CopySpan)):
+        return body.size
+    return sum(len(chunk) for chunk in body) if isinstance(body, list) else None
+
+
 class _CopySpan:
     """A span of a local file (an inflated copy) read in chunks when iterated."""
 
     def __init__(self, copy: BinaryIO, start: int, length: int) -> None:
         self.copy, self.start, self.length = copy, start, length
+        self.size = length
 
     def __iter__(self) -> Iterator[bytes]:
         left = self.length
@@ -306,11 +316,13 @@ class _CopySpan:
 
 
 class _Spans:
-    """Byte spans of an instance's blob — one native frame, or a frame's fragments — read when iterated."""
+    """Byte spans of an instance's blob — one native frame, or a frame's fragments — as pieces of
+    the answer (storage.blobs.body_pieces) when iterated."""
 
     def __init__(self, archive: Archive, stored: StoredInstance, spans: Sequence) -> None:
         self.archive, self.stored, self.spans = archive, stored, spans
+        self.size = sum(length for _, length in spans)
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> Iterator[BodyPiece]:
         for start, length in self.spans:
-            yield from self.archive.chunks(self.stored, start, length)
+            yield from self.archive.body(self.stored, start, length)

@@ -229,7 +229,7 @@ def body_chunks(archive: Archive, part: PlannedPart, limits: TranscodeLimits) ->
     """The bytes of one instance in its planned syntax, read lazily. A conversion that
     fails here, with the answer under way, ends the stream (and is logged)."""
     if part.as_stored:
-        yield from archive.chunks(part.instance)
+        yield from archive.body(part.instance)
         return
     converted = part.converted if part.converted is not None else convert(archive, part, limits, before_answer=False)
     yield from iter_chunks(converted)   # closes the spool
@@ -257,16 +257,11 @@ def multipart_body(archive: Archive, parts: Sequence[PlannedPart], base_url: str
              "Content-Location": urls.retrieve_url(base_url, p.instance.study_uid, p.instance.series_uid,
                                                    p.instance.sop_instance_uid)},
             _Lazy(archive, p, limits),
+            part_size(p),
         )
         for p in parts
     ]
-    length = None
-    sizes = [part_size(p) for p in parts]
-    if None not in sizes:
-        length = sum(multipart.part_header_length(e.headers, boundary, i == 0) + size
-                     for i, (e, size) in enumerate(zip(encoded, sizes)))
-        length += multipart.closing_length(boundary, bool(parts))
-    return multipart.encode_parts(encoded, boundary), length
+    return multipart.encode_parts(encoded, boundary), multipart.encoded_length(encoded, boundary)
 
 
 class _Lazy:

@@ -57,7 +57,7 @@ class _Bytes:
         elif self.archive is None:
             yield self.data[start:start + length]
         else:
-            yield from self.archive.chunks(self.stored, self.offset + start, length)
+            yield from self.archive.body(self.stored, self.offset + start, length)
 
     def __iter__(self) -> Iterator[bytes]:
         return self.chunks()

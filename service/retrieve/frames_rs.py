@@ -15,7 +15,7 @@ from flask import Response, request
 from ..wire import multipart
 from ..errors import NotFound
 from ..wire.media import pixel_representations
-from ..access.frames import choose, frame_bodies, not_acceptable, stored_pixels
+from ..access.frames import body_size, choose, frame_bodies, not_acceptable, stored_pixels
 from ..web import (
     accepted, anonymize_seed, archive, base_url, check_range, multipart_response, parse_frame_list, relayed_or_missing,
     refuse_unless_deidentifiable, require_uids, transcode_limits,
@@ -45,6 +45,7 @@ def retrieve_frames(study: str, series: str, instance: str, frames: str) -> Resp
     bodies = frame_bodies(archive(), transcode_limits(), stored, known.details, pixels, numbers, choice)
     location = f"{base_url()}/studies/{study}/series/{series}/instances/{instance}/frames/"
     parts = [multipart.Part({"Content-Type": choice.content_type} if seed is not None else   # no original UIDs
-                            {"Content-Type": choice.content_type, "Content-Location": f"{location}{n}"}, body)
+                            {"Content-Type": choice.content_type, "Content-Location": f"{location}{n}"}, body,
+                            body_size(body))
              for n, body in zip(numbers, bodies)]
     return multipart_response(parts, choice.media_type)

@@ -13,7 +13,7 @@ import hashlib
 import secrets
 from collections import deque
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator, Sequence
 
 MAX_HEADER_BYTES = 16 * 1024
 
@@ -265,7 +265,8 @@ def new_boundary() -> str:
 @dataclass(frozen=True)
 class Part:
     headers: dict[str, str]
-    body: Iterable[bytes]
+    body: Iterable[bytes]      # or pieces a server hands over unread (storage.blobs.FileRegion)
+    size: int | None = None    # the body's length, where it is known before it is made
 
 
 def encode_parts(parts: Iterable[Part], boundary: str) -> Iterator[bytes]:
@@ -287,15 +288,21 @@ def encode_parts(parts: Iterable[Part], boundary: str) -> Iterator[bytes]:
 def related(parts: Iterable[Part], media_type: str) -> tuple[Iterator[bytes], str]:
     """A ``multipart/related`` body of these parts, and its Content-Type (a fresh boundary)."""
     boundary = new_boundary()
-    return encode_parts(parts, boundary), f'multipart/related; type="{media_type}"; boundary={boundary}'
+    return encode_parts(parts, boundary), related_type(media_type, boundary)
 
 
-def part_header_length(headers: dict[str, str], boundary: str, first: bool) -> int:
-    """Bytes ``encode_parts`` writes before a part's body (for Content-Length)."""
-    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    lead = f"--{boundary}\r\n" if first else f"\r\n--{boundary}\r\n"
-    return len(lead.encode("latin-1")) + len(head.encode("latin-1")) + 2
+def related_type(media_type: str, boundary: str) -> str:
+    return f'multipart/related; type="{media_type}"; boundary={boundary}'
 
 
-def closing_length(boundary: str, any_parts: bool) -> int:
-    return len(f"\r\n--{boundary}--\r\n") if any_parts else len(f"--{boundary}--\r\n")
+def encoded_length(parts: Sequence[Part], boundary: str) -> int | None:
+    """The length of what ``encode_parts`` writes for ``parts`` (a Content-Length), or None
+    when the size of a part is not known."""
+    if any(part.size is None for part in parts):
+        return None
+    length = len(f"\r\n--{boundary}--\r\n") if parts else len(f"--{boundary}--\r\n")
+    for i, part in enumerate(parts):
+        head = "".join(f"{name}: {value}\r\n" for name, value in part.headers.items())
+        lead = f"--{boundary}\r\n" if i == 0 else f"\r\n--{boundary}\r\n"
+        length += len(lead.encode("latin-1")) + len(head.encode("latin-1")) + 2 + part.size
+    return length
