@@ -6,7 +6,8 @@ Starts our server (deploy/gunicorn.conf.py, one worker so that one process holds
 request; disk + SQLite, fsync on), stores CT slices of 512×512 16-bit, then, for each workload,
 runs 4 client threads against it while py-spy samples the worker (all its threads, idle ones
 left out, native frames off). Workloads: ``frames/1`` of single-frame slices (native pixels,
-``transfer-syntax=*``), and STOW of 10 slices a request. Writes py-spy's collapsed stacks to
+``transfer-syntax=*``), STOW of 10 slices a request (512² and 64²), and a study of RLE slices
+retrieved as stored and decoded (``--only NAME`` for some). Writes py-spy's collapsed stacks to
 bench/results/profile-<workload>.txt and prints, per workload, the share of samples whose
 stack holds each step of the path (inclusive), and the leaf functions that take the most
 samples (exclusive). py-spy must be allowed to ptrace the worker (root, or
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import io
 import json
 import random
 import shutil
@@ -32,6 +34,7 @@ from pydicom.uid import generate_uid
 from bench.run import start_server
 from testbed.messages import multipart_body, stow_headers
 from testbed.synthetic import ct_instance, phantom
+from transcode import transcode
 
 # Steps of the path, named by a function on the stack (py-spy labels frames "function (file:line)").
 STEPS = {
@@ -48,6 +51,21 @@ STEPS = {
         ("  blob reads (ranged)", "iter_chunks (storage/blobs.py"),
         ("gunicorn: writing to the socket", "Response.write (gunicorn/http/wsgi.py"),
         ("SQLAlchemy, anywhere", "sqlalchemy/"),
+    ],
+    "study": [
+        ("view: retrieve_instances", "retrieve_instances (service/retrieve/wado_rs.py"),
+        ("  catalog: instances of the resource", "instances (storage/catalog.py"),
+        ("  parts planned", "plan (service/access/instances.py"),
+        ("answer streamed", "_CountingBody.__iter__ (service/auth.py"),
+        ("  conversions", "convert (service/access/instances.py"),
+        ("    frames decoded", "decode_frame (transcode/codecs.py"),
+        ("    instance written", "write_streamed (transcode/instance.py"),
+        ("    details read (catalog)", "details (storage/catalog.py"),
+        ("  blobs opened", "DiskStore.open (storage/blobs.py"),
+        ("gunicorn: writing to the socket", "Response.write (gunicorn/http/wsgi.py"),
+        ("sendfile", "sendfile (socket.py"),
+        ("SQLAlchemy, anywhere", "sqlalchemy/"),
+        ("pydicom, anywhere", "pydicom/"),
     ],
     "stow": [
         ("gunicorn: reading the request", "parse (gunicorn/http"),
@@ -126,6 +144,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--slices", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--only", action="append", help="profile only these workloads (frames, stow, stow_tiny, "
+                                                       "study_as_stored, study_decoded)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dicomweb-profile-"))
     server, url, key, master = start_server(work, {"GUNICORN_CMD_ARGS": "--workers=1"})
@@ -153,18 +173,42 @@ def main() -> None:
         # request by replacing their digits: every request stores new instances, and the client
         # spends no CPU making pixels.
         marks = [f"2.25.{k}" + "9" * (38 - len(str(k))) for k in range(1, 13)]
-        body = multipart_body([ct_instance(marks[0], marks[1], marks[2 + n], number=n + 1, rows=512, columns=512,
-                                           pixels=phantom(512, 512, seed=n)) for n in range(10)])
-        assert all(body.count(m.encode()) for m in marks[:12])
 
-        def stow(session):
-            fresh = body
-            for m in marks:
-                fresh = fresh.replace(m.encode(), f"2.25.{random.randrange(10 ** 37, 10 ** 38)}".encode())
-            session.post(url + "/studies", data=fresh, headers={**auth, **stow_headers()},
-                         timeout=120).raise_for_status()
+        def stow_of(size: int):
+            body = multipart_body([ct_instance(marks[0], marks[1], marks[2 + n], number=n + 1, rows=size,
+                                               columns=size, pixels=phantom(size, size, seed=n)) for n in range(10)])
+            assert all(body.count(m.encode()) for m in marks[:12])
 
-        for name, work_fn in (("frames", frame), ("stow", stow)):
+            def stow(session):
+                fresh = body
+                for m in marks:
+                    fresh = fresh.replace(m.encode(), f"2.25.{random.randrange(10 ** 37, 10 ** 38)}".encode())
+                session.post(url + "/studies", data=fresh, headers={**auth, **stow_headers()},
+                             timeout=120).raise_for_status()
+            return stow
+
+        # A study of small RLE parts (50–150 KB), retrieved as stored and decoded (the default Accept).
+        rle_study = generate_uid()
+        rle_series = generate_uid()
+        rle = [transcode(io.BytesIO(ct_instance(rle_study, rle_series, number=n + 1, rows=512, columns=512,
+                                                pixels=phantom(512, 512, seed=n))), "1.2.840.10008.1.2.5",
+                         "1.2.840.10008.1.2.1") for n in range(args.slices)]
+        for start in range(0, len(rle), 10):
+            requests.post(url + "/studies", data=multipart_body(rle[start:start + 10]),
+                          headers={**auth, **stow_headers()}, timeout=120).raise_for_status()
+
+        def study_of(accept: str):
+            def get(session):
+                session.get(f"{url}/studies/{rle_study}", headers={**auth, "Accept": accept},
+                            timeout=120).raise_for_status()
+            return get
+
+        workloads = {"frames": frame, "stow": stow_of(512), "stow_tiny": stow_of(64),
+                     "study_as_stored": study_of('multipart/related; type="application/dicom"; transfer-syntax=*'),
+                     "study_decoded": study_of('multipart/related; type="application/dicom"')}
+        for name, work_fn in workloads.items():
+            if args.only and name not in args.only:
+                continue
             out = args.out / f"profile-{name}.txt"
             spy = sample(pid, args.seconds, out)
             time.sleep(0.5)
@@ -173,7 +217,7 @@ def main() -> None:
             if spy.returncode:
                 raise RuntimeError(f"py-spy failed: {errors.decode(errors='replace')[-400:]}")
             report[name] = {"requests": calls, "per_s": round(calls / (args.seconds - 1), 1),
-                            **summary(out, STEPS[name])}
+                            **summary(out, STEPS.get(name, STEPS["stow" if name.startswith("stow") else "study"]))}
     finally:
         server.stop()
     print(json.dumps(report, indent=2))

@@ -29,7 +29,7 @@ class Handover:
 
         body = self.app(environ, capture)
         sock = environ.get("gunicorn.socket") if self.enabled and environ.get("REQUEST_METHOD") != "HEAD" else None
-        if sock is not None and sock.gettimeout() == 0.0:   # sendfile wants a blocking socket
+        if sock is not None and sock.gettimeout() is not None:   # os.sendfile wants a blocking socket
             sock = None
         return _Pieces(body, sock, declared)
 
