@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder, get_encoder
+from rle.rle import decode_frame as rle_decode_frame
 
 from .syntaxes import JPEG_BASELINE, JPEG_EXTENDED, RLE_LOSSLESS, TRANSFER_SYNTAXES
 
@@ -45,6 +46,9 @@ _OPENJPEG_ENCODING = threading.Lock()
 
 _GDCM_JPEG = {JPEG_BASELINE, JPEG_EXTENDED, "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"}
 _GDCM_ENCODED = _GDCM_JPEG | {RLE_LOSSLESS}
+# Lossless JPEG, which only GDCM decodes here: grey frames straight through it (pydicom's plug-in
+# takes the slow way out of GDCM).
+_GDCM_LOSSLESS = {"1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"}
 _PYDICOM_ENCODED = {"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90",
                     "1.2.840.10008.1.2.4.91"}
 ENCODABLE = frozenset(_GDCM_ENCODED | _PYDICOM_ENCODED)
@@ -181,8 +185,10 @@ def decode_frame(data: bytes, pixels: PixelDescription, source: str) -> tuple[by
     whose own header declares another size than the description is refused before any decoder
     allocates for it: the header is the sender's word, like the description."""
     check_declared_size(data, pixels, source)
-    if source == JPEG_EXTENDED and pixels.bits_stored > 8:
+    if (source == JPEG_EXTENDED and pixels.bits_stored > 8) or (source in _GDCM_LOSSLESS and pixels.samples_per_pixel == 1):
         return _gdcm_decode(data, pixels, source)
+    if source == RLE_LOSSLESS and pixels.samples_per_pixel == 1 and pixels.bits_allocated in (8, 16, 32):
+        return _rle_decode(data, pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -202,6 +208,19 @@ def decode_frame(data: bytes, pixels: PixelDescription, source: str) -> tuple[by
     if len(native) != decoded.frame_length:
         raise CodecError(f"a decoded frame holds {len(native)} bytes, not {decoded.frame_length}")
     return native, decoded
+
+
+def _rle_decode(data: bytes, pixels: PixelDescription) -> tuple[bytes, PixelDescription]:
+    """A grey RLE frame decoded by pylibjpeg-rle directly: its output is the native little endian
+    frame already, and pydicom's plug-in path around it (re-encapsulating the frame, an array,
+    masking unused bits) cost three times the decoding (docs/benchmarks.md)."""
+    try:
+        native = bytes(rle_decode_frame(data, pixels.rows * pixels.columns, pixels.bits_allocated, "<"))
+    except Exception as exc:   # ValueError for a damaged stream; anything the extension raises
+        raise CodecError(f"the pixel data could not be decoded: {exc}") from None
+    if len(native) != pixels.frame_length:
+        raise CodecError(f"a decoded frame holds {len(native)} bytes, not {pixels.frame_length}")
+    return native, replace(pixels, planar_configuration=0, number_of_frames=1)
 
 
 def check_declared_size(data: bytes, pixels: PixelDescription, source: str) -> None:
@@ -257,11 +276,6 @@ def _gdcm_image(holder, pixels: PixelDescription, syntax: str):
     return image
 
 
-def _gdcm_bytes(value) -> bytes:
-    # python-gdcm hands byte buffers over as str decoded with surrogateescape.
-    return value.encode("utf-8", "surrogateescape")
-
-
 def _gdcm_value(value) -> bytes:
     """A gdcm.ByteValue's bytes, copied from its own memory: GetBuffer's str round trip costs
     25 ms for a 3 MB codestream, this 0.2 ms. The caller keeps the owner alive."""
@@ -306,7 +320,17 @@ def _gdcm_decode(data: bytes, pixels: PixelDescription, source: str) -> tuple[by
     element.SetValue(fragments.__ref__())
     element.SetVLToUndefined()
     image.SetDataElement(element)
-    native = _gdcm_bytes(image.GetBuffer())
+    # Decoded into a data element of GDCM's own, copied out from its memory: the image's
+    # GetBuffer hands a str over, whose round trip cost twice the decoding of a 512² frame.
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.ExplicitVRLittleEndian))
+    change.SetInput(image)
+    if not change.Change():
+        raise CodecError("the pixel data could not be decoded by GDCM")
+    value = change.GetOutput().GetDataElement().GetByteValue()
+    if value is None:
+        raise CodecError("the pixel data could not be decoded by GDCM")
+    native = _gdcm_value(value)
     if len(native) != pixels.frame_length:
         raise CodecError("the pixel data could not be decoded by GDCM")
     return native, replace(pixels, planar_configuration=0, number_of_frames=1)
