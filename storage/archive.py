@@ -93,6 +93,12 @@ class Archive:
     def open(self, instance: StoredInstance) -> BlobReader:
         return self._blobs.open(instance.blob_key)
 
+    def receiving_file(self) -> BinaryIO | None:
+        """A file to receive an instance into that storing it moves into place instead of copying
+        (a disk store's, storage.blobs.Staged); None where the blob store has none."""
+        staged = getattr(self._blobs, "staged", None)
+        return staged() if staged is not None else None
+
     def read(self, instance: StoredInstance, start: int = 0, length: int | None = None) -> bytes:
         """``length`` bytes of the instance's blob from ``start`` (the rest of it when None), in memory."""
         return b"".join(iter_chunks(self._blobs.open(instance.blob_key, start, length)))

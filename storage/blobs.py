@@ -6,6 +6,7 @@ Every implementation offers the same five operations and raises
 """
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import threading
@@ -135,6 +136,23 @@ class _FileSlice:
         self._fh.close()
 
 
+STAGING = TEMP_PREFIX + "staging"   # under the root: no key can name it (its parts may not start so)
+
+
+class Staged(io.BufferedRandom):
+    """A file under the store's root that a received instance is written into; ``DiskStore.put``
+    moves it into place instead of copying it. Closed without being put, it is deleted."""
+
+    store: "DiskStore"
+    path: str
+    taken = False
+
+    def close(self) -> None:
+        super().close()
+        if not self.taken:
+            _unlink_quietly(self.path)
+
+
 class DiskStore:
     """Blobs as files under ``root``: written to a temporary file in the target
     directory, fsync'd, then renamed into place, so a reader sees the whole blob
@@ -207,9 +225,25 @@ class DiskStore:
             raise ValueError(f"invalid blob key {key!r}")
         return path
 
+    def staged(self) -> Staged:
+        """A new file to receive a blob into (see Staged)."""
+        fd, path = _temporary(os.path.join(self._root, STAGING))
+        staged = Staged(io.FileIO(fd, "r+"))
+        staged.store, staged.path = self, path
+        return staged
+
     def put(self, key: str, stream: BinaryIO) -> int:
         path = self._file(key)
         self._wait_for([key])   # a second put of one key lands after the first
+        if isinstance(stream, Staged) and stream.store is self and stream.tell() == 0 and not stream.taken:
+            stream.flush()
+            size = os.fstat(stream.fileno()).st_size
+            stream.taken = True
+            if self.fsync:
+                self._finish_later(key, stream.path, path)
+            else:
+                _rename_into(stream.path, path)
+            return size
         fd, tmp = _temporary(os.path.dirname(path))
         size = 0
         try:
@@ -310,7 +344,7 @@ def _temporary(directory: str) -> tuple[int, str]:
     for attempt in (1, 2):
         path = os.path.join(directory, TEMP_PREFIX + secrets.token_hex(8))
         try:
-            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), path
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), path
         except FileNotFoundError:
             if attempt == 2:
                 raise
@@ -325,10 +359,21 @@ def _fsync_and_rename(tmp: str, path: str) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        _rename_into(tmp, path)
     except BaseException:
         _unlink_quietly(tmp)
         raise
+
+
+def _rename_into(tmp: str, path: str) -> None:
+    """Move ``tmp`` to ``path``, making its directory (with parents) where it is missing."""
+    try:
+        os.replace(tmp, path)
+    except FileNotFoundError:
+        if not os.path.exists(tmp):
+            raise
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.replace(tmp, path)
 
 
 def _unlink_quietly(path: str) -> None:

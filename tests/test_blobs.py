@@ -108,3 +108,30 @@ def test_s3_large_upload_uses_multipart(aws_env):
         etag = client.head_object(Bucket="big", Key="big.dcm")["ETag"]
         assert "-" in etag  # multipart uploads have composite ETags
         assert b"".join(iter_chunks(store.open("big.dcm"))) == data
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_a_staged_file_is_moved_into_place_and_one_never_put_is_deleted(tmp_path, fsync):
+    store = DiskStore(tmp_path, fsync=fsync)
+    staged = store.staged()
+    staged.write(b"received instance")
+    staged.seek(0)
+    assert staged.read(8) == b"received"   # read back as a spool is (the header, the digest)
+    staged.seek(0)
+    assert store.put("s/t/u.dcm", staged) == len(b"received instance")
+    staged.close()
+    store.sync(["s/t/u.dcm"])
+    assert store.open("s/t/u.dcm").read() == b"received instance"
+    assert not os.path.exists(staged.path) and list(store.list()) == [(
+        "s/t/u.dcm", (tmp_path / "s/t/u.dcm").stat().st_mtime)]
+    refused = store.staged()
+    refused.write(b"a part that failed")
+    refused.close()
+    assert not os.path.exists(refused.path)
+    other = DiskStore(tmp_path / "other")
+    elsewhere = other.staged()     # another store's file is copied, not moved
+    elsewhere.write(b"x")
+    elsewhere.seek(0)
+    store.put("s/t/v.dcm", elsewhere)
+    elsewhere.close()
+    assert store.open("s/t/v.dcm").read() == b"x" and not os.path.exists(elsewhere.path)

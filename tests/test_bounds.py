@@ -198,7 +198,7 @@ def test_a_codestream_declaring_another_size_is_not_decoded(client):
 
 
 def test_a_full_disk_while_receiving_is_a_failure_entry(client, monkeypatch):
-    """ENOSPC while spooling a part: 0xA700 for it, those before stored (it was a 500)."""
+    """ENOSPC while receiving a part: 0xA700 for it, those before stored (it was a 500)."""
     import errno
     import tempfile
 
@@ -216,7 +216,7 @@ def test_a_full_disk_while_receiving_is_a_failure_entry(client, monkeypatch):
         made.append(1)
         return Full(max_size=1 << 20)
 
-    monkeypatch.setattr(stow_rs, "_spool", spool)
+    monkeypatch.setattr(stow_rs, "_receiving_file", spool)
     study = generate_uid()
     datas = [ct_instance(study, generate_uid(), rows=8, columns=8) for _ in range(3)]
     r = client.post("/dicom-web/studies", data=multipart_body(datas), headers=stow_headers())

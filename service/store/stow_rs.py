@@ -1,8 +1,9 @@
 """STOW-RS: POST /studies and POST /studies/{study} (PS3.18 §10.5).
 
-The body is read in chunks and decoded as it arrives; each part is spooled
-(memory up to a limit, then a file under the data directory) while its digest
-is computed, stored, and released before the next part is read.
+The body is read in chunks and decoded as it arrives; each part is received into a
+file of the blob store's, which storing moves into place (where the store has none,
+S3, a spool: memory up to a limit, then a file under the data directory) while its
+digest is computed, stored, and released before the next part is read.
 """
 from __future__ import annotations
 
@@ -143,6 +144,12 @@ def _spool() -> tempfile.SpooledTemporaryFile:
     return tempfile.SpooledTemporaryFile(max_size=config.spool_memory_bytes, dir=config.spool_dir)
 
 
+def _receiving_file() -> BinaryIO:
+    """Where an instance part is received: a file of the blob store's, which storing moves into
+    place (no copy, no memory held), or a spool where the store has none (S3)."""
+    return archive().receiving_file() or _spool()
+
+
 def _chunks(stream: BinaryIO) -> Iterator[bytes]:
     limit = settings().max_request_bytes
     received = 0
@@ -154,7 +161,7 @@ def _chunks(stream: BinaryIO) -> Iterator[bytes]:
 
 
 def _single(stream: BinaryIO) -> Iterator[tuple[BinaryIO, str]]:
-    spool, digest = _spool(), hashlib.sha256()
+    spool, digest = _receiving_file(), hashlib.sha256()
     with spool:
         for chunk in _chunks(stream):
             spool.write(chunk)
@@ -170,7 +177,8 @@ def _parts(stream: BinaryIO, decoder: MultipartDecoder) -> Iterator[Received]:
     application/dicom; the parts before a malformed or excess one are kept."""
     yielded = 0
     try:
-        for part in spooled_parts(_chunks(stream), decoder, lambda h: None if _refusal(h) else _spool(), digest=True):
+        for part in spooled_parts(_chunks(stream), decoder, lambda h: None if _refusal(h) else _receiving_file(),
+                                  digest=True):
             yielded += 1
             if part.file is None:
                 yield _refusal(part.headers)
