@@ -1,7 +1,7 @@
 """The outermost WSGI layer: blob spans in an answer handed to the client's socket unread.
 
 Retrieve answers carry their blobs as ``storage.blobs.FileRegion`` pieces. Under gunicorn, on
-an answer whose length is declared, each region is written by ``socket.sendfile``: the kernel
+an answer whose length is declared, each region is written by ``os.sendfile``: the kernel
 moves the bytes from the page cache to the socket, with no read into Python and no copy in
 user space (for a 512 KB frame that copy and its allocation were an eighth of the request's
 work, docs/benchmarks.md). gunicorn writes every piece before it asks for the next, so the
@@ -17,8 +17,8 @@ from storage.blobs import FileRegion
 
 
 class Handover:
-    def __init__(self, app: Callable, enabled: bool = True) -> None:
-        self.app, self.enabled = app, enabled
+    def __init__(self, app: Callable) -> None:
+        self.app = app
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         declared = {"length": False}
@@ -28,7 +28,7 @@ class Handover:
             return start_response(status, headers, exc_info)
 
         body = self.app(environ, capture)
-        sock = environ.get("gunicorn.socket") if self.enabled and environ.get("REQUEST_METHOD") != "HEAD" else None
+        sock = environ.get("gunicorn.socket") if environ.get("REQUEST_METHOD") != "HEAD" else None
         if sock is not None and sock.gettimeout() is not None:   # os.sendfile wants a blocking socket
             sock = None
         return _Pieces(body, sock, declared)

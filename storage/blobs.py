@@ -11,7 +11,7 @@ import os
 import secrets
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, Protocol, Union
 
@@ -183,12 +183,27 @@ class DiskStore:
                 self._pool_pid = os.getpid()
             return self._pool
 
-    def _wait_for(self, keys: Iterable[str]) -> None:
-        """Wait for the writes in progress of ``keys``; the first that failed raises."""
+    def _wait_for(self, keys: Iterable[str], reporting: bool = False) -> None:
+        """Wait for the writes in progress of ``keys``. A write that failed is kept until a
+        ``reporting`` wait (``sync``'s) raises its error and forgets it: however early it failed,
+        the batch it belongs to learns of it before recording the blob."""
+        keys = list(keys)
         with self._lock:
-            futures = [f for key in keys for f in self._writing.get(key, ())]
-        for future in futures:
-            future.result()
+            futures = [(key, f) for key in keys for f in self._writing.get(key, ())]
+        wait([f for _, f in futures])
+        failed = [(key, f) for key, f in futures if f.exception() is not None]
+        if reporting and failed:
+            with self._lock:
+                for key, f in failed:
+                    self._discard(key, f)
+            raise failed[0][1].exception()
+
+    def _discard(self, key: str, future: Future) -> None:
+        pending = self._writing.get(key)
+        if pending is not None:
+            pending.discard(future)
+            if not pending:
+                del self._writing[key]
 
     def _finish_later(self, key: str, tmp: str, path: str) -> None:
         future = self._executor().submit(_fsync_and_rename, tmp, path)
@@ -196,12 +211,9 @@ class DiskStore:
             self._writing.setdefault(key, set()).add(future)
 
         def done(f: Future) -> None:
-            with self._lock:
-                pending = self._writing.get(key)
-                if pending is not None:
-                    pending.discard(f)
-                    if not pending:
-                        del self._writing[key]
+            if f.exception() is None:   # a failure stays for sync to report
+                with self._lock:
+                    self._discard(key, f)
         future.add_done_callback(done)
 
     def ping(self) -> None:
@@ -268,7 +280,7 @@ class DiskStore:
         """fsync the directories holding ``keys`` and their parents up to the root,
         so renames and newly made directories survive a crash."""
         keys = list(keys)
-        self._wait_for(keys)
+        self._wait_for(keys, reporting=True)
         if not self.fsync:
             return
         directories: set[Path] = set()

@@ -383,12 +383,17 @@ def test_disk_puts_are_seen_at_once_and_a_failed_sync_stores_nothing(blobs, cata
     blobs.put("k/1", io.BytesIO(b"abc"))        # made durable and renamed by another thread…
     assert blobs.exists("k/1") and blobs.open("k/1").read() == b"abc"   # …but seen here at once
 
+    failed = threading.Event()
+
     def failing(tmp, path):
         os.unlink(tmp)
+        failed.set()
         raise OSError(5, "Input/output error")
     monkeypatch.setattr(storage.blobs, "_fsync_and_rename", failing)
     batch = archive.batch()
     batch.add(io.BytesIO(data), sha(data))
+    assert failed.wait(10)
+    time.sleep(0.05)   # the write has failed well before the commit asks: the failure is still told
     [outcome] = batch.commit()
     assert not outcome.stored and outcome.failure == FailureReason.PROCESSING_FAILURE
     assert "durable" in outcome.message
