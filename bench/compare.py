@@ -39,7 +39,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -47,7 +46,8 @@ from typing import Callable
 import pydicom
 from pydicom.uid import generate_uid
 
-from bench.run import server_memory
+from bench.run import connect, server_memory
+from testbed.messages import multipart_body
 from testbed.server import Server, free_port, stop_process
 from testbed.synthetic import ct_instance, phantom
 
@@ -207,16 +207,6 @@ def make_multiframe(directory: Path, frames: int) -> Series:
     return Series("multiframe", study, series, [sop], [path], frames)
 
 
-def stow_body(parts: list[bytes]) -> bytes:
-    chunks = [f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p + b"\r\n" for p in parts]
-    return b"".join(chunks) + f"--{BOUNDARY}--\r\n".encode()
-
-
-def _connection(base: str) -> http.client.HTTPConnection:
-    parts = urllib.parse.urlsplit(base)
-    return http.client.HTTPConnection(parts.hostname, parts.port, timeout=600)
-
-
 def _headers(target: Target, **extra: str) -> dict[str, str]:
     return {**extra, **({"Authorization": target.auth} if target.auth else {})}
 
@@ -234,10 +224,10 @@ def post_stow(conn: http.client.HTTPConnection, target: Target, body: bytes) -> 
 
 
 def load(target: Target, files: list[Path], per_request: int = 10) -> None:
-    conn = _connection(target.base)
+    conn = connect(target.base)[0]
     for i in range(0, len(files), per_request):
         batch = files[i:i + per_request]
-        stored = post_stow(conn, target, stow_body([p.read_bytes() for p in batch]))
+        stored = post_stow(conn, target, multipart_body([p.read_bytes() for p in batch], BOUNDARY))
         if stored != len(batch):
             raise RuntimeError(f"{target.name} stored {stored} of {len(batch)} instances")
 
@@ -299,9 +289,9 @@ def _stow_client(target: Target, batches: int, per_request: int, size: int, barr
     bodies = []
     for b in range(batches):
         series = generate_uid()
-        bodies.append(stow_body([ct_instance(study, series, number=n + 1, rows=size, columns=size,
-                                             seed=b * per_request + n) for n in range(per_request)]))
-    conn = _connection(target.base)
+        bodies.append(multipart_body([ct_instance(study, series, number=n + 1, rows=size, columns=size,
+                                                  seed=b * per_request + n) for n in range(per_request)], BOUNDARY))
+    conn = connect(target.base)[0]
     barrier.wait()
     started = time.perf_counter()
     stored = sum(post_stow(conn, target, body) for body in bodies)
@@ -334,7 +324,7 @@ def _get_frame(args: tuple[str, str, str]) -> int:
     base, path, auth = args
     headers = {"Accept": FRAMES_ANY, **({"Authorization": auth} if auth else {})}
     for attempt in (1, 2):   # a connection the server closed while idle is opened again, as a browser does
-        conn = _pool_connections.get(base) or _pool_connections.setdefault(base, _connection(base))
+        conn = _pool_connections.get(base) or _pool_connections.setdefault(base, connect(base)[0])
         try:
             conn.request("GET", path, headers=headers)
             response = conn.getresponse()
@@ -353,7 +343,7 @@ def _get_frame(args: tuple[str, str, str]) -> int:
 def series_load(target: Target, series: Series, pool: multiprocessing.pool.Pool) -> dict:
     """OHIF's load of a series: its metadata, then frame 1 of every instance over 6 connections."""
     started = time.perf_counter()
-    conn = _connection(target.base)
+    conn = connect(target.base)[0]
     conn.request("GET", f"{target.prefix}/studies/{series.study}/series/{series.series}/metadata",
                  headers=_headers(target, Accept="application/dicom+json"))
     response = conn.getresponse()
@@ -482,7 +472,7 @@ def measure(workload: Workload, targets: dict[str, Target], rounds: int) -> dict
 
 def refusal(target: Target, path: str, accept: str) -> int | None:
     """The status of a GET of ``path`` if it is an error, else None."""
-    conn = _connection(target.base)
+    conn = connect(target.base)[0]
     conn.request("GET", path, headers=_headers(target, Accept=accept))
     response = conn.getresponse()
     response.read()
@@ -596,7 +586,7 @@ def main() -> None:
             # Not every DICOMweb server has /thumbnail (Orthanc's plugin 1.7 has not): the same image,
             # a 128-pixel viewport of the rendered resource, where it is missing.
             probe = f"{target.prefix}{ctx.series['ct'].instance_path()}/thumbnail"
-            conn = _connection(target.base)
+            conn = connect(target.base)[0]
             conn.request("GET", probe, headers=_headers(target, Accept="image/jpeg"))
             response = conn.getresponse()
             response.read()

@@ -221,21 +221,15 @@ class DiskStore:
             raise OSError(f"{self.root} is not a writable directory")
 
     def _file(self, key: str) -> str:
-        """The path of ``key``'s file, made with strings (the hot paths' version of ``_path``): its
-        parts are checked, so it lies under the root."""
+        """The path of ``key``'s file: no part is empty, ``.``, ``..``, a temporary's name or holds
+        a NUL, so it lies under the root (made with strings: it is on every blob read and write)."""
         parts = key.split("/")
         if not key or any(p in ("", ".", "..") or p.startswith(TEMP_PREFIX) or "\0" in p for p in parts):
             raise ValueError(f"invalid blob key {key!r}")
         return os.path.join(self._root, *parts)
 
     def _path(self, key: str) -> Path:
-        parts = key.split("/")
-        if not key or any(p in ("", ".", "..") or p.startswith(TEMP_PREFIX) for p in parts):
-            raise ValueError(f"invalid blob key {key!r}")
-        path = self.root.joinpath(*parts)
-        if self.root not in path.parents:
-            raise ValueError(f"invalid blob key {key!r}")
-        return path
+        return Path(self._file(key))
 
     def staged(self) -> Staged:
         """A new file to receive a blob into (see Staged)."""
@@ -353,15 +347,13 @@ class DiskStore:
 
 def _temporary(directory: str) -> tuple[int, str]:
     """A new temporary file in ``directory`` (made, with its parents, if missing): (fd, path)."""
-    for attempt in (1, 2):
-        path = os.path.join(directory, TEMP_PREFIX + secrets.token_hex(8))
-        try:
-            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), path
-        except FileNotFoundError:
-            if attempt == 2:
-                raise
-            os.makedirs(directory, exist_ok=True)
-    raise AssertionError("unreachable")
+    path = os.path.join(directory, TEMP_PREFIX + secrets.token_hex(8))
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o600), path
+    except FileNotFoundError:
+        os.makedirs(directory, exist_ok=True)
+        return os.open(path, flags, 0o600), path
 
 
 def _fsync_and_rename(tmp: str, path: str) -> None:
