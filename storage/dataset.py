@@ -175,6 +175,26 @@ class _Prefixed:
         return self.out.seek(*args)
 
 
+class CappedReads:
+    """A seekable file whose reads never ask for more than is left of it. pydicom reads a value
+    by its declared length, and a real file's ``read(n)`` allocates the n bytes first, where an
+    in-memory one gives what it has: a damaged length of 4 GB in a 1 KB file would cost 4 GB."""
+
+    def __init__(self, fp: BinaryIO) -> None:
+        self._fp = fp
+        here = fp.tell()
+        self._size = fp.seek(0, 2)
+        fp.seek(here)
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            return self._fp.read()
+        return self._fp.read(min(n, max(0, self._size - self._fp.tell())))
+
+    def __getattr__(self, name: str):  # noqa: ANN204 -- seek, tell and the rest are the file's
+        return getattr(self._fp, name)
+
+
 def read_header(fp: BinaryIO, max_inflated_bytes: int = 1 << 30) -> InstanceHeader:
     """Parse the Part 10 header and data set up to Pixel Data.
 
@@ -183,6 +203,7 @@ def read_header(fp: BinaryIO, max_inflated_bytes: int = 1 << 30) -> InstanceHead
     A deflated data set is read from its inflated copy, within ``max_inflated_bytes``
     (0xA700 beyond); the header still names the deflated syntax the file is stored in.
     """
+    fp = CappedReads(fp)
     if transfer_syntax(fp) == DEFLATED:
         try:
             copy = inflated_copy(fp, max_inflated_bytes)
@@ -215,6 +236,7 @@ def read_header(fp: BinaryIO, max_inflated_bytes: int = 1 << 30) -> InstanceHead
 
 def read_until_pixels(fp: BinaryIO) -> tuple[pydicom.Dataset, PixelLocation | None]:
     """The data set of a Part 10 file (not deflated) up to Pixel Data, and where Pixel Data is."""
+    fp = CappedReads(fp)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fp.seek(0)
