@@ -21,7 +21,7 @@ from typing import BinaryIO, Iterator, Sequence
 from .blobs import CHUNK_SIZE, BlobReader, BlobStore, BodyPiece, body_pieces, iter_chunks
 from .catalog import Catalog, InstanceDetails, Outcome, PendingInstance, Registration, StoredInstance
 from .dataset import (
-    DEFLATED, EXPLICIT_VR_LITTLE_ENDIAN, InstanceHeader, RejectedInstance, inflated_copy, read_header,
+    DEFLATED, EXPLICIT_VR_LITTLE_ENDIAN, CappedReads, InstanceHeader, RejectedInstance, inflated_copy, read_header,
 )
 from .search import Query
 from .status import FailureReason
@@ -159,7 +159,8 @@ class Archive:
     @contextmanager
     def spooled(self, instance: StoredInstance) -> Iterator[BinaryIO]:
         """The instance's blob as a seekable file (pydicom needs one; S3 bodies are not),
-        in memory up to ``spool_memory`` bytes, in ``spool_dir`` beyond."""
+        in memory up to ``spool_memory`` bytes, in ``spool_dir`` beyond; its reads are capped at
+        what is left of it, as a damaged length after Pixel Data was never read by STOW."""
         with tempfile.SpooledTemporaryFile(max_size=self.spool_memory, dir=self.spool_dir) as spool:
             reader = self.open(instance)
             try:
@@ -167,7 +168,7 @@ class Archive:
             finally:
                 reader.close()
             spool.seek(0)
-            yield spool
+            yield CappedReads(spool)
 
     @contextmanager
     def readable(self, instance: StoredInstance) -> Iterator[tuple[BinaryIO, str]]:
@@ -185,7 +186,7 @@ class Archive:
         """A deflated instance's Explicit VR Little Endian copy (storage.dataset.inflated_copy),
         for the caller to close."""
         with self.spooled(instance) as spool:
-            return inflated_copy(spool, self.max_inflated_bytes)
+            return CappedReads(inflated_copy(spool, self.max_inflated_bytes))
 
     def backfill_metadata(self, instance: StoredInstance) -> bytes:
         with self.spooled(instance) as spool:

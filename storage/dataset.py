@@ -194,6 +194,12 @@ class CappedReads:
     def __getattr__(self, name: str):  # noqa: ANN204 -- seek, tell and the rest are the file's
         return getattr(self._fp, name)
 
+    def __enter__(self) -> "CappedReads":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._fp.close()
+
 
 def read_header(fp: BinaryIO, max_inflated_bytes: int = 1 << 30) -> InstanceHeader:
     """Parse the Part 10 header and data set up to Pixel Data.

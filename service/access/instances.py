@@ -13,7 +13,7 @@ import pydicom
 
 from storage import Archive, StoredInstance
 from storage.blobs import iter_chunks
-from storage.dataset import DEFLATED, InflationLimit, inflated_copy, transfer_syntax
+from storage.dataset import DEFLATED, CappedReads, InflationLimit, inflated_copy, transfer_syntax
 from transcode import ConversionError, PixelDescription, can_transcode, transcode
 from transcode.instance import streamable, write_streamed
 from transcode.syntaxes import describe
@@ -187,8 +187,10 @@ def received_copy(spool: BinaryIO, candidates: Sequence[str], seed: str | None,
     """A received instance (an upstream's) in the first of ``candidates`` it can be sent in,
     de-identified with ``seed``: its bytes, that syntax, and its header as received; None when
     it has no acceptable form. Whatever a damaged instance raises, it raises."""
+    spool = CappedReads(spool)   # a received file: a damaged length must not cost its declared size
     source = transfer_syntax(spool)
-    with (inflated_copy(spool, max_inflated_bytes) if source == DEFLATED else nullcontext(spool)) as readable:
+    with (CappedReads(inflated_copy(spool, max_inflated_bytes)) if source == DEFLATED else nullcontext(spool)) \
+            as readable:
         ds = read_header(readable)
         pixels = PixelDescription.from_dataset(ds) if "Rows" in ds else None
         target = next((source if ts in (ANY_TRANSFER_SYNTAX, source) else ts for ts in candidates
