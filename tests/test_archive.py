@@ -398,3 +398,31 @@ def test_disk_puts_are_seen_at_once_and_a_failed_sync_stores_nothing(blobs, cata
     assert not outcome.stored and outcome.failure == FailureReason.PROCESSING_FAILURE
     assert "durable" in outcome.message
     assert archive.instances(outcome.study_uid) == []
+
+
+def test_the_transfer_syntax_scanned_from_the_file_meta_is_pydicoms():
+    """storage.dataset walks a well-formed file meta group itself for (0002,0010) (for speed);
+    over every file pydicom ships, what it finds is what pydicom reads, and it leaves to pydicom
+    what it cannot walk."""
+    import io
+    import warnings
+
+    import pydicom
+
+    from storage.dataset import _META_READ, _scanned_transfer_syntax
+    from tests.conftest import pydicom_test_files
+
+    scanned = 0
+    for path in pydicom_test_files():
+        data = path.read_bytes()
+        found = _scanned_transfer_syntax(data[:_META_READ])
+        if found is None:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fp = io.BytesIO(data)
+            pydicom.filereader.read_preamble(fp, False)
+            meta = pydicom.filereader._read_file_meta_info(fp)
+        assert found == str(meta.TransferSyntaxUID), path.name
+        scanned += 1
+    assert scanned > 100

@@ -116,9 +116,16 @@ def _number(text: str, name: str, kind):
 
 def frame_array(native: bytes, pixels: PixelDescription) -> np.ndarray:
     """A native little endian frame as an array: rows × columns (× 3), bits above Bits Stored
-    masked and signed values sign-extended, YCbCr converted to RGB, as pydicom decodes."""
+    masked and signed values sign-extended, YCbCr converted to RGB, as pydicom decodes. A
+    monochrome frame of whole bytes is viewed in place (pydicom's decoder costs as much as the
+    rest of a rendering of it)."""
+    if pixels.samples_per_pixel == 1 and pixels.bits_allocated in (8, 16, 32) \
+            and pixels.photometric_interpretation.startswith("MONOCHROME"):
+        dtype = np.dtype(f"<{'i' if pixels.pixel_representation else 'u'}{pixels.bits_allocated // 8}")
+        count = pixels.rows * pixels.columns
+        if len(native) >= count * dtype.itemsize:
+            return stored_bits(np.frombuffer(native, dtype, count).reshape(pixels.rows, pixels.columns), pixels)
     from pydicom.pixels import get_decoder
-
     array, _ = get_decoder("1.2.840.10008.1.2.1").as_array(
         native, rows=pixels.rows, columns=pixels.columns, samples_per_pixel=pixels.samples_per_pixel,
         bits_allocated=pixels.bits_allocated, bits_stored=pixels.bits_stored,
@@ -126,6 +133,17 @@ def frame_array(native: bytes, pixels: PixelDescription) -> np.ndarray:
         photometric_interpretation=pixels.photometric_interpretation,
         planar_configuration=pixels.planar_configuration, number_of_frames=1, pixel_keyword="PixelData")
     return array
+
+
+def stored_bits(array: np.ndarray, pixels: PixelDescription) -> np.ndarray:
+    """Only Bits Stored of each sample (what lies above is no part of the pixel), sign-extended
+    for signed pixels, as pydicom's decoders give them."""
+    spare = pixels.bits_allocated - pixels.bits_stored
+    if spare <= 0:
+        return array
+    if pixels.pixel_representation:
+        return (array << spare) >> spare
+    return array & ((1 << pixels.bits_stored) - 1)
 
 
 def to_8bit(array: np.ndarray, ds: pydicom.Dataset, photometric: str, window: Window | None) -> np.ndarray:
@@ -145,7 +163,7 @@ def to_8bit(array: np.ndarray, ds: pydicom.Dataset, photometric: str, window: Wi
             table = _grey(np.arange(low, high + 1, dtype=np.int64), ds, photometric, window)
             if not low:
                 return table[array]
-            return table[array - np.array(low, array.dtype)] if low > 0 else table[array.astype(np.int32) - low]
+            return table[array - np.array(low, array.dtype)] if low > 0 else table[array.astype(np.int64) - low]
     return _grey(array, ds, photometric, window)
 
 

@@ -23,6 +23,7 @@ from storage.catalog import InstanceDetails
 from storage.dataset import DEFLATED, PixelLocation, read_until_pixels
 from transcode import DECODABLE, CodecError, PixelDescription, can_transcode, transcode
 from transcode.codecs import decode_frame, encode_frame
+from transcode.render import stored_bits
 from transcode.syntaxes import (
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, TRANSFER_SYNTAXES, UNCOMPRESSED, describe,
 )
@@ -245,7 +246,7 @@ class FrameReader:
         for row in range(0, usable_rows, band):
             rows = min(band, usable_rows - row)
             data = read(start + row * row_bytes, rows * row_bytes)
-            array = _stored_bits(np.frombuffer(data, dtype).reshape(rows, pixels.columns, samples), pixels)
+            array = stored_bits(np.frombuffer(data, dtype).reshape(rows, pixels.columns, samples), pixels)
             blocks = array[:, :usable_columns].reshape(rows // factor, factor, usable_columns // factor, factor, samples)
             pieces.append(np.rint(blocks.mean(axis=(1, 3))).astype(dtype))
         reduced = np.concatenate(pieces)
@@ -262,17 +263,6 @@ class FrameReader:
 
 
 REDUCE_BAND_BYTES = 4 << 20   # of a frame's rows read at once when shrinking it
-
-
-def _stored_bits(array: "np.ndarray", pixels: PixelDescription) -> "np.ndarray":
-    """Only Bits Stored of each sample (what lies above is no part of the pixel), sign-extended
-    for signed pixels, as pydicom's decoders give them."""
-    spare = pixels.bits_allocated - pixels.bits_stored
-    if spare <= 0:
-        return array
-    if pixels.pixel_representation:
-        return (array << spare) >> spare
-    return array & ((1 << pixels.bits_stored) - 1)
 
 
 class _Converted:
