@@ -107,7 +107,7 @@ _SIMPLE_VRS = _STRING_VRS | _INT_VRS | _FLOAT_VRS
 
 
 def _dataset_json(ds: pydicom.Dataset, uri) -> dict:  # noqa: ANN001
-    """What ``ds.to_json_dict(BULK_DATA_THRESHOLD, uri)`` gives (tests/test_metadata.py holds
+    """What ``ds.to_json_dict(BULK_DATA_THRESHOLD, uri)`` gives (tests/test_metadata_rs.py holds
     them equal over pydicom's test files), raising where it raises."""
     model = {}
     for tag in list(ds._dict):
