@@ -221,6 +221,15 @@ class Archive:
             found = self._catalog.details(instance)
         return found
 
+    def details_of(self, found: Sequence[StoredInstance]) -> dict[int, InstanceDetails]:
+        """The details of these instances by primary key, in one catalog read (those stored before
+        metadata was kept made now, one by one)."""
+        result = self._catalog.details_of(found)
+        for instance in found:
+            if instance.pk not in result:
+                result[instance.pk] = self.details(instance)
+        return result
+
     def sweep(self, grace_seconds: float = 3600.0, now: float | None = None,
               pending_grace: float = PENDING_GRACE) -> int:
         """Delete blobs older than the grace period that no catalog row references and no store in

@@ -55,6 +55,10 @@ _METADATA = select(instance_metadata.c.instance_pk, instance_metadata.c.json).wh
 _DETAILS = select(instance_metadata.c.json, instance_metadata.c.pixel_offset, instance_metadata.c.pixel_length,
                   instance_metadata.c.fragments).where(instance_metadata.c.instance_pk == bindparam("pk"))
 
+_DETAILS_OF = select(instance_metadata.c.instance_pk, instance_metadata.c.json, instance_metadata.c.pixel_offset,
+                     instance_metadata.c.pixel_length, instance_metadata.c.fragments).where(
+    instance_metadata.c.instance_pk.in_(bindparam("pks", expanding=True)))
+
 # One instance with its details (metadata, pixel data location) in one read: a frames request's.
 _INSTANCE_WITH_DETAILS = (
     select(*_RETRIEVE.selected_columns, instance_metadata.c.json, instance_metadata.c.pixel_offset,
@@ -460,6 +464,15 @@ class Catalog:
         if row is None:
             return None
         return _instance_details(row)
+
+    def details_of(self, found: Sequence[StoredInstance]) -> dict[int, InstanceDetails]:
+        """The details of these instances by primary key, in one read; those not yet recorded are absent."""
+        result: dict[int, InstanceDetails] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(found), 900):   # bounded IN lists (SQLite's variable limit)
+                for row in conn.execute(_DETAILS_OF, {"pks": [i.pk for i in found[start:start + 900]]}):
+                    result[row.instance_pk] = _instance_details(row)
+        return result
 
     def mark_pending(self, blob_prefix: str, batch: str) -> None:
         """Note that the store ``batch`` is about to write blobs under ``blob_prefix``, so that the

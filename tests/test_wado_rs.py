@@ -324,3 +324,29 @@ def test_lossy_ratio_of_a_multi_frame_instance_counts_every_frame(client):
     ratio = float(converted.LossyImageCompressionRatio)
     assert abs(ratio - native / sum(len(f) for f in frames)) / ratio < 0.05
     assert np.abs(converted.pixel_array.astype(int) - original.pixel_array.astype(int)).max() <= 2
+
+
+def test_a_converted_study_reads_its_details_a_few_parts_at_a_time(client, monkeypatch):
+    """The parts of a study converted frame by frame get their catalog details DETAILS_AHEAD at a
+    time (one read where there was one a part), and each part is still its own instance."""
+    from service.access.instances import DETAILS_AHEAD
+    from storage.catalog import Catalog
+
+    study, series = generate_uid(), generate_uid()
+    count = DETAILS_AHEAD + 8
+    sops = [generate_uid() for _ in range(count)]
+    body = multipart_body([ct_instance(study, series, sop, number=n + 1, rows=8, columns=8, seed=n)
+                           for n, sop in enumerate(sops)])
+    assert client.post("/dicom-web/studies", data=body, headers=stow_headers()).status_code == 200
+    reads = {"one": 0, "many": 0}
+    one, many = Catalog.details, Catalog.details_of
+    monkeypatch.setattr(Catalog, "details", lambda self, i: reads.__setitem__("one", reads["one"] + 1) or one(self, i))
+    monkeypatch.setattr(Catalog, "details_of",
+                        lambda self, f: reads.__setitem__("many", reads["many"] + 1) or many(self, f))
+    r = client.get(f"/dicom-web/studies/{study}", headers={
+        "Accept": f'multipart/related; type="application/dicom"; transfer-syntax={ImplicitVRLittleEndian}'})
+    assert r.status_code == 200
+    parts = [read(p) for _, p in split_multipart(r.data, r.headers["Content-Type"])]
+    assert sorted(str(ds.SOPInstanceUID) for ds in parts) == sorted(sops)
+    assert all(ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian for ds in parts)
+    assert reads == {"one": 0, "many": 2}

@@ -143,8 +143,8 @@ class FrameReader:
     mapped to frames), from the whole instance converted once."""
 
     @classmethod
-    def of(cls, archive: Archive, stored: StoredInstance) -> "FrameReader | None":
-        found = stored_pixels(archive, stored)
+    def of(cls, archive: Archive, stored: StoredInstance, details: InstanceDetails | None = None) -> "FrameReader | None":
+        found = stored_pixels(archive, stored, details)
         return None if found.pixels is None else cls(archive, stored, found.details, found.pixels)
 
     def __init__(self, archive: Archive, stored: StoredInstance, details: InstanceDetails,

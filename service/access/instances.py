@@ -13,6 +13,7 @@ import pydicom
 
 from storage import Archive, StoredInstance
 from storage.blobs import iter_chunks
+from storage.catalog import InstanceDetails
 from storage.dataset import DEFLATED, CappedReads, InflationLimit, inflated_copy, transfer_syntax
 from transcode import ConversionError, PixelDescription, can_transcode, transcode
 from transcode.instance import streamable, write_streamed
@@ -147,7 +148,8 @@ def pixel_descriptions(archive: Archive, instances: Sequence[StoredInstance]) ->
             for instance, model in zip(instances, archive.metadata(instances))}
 
 
-def convert(archive: Archive, part: PlannedPart, limits: TranscodeLimits, before_answer: bool) -> BinaryIO:
+def convert(archive: Archive, part: PlannedPart, limits: TranscodeLimits, before_answer: bool,
+            details: InstanceDetails | None = None) -> BinaryIO:
     """The instance re-encoded in its planned syntax, in a spool file; ConversionError (or
     InflationLimit, NotDeidentifiable) if its data cannot be. Made frame by frame where the frames can be read one by one, so memory holds
     one frame; else (deflate, big endian, unmapped fragments, data after Pixel Data) whole."""
@@ -160,7 +162,7 @@ def convert(archive: Archive, part: PlannedPart, limits: TranscodeLimits, before
                 _deidentified(archive, part, out)
                 out.seek(0)
                 return out
-            frames = FrameReader.of(archive, part.instance) if streamable(target) else None
+            frames = FrameReader.of(archive, part.instance, details) if streamable(target) else None
             header = frames.streaming_header() if frames is not None else None
             if header is not None:
                 write_streamed(header, frames.all(), frames.pixels.number_of_frames, source, target, out)
@@ -227,14 +229,38 @@ def convert_now(archive: Archive, part: PlannedPart, limits: TranscodeLimits) ->
                             "ask for transfer-syntax=* to receive it as stored") from None
 
 
-def body_chunks(archive: Archive, part: PlannedPart, limits: TranscodeLimits) -> Iterator[bytes]:
+def body_chunks(archive: Archive, part: PlannedPart, limits: TranscodeLimits,
+                ahead: "DetailsAhead | None" = None) -> Iterator[bytes]:
     """The bytes of one instance in its planned syntax, read lazily. A conversion that
     fails here, with the answer under way, ends the stream (and is logged)."""
     if part.as_stored:
         yield from archive.body(part.instance)
         return
-    converted = part.converted if part.converted is not None else convert(archive, part, limits, before_answer=False)
+    converted = part.converted if part.converted is not None else convert(
+        archive, part, limits, before_answer=False, details=ahead.get(part.instance) if ahead else None)
     yield from iter_chunks(converted)   # closes the spool
+
+
+class DetailsAhead:
+    """The catalog details of the parts an answer converts frame by frame, read DETAILS_AHEAD at a
+    time as the answer reaches them: one catalog read where there was one a part (a tenth of a
+    decoded study's time), and no more of them held than that."""
+
+    def __init__(self, archive: Archive, parts: Sequence[PlannedPart]) -> None:
+        self.archive = archive
+        self.converting = [p.instance for p in parts if not p.as_stored and p.converted is None
+                           and p.seed is None and streamable(p.transfer_syntax)]
+        self.position = {instance.pk: i for i, instance in enumerate(self.converting)}
+        self.held: dict[int, InstanceDetails] = {}
+
+    def get(self, instance: StoredInstance) -> InstanceDetails | None:
+        if instance.pk not in self.held and instance.pk in self.position:
+            start = self.position[instance.pk]
+            self.held = self.archive.details_of(self.converting[start:start + DETAILS_AHEAD])
+        return self.held.pop(instance.pk, None)
+
+
+DETAILS_AHEAD = 32
 
 
 def part_size(part: PlannedPart) -> int | None:
@@ -252,13 +278,14 @@ def _size(spool: BinaryIO) -> int:
 def multipart_body(archive: Archive, parts: Sequence[PlannedPart], base_url: str, boundary: str,
                    limits: TranscodeLimits) -> tuple[Iterator[bytes], int | None]:
     """The multipart body as a generator, and its length when it is known up front."""
+    ahead = DetailsAhead(archive, parts)
     encoded = [
         multipart.Part(
             {"Content-Type": p.content_type} if p.seed is not None else   # no original UIDs in anonymised answers
             {"Content-Type": p.content_type,
              "Content-Location": urls.retrieve_url(base_url, p.instance.study_uid, p.instance.series_uid,
                                                    p.instance.sop_instance_uid)},
-            _Lazy(archive, p, limits),
+            _Lazy(archive, p, limits, ahead),
             part_size(p),
         )
         for p in parts
@@ -269,8 +296,8 @@ def multipart_body(archive: Archive, parts: Sequence[PlannedPart], base_url: str
 class _Lazy:
     """Opens the blob only when the encoder reaches the part, one at a time."""
 
-    def __init__(self, archive: Archive, part: PlannedPart, limits: TranscodeLimits) -> None:
-        self.archive, self.part, self.limits = archive, part, limits
+    def __init__(self, archive: Archive, part: PlannedPart, limits: TranscodeLimits, ahead: DetailsAhead) -> None:
+        self.archive, self.part, self.limits, self.ahead = archive, part, limits, ahead
 
     def __iter__(self) -> Iterator[bytes]:
-        return body_chunks(self.archive, self.part, self.limits)
+        return body_chunks(self.archive, self.part, self.limits, self.ahead)
