@@ -146,6 +146,8 @@ def _scanned_transfer_syntax(head: bytes) -> str | None:
         if group != 2 or not vr.isalpha() or not vr.isupper():
             return None
         if vr in _LONG_VRS:
+            if position + 12 > len(head):
+                return None
             (length,), at = struct.unpack_from("<I", head, position + 8), position + 12
         else:
             (length,), at = struct.unpack_from("<H", head, position + 6), position + 8

@@ -426,3 +426,16 @@ def test_the_transfer_syntax_scanned_from_the_file_meta_is_pydicoms():
         assert found == str(meta.TransferSyntaxUID), path.name
         scanned += 1
     assert scanned > 100
+
+
+@pytest.mark.parametrize("cut", range(132, 160))
+def test_a_file_meta_cut_anywhere_is_left_to_pydicom(cut):
+    """The walk of the file meta group never raises on a file that ends inside it (an element's
+    header included): it leaves the file to pydicom's reading, which says None."""
+    import io
+
+    from storage.dataset import _scanned_transfer_syntax, transfer_syntax
+
+    head = ct_instance(generate_uid(), generate_uid(), rows=8, columns=8)[:132] + b"\x02\x00\x01\x00OB\x00\x00\x02\x00\x00\x00\x00\x01"
+    assert _scanned_transfer_syntax(head[:cut]) is None
+    assert transfer_syntax(io.BytesIO(head[:cut])) is None
