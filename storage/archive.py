@@ -186,7 +186,7 @@ class Archive:
         """A deflated instance's Explicit VR Little Endian copy (storage.dataset.inflated_copy),
         for the caller to close."""
         with self.spooled(instance) as spool:
-            return CappedReads(inflated_copy(spool, self.max_inflated_bytes))
+            return inflated_copy(spool, self.max_inflated_bytes)
 
     def backfill_metadata(self, instance: StoredInstance) -> bytes:
         with self.spooled(instance) as spool:

@@ -52,9 +52,6 @@ _INSTANCE_QUERY = _SERIES_QUERY.where(instances.c.SOPInstanceUID == bindparam("s
 _METADATA = select(instance_metadata.c.instance_pk, instance_metadata.c.json).where(
     instance_metadata.c.instance_pk.in_(bindparam("pks", expanding=True)))
 
-_DETAILS = select(instance_metadata.c.json, instance_metadata.c.pixel_offset, instance_metadata.c.pixel_length,
-                  instance_metadata.c.fragments).where(instance_metadata.c.instance_pk == bindparam("pk"))
-
 _DETAILS_OF = select(instance_metadata.c.instance_pk, instance_metadata.c.json, instance_metadata.c.pixel_offset,
                      instance_metadata.c.pixel_length, instance_metadata.c.fragments).where(
     instance_metadata.c.instance_pk.in_(bindparam("pks", expanding=True)))
@@ -459,11 +456,7 @@ class Catalog:
 
     def details(self, instance: StoredInstance) -> InstanceDetails | None:
         """An instance's metadata and pixel data location, or None when not yet recorded."""
-        with self.engine.connect() as conn:
-            row = conn.execute(_DETAILS, {"pk": instance.pk}).first()
-        if row is None:
-            return None
-        return _instance_details(row)
+        return self.details_of([instance]).get(instance.pk)
 
     def details_of(self, found: Sequence[StoredInstance]) -> dict[int, InstanceDetails]:
         """The details of these instances by primary key, in one read; those not yet recorded are absent."""

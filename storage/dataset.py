@@ -167,7 +167,8 @@ def inflated_copy(fp: BinaryIO, max_bytes: int) -> BinaryIO:
     """A Deflated Explicit VR Little Endian file (PS3.5 A.5) as the Explicit VR Little Endian file it
     deflates, in a spool (memory up to 4 MiB, then disk): what pydicom would inflate in memory,
     whole and without a bound. InflationLimit beyond ``max_bytes``, or beyond 200 times the
-    deflated size (at least 64 MiB). The caller closes the copy."""
+    deflated size (at least 64 MiB). The copy's reads are capped at what it holds (CappedReads);
+    the caller closes it."""
     start = fp.tell()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -191,7 +192,7 @@ def inflated_copy(fp: BinaryIO, max_bytes: int) -> BinaryIO:
                 copy.write(data)
                 chunk = inflater.unconsumed_tail
         copy.seek(0)
-        return copy
+        return CappedReads(copy)
     except zlib.error as exc:
         copy.close()
         raise InflationLimit(f"the deflated data set cannot be inflated: {exc}") from None

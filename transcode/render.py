@@ -163,7 +163,7 @@ def to_8bit(array: np.ndarray, ds: pydicom.Dataset, photometric: str, window: Wi
             table = _grey(np.arange(low, high + 1, dtype=np.int64), ds, photometric, window)
             if not low:
                 return table[array]
-            return table[array - np.array(low, array.dtype)] if low > 0 else table[array.astype(np.int64) - low]
+            return table[array - np.array(low, array.dtype)] if low > 0 else table[array.astype(np.int32) - low]
     return _grey(array, ds, photometric, window)
 
 

@@ -191,8 +191,7 @@ def received_copy(spool: BinaryIO, candidates: Sequence[str], seed: str | None,
     it has no acceptable form. Whatever a damaged instance raises, it raises."""
     spool = CappedReads(spool)   # a received file: a damaged length must not cost its declared size
     source = transfer_syntax(spool)
-    with (CappedReads(inflated_copy(spool, max_inflated_bytes)) if source == DEFLATED else nullcontext(spool)) \
-            as readable:
+    with (inflated_copy(spool, max_inflated_bytes) if source == DEFLATED else nullcontext(spool)) as readable:
         ds = read_header(readable)
         pixels = PixelDescription.from_dataset(ds) if "Rows" in ds else None
         target = next((source if ts in (ANY_TRANSFER_SYNTAX, source) else ts for ts in candidates
