@@ -6,7 +6,7 @@ run count; bench.before_after runs the older, broader benchmarks).
     python -m bench.ab /tmp/before [--rounds 6] [--seconds 4] [--only study_rle ...]
 
 Starts gunicorn from each tree (its own deploy/gunicorn.conf.py, fresh data directories), stores
-the same phantom series in both (uncompressed and RLE, as bench.compare makes them), then runs
+the same phantom series in both (uncompressed, RLE and JPEG lossless, as bench.compare makes them), then runs
 each workload (wrk for GETs, bench.compare's STOW clients for stow_ct and stow_tiny) against one
 tree and the other, the order alternating, and prints the median rate of each and the median of
 the per-round ratios (this tree / the other).
@@ -39,7 +39,7 @@ def main() -> None:
                for name, (process, url) in servers.items()}
     try:
         with multiprocessing.Pool(2) as pool:
-            series = {name: compare.make_series(work, name, args.slices, pool) for name in ("ct", "rle")}
+            series = {name: compare.make_series(work, name, args.slices, pool) for name in ("ct", "rle", "jpeg_lossless")}
         for target in targets.values():
             for s in series.values():
                 compare.load(target, s.files)
@@ -54,6 +54,7 @@ def main() -> None:
             "study_ct": (study("ct"), compare.AS_STORED),
             "study_rle": (study("rle"), compare.AS_STORED),
             "study_rle_decoded": (study("rle"), compare.DEFAULT),
+            "study_jpeg_lossless_decoded": (study("jpeg_lossless"), compare.DEFAULT),
             "frames1": (instances("ct", "/frames/1"), compare.FRAMES_ANY),
             "rendered": (instances("ct", "/rendered"), "image/jpeg"),
             "instance": (instances("ct"), compare.AS_STORED),

@@ -137,30 +137,74 @@ _META_READ = 132 + 2048   # the preamble, DICM and the file meta information of 
 def _scanned_transfer_syntax(head: bytes) -> str | None:
     """(0002,0010) found by walking a well-formed explicit VR file meta group in ``head`` (a
     tenth of what pydicom's reading of it costs); None for anything else, which pydicom reads."""
+    for element, vr, _, start, end in _meta_elements(head)[0]:
+        if element == 0x0010:
+            if vr != b"UI":
+                return None
+            try:
+                return head[start:end].rstrip(b"\0 ").decode("ascii") or None
+            except UnicodeDecodeError:
+                return None
+    return None
+
+
+def _meta_elements(head: bytes) -> tuple[list[tuple[int, bytes, int, int, int]], int | None]:
+    """The elements of the explicit VR file meta group after the preamble and DICM at the start
+    of ``head``, each as (element number, VR, element start, value start, value end), and where
+    the group ends (None unless an element of another group is seen after it: the walk stops
+    at the end of ``head`` and at anything not well formed)."""
+    found: list[tuple[int, bytes, int, int, int]] = []
     if head[128:132] != b"DICM":
-        return None
+        return found, None
     position = 132
     while position + 8 <= len(head):
         group, element = struct.unpack_from("<HH", head, position)
+        if group != 2:
+            return found, position if found else None
         vr = head[position + 4:position + 6]
-        if group != 2 or not vr.isalpha() or not vr.isupper():
-            return None
+        if not vr.isalpha() or not vr.isupper():
+            return found, None
         if vr in _LONG_VRS:
             if position + 12 > len(head):
-                return None
+                return found, None
             (length,), at = struct.unpack_from("<I", head, position + 8), position + 12
         else:
             (length,), at = struct.unpack_from("<H", head, position + 6), position + 8
-        if element == 0x0010:
-            value = head[at:at + length]
-            if len(value) < length or vr != b"UI":
-                return None
-            try:
-                return value.rstrip(b"\0 ").decode("ascii") or None
-            except UnicodeDecodeError:
-                return None
+        if at + length > len(head):
+            return found, None
+        found.append((element, vr, position, at, at + length))
         position = at + length
-    return None
+    return found, None
+
+
+def decoded_prefix(prefix: bytes) -> bytes | None:
+    """What comes before Pixel Data in the same file decoded to Explicit VR Little Endian, for
+    the start of an encapsulated Part 10 file up to where its first fragment's data begins: its
+    data set as it is — an encapsulated syntax encodes the data set in explicit VR little endian
+    (PS3.5 A.4), the very bytes the decoded file has where decoding changes no attribute (the
+    caller's to know: lossless, one sample per pixel) — after its file meta group naming the new
+    syntax. None when the prefix is not laid out so (meta group, explicit VR data set, Pixel Data
+    of undefined length as OB or OW, its offset table item, the first fragment's item header)."""
+    elements, meta_end = _meta_elements(prefix)
+    if meta_end is None or not any(element == 0x0010 for element, *_ in elements):
+        return None
+    if prefix[meta_end + 4:meta_end + 6] not in _KNOWN_VRS:
+        return None
+    pixels = max(prefix.rfind(element, meta_end) for element in _ENCAPSULATED_PIXEL_DATA)
+    if pixels < 0 or prefix[pixels + 12:pixels + 16] != _ITEM_HEADER or len(prefix) < pixels + 20:
+        return None
+    (table,) = struct.unpack_from("<I", prefix, pixels + 16)
+    if pixels + 20 + table + 8 != len(prefix) or prefix[-8:-4] != _ITEM_HEADER:
+        return None
+    syntax = EXPLICIT_VR_LITTLE_ENDIAN.encode() + b"\0" * (len(EXPLICIT_VR_LITTLE_ENDIAN) % 2)
+    meta = b"".join(struct.pack("<HH2sH", 2, 0x0010, b"UI", len(syntax)) + syntax if element == 0x0010
+                    else prefix[start:end]
+                    for element, _, start, _, end in elements if element != 0x0000)
+    return prefix[:132] + struct.pack("<HH2sHI", 2, 0x0000, b"UL", 4, len(meta)) + meta + prefix[meta_end:pixels]
+
+
+_ENCAPSULATED_PIXEL_DATA = [b"\xe0\x7f\x10\x00" + vr + b"\x00\x00\xff\xff\xff\xff" for vr in (b"OB", b"OW")]   # OW: GDCM's
+_ITEM_HEADER = b"\xfe\xff\x00\xe0"
 
 
 def inflated_copy(fp: BinaryIO, max_bytes: int) -> BinaryIO:
@@ -314,6 +358,8 @@ def reason(exc: Exception) -> str:
 
 
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
+_KNOWN_VRS = _LONG_VRS | {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"PN",
+                         b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
 _ITEM, _SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
 

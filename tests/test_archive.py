@@ -439,3 +439,48 @@ def test_a_file_meta_cut_anywhere_is_left_to_pydicom(cut):
     head = ct_instance(generate_uid(), generate_uid(), rows=8, columns=8)[:132] + b"\x02\x00\x01\x00OB\x00\x00\x02\x00\x00\x00\x00\x01"
     assert _scanned_transfer_syntax(head[:cut]) is None
     assert transfer_syntax(io.BytesIO(head[:cut])) is None
+
+
+def test_the_decoded_prefix_of_an_encapsulated_file_reads_as_its_data_set():
+    """storage.dataset.decoded_prefix copies an encapsulated file's data set bytes behind a file
+    meta group naming Explicit VR Little Endian: over pydicom's encapsulated files, pydicom reads
+    back the same data set and the same meta but for the syntax; where the data set is not
+    explicit VR (a file that lies about its encoding) it declines."""
+    import io
+    import warnings
+
+    import pydicom
+
+    from storage.dataset import _meta_elements, decoded_prefix, read_until_pixels
+    from tests.conftest import pydicom_test_files
+
+    checked = declined = 0
+    for path in pydicom_test_files():
+        data = path.read_bytes()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds, location = read_until_pixels(io.BytesIO(data))
+                implicit = ds.is_implicit_VR
+        except Exception:
+            continue
+        if location is None or not location.frames:
+            continue
+        prefix = data[:location.frames[0][0][0]]
+        copied = decoded_prefix(prefix)
+        if copied is None:
+            declined += 1
+            continue
+        assert not implicit, path.name
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            back = pydicom.dcmread(io.BytesIO(copied))
+        assert back.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1", path.name
+        assert _meta_elements(copied)[1] == 144 + back.file_meta.FileMetaInformationGroupLength, path.name
+        assert {e.tag: e.value for e in back.file_meta if e.tag not in (0x00020000, 0x00020010)} == \
+            {e.tag: e.value for e in ds.file_meta if e.tag not in (0x00020000, 0x00020010)}, path.name
+        assert list(back) == list(ds), path.name
+        for cut in range(0, len(prefix), max(1, len(prefix) // 40)):   # any other prefix: declined, no error
+            assert decoded_prefix(prefix[:cut]) is None
+        checked += 1
+    assert checked >= 20 and declined >= 1, (checked, declined)

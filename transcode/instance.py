@@ -20,7 +20,7 @@ import struct
 import tempfile
 import warnings
 from dataclasses import replace
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 import pydicom
@@ -193,27 +193,15 @@ def write_streamed(header: pydicom.Dataset, frames: Iterable[tuple[bytes, PixelD
     Compressed frames are encoded into a spool first, so that the Basic Offset Table and the
     lossy compression ratio, which come before them, are known.
     """
+    if target in UNCOMPRESSED:
+        for piece in uncompressed_pieces(lambda: header, frames, count, source, target):
+            out.write(piece)
+        return
     frames = iter(frames)
     with warnings.catch_warnings(), tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY) as encoded:
         warnings.simplefilter("ignore")
         if source not in UNCOMPRESSED and TRANSFER_SYNTAXES[source].lossy:
             _mark_lossy(header, TRANSFER_SYNTAXES[source].lossy_method, None)
-        if target in UNCOMPRESSED:
-            first, description = next(frames)
-            _describe(header, description.photometric_interpretation, description)
-            little = target != EXPLICIT_VR_BIG_ENDIAN
-            if not little:
-                _swap_byte_order(header)
-            _write_dataset(header, target, out)
-            length = description.frame_length * count
-            vr = b"OW" if description.bits_allocated > 8 else b"OB"
-            _element_header(out, 0x7FE00010, vr, length + length % 2, little, target == IMPLICIT_VR_LITTLE_ENDIAN)
-            word = description.bits_allocated // 8
-            for frame in itertools.chain([first], (f for f, _ in frames)):
-                out.write(frame if little or word == 1 else
-                          np.frombuffer(frame, f"<u{word}").astype(f">u{word}").tobytes())
-            out.write(b"\0" * (length % 2))
-            return
         sizes, photometric, description = [], None, None
         for frame, description in frames:
             data, photometric = encode_frame(frame, description, target)
@@ -235,6 +223,43 @@ def write_streamed(header: pydicom.Dataset, frames: Iterable[tuple[bytes, PixelD
             out.write(struct.pack("<HHI", 0xFFFE, 0xE000, size))
             shutil.copyfileobj(_Limited(encoded, size), out)
         out.write(struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
+
+
+def uncompressed_pieces(header: Callable[[], pydicom.Dataset], frames: Iterable[tuple[bytes, PixelDescription]],
+                        count: int, source: str, target: str, prefix: bytes | None = None) -> Iterator[bytes]:
+    """A Part 10 instance in the uncompressed ``target``, in pieces made as they are asked for: the
+    data set up to Pixel Data (``header()``, written by pydicom), the Pixel Data element's header,
+    then the frames, given as native little endian pixels, one at a time. ``prefix``, where given,
+    is the data set up to Pixel Data already in ``target`` (storage.dataset.decoded_prefix), sent
+    as it is when the first frame confirms that decoding keeps it (one sample a pixel)."""
+    frames = iter(frames)
+    first, description = next(frames, (None, None))
+    if description is None:
+        raise CodecError("the instance has no frames")
+    little = target != EXPLICIT_VR_BIG_ENDIAN
+    lossy = source not in UNCOMPRESSED and TRANSFER_SYNTAXES[source].lossy
+    out = io.BytesIO()
+    if prefix is not None and target == EXPLICIT_VR_LITTLE_ENDIAN and not lossy and description.samples_per_pixel == 1:
+        out.write(prefix)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = header()
+            if lossy:
+                _mark_lossy(dataset, TRANSFER_SYNTAXES[source].lossy_method, None)
+            _describe(dataset, description.photometric_interpretation, description)
+            if not little:
+                _swap_byte_order(dataset)
+            _write_dataset(dataset, target, out)
+    length = description.frame_length * count
+    vr = b"OW" if description.bits_allocated > 8 else b"OB"
+    _element_header(out, 0x7FE00010, vr, length + length % 2, little, target == IMPLICIT_VR_LITTLE_ENDIAN)
+    yield out.getvalue()   # the data set and the element's header in one piece: one write, not two
+    word = description.bits_allocated // 8
+    for frame in itertools.chain([first], (f for f, _ in frames)):
+        yield frame if little or word == 1 else np.frombuffer(frame, f"<u{word}").astype(f">u{word}").tobytes()
+    if length % 2:
+        yield b"\0"
 
 
 _SPOOL_MEMORY = 4 << 20   # of encoded frames kept in memory before the spool goes to disk

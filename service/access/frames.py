@@ -20,7 +20,7 @@ import pydicom
 from storage import Archive, StoredInstance
 from storage.blobs import BodyPiece
 from storage.catalog import InstanceDetails
-from storage.dataset import DEFLATED, PixelLocation, read_until_pixels
+from storage.dataset import DEFLATED, PixelLocation, decoded_prefix, read_until_pixels
 from transcode import DECODABLE, CodecError, PixelDescription, can_transcode, transcode
 from transcode.codecs import decode_frame, encode_frame
 from transcode.render import stored_bits
@@ -152,6 +152,7 @@ class FrameReader:
         self.archive, self.stored, self.details, self.pixels = archive, stored, details, pixels
         self._whole: tuple[bytes, PixelDescription] | None = None
         self._inflated: tuple[BinaryIO, PixelLocation | None] | None = None
+        self._prefix_bytes: bytes | None = None
 
     def _in_place(self) -> bool:
         return frames_in_place(self.stored, self.details, self.pixels)
@@ -170,19 +171,45 @@ class FrameReader:
             return None
         return copy, location.offset
 
+    def one_by_one(self) -> bool:
+        """Whether the frames can be read one by one (whole bytes a sample, and in place, mapped
+        to fragments, or in a deflated instance's inflated copy)."""
+        return self.pixels.bits_allocated % 8 == 0 and (self._prefix_end() is not None
+                                                       or self.inflated_frames() is not None)
+
+    def _prefix_end(self) -> int | None:
+        """Where the blob's bytes before the pixel values end, when known: in place, the value's
+        offset; encapsulated, that of the first fragment's data."""
+        syntax, details = self.stored.transfer_syntax_uid, self.details
+        return details.pixel_offset if self._in_place() else \
+            details.fragments[0][0][0] if syntax not in UNCOMPRESSED and details.fragments else None
+
+    def _prefix(self) -> bytes:
+        if self._prefix_bytes is None:
+            self._prefix_bytes = self.archive.read(self.stored, 0, self._prefix_end())
+        return self._prefix_bytes
+
     def streaming_header(self) -> pydicom.Dataset | None:
         """The data set up to Pixel Data when the frames can be read one by one, else None. What
         follows Pixel Data (trailing padding, digital signatures, which a new encoding
         invalidates) is left out, as in transcode.transcode."""
         if self.pixels.bits_allocated % 8:
             return None
-        syntax, details = self.stored.transfer_syntax_uid, self.details
-        end = details.pixel_offset if self._in_place() else \
-            details.fragments[0][0][0] if syntax not in UNCOMPRESSED and details.fragments else None
-        if end is not None:
-            return read_header(io.BytesIO(self.archive.read(self.stored, 0, end)))
+        if self._prefix_end() is not None:
+            return read_header(io.BytesIO(self._prefix()))
         inflated = self.inflated_frames()
         return read_until_pixels(inflated[0])[0] if inflated is not None else None
+
+    def decoded_prefix(self) -> bytes | None:
+        """The bytes before Pixel Data of this instance decoded to Explicit VR Little Endian, taken
+        from the blob, for an encapsulated, losslessly compressed instance of one sample a pixel,
+        whose data set decoding leaves as it is (storage.dataset.decoded_prefix); None for others.
+        Reading and writing that data set with pydicom instead took 1.7 ms of a 512² RLE slice's 4."""
+        syntax = self.stored.transfer_syntax_uid
+        if syntax in UNCOMPRESSED or TRANSFER_SYNTAXES.get(syntax) is None or TRANSFER_SYNTAXES[syntax].lossy \
+                or self.pixels.samples_per_pixel != 1 or not self.one_by_one() or self._prefix_end() is None:
+            return None
+        return decoded_prefix(self._prefix())
 
     def dataset(self) -> pydicom.Dataset:
         """The data set up to Pixel Data, read afresh: from the blob's prefix where Pixel Data's place is known."""

@@ -16,8 +16,8 @@ from storage.blobs import iter_chunks
 from storage.catalog import InstanceDetails
 from storage.dataset import DEFLATED, CappedReads, InflationLimit, inflated_copy, transfer_syntax
 from transcode import ConversionError, PixelDescription, can_transcode, transcode
-from transcode.instance import streamable, write_streamed
-from transcode.syntaxes import describe
+from transcode.instance import streamable, uncompressed_pieces, write_streamed
+from transcode.syntaxes import UNCOMPRESSED, describe
 
 from ..wire import multipart, urls
 from .deidentify import NotDeidentifiable, deidentify, refusal_of_model
@@ -163,6 +163,11 @@ def convert(archive: Archive, part: PlannedPart, limits: TranscodeLimits, before
                 out.seek(0)
                 return out
             frames = FrameReader.of(archive, part.instance, details) if streamable(target) else None
+            if frames is not None and target in UNCOMPRESSED and frames.one_by_one():
+                for piece in _uncompressed(frames, part, iter(frames.all())):
+                    out.write(piece)
+                out.seek(0)
+                return out
             header = frames.streaming_header() if frames is not None else None
             if header is not None:
                 write_streamed(header, frames.all(), frames.pixels.number_of_frames, source, target, out)
@@ -235,9 +240,40 @@ def body_chunks(archive: Archive, part: PlannedPart, limits: TranscodeLimits,
     if part.as_stored:
         yield from archive.body(part.instance)
         return
-    converted = part.converted if part.converted is not None else convert(
-        archive, part, limits, before_answer=False, details=ahead.get(part.instance) if ahead else None)
-    yield from iter_chunks(converted)   # closes the spool
+    if part.converted is not None:
+        yield from iter_chunks(part.converted)   # closes the spool
+        return
+    details = ahead.get(part.instance) if ahead else None
+    pieces = _pieces_as_read(archive, part, limits, details)
+    yield from pieces if pieces is not None else \
+        iter_chunks(convert(archive, part, limits, before_answer=False, details=details))
+
+
+def _pieces_as_read(archive: Archive, part: PlannedPart, limits: TranscodeLimits,
+                    details: InstanceDetails | None) -> Iterator[bytes] | None:
+    """An instance converted to an uncompressed syntax as the answer reads it, where its frames can
+    be read one by one: the data set, then each frame made in a conversion slot of its own, so
+    that neither the instance nor a slot is held while the client reads (no spool written and
+    read back either: a tenth of a decoded study's time). None for any other conversion."""
+    if part.seed is not None or part.transfer_syntax not in UNCOMPRESSED:
+        return None
+    frames = FrameReader.of(archive, part.instance, details)
+    if frames is None or not frames.one_by_one():
+        return None
+
+    def each_in_a_slot() -> Iterator[tuple[bytes, PixelDescription]]:
+        for number in range(1, frames.pixels.number_of_frames + 1):
+            with limits.slot(before_answer=False):
+                frame = frames.native(number)
+            yield frame
+
+    return _uncompressed(frames, part, each_in_a_slot())
+
+
+def _uncompressed(frames: FrameReader, part: PlannedPart,
+                  each: Iterator[tuple[bytes, PixelDescription]]) -> Iterator[bytes]:
+    return uncompressed_pieces(frames.streaming_header, each, frames.pixels.number_of_frames,
+                               part.instance.transfer_syntax_uid, part.transfer_syntax, frames.decoded_prefix())
 
 
 class DetailsAhead:
