@@ -129,3 +129,18 @@ def test_every_codec_is_safe_in_threads():
     """)
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and "survived" in run.stdout, (run.returncode, run.stderr[-2000:])
+
+
+@pytest.mark.parametrize("shape", ["ct signed 16/12", "mr unsigned 16", "cr 16/12", "palette", "signed 16"])
+@pytest.mark.parametrize("source", ["1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"])
+def test_grey_lossless_jpeg_is_decoded_by_libjpeg_turbo_as_gdcm_decodes_it(shape, source):
+    """Grey lossless JPEG goes to libjpeg-turbo (imagecodecs), twice GDCM's speed: its pixels are GDCM's."""
+    from transcode.codecs import _gdcm_decode, _turbo_decode
+
+    arguments, photometric = SHAPES[shape]
+    pixels = describe(arguments, photometric)
+    data, _ = encode_frame(image(**arguments, seed=3).tobytes(), pixels, source)
+    turbo = _turbo_decode(data, pixels)
+    assert turbo is not None
+    assert turbo[0] == _gdcm_decode(data, pixels, source)[0] == decode_frame(data, pixels, source)[0]
+    assert _turbo_decode(data[:2] + b"\xff\xc3 not a frame header", pixels) is None   # left to GDCM, which says why
