@@ -95,3 +95,17 @@ def test_a_value_too_long_for_its_explicit_vr_becomes_un():
         ds.save_as(implicit, implicit_vr=True, little_endian=True, enforce_file_format=True)
     back = read(transcode(io.BytesIO(implicit.getvalue()), EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN))
     assert back[0x00204000].VR == "UN" and len(back[0x00204000].value) == 70000
+
+
+def test_the_video_syntaxes_are_pydicoms_dictionarys():
+    """Each video transfer syntax under its own UID (an HEVC entry once sat on .110, which PS3.5
+    gives to JPEG XL Lossless); the fragmentable variants of 2023 are not yet known here."""
+    from pydicom._uid_dict import UID_dictionary
+
+    from transcode.syntaxes import TRANSFER_SYNTAXES
+
+    video = {uid for uid, ts in TRANSFER_SYNTAXES.items() if ts.bulk_media_type.startswith("video/")}
+    standard = {uid for uid, (name, kind, *_) in UID_dictionary.items()
+                if kind == "Transfer Syntax" and name.startswith(("MPEG", "HEVC"))}
+    assert video == standard
+    assert "1.2.840.10008.1.2.4.110" not in TRANSFER_SYNTAXES

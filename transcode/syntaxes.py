@@ -42,8 +42,14 @@ _TABLE = [
     TransferSyntax("1.2.840.10008.1.2.4.92", "JPEG 2000 Part 2 Lossless", True, False, "image/jpx"),
     TransferSyntax("1.2.840.10008.1.2.4.93", "JPEG 2000 Part 2", True, True, "image/jpx", "ISO_15444_2"),
     TransferSyntax("1.2.840.10008.1.2.4.100", "MPEG2 MP@ML", True, True, "video/mpeg", "ISO_13818_2"),
+    TransferSyntax("1.2.840.10008.1.2.4.101", "MPEG2 MP@HL", True, True, "video/mpeg", "ISO_13818_2"),
     TransferSyntax("1.2.840.10008.1.2.4.102", "MPEG-4 AVC/H.264", True, True, "video/mp4", "ISO_14496_10"),
-    TransferSyntax("1.2.840.10008.1.2.4.110", "HEVC/H.265", True, True, "video/H265", "ISO_23008_2"),
+    TransferSyntax("1.2.840.10008.1.2.4.103", "MPEG-4 AVC/H.264 BD-compatible", True, True, "video/mp4", "ISO_14496_10"),
+    TransferSyntax("1.2.840.10008.1.2.4.104", "MPEG-4 AVC/H.264 for 2D video", True, True, "video/mp4", "ISO_14496_10"),
+    TransferSyntax("1.2.840.10008.1.2.4.105", "MPEG-4 AVC/H.264 for 3D video", True, True, "video/mp4", "ISO_14496_10"),
+    TransferSyntax("1.2.840.10008.1.2.4.106", "MPEG-4 AVC/H.264 Stereo", True, True, "video/mp4", "ISO_14496_10"),
+    TransferSyntax("1.2.840.10008.1.2.4.107", "HEVC/H.265 Main Profile", True, True, "video/H265", "ISO_23008_2"),
+    TransferSyntax("1.2.840.10008.1.2.4.108", "HEVC/H.265 Main 10 Profile", True, True, "video/H265", "ISO_23008_2"),
 ]
 
 TRANSFER_SYNTAXES: dict[str, TransferSyntax] = {ts.uid: ts for ts in _TABLE}
