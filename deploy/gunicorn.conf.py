@@ -3,21 +3,26 @@ import multiprocessing
 import os
 import tempfile
 
-def _fixed_mmap_threshold() -> None:
+def _malloc_settings() -> None:
     """glibc raises its mmap threshold each time a large block is freed (up to 32 MiB); after
     that, multi-megabyte answers (study metadata) are carved from the threads' arenas, whose
     memory is kept: the workers crept from 250 to 313 MB over 2,880 such answers. A fixed
-    threshold keeps large blocks mapped and returned when freed: 232 → 267 MB, then flat
-    (docs/benchmarks.md). Set here, in the master before the workers fork, it holds for all."""
+    threshold keeps large blocks mapped and returned when freed: 232 → 267 MB, then flat.
+    And each of 32 threads may get an arena of its own (up to 8 a core), each keeping what it
+    freed: two arenas a process took the peak of a mixed load from 225 to 214 MB with no change
+    in rate (docs/benchmarks.md). Set here, in the master before the workers fork, both hold
+    for all."""
     import ctypes
 
     try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)   # M_MMAP_THRESHOLD
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 128 * 1024)   # M_MMAP_THRESHOLD
+        libc.mallopt(-8, 2)            # M_ARENA_MAX
     except (OSError, AttributeError):
         pass   # not glibc: nothing to tune
 
 
-_fixed_mmap_threshold()
+_malloc_settings()
 
 # Prometheus metrics of every worker, added up by GET /metrics (service/metrics.py): set
 # before the app is loaded, a fresh directory each start.
