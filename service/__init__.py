@@ -62,7 +62,9 @@ class _FromProxies:
     """X-Forwarded-For, -Proto, -Host and -Port believed (``hops`` of them, werkzeug's ProxyFix)
     only from a socket peer among the proxy addresses: a client reaching the app directly
     cannot name the host its URLs are built with, or pass for nginx. X-Forwarded-Prefix is
-    never believed (nginx clears it too); a prefix is DICOMWEB_PUBLIC_URL's."""
+    never believed (nginx clears it too); a prefix is DICOMWEB_PUBLIC_URL's. A client reaching
+    the app directly with a Host that names no port (dicomweb-client sends it so) connected to
+    the socket's port: URLs handed back name that port (``with_socket_port``)."""
 
     def __init__(self, app, hops: int, addresses: tuple[str, ...]) -> None:  # noqa: ANN001
         self.plain, self.addresses = app, addresses
@@ -71,7 +73,21 @@ class _FromProxies:
     def __call__(self, environ: dict, start_response):  # noqa: ANN204
         environ[SOCKET_PEER_ENVIRON_KEY] = environ.get("REMOTE_ADDR")
         trusted = self.fixed is not self.plain and in_networks(environ.get("REMOTE_ADDR"), self.addresses)
-        return (self.fixed if trusted else self.plain)(environ, start_response)
+        if trusted:
+            return self.fixed(environ, start_response)
+        host = environ.get("HTTP_HOST")
+        if host:
+            environ["HTTP_HOST"] = with_socket_port(host, environ.get("SERVER_PORT"), environ.get("wsgi.url_scheme"))
+        return self.plain(environ, start_response)
+
+
+def with_socket_port(host: str, port: str | None, scheme: str | None) -> str:
+    """``host`` with the port the client connected to when it names none and that port is not
+    the scheme's default (HTTP/1.1 takes a Host without port to mean the default)."""
+    named = host.rsplit("]", 1)[-1] if host.startswith("[") else host   # an IPv6 literal holds colons
+    if ":" in named or not port or not port.isdigit() or int(port) == (443 if scheme == "https" else 80):
+        return host
+    return f"{host}:{int(port)}"
 
 
 PUBLIC = routes.public_endpoints()   # the route table's: the API description reads the same

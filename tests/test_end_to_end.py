@@ -27,7 +27,7 @@ UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1
 def server(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("e2e")
     port = free_port()
-    # dicomweb-client sends "Host" without the port: the public URL keeps the URLs we hand out right.
+    # Named by DICOMWEB_PUBLIC_URL, as a deployment may be (the test of URLs without it starts its own).
     server = Server({"DICOMWEB_DATA_DIR": str(data_dir), "DICOMWEB_API_KEY": API_KEY,
                      "DICOMWEB_PUBLIC_URL": f"http://127.0.0.1:{port}/dicom-web"}, port, data_dir / "gunicorn.log")
     yield server
@@ -348,6 +348,24 @@ def test_dicomweb_client_metadata(server):
     assert client.retrieve_bulkdata(model["7FE00010"]["BulkDataURI"]) == [original.PixelData]
     r = requests.get(f"{server.dicomweb}/studies/{study_uid}/metadata", headers={**AUTH, "Accept-Encoding": "gzip"})
     assert r.headers["Content-Encoding"] == "gzip" and len(r.json()) == 6
+
+
+def test_dicomweb_client_follows_the_urls_it_is_given_without_a_public_url(tmp_path):
+    """No DICOMWEB_PUBLIC_URL and dicomweb-client's Host without the port: the BulkDataURI and
+    RetrieveURL it is handed name the port it connected to, and following them works."""
+    port = free_port()
+    server = Server({"DICOMWEB_DATA_DIR": str(tmp_path), "DICOMWEB_API_KEY": API_KEY}, port, tmp_path / "gunicorn.log")
+    try:
+        client = client_for(server)
+        study_uid, series_uid, sop_uid = generate_uid(), generate_uid(), generate_uid()
+        original = read(ct_instance(study_uid, series_uid, sop_uid, rows=16, columns=16))
+        stored = client.store_instances([original])
+        assert stored.RetrieveURL == f"http://127.0.0.1:{port}/dicom-web/studies/{study_uid}"
+        model = client.retrieve_instance_metadata(study_uid, series_uid, sop_uid)
+        assert model["7FE00010"]["BulkDataURI"].startswith(f"http://127.0.0.1:{port}/dicom-web/studies/")
+        assert client.retrieve_bulkdata(model["7FE00010"]["BulkDataURI"]) == [original.PixelData]
+    finally:
+        server.stop()
 
 
 def test_dicomweb_client_frames(server):

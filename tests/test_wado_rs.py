@@ -192,6 +192,40 @@ def test_forwarded_headers_from_a_trusted_proxy(tmp_path):
     assert direct.get("/metrics").status_code == 404 and trusting.get("/metrics").status_code == 200
 
 
+
+def test_a_host_without_port_gets_the_port_the_client_connected_to(tmp_path):
+    """dicomweb-client sends Host without the port: the URLs handed back (RetrieveURL,
+    Content-Location, BulkDataURI) name the socket's port, unless a trusted proxy or
+    DICOMWEB_PUBLIC_URL says otherwise."""
+    from service import create_app, with_socket_port
+    from tests.conftest import make_config
+
+    assert with_socket_port("archive.example", "8080", "http") == "archive.example:8080"
+    assert with_socket_port("archive.example:9000", "8080", "http") == "archive.example:9000"
+    assert with_socket_port("archive.example", "80", "http") == "archive.example"
+    assert with_socket_port("archive.example", "443", "https") == "archive.example"
+    assert with_socket_port("archive.example", "80", "https") == "archive.example:80"
+    assert with_socket_port("[::1]", "8080", "http") == "[::1]:8080"
+    assert with_socket_port("[::1]:8042", "8080", "http") == "[::1]:8042"
+    assert with_socket_port("archive.example", "", "http") == "archive.example"   # a unix socket
+    data = ct_instance(generate_uid(), generate_uid())
+    ds = read(data)
+    direct = create_app(make_config(tmp_path / "a", auth_enabled=False)).test_client()
+    socket_port = {"SERVER_PORT": "8080"}   # what gunicorn sets from its listening socket
+    r = direct.post("/dicom-web/studies", data=multipart_body([data]), headers={**stow_headers(), "Host": "localhost"},
+                    environ_overrides=socket_port)
+    assert r.get_json()["00081190"]["Value"][0].startswith("http://localhost:8080/dicom-web/studies/")
+    r = direct.get(instance_url(ds), headers={"Accept": ANY, "Host": "localhost"}, environ_overrides=socket_port)
+    [(headers, _)] = split_multipart(r.data, r.headers["Content-Type"])
+    assert headers["content-location"].startswith("http://localhost:8080/dicom-web/studies/")
+    r = direct.get(instance_url(ds) + "/metadata", headers={"Host": "localhost"}, environ_overrides=socket_port)
+    assert r.get_json()[0]["7FE00010"]["BulkDataURI"].startswith("http://localhost:8080/dicom-web/studies/")
+    trusting = create_app(make_config(tmp_path / "b", auth_enabled=False, trusted_proxies=1)).test_client()
+    r = trusting.post("/dicom-web/studies", data=multipart_body([data]), headers={**stow_headers(),
+                      "X-Forwarded-Host": "gw.example.eu", "X-Forwarded-Proto": "https"},
+                      environ_overrides=socket_port)
+    assert r.get_json()["00081190"]["Value"][0].startswith("https://gw.example.eu/dicom-web/studies/")
+
 def instance_url(ds):
     return f"/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
 
