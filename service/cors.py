@@ -2,7 +2,10 @@
 
 Off unless ``DICOMWEB_CORS_ORIGINS`` lists origins (or ``*``). Preflight requests
 carry no credentials, so they are answered before authentication; the actual
-requests still need their API key.
+requests still need their API key. Every answer then says ``Vary: Origin`` (a shared
+cache must not hand one origin's answer to another) and ``Cross-Origin-Resource-Policy:
+cross-origin``, so that rendered images and documents load inside a cross-origin-isolated
+viewer (one served with ``Cross-Origin-Embedder-Policy: require-corp``, as OHIF's builds may).
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from flask import Flask, Response, request
 
 ALLOWED_METHODS = "GET, HEAD, POST, OPTIONS"
 ALLOWED_HEADERS = "Authorization, Accept, Content-Type, If-None-Match, Range"
-EXPOSED_HEADERS = "Warning, Content-Location, Content-Length, Content-Type, ETag"
+EXPOSED_HEADERS = "Warning, Content-Location, Content-Length, Content-Range, Content-Type, ETag, Location"
 MAX_AGE = "600"
 
 
@@ -45,9 +48,12 @@ def install(app: Flask, origins: tuple[str, ...]) -> None:
 
     @app.after_request
     def cross_origin(response: Response) -> Response:
+        if "Access-Control-Allow-Origin" in response.headers:   # a preflight's
+            return response
         allowed = allowed_origin(request.headers.get("Origin"), origins)
-        if allowed and "Access-Control-Allow-Origin" not in response.headers:
+        if allowed:
             response.headers["Access-Control-Allow-Origin"] = allowed
             response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
-            response.headers.add("Vary", "Origin")
+        response.vary.add("Origin")
+        response.headers["Cross-Origin-Resource-Policy"] = "cross-origin"
         return response

@@ -42,6 +42,20 @@ def test_actual_requests_still_need_a_key_and_expose_headers(tmp_path):
     r = client.get(f"/dicom-web/studies?StudyInstanceUID={generate_uid()}",
                    headers={"Origin": VIEWER, "Authorization": f"Bearer {API_KEY}"})
     assert r.status_code == 200 and "Warning" in r.headers["Access-Control-Expose-Headers"]
+    exposed = {name.strip() for name in r.headers["Access-Control-Expose-Headers"].split(",")}
+    assert {"Warning", "Content-Location", "Content-Range", "ETag", "Location"} <= exposed
+    assert r.headers["Vary"] == "Origin" and r.headers["Cross-Origin-Resource-Policy"] == "cross-origin"
+
+
+def test_every_answer_varies_by_origin_once_cors_is_on(tmp_path):
+    """A shared cache must not give an answer made without CORS headers (no Origin, or another
+    origin) to the viewer's origin: every answer says Vary: Origin, once, beside Accept-Encoding."""
+    client = create_app(make_config(tmp_path, cors_origins=(VIEWER,))).test_client()
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    for origin in ({}, {"Origin": "https://evil.example"}):
+        r = client.get(f"/dicom-web/studies?StudyInstanceUID={generate_uid()}", headers={**auth, **origin})
+        assert "Access-Control-Allow-Origin" not in r.headers and r.headers.get_all("Vary").count("Origin") <= 1
+        assert "Origin" in {v.strip() for value in r.headers.get_all("Vary") for v in value.split(",")}
 
 
 def test_off_by_default(app):
