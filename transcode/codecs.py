@@ -227,11 +227,8 @@ def _turbo_decode(data: bytes, pixels: PixelDescription) -> tuple[bytes, PixelDe
     except Exception:   # imagecodecs.Jpeg8Error; GDCM has its say
         return None
     if array.shape != (pixels.rows, pixels.columns) or array.dtype.itemsize * 8 != pixels.bits_allocated:
-        return None
-    native = array.tobytes()
-    if len(native) != pixels.frame_length:
-        return None
-    return native, replace(pixels, planar_configuration=0, number_of_frames=1)
+        return None   # else it holds the frame's length exactly: one sample of bits_allocated a pixel
+    return array.tobytes(), replace(pixels, planar_configuration=0, number_of_frames=1)
 
 
 def _rle_decode(data: bytes, pixels: PixelDescription) -> tuple[bytes, PixelDescription]:

@@ -205,9 +205,9 @@ class FrameReader:
         from the blob, for an encapsulated, losslessly compressed instance of one sample a pixel,
         whose data set decoding leaves as it is (storage.dataset.decoded_prefix); None for others.
         Reading and writing that data set with pydicom instead took 1.7 ms of a 512² RLE slice's 4."""
-        syntax = self.stored.transfer_syntax_uid
-        if syntax in UNCOMPRESSED or TRANSFER_SYNTAXES.get(syntax) is None or TRANSFER_SYNTAXES[syntax].lossy \
-                or self.pixels.samples_per_pixel != 1 or not self.one_by_one() or self._prefix_end() is None:
+        known = TRANSFER_SYNTAXES.get(self.stored.transfer_syntax_uid)
+        if known is None or not known.compressed or known.lossy or self.pixels.samples_per_pixel != 1 \
+                or self._prefix_end() is None:
             return None
         return decoded_prefix(self._prefix())
 

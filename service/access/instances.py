@@ -17,7 +17,7 @@ from storage.catalog import InstanceDetails
 from storage.dataset import DEFLATED, CappedReads, InflationLimit, inflated_copy, transfer_syntax
 from transcode import ConversionError, PixelDescription, can_transcode, transcode
 from transcode.instance import streamable, uncompressed_pieces, write_streamed
-from transcode.syntaxes import UNCOMPRESSED, describe
+from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, UNCOMPRESSED, describe
 
 from ..wire import multipart, urls
 from .deidentify import NotDeidentifiable, deidentify, refusal_of_model
@@ -272,8 +272,10 @@ def _pieces_as_read(archive: Archive, part: PlannedPart, limits: TranscodeLimits
 
 def _uncompressed(frames: FrameReader, part: PlannedPart,
                   each: Iterator[tuple[bytes, PixelDescription]]) -> Iterator[bytes]:
+    target = part.transfer_syntax
     return uncompressed_pieces(frames.streaming_header, each, frames.pixels.number_of_frames,
-                               part.instance.transfer_syntax_uid, part.transfer_syntax, frames.decoded_prefix())
+                               part.instance.transfer_syntax_uid, target,
+                               frames.decoded_prefix() if target == EXPLICIT_VR_LITTLE_ENDIAN else None)
 
 
 class DetailsAhead:
