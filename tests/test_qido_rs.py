@@ -203,3 +203,17 @@ def test_a_value_of_separators_only_is_a_universal_match(client, archive, value)
     everything = uids(get(client, "/studies"))
     r = get(client, f"/studies?AccessionNumber={value}")
     assert r.status_code == 200 and sorted(uids(r)) == sorted(everything) and everything
+
+
+def test_a_study_without_any_modality_leaves_modalities_in_study_out(client, archive):
+    """OHIF 3 reads ModalitiesInStudy's Value unguarded: a study whose instances name no
+    Modality answers without the attribute rather than with ``{"vr": "CS"}``, and the others
+    of the same answer keep theirs."""
+    bare = generate_uid()
+    instance = ct_instance(bare, generate_uid(), rows=8, columns=8, patient_name="Bare^Study", Modality="")
+    assert client.post("/dicom-web/studies", data=multipart_body([instance]), headers=stow_headers()).status_code == 200
+    results = {s["0020000D"]["Value"][0]: s for s in get(client, "/studies?includefield=ModalitiesInStudy").get_json()}
+    assert "00080061" not in results[bare]
+    assert results[archive["thompson"]]["00080061"] == {"vr": "CS", "Value": ["CT"]}
+    [series] = get(client, f"/studies/{bare}/series").get_json()
+    assert series["00080060"] == {"vr": "CS"}   # Modality itself stays, empty, as PS3.18 shows Type 2 values

@@ -14,6 +14,10 @@ from ..wire.tags import KEY
 
 RETRIEVE_URL = KEY.RetrieveURL
 INSTANCE_AVAILABILITY = KEY.InstanceAvailability
+# Left out of a result rather than sent without a value: OHIF 3 reads ModalitiesInStudy's
+# Value unguarded (getModalities), and one study whose instances name no Modality (pydicom's
+# test files hold three) failed its whole study list. docs/conformance.md has the choice.
+OMITTED_WHEN_EMPTY = frozenset({KEY.ModalitiesInStudy})
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 
 
@@ -50,7 +54,8 @@ class ResultFormat:
             else:
                 value = row.get(keyword)
             if value is None or value == "" or value == []:
-                result[tag] = {"vr": vr}
+                if tag not in OMITTED_WHEN_EMPTY:
+                    result[tag] = {"vr": vr}
                 continue
             values = value if isinstance(value, list) else [value]
             result[tag] = {"vr": vr, "Value": _person_names(values) if vr == "PN" else values}
@@ -66,3 +71,12 @@ class ResultFormat:
         series = row.get("SeriesInstanceUID") if self._level != "study" else None
         instance = row.get("SOPInstanceUID") if self._level == "instance" else None
         return urls.retrieve_url(self._base_url, row.get("StudyInstanceUID"), series, instance)
+
+
+def without_empty_omitted(result: dict[str, Any]) -> dict[str, Any]:
+    """An upstream's result shaped as ours are: the attributes of OMITTED_WHEN_EMPTY left out
+    when they hold no value."""
+    if any(tag in result and not result[tag].get("Value") for tag in OMITTED_WHEN_EMPTY):
+        return {tag: element for tag, element in result.items()
+                if not (tag in OMITTED_WHEN_EMPTY and not element.get("Value"))}
+    return result

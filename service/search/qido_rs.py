@@ -11,7 +11,7 @@ from ..wire import multipart, urls
 from ..wire.dicom_xml import json_to_xml
 from ..wire.media import DICOM_JSON, DICOM_XML
 from .qido_params import max_offset, parse_query
-from .qido_response import ResultFormat
+from .qido_response import ResultFormat, without_empty_omitted
 from ..web import archive, base_url, facade, multipart_response, require_uids, settings, wants_xml, warning
 from ..wire.tags import KEY
 
@@ -67,7 +67,7 @@ def _here(result: dict, level: str) -> dict:
         url = urls.retrieve_url(base_url(), study, series if level in ("series", "instance") else None,
                                 instance if level == "instance" else None)
         result = {**result, KEY.RetrieveURL: {"vr": "UR", "Value": [url]}}
-    return result
+    return without_empty_omitted(result)
 
 
 def _search(level: str, scoped: dict[str, str]) -> Response:
