@@ -11,16 +11,17 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from storage.search import QueryError
 
-from . import metrics, routes
+from . import metrics, routes, viewer
 from .auth import (
-    CHALLENGE, PEER_ENVIRON_KEY, PERMISSIONS_ENVIRON_KEY, SOCKET_PEER_ENVIRON_KEY, TRANSACTION_ENVIRON_KEY,
+    CHALLENGE, CREDENTIALS_ENVIRON_KEY, PEER_ENVIRON_KEY, PERMISSIONS_ENVIRON_KEY, SOCKET_PEER_ENVIRON_KEY, TRANSACTION_ENVIRON_KEY,
     AuditMiddleware, PeerSource, identify, presented_key, required_permission,
 )
 from .config import Config, in_networks
 from .errors import BadRequest, DicomWebError, Forbidden, Unauthorized
 from .handover import Handover
 from .limits import TranscodeLimits
-from .wiring import anonymize_secret, make_archive, make_facade
+from .sessions import LoginFailures, Sessions
+from .wiring import anonymize_secret, make_archive, make_facade, session_secret
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,9 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["facade"] = make_facade(config)
     app.extensions["archive"] = make_archive(config)
     app.extensions["anonymize_secret"] = anonymize_secret(config)
+    app.extensions["sessions"] = Sessions(app.extensions["archive"].catalog, session_secret(config),
+                                          config.session_idle_seconds, config.session_max_seconds)
+    app.extensions["login_failures"] = LoginFailures(config.login_failures_per_minute)
     app.extensions["transcode_limits"] = TranscodeLimits(config.transcode_max_bytes, config.transcode_slots,
                                                          config.transcode_wait, config.converted_in_memory_bytes,
                                                          config.spool_dir)
@@ -94,17 +98,25 @@ PUBLIC = routes.public_endpoints()   # the route table's: the API description re
 
 
 def _authenticate() -> None:
-    """Every request but the health, readiness and metrics ones names a known peer's key (or auth is off)."""
+    """Every request but the public ones (health, the API description, people's pages) names a
+    known peer: by its key in Authorization, or, from the viewer's own pages, by a person's
+    session cookie (service.viewer.session_person). Unless authentication is off."""
     config: Config = current_app.config["DICOMWEB"]
     request.environ[TRANSACTION_ENVIRON_KEY] = request.blueprint
     if not config.auth_enabled or request.endpoint in PUBLIC:
         return
-    peer = identify(current_app.extensions["peers"].current(), presented_key(request.headers.get("Authorization")))
+    peers = current_app.extensions["peers"].current()
+    header = request.headers.get("Authorization")
+    if header:
+        peer, credentials = identify(peers, presented_key(header)), "key"
+    else:
+        peer, credentials = viewer.session_person(peers), "session"
     if peer is None:
         raise Unauthorized("a valid API key is required in the Authorization header",
                            {"WWW-Authenticate": CHALLENGE})
     request.environ[PEER_ENVIRON_KEY] = peer.name
     request.environ[PERMISSIONS_ENVIRON_KEY] = ",".join(sorted(peer.permissions))
+    request.environ[CREDENTIALS_ENVIRON_KEY] = credentials
     needed = required_permission(request.method)
     if needed not in peer.permissions:
         raise Forbidden(f"peer {peer.name} has no {needed} permission (the peers file gives it: "

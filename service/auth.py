@@ -19,6 +19,7 @@ from .config import Peer, hash_key, read_peers
 
 PEER_ENVIRON_KEY = "dicomweb.peer"
 PERMISSIONS_ENVIRON_KEY = "dicomweb.permissions"   # the peer's, as "read,store"
+CREDENTIALS_ENVIRON_KEY = "dicomweb.credentials"   # how the peer was known: "key", or "session" (a person's, in the viewer)
 TRANSACTION_ENVIRON_KEY = "dicomweb.transaction"   # the blueprint that answered: stow_rs, qido_rs…
 STUDY_ENVIRON_KEY = "dicomweb.study"
 SOCKET_PEER_ENVIRON_KEY = "dicomweb.socket_peer"   # the address the connection came from, whatever it says
@@ -124,6 +125,7 @@ class AuditMiddleware:
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)) + f".{int(started % 1 * 1000):03d}Z",
             "peer": environ.get(PEER_ENVIRON_KEY),
             "permissions": environ.get(PERMISSIONS_ENVIRON_KEY),
+            "credentials": environ.get(CREDENTIALS_ENVIRON_KEY),
             "remote": environ.get("REMOTE_ADDR"),
             "method": environ.get("REQUEST_METHOD"),
             "path": environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),

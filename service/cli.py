@@ -8,6 +8,7 @@ as the server (service.config).
     dicomweb sweep                          remove what interrupted writes left
     dicomweb backfill                       make the metadata of instances stored before it was kept
     dicomweb migrate                        bring the catalog to this version's schema
+    dicomweb viewer install                 fetch and check the OHIF viewer served at /viewer
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import os
 import re
 import secrets
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
@@ -120,7 +122,8 @@ def keys() -> None:
 @click.argument("name")
 @click.option("--permissions", default="read,store", show_default=True,
               help="what the peer may do: read, store, replace (comma-separated)")
-def keys_add(name: str, permissions: str) -> None:
+@click.option("--person", is_flag=True, help="a person's key, for signing in to the viewer at /viewer/login")
+def keys_add(name: str, permissions: str, person: bool) -> None:
     path = _config().peers_file
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name):
         raise click.UsageError("a peer name is 1 to 64 letters, digits, '-', '_' and '.'")
@@ -133,7 +136,8 @@ def keys_add(name: str, permissions: str) -> None:
     key = secrets.token_urlsafe(32)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as fh:
-        fh.write(f"{name} {hashlib.sha256(key.encode()).hexdigest()} {','.join(sorted(granted))}\n")
+        kind = " person" if person else ""
+        fh.write(f"{name} {hashlib.sha256(key.encode()).hexdigest()} {','.join(sorted(granted))}{kind}\n")
     click.echo(key)
     click.echo(f"(peer {name!r} added to {path}; the key is not stored and will not be shown again)", err=True)
 
@@ -142,7 +146,8 @@ def keys_add(name: str, permissions: str) -> None:
 def keys_list() -> None:
     found = read_peers(_config().peers_file)
     for peer in found.peers:
-        click.echo(f"{peer.name}\t{peer.key_sha256.hex()[:12]}…\t{','.join(sorted(peer.permissions))}")
+        kind = "\tperson" if peer.person else ""
+        click.echo(f"{peer.name}\t{peer.key_sha256.hex()[:12]}…\t{','.join(sorted(peer.permissions))}{kind}")
     for problem in found.problems:
         click.echo(f"skipped: {problem}", err=True)
     if found.problems:
@@ -182,7 +187,11 @@ def check(repair: bool) -> None:
 @main.command(help="Remove blobs no catalog row references, older than an hour (left by interrupted writes), "
                    "and what else interrupted writes left.")
 def sweep() -> None:
-    click.echo(f"removed {_archive(_config()).sweep()} orphaned blob(s)")
+    config = _config()
+    archive = _archive(config)
+    click.echo(f"removed {archive.sweep()} orphaned blob(s)")
+    ended = archive.catalog.forget_sessions(time.time() - max(config.session_idle_seconds, config.session_max_seconds))
+    click.echo(f"forgot {ended} expired viewer session(s)")
 
 
 @main.command(help="Make the stored metadata of instances archived before it was kept.")
@@ -195,6 +204,24 @@ def migrate() -> None:
     config = _config()
     done = migrate_catalog(Catalog(config.catalog_url).engine)
     click.echo("\n".join(done) if done else "the catalog is up to date")
+
+
+@main.group(help="The OHIF viewer served at /viewer.")
+def viewer() -> None:
+    pass
+
+
+@viewer.command("install", help="Fetch @ohif/app at DICOMWEB_VIEWER_VERSION with npm, check its sha512, "
+                                "unpack it under <data dir>/viewer.")
+def viewer_install() -> None:
+    from .viewer.build import ViewerInstallError, install
+
+    config = _config()
+    try:
+        build = install(config.viewer_dir, config.viewer_version, config.viewer_integrity)
+    except ViewerInstallError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"OHIF {config.viewer_version} installed in {build}")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ class Peer:
     name: str
     key_sha256: bytes
     permissions: frozenset[str] = DEFAULT_PERMISSIONS
+    person: bool = False   # a person's key (``keys add --person``): the only kind that signs in to the viewer
 
 
 def parse_permissions(text: str) -> frozenset[str]:
@@ -80,6 +81,13 @@ class Config:
     upstream_threads: int = 16            # per worker: upstreams searched, and instances checked, at once
     upstream_max_json_bytes: int = 16 << 20   # of one upstream answer of search results or metadata
     upstream_max_listed: int = 2000       # instances of a resource listed (and checked) upstream before a retrieve
+    viewer: bool = True                   # the OHIF viewer at /viewer (when installed: `dicomweb viewer install`)
+    viewer_version: str = "3.13.2"        # of @ohif/app on the npm registry…
+    viewer_integrity: str = ""            # …and its tarball's sha512 (default: the one pinned for that version)
+    session_secret: str = ""              # signs viewer sessions; default: <data_dir>/session-secret
+    session_idle_seconds: float = 1800.0  # a viewer session ends after this long unused…
+    session_max_seconds: float = 43200.0  # …and this long after sign-in, whatever its use
+    login_failures_per_minute: int = 10   # failed sign-ins from one client address before it waits
 
     def __post_init__(self) -> None:
         data_dir = Path(self.data_dir)
@@ -95,6 +103,11 @@ class Config:
     @property
     def spool_dir(self) -> Path:
         return self.data_dir / "spool"
+
+    @property
+    def viewer_dir(self) -> Path:
+        """Where `dicomweb viewer install` unpacks the viewer's builds."""
+        return self.data_dir / "viewer"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Config":
@@ -134,6 +147,13 @@ class Config:
             upstream_threads=int(env.get("DICOMWEB_UPSTREAM_THREADS", "16")),
             prometheus_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
             thumbnail_cache_bytes=int(env.get("DICOMWEB_THUMBNAIL_CACHE_BYTES", str(16 << 20))),
+            viewer=_flag(env.get("DICOMWEB_VIEWER", "on"), "DICOMWEB_VIEWER"),
+            viewer_version=env.get("DICOMWEB_VIEWER_VERSION", "3.13.2"),
+            viewer_integrity=env.get("DICOMWEB_VIEWER_INTEGRITY", ""),
+            session_secret=env.get("DICOMWEB_SESSION_SECRET", ""),
+            session_idle_seconds=float(env.get("DICOMWEB_SESSION_IDLE_SECONDS", "1800")),
+            session_max_seconds=float(env.get("DICOMWEB_SESSION_MAX_SECONDS", "43200")),
+            login_failures_per_minute=int(env.get("DICOMWEB_LOGIN_FAILURES_PER_MINUTE", "10")),
         )
 
 
@@ -193,8 +213,9 @@ _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def parse_peers(text: str, source: str = "peers file") -> PeersFile:
-    """Lines of ``<peer name> <sha256 hex of its key> [permissions]``, ``#`` starting a comment;
-    permissions are comma-separated (read, store, replace; default read,store). Read leniently
+    """Lines of ``<peer name> <sha256 hex of its key> [permissions] [person]``, ``#`` starting a
+    comment; permissions are comma-separated (read, store, replace; default read,store);
+    ``person`` marks a person's key, which may sign in to the viewer. Read leniently
     where the meaning is plain: ``sha256sum`` output pasted whole (its trailing ``-``) is the
     digest. A line that cannot be read is skipped, and named in ``problems``: skipping denies
     that one peer, and every other line (a revocation included) still takes effect."""
@@ -206,16 +227,19 @@ def parse_peers(text: str, source: str = "peers file") -> PeersFile:
             continue
         if len(fields) >= 3 and fields[2] == "-":   # "name <digest>  -" from sha256sum
             del fields[2]
+        person = len(fields) >= 3 and fields[-1] == "person"
+        if person:
+            del fields[-1]
         try:
             if len(fields) not in (2, 3) or not _NAME.fullmatch(fields[0]) or not _HEX64.fullmatch(fields[1]):
-                raise ValueError("expected '<peer name> <64 hex digits> [read,store,replace]'")
+                raise ValueError("expected '<peer name> <64 hex digits> [read,store,replace] [person]'")
             if fields[0] in peers:
                 raise ValueError(f"peer {fields[0]!r} is named twice; the first line stands")
             permissions = parse_permissions(fields[2]) if len(fields) == 3 else DEFAULT_PERMISSIONS
         except ValueError as exc:
             problems.append(f"{source}:{number}: {exc}")
             continue
-        peers[fields[0]] = Peer(fields[0], bytes.fromhex(fields[1]), permissions)
+        peers[fields[0]] = Peer(fields[0], bytes.fromhex(fields[1]), permissions, person)
     return PeersFile(tuple(peers.values()), tuple(problems))
 
 

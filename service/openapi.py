@@ -116,6 +116,19 @@ ENDPOINTS: dict[str, dict] = {
                           "answers": {"200": ["text/plain"]}},
     "openapi.openapi_document": {"summary": "this document", "tags": ["operations"],
                          "answers": {"200": ["application/json"]}},
+    "viewer.landing": {"summary": "start page for people", "tags": ["people"], "answers": {"200": ["text/html"]}},
+    "viewer.api_page": {"summary": "this document, readable", "tags": ["people"], "answers": {"200": ["text/html"]}},
+    "viewer.conformance": {"summary": "the conformance statement", "tags": ["people"],
+                           "answers": {"200": ["text/plain"], "404": []}},
+    "viewer.login_form": {"summary": "sign-in form of the viewer", "tags": ["people"],
+                          "answers": {"200": ["text/html"]}},
+    "viewer.login": {"summary": "sign in with a person's key: sets the session cookie", "tags": ["people"],
+                     "body": ["application/x-www-form-urlencoded"],
+                     "answers": {"303": [], "401": ["text/html"], "403": ["application/json"], "429": ["text/html"]}},
+    "viewer.logout_form": {"summary": "sign-out form", "tags": ["people"], "answers": {"200": ["text/html"]}},
+    "viewer.logout": {"summary": "sign out: ends the session", "tags": ["people"], "answers": {"303": []}},
+    "viewer.viewer": {"summary": "the OHIF viewer (its files, and its page for its own routes)", "tags": ["people"],
+                      "answers": {"200": ["text/html", "text/javascript"], "303": [], "404": ["text/html"]}},
 }
 ENDPOINTS["wado_uri_root.wado"] = ENDPOINTS["wado_uri.wado"]
 

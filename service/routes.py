@@ -12,7 +12,7 @@ from typing import Callable
 
 from flask import Blueprint, Flask, Response
 
-from . import health, openapi
+from . import health, openapi, viewer
 from .retrieve import bulkdata_rs, frames_rs, metadata_rs, rendered_rs, wado_rs, wado_uri
 from .search import fhir, qido_rs
 from .store import stow_rs
@@ -77,9 +77,20 @@ ROUTES: tuple[Route, ...] = (
     Route("health", "/ready", health.ready, public=True),
     Route("health", "/metrics", health.prometheus, public=True),   # to DICOMWEB_METRICS_FROM only (the view checks)
     Route("openapi", "/openapi.json", openapi.openapi_document, public=True),
+
+    # For people: these check the viewer session themselves (a page that needs one sends to sign-in).
+    Route("viewer", "/", viewer.landing, public=True),
+    Route("viewer", "/api", viewer.api_page, public=True),
+    Route("viewer", "/conformance", viewer.conformance, public=True),
+    Route("viewer", "/viewer/login", viewer.login_form, public=True),
+    Route("viewer", "/viewer/login", viewer.login, "POST", public=True),
+    Route("viewer", "/viewer/logout", viewer.logout_form, public=True),
+    Route("viewer", "/viewer/logout", viewer.logout, "POST", public=True),
+    Route("viewer", "/viewer/", viewer.viewer, public=True),
+    Route("viewer", "/viewer/<path:path>", viewer.viewer, public=True),
 )
 
-UNPREFIXED = {"health", "openapi", "fhir"}
+UNPREFIXED = {"health", "openapi", "fhir", "viewer"}
 # Older clients know WADO-URI at the server's root too: the same routes, mounted again there.
 ALSO_AT_ROOT = {"wado_uri": "wado_uri_root"}
 

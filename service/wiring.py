@@ -36,9 +36,17 @@ def anonymize_secret(config: Config) -> bytes:
     """DICOMWEB_ANONYMIZE_SECRET, else a random one kept in ``anonymize-secret`` of the data
     directory, made on first use (one per data directory: set the variable where several
     nodes must agree)."""
-    if config.anonymize_secret:
-        return config.anonymize_secret.encode()
-    path = Path(config.data_dir) / "anonymize-secret"
+    return config.anonymize_secret.encode() if config.anonymize_secret else _kept_secret(config, "anonymize-secret")
+
+
+def session_secret(config: Config) -> bytes:
+    """DICOMWEB_SESSION_SECRET, else one kept in ``session-secret`` of the data directory, as
+    for the anonymisation secret (nodes behind one balancer must share it)."""
+    return config.session_secret.encode() if config.session_secret else _kept_secret(config, "session-secret")
+
+
+def _kept_secret(config: Config, name: str) -> bytes:
+    path = Path(config.data_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:

@@ -60,6 +60,11 @@ class Archive:
         self.max_inflated_bytes = max_inflated_bytes   # of a deflated instance's data set, read or stored
         self.spool_memory, self.spool_dir = spool_memory, spool_dir   # of a blob made seekable (spooled)
 
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog, for what keeps its own tables there (viewer sessions)."""
+        return self._catalog
+
     def batch(self, may_replace: bool = True) -> "StoreBatch":
         """A group of instances whose catalog rows are committed together; with ``may_replace``
         False, this batch never replaces stored content, whatever the archive's setting."""

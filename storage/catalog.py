@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import orjson
 from sqlalchemy import bindparam, create_engine, delete, event, func, inspect, select, update
@@ -29,7 +29,7 @@ from .dataset import INSTANCE_KEYWORDS, PATIENT_KEYWORDS, SERIES_KEYWORDS, STUDY
 from .search import Query, count as count_matches, run as run_search
 from .schema import (
     STUDY_PATIENT_NAME, instance_metadata, instances, metadata, patients, pending_blobs, person_name_columns,
-    person_name_tokens, person_name_tokens_of, series, studies,
+    person_name_tokens, person_name_tokens_of, series, studies, viewer_sessions,
 )
 
 # Retrieve runs on every WADO request: its statements are built once, with bound parameters.
@@ -574,6 +574,33 @@ class Catalog:
                 evicted.append(row)
         self.forget([row.pk for row in evicted])
         return [row.blob_key for row in evicted]
+
+    # -- viewer sessions (service.sessions) ------------------------------------
+
+    def open_session(self, token_sha256: str, peer: str, key_sha256: str, now: float) -> None:
+        with self._unsynced_transaction() as conn:
+            conn.execute(viewer_sessions.insert().values(token_sha256=token_sha256, peer=peer, key_sha256=key_sha256,
+                                                         created=now, seen=now, ended=None))
+
+    def session(self, token_sha256: str) -> Any:
+        """The session row (peer, key_sha256, created, seen, ended), or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(viewer_sessions).where(viewer_sessions.c.token_sha256 == token_sha256)).first()
+
+    def touch_session(self, token_sha256: str, now: float) -> None:
+        with self._unsynced_transaction() as conn:
+            conn.execute(update(viewer_sessions).where(viewer_sessions.c.token_sha256 == token_sha256)
+                         .values(seen=now))
+
+    def end_session(self, token_sha256: str, now: float) -> None:
+        with self._writer() as conn, conn.begin():   # durable: a sign-out must outlive a crash
+            conn.execute(update(viewer_sessions).where(viewer_sessions.c.token_sha256 == token_sha256)
+                         .values(ended=now))
+
+    def forget_sessions(self, seen_before: float) -> int:
+        """Remove sessions unused since ``seen_before`` (expired whatever their state); how many."""
+        with self._writer() as conn, conn.begin():
+            return conn.execute(delete(viewer_sessions).where(viewer_sessions.c.seen < seen_before)).rowcount
 
     def ping(self) -> None:
         """Raise if the database cannot be reached."""

@@ -149,3 +149,16 @@ pending_blobs = Table(
     Column("batch", Text(32), primary_key=True),
     Column("since", Float, nullable=False),
 )
+
+# Viewer sessions (service.sessions): the SHA-256 of a session's token (the cookie holds the
+# token, signed), whose key it was opened with (a changed or revoked key ends it), when it
+# began and was last used (absolute and idle expiry), and whether it was signed out.
+viewer_sessions = Table(
+    "viewer_sessions", metadata,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("peer", Text(64), nullable=False),
+    Column("key_sha256", String(64), nullable=False),
+    Column("created", Float, nullable=False),
+    Column("seen", Float, nullable=False),
+    Column("ended", Float),
+)

@@ -126,11 +126,12 @@ def test_a_version_1_catalog_is_refused_until_migrated(env, monkeypatch):
     with sqlite3.connect(path) as db:   # as version 1 made it
         db.execute("ALTER TABLE instances DROP COLUMN upstream")
         db.execute("DROP TABLE pending_blobs")
+        db.execute("DROP TABLE viewer_sessions")
         db.execute("DELETE FROM schema_version WHERE version > 1")
-    with pytest.raises(SchemaOutdated, match="version 1, this code needs 3.*dicomweb migrate"):
+    with pytest.raises(SchemaOutdated, match="version 1, this code needs 4.*dicomweb migrate"):
         Catalog(url).create_schema()
     done = run("migrate").output
-    assert "2: instances.upstream" in done and "3: pending_blobs" in done
+    assert "2: instances.upstream" in done and "3: pending_blobs" in done and "4: viewer_sessions" in done
     Catalog(url).create_schema()
 
 
