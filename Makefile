@@ -3,20 +3,23 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBIAN_STAMP := /var/lib/dicomweb-debian-deps-3
+DEBIAN_STAMP := /var/lib/dicomweb-debian-deps-4
 DICOMWEB_DATA_DIR ?= var
 DICOMWEB_BIND ?= 127.0.0.1:8080
 export DICOMWEB_DATA_DIR
 
-.PHONY: serve test bench bench-compare sweep backfill clean
+.PHONY: serve viewer test bench bench-compare sweep backfill clean
 
 # Debian packages: a Python with venv support; curl for the README examples; DCMTK, which
 # the tests use to check that another toolkit reads what the server writes; nginx and
-# openssl, which the tests put in front of the service as deploy/nginx/ says.
+# openssl, which the tests put in front of the service as deploy/nginx/ says; npm, which
+# fetches the viewer (any npm will do: Debian's is installed only when there is none);
+# chromium, the browser the viewer's tests drive.
 $(DEBIAN_STAMP):
 	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! command -v curl >/dev/null || ! command -v dcmdump >/dev/null \
-			|| ! command -v nginx >/dev/null || ! command -v openssl >/dev/null; then \
-		apt-get update && apt-get install -y python3 python3-venv python3-dev curl dcmtk nginx openssl; fi
+			|| ! command -v nginx >/dev/null || ! command -v openssl >/dev/null || ! command -v chromium >/dev/null; then \
+		apt-get update && apt-get install -y python3 python3-venv python3-dev curl dcmtk nginx openssl chromium; fi
+	@command -v npm >/dev/null || { apt-get update && apt-get install -y npm; }
 	@touch $@ 2>/dev/null || true
 
 $(STAMP): setup.cfg pyproject.toml | $(DEBIAN_STAMP)
@@ -25,12 +28,18 @@ $(STAMP): setup.cfg pyproject.toml | $(DEBIAN_STAMP)
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
 
-serve: $(STAMP)
+# The OHIF viewer at /viewer: fetched once with npm, checked against its pinned sha512. Without
+# it (no npm, no registry) the server still serves everything else and says so at /viewer.
+viewer: $(STAMP)
+	@$(BIN)/dicomweb viewer install || echo "(the viewer is not installed; everything else is served)"
+
+serve: $(STAMP) viewer
 	@mkdir -p $(DICOMWEB_DATA_DIR)
 	@if [ -z "$$DICOMWEB_API_KEY" ] && [ ! -s $(DICOMWEB_DATA_DIR)/api-key ]; then \
 		umask 077; $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(32))' > $(DICOMWEB_DATA_DIR)/api-key; fi
 	@if [ -z "$$DICOMWEB_API_KEY" ]; then echo "API key (stored in $(DICOMWEB_DATA_DIR)/api-key): $$(cat $(DICOMWEB_DATA_DIR)/api-key)"; fi
 	@echo "DICOMweb service on http://$(DICOMWEB_BIND)/dicom-web"
+	@echo "Viewer on http://$(DICOMWEB_BIND)/viewer/ (sign in with a person's key: $(BIN)/dicomweb keys add YOUR-NAME --person)"
 	exec $(BIN)/gunicorn --config deploy/gunicorn.conf.py --bind $(DICOMWEB_BIND) wsgi:app
 
 test: $(STAMP)

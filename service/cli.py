@@ -217,6 +217,9 @@ def viewer_install() -> None:
     from .viewer.build import ViewerInstallError, install
 
     config = _config()
+    if not config.viewer:
+        click.echo("the viewer is turned off (DICOMWEB_VIEWER=off): nothing to install")
+        return
     try:
         build = install(config.viewer_dir, config.viewer_version, config.viewer_integrity)
     except ViewerInstallError as exc:
