@@ -142,3 +142,26 @@ def test_keys_carry_permissions(env):
     from service.config import read_peers
     [peer] = read_peers(env / "var" / "peers").peers
     assert peer.permissions == {"read"} and len(key) > 30
+
+
+def test_a_persons_key_signs_in_to_the_viewer_and_a_systems_does_not(env):
+    system = run("keys", "add", "pacs-b").stdout.strip()
+    person = run("keys", "add", "dr-house", "--person").stdout.strip()
+    assert "dr-house\t" in run("keys", "list").output and "\tperson\n" in run("keys", "list").output
+    browser = create_app().test_client()
+    login = {"headers": {"Origin": "http://localhost"}}
+    assert browser.post("/viewer/login", data={"key": system}, **login).status_code == 401
+    assert browser.post("/viewer/login", data={"key": person}, **login).status_code == 303
+    assert browser.get("/dicom-web/studies").status_code == 200
+    run("keys", "revoke", "dr-house")
+    time.sleep(1.1)   # the peers file is looked at once a second
+    assert browser.get("/dicom-web/studies").status_code == 401
+
+
+def test_viewer_install_says_why_it_cannot(env, monkeypatch):
+    monkeypatch.setenv("DICOMWEB_VIEWER", "off")
+    assert "turned off" in run("viewer", "install").output
+    monkeypatch.setenv("DICOMWEB_VIEWER", "on")
+    monkeypatch.setenv("DICOMWEB_VIEWER_VERSION", "0.0.1-nowhere")
+    failed = run("viewer", "install", ok=False)
+    assert failed.exit_code == 1 and "DICOMWEB_VIEWER_INTEGRITY" in failed.output

@@ -14,7 +14,7 @@ from werkzeug.security import safe_join
 
 from ..auth import identify
 from ..config import Config, Peer
-from ..errors import Forbidden, NotFound
+from ..errors import Forbidden, NotFound, PayloadTooLarge
 from ..sessions import COOKIE, LoginFailures, Sessions
 from . import pages
 from .app_config import app_config
@@ -23,6 +23,7 @@ from .build import installed
 log = logging.getLogger("dicomweb.viewer")
 VIEWER = "/viewer"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+MAX_SIGN_IN_BYTES = 8192
 _HASHED = re.compile(r"(^|\.)[0-9a-f]{16}\.(js|wasm|css)$")   # webpack's content-hashed names: never change
 _PAGE_HEADERS = {   # pages of ours and the viewer's shell: never framed, never cached, no referrer to other sites
     "Cache-Control": "no-store",
@@ -129,6 +130,9 @@ def login_form() -> Response:
 
 def login() -> Response:
     config = _config()
+    # Werkzeug reads a url-encoded body whole, whatever its size: the length is checked first.
+    if request.content_length is None or request.content_length > MAX_SIGN_IN_BYTES:
+        raise PayloadTooLarge(f"a sign-in is a form of at most {MAX_SIGN_IN_BYTES} bytes, sent with its Content-Length")
     next_url = _next_url(request.form.get("next"))
     if not config.auth_enabled:
         return redirect(next_url, 303)
