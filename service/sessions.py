@@ -54,7 +54,7 @@ class Sessions:
         peer = next((p for p in peers if p.name == row.peer), None)
         if peer is None or not peer.person or not secrets.compare_digest(peer.key_sha256.hex(), row.key_sha256):
             return None
-        if now - row.seen > TOUCH_EVERY:
+        if now - row.seen > min(TOUCH_EVERY, self.idle_seconds / 4):
             self._catalog.touch_session(_digest(token), now)
         return peer
 

@@ -212,6 +212,11 @@ def test_sessions_expire_when_idle_and_at_their_absolute_limit(tmp_path):
     for _ in range(8):   # used every 500 s: never idle for 600, until the absolute hour is up
         now[0] += 500
         assert sessions.person(cookie, [person]) == (person if now[0] - 1000 <= 3600 else None)
+    busy = Sessions(catalog, b"secret", idle_seconds=20, max_seconds=3600, clock=lambda: now[0])
+    short = busy.open(person)
+    for _ in range(10):   # used every 10 s with a 20 s idle limit: "last used" kept fresh enough
+        now[0] += 10
+        assert busy.person(short, [person]) == person
     idle = sessions.open(person)
     now[0] += 601
     assert sessions.person(idle, [person]) is None
@@ -314,7 +319,8 @@ def test_the_landing_page_links_what_people_look_for(browser):
 
 
 def test_sign_in_only_sends_people_on_to_the_viewer(browser):
-    for target in ("//evil.example/viewer", "https://evil.example/", "/dicom-web/studies", "/viewer\\@evil"):
+    for target in ("//evil.example/viewer", "https://evil.example/", "/dicom-web/studies", "/viewer\\@evil",
+                   "/viewer/\r\nSet-Cookie: x=1", "/viewer/ x", "/viewer/\u00e9"):
         r = browser.post("/viewer/login", data={"key": PERSON_KEY, "next": target}, headers={"Origin": ORIGIN})
         assert r.headers["Location"] == "/viewer/", target
 

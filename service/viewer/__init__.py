@@ -117,7 +117,8 @@ def _own_page(html: str, status: int = 200) -> Response:
 def _next_url(value: str | None) -> str:
     """Where to go after signing in: a path of the viewer only (never another site)."""
     start = f"{_root()}{VIEWER}/"
-    if value and value.startswith(f"{_root()}{VIEWER}") and not value.startswith("//") and "\\" not in value:
+    plain = value is not None and all(32 < ord(c) < 127 for c in value)   # no controls (a header), no spaces
+    if plain and value.startswith(f"{_root()}{VIEWER}") and not value.startswith("//") and "\\" not in value:
         return value
     return start
 
