@@ -11,7 +11,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from storage.search import QueryError
 
-from . import metrics, routes, viewer
+from . import capabilities, metrics, routes, viewer
 from .auth import (
     CHALLENGE, CREDENTIALS_ENVIRON_KEY, PEER_ENVIRON_KEY, PERMISSIONS_ENVIRON_KEY, SOCKET_PEER_ENVIRON_KEY, TRANSACTION_ENVIRON_KEY,
     AuditMiddleware, PeerSource, identify, presented_key, required_permission,
@@ -52,7 +52,8 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["thumbnails"] = ThumbnailCache(config.thumbnail_cache_bytes)
     routes.register(app, config.url_prefix)
 
-    cors.install(app, config.cors_origins)   # preflights are answered before authentication
+    cors.install(app, config.cors_origins)   # preflights are answered before authentication…
+    capabilities.install(app, config.url_prefix)   # …and so is Retrieve Capabilities (OPTIONS)
     app.before_request(_authenticate)
     _register_error_handlers(app)
 
