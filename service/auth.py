@@ -22,6 +22,7 @@ PERMISSIONS_ENVIRON_KEY = "dicomweb.permissions"   # the peer's, as "read,store"
 CREDENTIALS_ENVIRON_KEY = "dicomweb.credentials"   # how the peer was known: "key", or "session" (a person's, in the viewer)
 TRANSACTION_ENVIRON_KEY = "dicomweb.transaction"   # the blueprint that answered: stow_rs, qido_rs…
 STUDY_ENVIRON_KEY = "dicomweb.study"
+DELETED_ENVIRON_KEY = "dicomweb.deleted"           # instances a DELETE removed
 SOCKET_PEER_ENVIRON_KEY = "dicomweb.socket_peer"   # the address the connection came from, whatever it says
 SCHEMES = ("apikey", "bearer")
 log = logging.getLogger(__name__)
@@ -93,8 +94,8 @@ def identify(peers: Iterable[Peer], key: str | None) -> Peer | None:
 
 
 def required_permission(method: str) -> str:
-    """What a request needs: storing for POST (STOW-RS), reading for everything else here."""
-    return "store" if method == "POST" else "read"
+    """What a request needs: storing for POST (STOW-RS), deleting for DELETE, reading for the rest."""
+    return {"POST": "store", "DELETE": "delete"}.get(method, "read")
 
 
 class AuditMiddleware:
@@ -133,6 +134,7 @@ class AuditMiddleware:
             "bytes_sent": sent,
             "complete": complete,
             "study": environ.get(STUDY_ENVIRON_KEY),
+            **({"deleted": environ[DELETED_ENVIRON_KEY]} if DELETED_ENVIRON_KEY in environ else {}),
             "upstream": environ.get("dicomweb.upstream"),
             "duration_ms": round((time.time() - started) * 1000, 1),
         }

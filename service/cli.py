@@ -121,7 +121,7 @@ def keys() -> None:
 @keys.command("add", help="Make a key for the peer NAME and print it.")
 @click.argument("name")
 @click.option("--permissions", default="read,store", show_default=True,
-              help="what the peer may do: read, store, replace (comma-separated)")
+              help="what the peer may do: read, store, replace, delete (comma-separated)")
 @click.option("--person", is_flag=True, help="a person's key, for signing in to the viewer at /viewer/login")
 def keys_add(name: str, permissions: str, person: bool) -> None:
     path = _config().peers_file

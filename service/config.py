@@ -15,8 +15,8 @@ from typing import Mapping
 
 LOOPBACK = ("127.0.0.0/8", "::1")
 
-# What a peer may do (checked per transaction, service.auth); delete and worklist come later.
-PERMISSIONS = ("read", "store", "replace")
+# What a peer may do (checked per transaction, service.auth); worklist comes later.
+PERMISSIONS = ("read", "store", "replace", "delete")
 DEFAULT_PERMISSIONS = frozenset({"read", "store"})
 
 
@@ -214,7 +214,7 @@ _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 def parse_peers(text: str, source: str = "peers file") -> PeersFile:
     """Lines of ``<peer name> <sha256 hex of its key> [permissions] [person]``, ``#`` starting a
-    comment; permissions are comma-separated (read, store, replace; default read,store);
+    comment; permissions are comma-separated (read, store, replace, delete; default read,store);
     ``person`` marks a person's key, which may sign in to the viewer. Read leniently
     where the meaning is plain: ``sha256sum`` output pasted whole (its trailing ``-``) is the
     digest. A line that cannot be read is skipped, and named in ``problems``: skipping denies
@@ -232,7 +232,7 @@ def parse_peers(text: str, source: str = "peers file") -> PeersFile:
             del fields[-1]
         try:
             if len(fields) not in (2, 3) or not _NAME.fullmatch(fields[0]) or not _HEX64.fullmatch(fields[1]):
-                raise ValueError("expected '<peer name> <64 hex digits> [read,store,replace] [person]'")
+                raise ValueError("expected '<peer name> <64 hex digits> [read,store,replace,delete] [person]'")
             if fields[0] in peers:
                 raise ValueError(f"peer {fields[0]!r} is named twice; the first line stands")
             permissions = parse_permissions(fields[2]) if len(fields) == 3 else DEFAULT_PERMISSIONS

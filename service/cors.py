@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from flask import Flask, Response, request
 
-ALLOWED_METHODS = "GET, HEAD, POST, OPTIONS"
+ALLOWED_METHODS = "GET, HEAD, POST, DELETE, OPTIONS"
 ALLOWED_HEADERS = "Authorization, Accept, Content-Type, If-None-Match, Range"
 EXPOSED_HEADERS = "Warning, Content-Location, Content-Length, Content-Range, Content-Type, ETag, Location"
 MAX_AGE = "600"

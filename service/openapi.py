@@ -61,6 +61,8 @@ ENDPOINTS: dict[str, dict] = {
                       "body": [_DICOM_PARTS, "application/dicom"],
                       "answers": {"200": ["application/dicom+json", "application/dicom+xml"],
                                   "202": ["application/dicom+json"], "409": ["application/dicom+json"]}},
+    "delete_rs.delete": {"summary": "delete a study, series or instance (needs the delete permission)",
+                         "tags": ["lifecycle"], "answers": {"204": [], "404": ["application/json"]}},
     "qido_rs.search_studies": {"summary": "QIDO-RS: search studies", "tags": ["QIDO-RS"], "query": _QIDO,
                                "answers": {"200": ["application/dicom+json", _XML_PARTS]}},
     "qido_rs.search_series": {"summary": "QIDO-RS: search series", "tags": ["QIDO-RS"], "query": _QIDO,

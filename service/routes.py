@@ -15,7 +15,7 @@ from flask import Blueprint, Flask, Response
 from . import health, openapi, viewer
 from .retrieve import bulkdata_rs, frames_rs, metadata_rs, rendered_rs, wado_rs, wado_uri
 from .search import fhir, qido_rs
-from .store import stow_rs
+from .store import delete_rs, stow_rs
 from .web import accepted, require_uids
 
 
@@ -49,6 +49,10 @@ _FRAMES = _INSTANCE + "/frames/<frames>"
 ROUTES: tuple[Route, ...] = (
     Route("stow_rs", "/studies", stow_rs.store, "POST"),
     Route("stow_rs", _STUDY, stow_rs.store, "POST"),
+
+    Route("delete_rs", _STUDY, delete_rs.delete, "DELETE"),
+    Route("delete_rs", _SERIES, delete_rs.delete, "DELETE"),
+    Route("delete_rs", _INSTANCE, delete_rs.delete, "DELETE"),
 
     Route("qido_rs", "/patients", qido_rs.search_patients),
     Route("qido_rs", "/studies", qido_rs.search_studies),

@@ -148,6 +148,30 @@ class Archive:
         """Remove the rows of instances whose blobs are lost, keeping their studies' counts right."""
         self._catalog.forget(pks)
 
+    def delete(self, study_uid: str, series_uid: str | None = None, sop_instance_uid: str | None = None) -> int:
+        """Delete a study, series or instance: invisible once the catalog commits, its blobs removed
+        right after (those that cannot be now are left doomed, for ``remove_doomed`` to retry).
+        How many instances were deleted (0: none matched)."""
+        count = self._catalog.delete(study_uid, series_uid, sop_instance_uid)
+        if count:
+            self.remove_doomed()
+        return count
+
+    def remove_doomed(self, limit: int = 1000, pending_grace: float = PENDING_GRACE) -> int:
+        """Remove up to ``limit`` blobs of deleted instances; how many went. One a row points at
+        again (stored anew with the same content) is kept; one under a directory a store in
+        progress has marked waits for the next call."""
+        removable, _ = self._catalog.removable(self._catalog.doomed(limit), pending_grace)
+        try:
+            failed = set(self._blobs.delete_many(sorted(removable)))
+        except Exception:
+            log.exception("could not remove the blobs of deleted instances; they stay doomed")
+            failed = removable
+        gone = [key for key in sorted(removable) if key not in failed]
+        if gone:
+            self._catalog.forget_doomed(gone)
+        return len(gone)
+
     def metadata(self, found: Sequence[StoredInstance]) -> Iterator[bytes]:
         """Each instance's DICOM JSON, read in chunks so memory stays flat in their number.
 
@@ -239,9 +263,12 @@ class Archive:
               pending_grace: float = PENDING_GRACE) -> int:
         """Delete blobs older than the grace period that no catalog row references and no store in
         progress is writing (storage.catalog.Catalog.mark_pending), and what interrupted writes
-        left: temporary files, S3 multipart uploads, pending marks older than ``pending_grace``."""
+        left: temporary files, S3 multipart uploads, pending marks older than ``pending_grace``;
+        and the blobs of deleted instances that could not be removed when they were deleted."""
         cutoff = (time.time() if now is None else now) - grace_seconds
         removed = 0
+        while gone := self.remove_doomed(pending_grace=pending_grace):
+            removed += gone
         batch: list[str] = []
 
         def flush() -> int:
@@ -280,6 +307,7 @@ class StoreBatch:
         self._pending: list[tuple[int, PendingInstance]] = []
         self._id = uuid.uuid4().hex        # names this batch's pending marks
         self._marked: set[str] = set()     # blob directories marked since the last commit
+        self._doomed: set[str] = set()     # doomed blob keys under them (Catalog.doomed_under)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -311,6 +339,11 @@ class StoreBatch:
             if directory not in self._marked:   # the sweep leaves what is under it until this batch commits
                 self._archive._catalog.mark_pending(directory, self._id)
                 self._marked.add(directory)
+                # Read after the mark: a deleted instance's blob still to be removed is never written
+                # again (its removal could take the new one); removal waits for the mark to go.
+                self._doomed |= self._archive._catalog.doomed_under(directory)
+            if key in self._doomed:
+                key = f"{key.removesuffix('.dcm')}.{uuid.uuid4().hex[:12]}.dcm"
             size = self._archive._blobs.put(key, fp)
         except Exception as exc:
             log.exception("blob write failed for %s", header.sop_instance_uid)
@@ -342,7 +375,7 @@ class StoreBatch:
             for (index, item), registration in zip(pending, registrations):
                 self._outcomes[index] = self._settle(item, registration)
         if self._marked:   # committed or failed, this batch writes nothing more there for now
-            self._marked = set()
+            self._marked, self._doomed = set(), set()
             try:
                 archive._catalog.forget_pending(self._id)
             except Exception:   # the catalog is away: the marks expire after their grace instead

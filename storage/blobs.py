@@ -7,6 +7,7 @@ Every implementation offers the same five operations and raises
 from __future__ import annotations
 
 import io
+import logging
 import os
 import secrets
 import threading
@@ -14,6 +15,8 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, Protocol, Union
+
+log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1 << 20
 TEMP_PREFIX = ".tmp-"
@@ -48,6 +51,9 @@ class BlobStore(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove ``key``; a missing key is not an error."""
+
+    def delete_many(self, keys: list[str]) -> list[str]:
+        """Remove ``keys`` (missing ones are not errors); return those that could not be removed."""
 
     def list(self, prefix: str = "") -> Iterator[tuple[str, float]]:
         """Yield ``(key, modified_unix_time)`` for every blob under ``prefix``."""
@@ -311,6 +317,16 @@ class DiskStore:
             self._path(key).unlink()
         except FileNotFoundError:
             pass
+
+    def delete_many(self, keys: list[str]) -> list[str]:
+        failed = []
+        for key in keys:
+            try:
+                self.delete(key)
+            except OSError:
+                log.exception("could not remove the blob %s", key)
+                failed.append(key)
+        return failed
 
     def _wait_for_all(self) -> None:
         with self._lock:

@@ -29,7 +29,7 @@ from .dataset import INSTANCE_KEYWORDS, PATIENT_KEYWORDS, SERIES_KEYWORDS, STUDY
 from .search import Query, count as count_matches, run as run_search
 from .schema import (
     STUDY_PATIENT_NAME, instance_metadata, instances, metadata, patients, pending_blobs, person_name_columns,
-    person_name_tokens, person_name_tokens_of, series, studies, viewer_sessions,
+    doomed_blobs, person_name_tokens, person_name_tokens_of, series, studies, viewer_sessions,
 )
 
 # Retrieve runs on every WADO request: its statements are built once, with bound parameters.
@@ -186,6 +186,7 @@ class Catalog:
             .returning(instances.c.pk),
         }
         self._statements["mark_pending"] = insert(pending_blobs).on_conflict_do_nothing()
+        self._statements["doom"] = insert(doomed_blobs).on_conflict_do_nothing()
 
     @property
     def is_sqlite(self) -> bool:
@@ -530,29 +531,106 @@ class Catalog:
         if not pks:
             return
         with self._writer() as conn, conn.begin():
-            owners = conn.execute(select(instances.c.series_pk).distinct().where(instances.c.pk.in_(pks))).scalars().all()
-            conn.execute(delete(instance_metadata).where(instance_metadata.c.instance_pk.in_(pks)))
-            conn.execute(delete(instances).where(instances.c.pk.in_(pks)))
-            for series_pk in owners:
-                study_pk = conn.execute(select(series.c.study_pk).where(series.c.pk == series_pk)).scalar_one()
-                left = conn.execute(select(func.count()).where(instances.c.series_pk == series_pk)).scalar_one()
-                if left:
-                    conn.execute(update(series).where(series.c.pk == series_pk).values(
-                        NumberOfSeriesRelatedInstances=left))
-                else:
-                    conn.execute(delete(series).where(series.c.pk == series_pk))
-                remaining = conn.execute(select(series.c.pk, series.c.Modality, series.c.NumberOfSeriesRelatedInstances)
-                                         .where(series.c.study_pk == study_pk)).all()
-                if not remaining:
-                    conn.execute(delete(person_name_tokens).where(person_name_tokens.c.owner_pk == study_pk,
-                                                                  person_name_tokens.c.keyword == STUDY_PATIENT_NAME))
-                    conn.execute(delete(studies).where(studies.c.pk == study_pk))
-                    continue
-                modalities = sorted({r.Modality for r in remaining if r.Modality})
-                conn.execute(update(studies).where(studies.c.pk == study_pk).values(
-                    NumberOfStudyRelatedSeries=len(remaining),
-                    NumberOfStudyRelatedInstances=sum(r.NumberOfSeriesRelatedInstances for r in remaining),
-                    ModalitiesInStudy="\\".join(modalities) or None))
+            self._remove_rows(conn, pks)
+
+    def delete(self, study_uid: str, series_uid: str | None = None, sop_instance_uid: str | None = None,
+               now: float | None = None) -> int:
+        """Delete a study, series or instance: its rows go (counts and ModalitiesInStudy kept right,
+        empty series and studies removed) and its blob keys are doomed, in one durable transaction,
+        the delete's commit point. How many instances went (0: none matched)."""
+        if not self.instances(study_uid, series_uid, sop_instance_uid):
+            return 0
+        for attempt in range(4):
+            try:
+                return self._delete(study_uid, series_uid, sop_instance_uid, time.time() if now is None else now)
+            except OperationalError:   # a deadlock with a store (PostgreSQL chose this one): again
+                if attempt == 3:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        return 0
+
+    def _delete(self, study_uid: str, series_uid: str | None, sop_instance_uid: str | None, now: float) -> int:
+        with self._writer() as conn, conn.begin():
+            # Rows locked in the order a store takes them (its series, then its study; PostgreSQL:
+            # SQLite's writer lock covers all): a store adding to the resource either commits first
+            # and is deleted with it, or waits and then fails whole, reported as a failure (its rows
+            # would name a series or study that is gone).
+            study_pk = select(studies.c.pk).where(studies.c.StudyInstanceUID == study_uid).scalar_subquery()
+            locked = select(series.c.pk).where(series.c.study_pk == study_pk)
+            if series_uid is not None:
+                locked = locked.where(series.c.SeriesInstanceUID == series_uid)
+            conn.execute(locked.order_by(series.c.pk).with_for_update())
+            conn.execute(select(studies.c.pk).where(studies.c.StudyInstanceUID == study_uid).with_for_update())
+            rows = conn.execute(*self._resource_query(study_uid, series_uid, sop_instance_uid)).all()
+            if not rows:
+                return 0
+            self._remove_rows(conn, [row.pk for row in rows])
+            conn.execute(self._statements["doom"], [{"blob_key": key, "since": now}
+                                                   for key in sorted({row.blob_key for row in rows})])
+            return len(rows)
+
+    def _resource_query(self, study_uid: str, series_uid: str | None, sop_instance_uid: str | None):
+        if sop_instance_uid is not None:
+            return _INSTANCE_QUERY, {"study": study_uid, "series": series_uid, "sop": sop_instance_uid}
+        if series_uid is not None:
+            return _SERIES_QUERY, {"study": study_uid, "series": series_uid}
+        return _STUDY_QUERY, {"study": study_uid}
+
+    def _remove_rows(self, conn: Connection, pks: Sequence[int]) -> None:
+        owners = conn.execute(select(instances.c.series_pk).distinct().where(instances.c.pk.in_(pks))).scalars().all()
+        conn.execute(delete(instance_metadata).where(instance_metadata.c.instance_pk.in_(pks)))
+        conn.execute(delete(instances).where(instances.c.pk.in_(pks)))
+        for series_pk in owners:
+            study_pk = conn.execute(select(series.c.study_pk).where(series.c.pk == series_pk)).scalar_one()
+            left = conn.execute(select(func.count()).where(instances.c.series_pk == series_pk)).scalar_one()
+            if left:
+                conn.execute(update(series).where(series.c.pk == series_pk).values(
+                    NumberOfSeriesRelatedInstances=left))
+            else:
+                conn.execute(delete(series).where(series.c.pk == series_pk))
+            remaining = conn.execute(select(series.c.pk, series.c.Modality, series.c.NumberOfSeriesRelatedInstances)
+                                     .where(series.c.study_pk == study_pk)).all()
+            if not remaining:
+                conn.execute(delete(person_name_tokens).where(person_name_tokens.c.owner_pk == study_pk,
+                                                              person_name_tokens.c.keyword == STUDY_PATIENT_NAME))
+                conn.execute(delete(studies).where(studies.c.pk == study_pk))
+                continue
+            modalities = sorted({r.Modality for r in remaining if r.Modality})
+            conn.execute(update(studies).where(studies.c.pk == study_pk).values(
+                NumberOfStudyRelatedSeries=len(remaining),
+                NumberOfStudyRelatedInstances=sum(r.NumberOfSeriesRelatedInstances for r in remaining),
+                ModalitiesInStudy="\\".join(modalities) or None))
+
+    def doomed_under(self, blob_prefix: str) -> set[str]:
+        """The doomed blob keys under a blob directory (a store writing there writes other keys)."""
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(doomed_blobs.c.blob_key).where(
+                doomed_blobs.c.blob_key.startswith(blob_prefix + "/", autoescape=True))).scalars())
+
+    def doomed(self, limit: int = 1000) -> list[str]:
+        """Doomed blob keys, oldest first."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(doomed_blobs.c.blob_key).order_by(doomed_blobs.c.since)
+                                     .limit(limit)).scalars())
+
+    def removable(self, blob_keys: Sequence[str], pending_grace: float) -> tuple[set[str], set[str]]:
+        """Of doomed ``blob_keys``: those to remove now, and those a row points at again (no longer
+        doomed: forgotten here). Keys under a directory a store in progress has marked wait."""
+        if not blob_keys:
+            return set(), set()
+        with self._writer() as conn, conn.begin():
+            used = set(conn.execute(select(instances.c.blob_key).where(instances.c.blob_key.in_(blob_keys))).scalars())
+            prefixes = {key.rsplit("/", 1)[0] for key in blob_keys}
+            busy = set(conn.execute(select(pending_blobs.c.blob_prefix).where(
+                pending_blobs.c.blob_prefix.in_(prefixes), pending_blobs.c.since > time.time() - pending_grace)).scalars())
+            if used:
+                conn.execute(delete(doomed_blobs).where(doomed_blobs.c.blob_key.in_(used)))
+        return {k for k in blob_keys if k not in used and k.rsplit("/", 1)[0] not in busy}, used
+
+    def forget_doomed(self, blob_keys: Sequence[str]) -> None:
+        """These doomed blobs are gone."""
+        with self._writer() as conn, conn.begin():
+            conn.execute(delete(doomed_blobs).where(doomed_blobs.c.blob_key.in_(list(blob_keys))))
 
     def mark_upstream(self, sop_instance_uid: str, upstream: str) -> None:
         """Record that an instance is a facade's copy of an upstream's (and may be evicted)."""

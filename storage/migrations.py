@@ -41,15 +41,22 @@ def _viewer_sessions(conn: Connection) -> None:
     viewer_sessions.create(conn, checkfirst=True)
 
 
+def _doomed_blobs(conn: Connection) -> None:
+    from .schema import doomed_blobs
+
+    doomed_blobs.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "patients, studies, series, instances, instance metadata and name tokens", _initial),
     (2, "instances.upstream: the upstream a facade's cached copy came from", _upstream_column),
     (3, "pending_blobs: blobs of stores in progress, which the sweep leaves", _pending_blobs),
     (4, "viewer_sessions: people signed in to the viewer", _viewer_sessions),
+    (5, "doomed_blobs: blobs of deleted instances, removed after the delete commits", _doomed_blobs),
 ]
 LATEST = MIGRATIONS[-1][0]
 # Columns later migrations add: a catalog made before versions were kept lacks them and is still version 1.
-ADDED_LATER = {"instances.upstream", "pending_blobs", "viewer_sessions"}
+ADDED_LATER = {"instances.upstream", "pending_blobs", "viewer_sessions", "doomed_blobs"}
 
 
 def current(conn: Connection) -> int:

@@ -162,3 +162,12 @@ viewer_sessions = Table(
     Column("seen", Float, nullable=False),
     Column("ended", Float),
 )
+
+# Blobs of deleted instances, waiting to be removed (Archive.remove_doomed): the catalog commit of
+# a delete is its commit point; the blobs go after it, retried until gone. A store that would
+# write one of these keys again writes another (StoreBatch), so removing never races a new write.
+doomed_blobs = Table(
+    "doomed_blobs", metadata,
+    Column("blob_key", Text(400), primary_key=True),
+    Column("since", Float, nullable=False),
+)

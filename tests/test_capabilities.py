@@ -86,7 +86,8 @@ def test_retrieve_lists_every_transfer_syntax_it_can_produce(client):
 
 @pytest.mark.parametrize("path, allow", [
     ("/dicom-web/studies", "GET, HEAD, OPTIONS, POST"),
-    ("/dicom-web/studies/1.2.3", "GET, HEAD, OPTIONS, POST"),
+    ("/dicom-web/studies/1.2.3", "DELETE, GET, HEAD, OPTIONS, POST"),
+    ("/dicom-web/studies/1.2.3/series/4.5", "DELETE, GET, HEAD, OPTIONS"),
     ("/dicom-web/studies/1.2.3/series/4.5/instances/6.7/frames/1,2", "GET, HEAD, OPTIONS"),
     ("/dicom-web/studies/1.2.3/series/4.5/instances/6.7/bulk/7FE00010", "GET, HEAD, OPTIONS"),
     ("/dicom-web/studies/1.2.3/metadata", "GET, HEAD, OPTIONS"),
