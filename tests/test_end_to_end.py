@@ -29,6 +29,7 @@ def server(tmp_path_factory):
     port = free_port()
     # Named by DICOMWEB_PUBLIC_URL, as a deployment may be (the test of URLs without it starts its own).
     server = Server({"DICOMWEB_DATA_DIR": str(data_dir), "DICOMWEB_API_KEY": API_KEY,
+                     "DICOMWEB_API_KEY_PERMISSIONS": "read,store,delete",
                      "DICOMWEB_PUBLIC_URL": f"http://127.0.0.1:{port}/dicom-web"}, port, data_dir / "gunicorn.log")
     yield server
     server.stop()
@@ -413,3 +414,32 @@ def test_stow_of_json_metadata_and_a_jpeg_through_gunicorn(server):
     [stored] = client_for(server).retrieve_study(study)
     assert stored.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"   # decoded for the default Accept
     assert np.abs(stored.pixel_array.astype(int) - pixels.astype(int)).mean() < 4
+
+
+def test_dicomweb_client_deletes_each_level_through_gunicorn(server):
+    client = client_for(server)
+    instances = list(synthetic_study(StudySpec(series=2, instances_per_series=2, rows=16, columns=16)))
+    client.store_instances([read(data) for *_, data in instances])
+    study, series, sop, _ = instances[0]
+    client.delete_instance(study, series, sop)
+    assert requests.get(f"{server.dicomweb}/studies/{study}/series/{series}/instances/{sop}", headers=AUTH).status_code == 404
+    [row] = client.search_for_studies(search_filters={"StudyInstanceUID": study})
+    assert row["00201208"]["Value"] == [3]
+    client.delete_series(study, instances[2][1])
+    [row] = client.search_for_studies(search_filters={"StudyInstanceUID": study})
+    assert row["00201208"]["Value"] == [1] and row["00201206"]["Value"] == [1]
+    client.delete_study(study)
+    assert client.search_for_studies(search_filters={"StudyInstanceUID": study}) == []
+    assert requests.delete(f"{server.dicomweb}/studies/{study}", headers=AUTH).status_code == 404
+    assert requests.delete(f"{server.dicomweb}/studies/{study}").status_code == 401
+
+
+def test_retrieve_capabilities_through_gunicorn(server):
+    import xml.etree.ElementTree as ET
+
+    r = requests.options(server.dicomweb + "/")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/vnd.sun.wadl+xml")
+    base = ET.fromstring(r.content).find("{http://wadl.dev.java.net/2009/02}resources").get("base")
+    assert base == server.dicomweb + "/"   # the public URL, as every URL handed out
+    r = requests.options(server.dicomweb + "/studies/1.2.3/series/4.5/instances/6.7/frames/1")
+    assert r.status_code == 200 and r.headers["Allow"] == "GET, HEAD, OPTIONS"

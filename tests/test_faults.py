@@ -80,3 +80,66 @@ def test_killed_workers_and_server_lose_nothing_acknowledged(tmp_path):
         assert row["00201208"]["Value"] == [len(served)]   # the counts agree with what is there
     finally:
         restarted.stop()
+
+
+def _kill_all(server) -> None:
+    for pid in children(server.process.pid) + [server.process.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    server.process.wait()
+
+
+def test_a_study_killed_while_being_deleted_is_whole_or_gone(tmp_path):
+    """SIGKILL to every process of the server at a few moments of a study's DELETE: after a
+    restart the study is whole (every instance, its blob and the counts) or gone (and, once the
+    sweep has run, so are its blobs); never half of it."""
+    import glob
+
+    env = {"DICOMWEB_DATA_DIR": str(tmp_path / "var"), "DICOMWEB_API_KEY": API_KEY,
+           "DICOMWEB_API_KEY_PERMISSIONS": "read,store,delete"}
+    clean_env = {**{k: v for k, v in os.environ.items() if not k.startswith("DICOMWEB_")}, **env}
+    port = free_port()
+    outcomes = []
+    for delay in (0.0, 0.03, 0.08):
+        server = Server(env, port, tmp_path / f"before-{delay}.log")
+        study = generate_uid()
+        series = generate_uid()
+        for start in range(0, 300, 50):
+            batch = [ct_instance(study, series, number=n, rows=16, columns=16) for n in range(start, start + 50)]
+            assert requests.post(server.dicomweb + "/studies", data=multipart_body(batch),
+                                 headers={**AUTH, **stow_headers()}, timeout=60).status_code == 200
+        thread = threading.Thread(target=lambda: _quietly(requests.delete, f"{server.dicomweb}/studies/{study}",
+                                                          headers=AUTH, timeout=30))
+        thread.start()
+        time.sleep(delay)
+        _kill_all(server)
+        thread.join(30)
+        server = Server(env, port, tmp_path / f"after-{delay}.log")
+        try:
+            found = requests.get(f"{server.dicomweb}/studies", params={"StudyInstanceUID": study}, headers=AUTH).json()
+            check = subprocess.run([sys.executable, "-m", "service.cli", "check"], cwd=ROOT, capture_output=True,
+                                   text=True, env=clean_env)
+            assert " 0 without their blob" in check.stdout, check.stdout + check.stderr
+            if found:
+                assert found[0]["00201208"]["Value"] == [300]
+                r = requests.get(f"{server.dicomweb}/studies/{study}/series/{series}/instances", headers=AUTH).json()
+                assert len(r) == 300
+                outcomes.append("whole")
+            else:
+                subprocess.run([sys.executable, "-m", "service.cli", "sweep"], cwd=ROOT, capture_output=True,
+                               env=clean_env, check=True)
+                assert glob.glob(str(tmp_path / "var" / "blobs" / "*" / "*" / study / "*" / "*.dcm")) == []
+                outcomes.append("gone")
+        finally:
+            server.stop()
+    print("delete killed at 0, 30, 80 ms:", outcomes)   # which each moment gives depends on the machine
+    assert len(outcomes) == 3
+
+
+def _quietly(call, *args, **kwargs):
+    try:
+        call(*args, **kwargs)
+    except requests.RequestException:
+        pass
