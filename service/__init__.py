@@ -96,6 +96,7 @@ def with_socket_port(host: str, port: str | None, scheme: str | None) -> str:
 
 
 PUBLIC = routes.public_endpoints()   # the route table's: the API description reads the same
+PERMISSION_OF = routes.endpoint_permissions()
 
 
 def _authenticate() -> None:
@@ -118,7 +119,7 @@ def _authenticate() -> None:
     request.environ[PEER_ENVIRON_KEY] = peer.name
     request.environ[PERMISSIONS_ENVIRON_KEY] = ",".join(sorted(peer.permissions))
     request.environ[CREDENTIALS_ENVIRON_KEY] = credentials
-    needed = required_permission(request.method)
+    needed = PERMISSION_OF.get(request.endpoint) or required_permission(request.method)
     if needed not in peer.permissions:
         raise Forbidden(f"peer {peer.name} has no {needed} permission (the peers file gives it: "
                         f"'<name> <sha256> {','.join(sorted(peer.permissions | {needed}))}')")

@@ -9,6 +9,7 @@ as the server (service.config).
     dicomweb backfill                       make the metadata of instances stored before it was kept
     dicomweb migrate                        bring the catalog to this version's schema
     dicomweb viewer install                 fetch and check the OHIF viewer served at /viewer
+    dicomweb purge --rejected-before DATE   remove for good what Rejection Notes hid before DATE
 """
 from __future__ import annotations
 
@@ -204,6 +205,19 @@ def migrate() -> None:
     config = _config()
     done = migrate_catalog(Catalog(config.catalog_url).engine)
     click.echo("\n".join(done) if done else "the catalog is up to date")
+
+
+@main.command(help="Remove for good the instances rejected (IOCM Rejection Notes) before DATE.")
+@click.option("--rejected-before", "before", required=True,
+              help="a date (2026-12-01) or date and time (2026-12-01T12:00), local time")
+def purge(before: str) -> None:
+    from datetime import datetime
+
+    try:
+        cutoff = datetime.fromisoformat(before).timestamp()
+    except ValueError:
+        raise click.UsageError(f"--rejected-before: {before!r} is not a date such as 2026-12-01") from None
+    click.echo(f"purged {_archive(_config()).purge_rejected(cutoff)} rejected instance(s)")
 
 
 @main.group(help="The OHIF viewer served at /viewer.")

@@ -12,6 +12,7 @@ from flask import Flask, current_app, jsonify
 
 _UID = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)*$", "maxLength": 64}
 _PATH_PARAMETERS = {
+    "code": ("a rejection code as value^scheme: 113001^DCM, 113037^DCM, 113038^DCM or 113039^DCM", {"type": "string"}),
     "study": ("Study Instance UID", _UID), "series": ("Series Instance UID", _UID),
     "instance": ("SOP Instance UID", _UID),
     "frames": ("frame numbers from 1, comma-separated", {"type": "string", "pattern": r"^[0-9]+(,[0-9]+)*$"}),
@@ -63,6 +64,9 @@ ENDPOINTS: dict[str, dict] = {
                                   "202": ["application/dicom+json"], "409": ["application/dicom+json"]}},
     "delete_rs.delete": {"summary": "delete a study, series or instance (needs the delete permission)",
                          "tags": ["lifecycle"], "answers": {"204": [], "404": ["application/json"]}},
+    "reject_rs.reject": {"summary": "reject (IOCM): a Rejection Note stored, the instances hidden until purged "
+                                    "(code^scheme, e.g. 113001^DCM; needs the delete permission)",
+                         "tags": ["lifecycle"], "answers": {"200": ["application/json"], "404": ["application/json"]}},
     "qido_rs.search_studies": {"summary": "QIDO-RS: search studies", "tags": ["QIDO-RS"], "query": _QIDO,
                                "answers": {"200": ["application/dicom+json", _XML_PARTS]}},
     "qido_rs.search_series": {"summary": "QIDO-RS: search series", "tags": ["QIDO-RS"], "query": _QIDO,

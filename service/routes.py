@@ -15,7 +15,7 @@ from flask import Blueprint, Flask, Response
 from . import health, openapi, viewer
 from .retrieve import bulkdata_rs, frames_rs, metadata_rs, rendered_rs, wado_rs, wado_uri
 from .search import fhir, qido_rs
-from .store import delete_rs, stow_rs
+from .store import delete_rs, reject_rs, stow_rs
 from .web import accepted, require_uids
 
 
@@ -26,6 +26,7 @@ class Route:
     view: Callable[..., Response]
     method: str = "GET"
     public: bool = False   # answered without a key
+    permission: str | None = None   # what the peer needs, when not the method's (service.auth.required_permission)
 
     @property
     def endpoint(self) -> str:
@@ -53,6 +54,8 @@ ROUTES: tuple[Route, ...] = (
     Route("delete_rs", _STUDY, delete_rs.delete, "DELETE"),
     Route("delete_rs", _SERIES, delete_rs.delete, "DELETE"),
     Route("delete_rs", _INSTANCE, delete_rs.delete, "DELETE"),
+    *(Route("reject_rs", resource + "/reject/<code>", reject_rs.reject, "POST", permission="delete")
+      for resource in (_STUDY, _SERIES, _INSTANCE)),
 
     Route("qido_rs", "/patients", qido_rs.search_patients),
     Route("qido_rs", "/studies", qido_rs.search_studies),
@@ -114,3 +117,8 @@ def register(app: Flask, url_prefix: str) -> None:
 def public_endpoints() -> frozenset[str]:
     """The endpoints that need no key."""
     return frozenset(route.endpoint for route in ROUTES if route.public)
+
+
+def endpoint_permissions() -> dict[str, str]:
+    """The endpoints that need another permission than their method's."""
+    return {route.endpoint: route.permission for route in ROUTES if route.permission}

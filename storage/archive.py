@@ -157,6 +157,17 @@ class Archive:
             self.remove_doomed()
         return count
 
+    def reject(self, found: Sequence[StoredInstance], reason: str, note: str) -> int:
+        """Hide ``found`` (a Rejection Note names them), keeping their blobs until purged."""
+        return self._catalog.reject(found, reason, note)
+
+    def purge_rejected(self, before: float) -> int:
+        """Remove for good the instances rejected before ``before`` (unix time); how many."""
+        count = self._catalog.purge_rejected(before)
+        while self.remove_doomed():
+            pass
+        return count
+
     def remove_doomed(self, limit: int = 1000, pending_grace: float = PENDING_GRACE) -> int:
         """Remove up to ``limit`` blobs of deleted instances; how many went. One a row points at
         again (stored anew with the same content) is kept; one under a directory a store in

@@ -29,7 +29,7 @@ from .dataset import INSTANCE_KEYWORDS, PATIENT_KEYWORDS, SERIES_KEYWORDS, STUDY
 from .search import Query, count as count_matches, run as run_search
 from .schema import (
     STUDY_PATIENT_NAME, instance_metadata, instances, metadata, patients, pending_blobs, person_name_columns,
-    doomed_blobs, person_name_tokens, person_name_tokens_of, series, studies, viewer_sessions,
+    doomed_blobs, person_name_tokens, rejected_instances, person_name_tokens_of, series, studies, viewer_sessions,
 )
 
 # Retrieve runs on every WADO request: its statements are built once, with bound parameters.
@@ -506,10 +506,18 @@ class Catalog:
             return set()
         prefixes = {key.rsplit("/", 1)[0] for key in blob_keys}
         with self.engine.connect() as conn:
-            used = set(conn.execute(select(instances.c.blob_key).where(instances.c.blob_key.in_(blob_keys))).scalars())
+            used = self._referenced(conn, blob_keys)
             busy = set(conn.execute(select(pending_blobs.c.blob_prefix).where(
                 pending_blobs.c.blob_prefix.in_(prefixes), pending_blobs.c.since > time.time() - pending_grace)).scalars())
         return {key for key in blob_keys if key not in used and key.rsplit("/", 1)[0] not in busy}
+
+    @staticmethod
+    def _referenced(conn: Connection, blob_keys: Sequence[str]) -> set[str]:
+        """Those of ``blob_keys`` an instance row, or a rejected instance kept until purged, points at."""
+        keys = list(blob_keys)
+        return (set(conn.execute(select(instances.c.blob_key).where(instances.c.blob_key.in_(keys))).scalars())
+                | set(conn.execute(select(rejected_instances.c.blob_key)
+                                   .where(rejected_instances.c.blob_key.in_(keys))).scalars()))
 
     def forget_stale_pending(self, older_than: float) -> int:
         """Remove pending marks older than ``older_than`` seconds (their stores died); how many."""
@@ -601,6 +609,43 @@ class Catalog:
                 NumberOfStudyRelatedInstances=sum(r.NumberOfSeriesRelatedInstances for r in remaining),
                 ModalitiesInStudy="\\".join(modalities) or None))
 
+    def reject(self, found: Sequence[StoredInstance], reason: str, note: str, now: float | None = None) -> int:
+        """Hide ``found`` from every resource (their rows go, counts kept right, as for a delete),
+        keeping their blobs, listed in rejected_instances until purged; how many were still there."""
+        if not found:
+            return 0
+        with self._writer() as conn, conn.begin():
+            pks = set(conn.execute(select(instances.c.pk).where(instances.c.pk.in_([i.pk for i in found]))
+                                   .with_for_update()).scalars())
+            kept = [i for i in found if i.pk in pks]
+            if not kept:
+                return 0
+            when = time.time() if now is None else now
+            conn.execute(rejected_instances.insert(), [
+                {"StudyInstanceUID": i.study_uid, "SeriesInstanceUID": i.series_uid,
+                 "SOPInstanceUID": i.sop_instance_uid, "SOPClassUID": i.sop_class_uid, "blob_key": i.blob_key,
+                 "reason": reason, "note": note, "rejected_at": when} for i in kept])
+            self._remove_rows(conn, sorted(pks))
+            return len(kept)
+
+    def purge_rejected(self, before: float) -> int:
+        """Forget the rejected instances rejected before ``before`` and doom their blobs; how many."""
+        with self._writer() as conn, conn.begin():
+            rows = conn.execute(select(rejected_instances.c.pk, rejected_instances.c.blob_key)
+                                .where(rejected_instances.c.rejected_at < before)).all()
+            if not rows:
+                return 0
+            conn.execute(delete(rejected_instances).where(rejected_instances.c.pk.in_([r.pk for r in rows])))
+            conn.execute(self._statements["doom"], [{"blob_key": key, "since": time.time()}
+                                                   for key in sorted({r.blob_key for r in rows})])
+            return len(rows)
+
+    def rejected(self, study_uid: str) -> list[Any]:
+        """The rejected instances of a study (kept until purged)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(rejected_instances).where(rejected_instances.c.StudyInstanceUID == study_uid)
+                                .order_by(rejected_instances.c.pk)).all()
+
     def doomed_under(self, blob_prefix: str) -> set[str]:
         """The doomed blob keys under a blob directory (a store writing there writes other keys)."""
         with self.engine.connect() as conn:
@@ -619,7 +664,7 @@ class Catalog:
         if not blob_keys:
             return set(), set()
         with self._writer() as conn, conn.begin():
-            used = set(conn.execute(select(instances.c.blob_key).where(instances.c.blob_key.in_(blob_keys))).scalars())
+            used = self._referenced(conn, blob_keys)
             prefixes = {key.rsplit("/", 1)[0] for key in blob_keys}
             busy = set(conn.execute(select(pending_blobs.c.blob_prefix).where(
                 pending_blobs.c.blob_prefix.in_(prefixes), pending_blobs.c.since > time.time() - pending_grace)).scalars())

@@ -47,16 +47,24 @@ def _doomed_blobs(conn: Connection) -> None:
     doomed_blobs.create(conn, checkfirst=True)
 
 
+def _rejected_instances(conn: Connection) -> None:
+    from .schema import rejected_instances
+
+    rejected_instances.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "patients, studies, series, instances, instance metadata and name tokens", _initial),
     (2, "instances.upstream: the upstream a facade's cached copy came from", _upstream_column),
     (3, "pending_blobs: blobs of stores in progress, which the sweep leaves", _pending_blobs),
     (4, "viewer_sessions: people signed in to the viewer", _viewer_sessions),
     (5, "doomed_blobs: blobs of deleted instances, removed after the delete commits", _doomed_blobs),
+    (6, "rejected_instances: instances hidden by a Rejection Note until purged", _rejected_instances),
 ]
 LATEST = MIGRATIONS[-1][0]
 # Columns later migrations add: a catalog made before versions were kept lacks them and is still version 1.
-ADDED_LATER = {"instances.upstream", "pending_blobs", "viewer_sessions", "doomed_blobs"}
+ADDED_LATER = {"instances.upstream", "pending_blobs", "viewer_sessions", "doomed_blobs",
+               "rejected_instances"}
 
 
 def current(conn: Connection) -> int:

@@ -171,3 +171,18 @@ doomed_blobs = Table(
     Column("blob_key", Text(400), primary_key=True),
     Column("since", Float, nullable=False),
 )
+
+# Instances rejected (IHE IOCM: a Rejection Note, service.store.reject_rs): out of every resource,
+# their blobs kept (the sweep leaves them) until `dicomweb purge` removes them.
+rejected_instances = Table(
+    "rejected_instances", metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("StudyInstanceUID", Text(64), nullable=False),
+    Column("SeriesInstanceUID", Text(64), nullable=False),
+    Column("SOPInstanceUID", Text(64), nullable=False),
+    Column("SOPClassUID", Text(64)),
+    Column("blob_key", Text(400), nullable=False, index=True),
+    Column("reason", Text(64), nullable=False),         # the rejection code, as code^scheme
+    Column("note", Text(64), nullable=False),           # the SOP Instance UID of the Rejection Note
+    Column("rejected_at", Float, nullable=False, index=True),
+)

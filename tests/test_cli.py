@@ -128,12 +128,13 @@ def test_a_version_1_catalog_is_refused_until_migrated(env, monkeypatch):
         db.execute("DROP TABLE pending_blobs")
         db.execute("DROP TABLE viewer_sessions")
         db.execute("DROP TABLE doomed_blobs")
+        db.execute("DROP TABLE rejected_instances")
         db.execute("DELETE FROM schema_version WHERE version > 1")
-    with pytest.raises(SchemaOutdated, match="version 1, this code needs 5.*dicomweb migrate"):
+    with pytest.raises(SchemaOutdated, match="version 1, this code needs 6.*dicomweb migrate"):
         Catalog(url).create_schema()
     done = run("migrate").output
     assert all(step in done for step in ("2: instances.upstream", "3: pending_blobs", "4: viewer_sessions",
-                                         "5: doomed_blobs"))
+                                         "5: doomed_blobs", "6: rejected_instances"))
     Catalog(url).create_schema()
 
 

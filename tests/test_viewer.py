@@ -268,6 +268,7 @@ def test_the_app_config_is_made_for_this_server_and_person(browser):
     assert '"routerBasename": "/viewer"' in text and '"qidoRoot": "/dicom-web"' in text
     assert '"wadoRoot": "/dicom-web"' in text and '"dicomUploadEnabled": true' in text
     assert '"thumbnailRendering": "thumbnail"' in text and '"supportsFuzzyMatching": true' in text
+    assert '"supportsReject": false' in text   # dr-house may not delete
     assert "/viewer/login" in text and "error.status === 401" in text
 
 
@@ -344,3 +345,12 @@ def test_hostile_sign_in_bodies_and_cookies_get_4xx(browser):
     for cookie in ("", "x" * 3000, "a.b.c", "\x00\xff", "dicomweb" * 30):
         browser.set_cookie(COOKIE, cookie)
         assert browser.get("/dicom-web/studies").status_code == 401, cookie
+
+
+def test_a_person_who_may_delete_is_offered_reject(tmp_path):
+    peers = (Peer("archivist", hash_key(PERSON_KEY), DEFAULT_PERMISSIONS | {"delete"}, person=True),)
+    config = make_config(tmp_path, peers=peers)
+    stand_in_build(config.data_dir)
+    browser = create_app(config).test_client()
+    sign_in(browser)
+    assert b'"supportsReject": true' in browser.get("/viewer/app-config.js").data

@@ -18,9 +18,10 @@ from flask import Response, request
 from storage import StoreOutcome
 from storage.status import FailureReason
 
-from . import stow_metadata, stow_response
+from . import reject_rs, stow_metadata, stow_response
+from .rejection import KEY_OBJECT_SELECTION
 from .. import metrics
-from ..auth import PERMISSIONS_ENVIRON_KEY
+from ..auth import DELETED_ENVIRON_KEY, PERMISSIONS_ENVIRON_KEY
 from ..wire.dicom_xml import json_to_xml
 from ..errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 from ..wire.media import DICOM, DICOM_JSON, DICOM_XML, MULTIPART_RELATED, parse_media_type, response_format
@@ -58,6 +59,7 @@ def store(study: str | None = None) -> Response:
         batch.add_failure(StoreOutcome(None, None, failure=FailureReason.OUT_OF_RESOURCES, message=(
             "no space is left on this server to receive the instance; the parts after it were not read")))
     outcomes = batch.commit()
+    unapplied = _apply_rejection_notes(outcomes, granted)
     stored = sum(1 for o in outcomes if o.stored)
     metrics.INSTANCES.labels("stored").inc(stored)
     metrics.INSTANCES.labels("failed").inc(len(outcomes) - stored)
@@ -72,7 +74,24 @@ def store(study: str | None = None) -> Response:
     response = Response(body, status=stow_response.response_status(outcomes), mimetype=mimetype)
     for outcome in [o for o in outcomes if not o.stored][:MAX_WARNING_HEADERS]:
         response.headers.add("Warning", warning(f"{outcome.sop_instance_uid or 'part'}: {outcome.message}"))
+    if unapplied:
+        response.headers.add("Warning", warning("Rejection Notes were stored as documents, but this peer has no "
+                                                "delete permission: they rejected nothing"))
     return response
+
+
+def _apply_rejection_notes(outcomes: list[StoreOutcome], granted: str | None) -> bool:
+    """IOCM: a Rejection Note received rejects what it names, for a peer that may delete (or with
+    authentication off); True when notes were stored without effect (the peer may not delete)."""
+    if not any(o.stored and o.sop_class_uid == KEY_OBJECT_SELECTION for o in outcomes):
+        return False
+    notes = reject_rs.received_notes(outcomes)
+    if not notes:
+        return False
+    if granted is not None and "delete" not in granted.split(","):
+        return True
+    request.environ[DELETED_ENVIRON_KEY] = reject_rs.apply_notes(notes)
+    return False
 
 
 Received = Union[tuple[BinaryIO, str], StoreOutcome]

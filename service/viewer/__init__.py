@@ -88,8 +88,8 @@ def _signed_in() -> Peer | None:
         return None
 
 
-def _can_store(person: Peer | None) -> bool:
-    return not _config().auth_enabled or (person is not None and "store" in person.permissions)
+def _may(person: Peer | None, permission: str) -> bool:
+    return not _config().auth_enabled or (person is not None and permission in person.permissions)
 
 
 # -- the landing page ---------------------------------------------------------------------
@@ -269,7 +269,7 @@ def _app_config() -> Response:
         response = _script("window.location.assign(" + repr(f"{_root()}{VIEWER}/login") + ");\n", 401)
         return response
     text = app_config(f"{_root()}{VIEWER}", f"{_root()}{config.url_prefix}", f"{_root()}{VIEWER}/login",
-                      _can_store(person))
+                      _may(person, "store"), _may(person, "delete"))
     return _script(text)
 
 

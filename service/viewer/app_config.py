@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 
 
-def app_config(router_base: str, dicomweb_root: str, login_url: str, can_store: bool) -> str:
+def app_config(router_base: str, dicomweb_root: str, login_url: str, can_store: bool, can_delete: bool = False) -> str:
     """The JavaScript that sets ``window.config``. ``router_base`` is the viewer's path
     ("/viewer"), ``dicomweb_root`` the service root as the browser reaches it ("/dicom-web"),
-    ``login_url`` where an expired session is sent, ``can_store`` whether uploads are offered."""
+    ``login_url`` where an expired session is sent, ``can_store`` whether uploads are offered,
+    ``can_delete`` whether series may be rejected (OHIF's reject calls POST …/reject/113001^DCM)."""
     source = {
         "friendlyName": "this archive",
         "name": "dicomweb",
@@ -28,7 +29,7 @@ def app_config(router_base: str, dicomweb_root: str, login_url: str, can_store: 
         "bulkDataURI": {"enabled": True},
         "omitQuotationForMultipartRequest": True,
         "dicomUploadEnabled": can_store,
-        "supportsReject": False,
+        "supportsReject": can_delete,
     }
     config = {
         "routerBasename": router_base,
