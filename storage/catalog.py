@@ -563,12 +563,7 @@ class Catalog:
             # SQLite's writer lock covers all): a store adding to the resource either commits first
             # and is deleted with it, or waits and then fails whole, reported as a failure (its rows
             # would name a series or study that is gone).
-            study_pk = select(studies.c.pk).where(studies.c.StudyInstanceUID == study_uid).scalar_subquery()
-            locked = select(series.c.pk).where(series.c.study_pk == study_pk)
-            if series_uid is not None:
-                locked = locked.where(series.c.SeriesInstanceUID == series_uid)
-            conn.execute(locked.order_by(series.c.pk).with_for_update())
-            conn.execute(select(studies.c.pk).where(studies.c.StudyInstanceUID == study_uid).with_for_update())
+            self._lock_rows(conn, study_uid, [series_uid] if series_uid is not None else None)
             rows = conn.execute(*self._resource_query(study_uid, series_uid, sop_instance_uid)).all()
             if not rows:
                 return 0
@@ -576,6 +571,16 @@ class Catalog:
             conn.execute(self._statements["doom"], [{"blob_key": key, "since": now}
                                                    for key in sorted({row.blob_key for row in rows})])
             return len(rows)
+
+    @staticmethod
+    def _lock_rows(conn: Connection, study_uid: str, series_uids: Sequence[str] | None) -> None:
+        """Lock the series rows (all of the study's when None), then the study row."""
+        study_pk = select(studies.c.pk).where(studies.c.StudyInstanceUID == study_uid).scalar_subquery()
+        locked = select(series.c.pk).where(series.c.study_pk == study_pk)
+        if series_uids is not None:
+            locked = locked.where(series.c.SeriesInstanceUID.in_(list(series_uids)))
+        conn.execute(locked.order_by(series.c.pk).with_for_update())
+        conn.execute(select(studies.c.pk).where(studies.c.StudyInstanceUID == study_uid).with_for_update())
 
     def _resource_query(self, study_uid: str, series_uid: str | None, sop_instance_uid: str | None):
         if sop_instance_uid is not None:
@@ -610,17 +615,27 @@ class Catalog:
                 ModalitiesInStudy="\\".join(modalities) or None))
 
     def reject(self, found: Sequence[StoredInstance], reason: str, note: str, now: float | None = None) -> int:
-        """Hide ``found`` from every resource (their rows go, counts kept right, as for a delete),
-        keeping their blobs, listed in rejected_instances until purged; how many were still there."""
+        """Hide ``found`` (of one study) from every resource (their rows go, counts kept right, as
+        for a delete), keeping their blobs, listed in rejected_instances until purged; how many
+        were still there."""
         if not found:
             return 0
+        for attempt in range(4):
+            try:
+                return self._reject(found, reason, note, time.time() if now is None else now)
+            except OperationalError:   # a deadlock with a store, as for a delete: again
+                if attempt == 3:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        return 0
+
+    def _reject(self, found: Sequence[StoredInstance], reason: str, note: str, when: float) -> int:
         with self._writer() as conn, conn.begin():
-            pks = set(conn.execute(select(instances.c.pk).where(instances.c.pk.in_([i.pk for i in found]))
-                                   .with_for_update()).scalars())
+            self._lock_rows(conn, found[0].study_uid, sorted({i.series_uid for i in found}))
+            pks = set(conn.execute(select(instances.c.pk).where(instances.c.pk.in_([i.pk for i in found]))).scalars())
             kept = [i for i in found if i.pk in pks]
             if not kept:
                 return 0
-            when = time.time() if now is None else now
             conn.execute(rejected_instances.insert(), [
                 {"StudyInstanceUID": i.study_uid, "SeriesInstanceUID": i.series_uid,
                  "SOPInstanceUID": i.sop_instance_uid, "SOPClassUID": i.sop_class_uid, "blob_key": i.blob_key,

@@ -19,8 +19,8 @@ CODE = "113001^DCM"
 
 
 @pytest.fixture
-def config(tmp_path):
-    return deleting_config(tmp_path)
+def config(tmp_path, catalog_url):
+    return deleting_config(tmp_path, catalog_url=catalog_url)
 
 
 @pytest.fixture

@@ -69,8 +69,11 @@ def apply_notes(notes: Sequence[tuple[str, str, list[tuple[str, str, str]]]]) ->
     store = archive()
     count = 0
     for note, code, referenced in notes:
-        found = [i for study, series, sop in referenced for i in store.instances(study, series, sop)]
-        count += store.reject(found, code, note)
+        by_study: dict[str, list[StoredInstance]] = {}
+        for study, series, sop in referenced:
+            for found in store.instances(study, series, sop):
+                by_study.setdefault(study, []).append(found)
+        count += sum(store.reject(found, code, note) for found in by_study.values())
     return count
 
 
