@@ -80,6 +80,7 @@ def test_purge_removes_what_was_rejected_before_the_date(client, app, study, tmp
     for name in [n for n in __import__("os").environ if n.startswith("DICOMWEB_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("DICOMWEB_DATA_DIR", str(config.data_dir))
+    monkeypatch.setenv("DICOMWEB_CATALOG_URL", config.catalog_url)
     assert CliRunner().invoke(main, ["purge", "--rejected-before", "not-a-date"]).exit_code != 0
     result = CliRunner().invoke(main, ["purge", "--rejected-before", "2999-01-01"], catch_exceptions=False)
     assert "purged 2 rejected instance(s)" in result.output
