@@ -193,6 +193,10 @@ def sweep() -> None:
     click.echo(f"removed {archive.sweep()} orphaned blob(s)")
     ended = archive.catalog.forget_sessions(time.time() - max(config.session_idle_seconds, config.session_max_seconds))
     click.echo(f"forgot {ended} expired viewer session(s)")
+    from .store.commitment_rs import RESULT_DAYS
+
+    kept = archive.catalog.forget_commitments(time.time() - RESULT_DAYS * 86400)
+    click.echo(f"forgot {kept} Storage Commitment result(s) older than {RESULT_DAYS} days")
 
 
 @main.command(help="Make the stored metadata of instances archived before it was kept.")

@@ -12,6 +12,7 @@ from flask import Flask, current_app, jsonify
 
 _UID = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)*$", "maxLength": 64}
 _PATH_PARAMETERS = {
+    "transaction": ("the Transaction UID of a Storage Commitment request", _UID),
     "code": ("a rejection code as value^scheme: 113001^DCM, 113037^DCM, 113038^DCM or 113039^DCM", {"type": "string"}),
     "study": ("Study Instance UID", _UID), "series": ("Series Instance UID", _UID),
     "instance": ("SOP Instance UID", _UID),
@@ -67,6 +68,14 @@ ENDPOINTS: dict[str, dict] = {
     "reject_rs.reject": {"summary": "reject (IOCM): a Rejection Note stored, the instances hidden until purged "
                                     "(code^scheme, e.g. 113001^DCM; needs the delete permission)",
                          "tags": ["lifecycle"], "answers": {"200": ["application/json"], "404": ["application/json"]}},
+    "commitment.request_commitment": {"summary": "Storage Commitment: which of the named instances the archive "
+                                                 "commits to keep (PS3.18 13.4)", "tags": ["lifecycle"],
+                                      "body": ["application/dicom+json", "application/dicom+xml"],
+                                      "answers": {"200": ["application/dicom+json", "application/dicom+xml"],
+                                                  "409": ["application/json"]}},
+    "commitment.check_result": {"summary": "Storage Commitment: the result again (PS3.18 13.5)", "tags": ["lifecycle"],
+                                "answers": {"200": ["application/dicom+json", "application/dicom+xml"],
+                                            "404": ["application/json"]}},
     "qido_rs.search_studies": {"summary": "QIDO-RS: search studies", "tags": ["QIDO-RS"], "query": _QIDO,
                                "answers": {"200": ["application/dicom+json", _XML_PARTS]}},
     "qido_rs.search_series": {"summary": "QIDO-RS: search series", "tags": ["QIDO-RS"], "query": _QIDO,

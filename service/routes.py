@@ -15,7 +15,7 @@ from flask import Blueprint, Flask, Response
 from . import health, openapi, viewer
 from .retrieve import bulkdata_rs, frames_rs, metadata_rs, rendered_rs, wado_rs, wado_uri
 from .search import fhir, qido_rs
-from .store import delete_rs, reject_rs, stow_rs
+from .store import commitment_rs, delete_rs, reject_rs, stow_rs
 from .web import accepted, require_uids
 
 
@@ -56,6 +56,9 @@ ROUTES: tuple[Route, ...] = (
     Route("delete_rs", _INSTANCE, delete_rs.delete, "DELETE"),
     *(Route("reject_rs", resource + "/reject/<code>", reject_rs.reject, "POST", permission="delete")
       for resource in (_STUDY, _SERIES, _INSTANCE)),
+
+    Route("commitment", "/commitment-requests/<transaction>", commitment_rs.request_commitment, "POST"),
+    Route("commitment", "/commitment-requests/<transaction>", commitment_rs.check_result),
 
     Route("qido_rs", "/patients", qido_rs.search_patients),
     Route("qido_rs", "/studies", qido_rs.search_studies),

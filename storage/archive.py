@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import hmac
 import logging
 import shutil
 import os
@@ -156,6 +157,22 @@ class Archive:
         if count:
             self.remove_doomed()
         return count
+
+    def intact(self, instance: StoredInstance) -> bool:
+        """Whether the instance's blob is there and its bytes still have the digest recorded when it
+        was stored (a Storage Commitment commits to nothing less)."""
+        digest = hashlib.sha256()
+        try:
+            reader = self.open(instance)
+            try:
+                for chunk in iter_chunks(reader):
+                    digest.update(chunk)
+            finally:
+                reader.close()
+        except Exception:   # missing, or the store is away: not committed, whatever the cause
+            log.warning("the blob of %s cannot be read to verify it", instance.sop_instance_uid, exc_info=True)
+            return False
+        return hmac.compare_digest(digest.hexdigest(), instance.sha256)
 
     def reject(self, found: Sequence[StoredInstance], reason: str, note: str) -> int:
         """Hide ``found`` (a Rejection Note names them), keeping their blobs until purged."""

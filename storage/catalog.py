@@ -29,11 +29,11 @@ from .dataset import INSTANCE_KEYWORDS, PATIENT_KEYWORDS, SERIES_KEYWORDS, STUDY
 from .search import Query, count as count_matches, run as run_search
 from .schema import (
     STUDY_PATIENT_NAME, instance_metadata, instances, metadata, patients, pending_blobs, person_name_columns,
-    doomed_blobs, person_name_tokens, rejected_instances, person_name_tokens_of, series, studies, viewer_sessions,
+    commitment_results, doomed_blobs, person_name_tokens, rejected_instances, person_name_tokens_of, series, studies, viewer_sessions,
 )
 
 # Retrieve runs on every WADO request: its statements are built once, with bound parameters.
-_RETRIEVE = (
+_STORED = (
     select(
         studies.c.StudyInstanceUID, series.c.SeriesInstanceUID, instances.c.SOPInstanceUID,
         instances.c.SOPClassUID, instances.c.TransferSyntaxUID, instances.c.size, instances.c.blob_key,
@@ -41,7 +41,9 @@ _RETRIEVE = (
     )
     .select_from(instances.join(series, instances.c.series_pk == series.c.pk)
                  .join(studies, series.c.study_pk == studies.c.pk))
-    .where(studies.c.StudyInstanceUID == bindparam("study"))
+)
+_RETRIEVE = (
+    _STORED.where(studies.c.StudyInstanceUID == bindparam("study"))
     .order_by(series.c.SeriesNumber, series.c.SeriesInstanceUID, instances.c.InstanceNumber,
               instances.c.SOPInstanceUID)
 )
@@ -660,6 +662,36 @@ class Catalog:
         with self.engine.connect() as conn:
             return conn.execute(select(rejected_instances).where(rejected_instances.c.StudyInstanceUID == study_uid)
                                 .order_by(rejected_instances.c.pk)).all()
+
+    def instances_by_sop(self, sop_instance_uids: Sequence[str]) -> dict[str, StoredInstance]:
+        """The instances of these SOP Instance UIDs that the archive holds, by UID."""
+        found: dict[str, StoredInstance] = {}
+        uids = list(dict.fromkeys(sop_instance_uids))
+        with self.engine.connect() as conn:
+            for start in range(0, len(uids), 500):
+                rows = conn.execute(_STORED.where(instances.c.SOPInstanceUID.in_(uids[start:start + 500])))
+                found.update({row.SOPInstanceUID: StoredInstance(*row) for row in rows})
+        return found
+
+    def keep_commitment(self, transaction_uid: str, peer: str | None, result: str) -> bool:
+        """Record a Storage Commitment result; False when the Transaction UID is taken."""
+        try:
+            with self._writer() as conn, conn.begin():
+                conn.execute(commitment_results.insert().values(transaction_uid=transaction_uid, peer=peer,
+                                                                created=time.time(), result=result))
+        except IntegrityError:
+            return False
+        return True
+
+    def commitment(self, transaction_uid: str) -> Any:
+        """The recorded result row (peer, created, result), or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(commitment_results).where(
+                commitment_results.c.transaction_uid == transaction_uid)).first()
+
+    def forget_commitments(self, before: float) -> int:
+        with self._writer() as conn, conn.begin():
+            return conn.execute(delete(commitment_results).where(commitment_results.c.created < before)).rowcount
 
     def doomed_under(self, blob_prefix: str) -> set[str]:
         """The doomed blob keys under a blob directory (a store writing there writes other keys)."""

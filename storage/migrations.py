@@ -53,6 +53,12 @@ def _rejected_instances(conn: Connection) -> None:
     rejected_instances.create(conn, checkfirst=True)
 
 
+def _commitment_results(conn: Connection) -> None:
+    from .schema import commitment_results
+
+    commitment_results.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "patients, studies, series, instances, instance metadata and name tokens", _initial),
     (2, "instances.upstream: the upstream a facade's cached copy came from", _upstream_column),
@@ -60,11 +66,12 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (4, "viewer_sessions: people signed in to the viewer", _viewer_sessions),
     (5, "doomed_blobs: blobs of deleted instances, removed after the delete commits", _doomed_blobs),
     (6, "rejected_instances: instances hidden by a Rejection Note until purged", _rejected_instances),
+    (7, "commitment_results: Storage Commitment results by Transaction UID", _commitment_results),
 ]
 LATEST = MIGRATIONS[-1][0]
 # Columns later migrations add: a catalog made before versions were kept lacks them and is still version 1.
 ADDED_LATER = {"instances.upstream", "pending_blobs", "viewer_sessions", "doomed_blobs",
-               "rejected_instances"}
+               "rejected_instances", "commitment_results"}
 
 
 def current(conn: Connection) -> int:

@@ -186,3 +186,13 @@ rejected_instances = Table(
     Column("note", Text(64), nullable=False),           # the SOP Instance UID of the Rejection Note
     Column("rejected_at", Float, nullable=False, index=True),
 )
+
+# Storage Commitment results (PS3.18 chapter 13, service.store.commitment_rs), by Transaction
+# UID, kept for the peer that asked to read again; forgotten by the sweep after a retention time.
+commitment_results = Table(
+    "commitment_results", metadata,
+    Column("transaction_uid", Text(64), primary_key=True),
+    Column("peer", Text(64)),
+    Column("created", Float, nullable=False, index=True),
+    Column("result", LargeText, nullable=False),          # the Storage Commitment result as DICOM JSON
+)
