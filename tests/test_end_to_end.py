@@ -443,3 +443,38 @@ def test_retrieve_capabilities_through_gunicorn(server):
     assert base == server.dicomweb + "/"   # the public URL, as every URL handed out
     r = requests.options(server.dicomweb + "/studies/1.2.3/series/4.5/instances/6.7/frames/1")
     assert r.status_code == 200 and r.headers["Allow"] == "GET, HEAD, OPTIONS"
+
+
+def test_reject_purge_and_storage_commitment_through_gunicorn(server, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import orjson
+
+    client = client_for(server)
+    instances = list(synthetic_study(StudySpec(series=2, instances_per_series=2, rows=16, columns=16)))
+    client.store_instances([read(data) for *_, data in instances])
+    study, series, sop, _ = instances[0]
+    body = orjson.dumps({"00081199": {"vr": "SQ", "Value": [
+        {"00081150": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.2"]}, "00081155": {"vr": "UI", "Value": [uid]}}
+        for uid in (sop, generate_uid())]}})
+    transaction = generate_uid()
+    r = requests.post(f"{server.dicomweb}/commitment-requests/{transaction}", data=body,
+                      headers={**AUTH, "Content-Type": "application/dicom+json"})
+    assert r.status_code == 200
+    assert [i["00081155"]["Value"][0] for i in r.json()["00081199"]["Value"]] == [sop]
+    assert r.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0x0112]
+    assert requests.get(f"{server.dicomweb}/commitment-requests/{transaction}", headers=AUTH).json() == r.json()
+
+    r = requests.post(f"{server.dicomweb}/studies/{study}/series/{series}/reject/113001%5EDCM", headers=AUTH)
+    assert r.status_code == 200 and r.json()["rejected"] == 2
+    assert requests.get(f"{server.dicomweb}/studies/{study}/series/{series}", headers=AUTH).status_code == 404
+    assert requests.get(r.json()["rejectionNote"], headers={**AUTH, "Accept": "application/dicom"}).status_code == 200
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("DICOMWEB_")},
+           "DICOMWEB_DATA_DIR": server.log_path.parent.as_posix()}
+    from testbed.server import ROOT
+
+    purged = subprocess.run([sys.executable, "-m", "service.cli", "purge", "--rejected-before", "2999-01-01"],
+                            cwd=ROOT, env=env, capture_output=True, text=True)
+    assert "purged 2 rejected instance(s)" in purged.stdout, purged.stdout + purged.stderr
