@@ -16,7 +16,7 @@ from storage import StoredInstance, StoreOutcome
 
 from ..access.header import stored_header
 from ..auth import DELETED_ENVIRON_KEY
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, NotFound, ServiceUnavailable
 from ..web import archive, base_url, require_uids
 from ..wire import urls
 from .rejection import KEY_OBJECT_SELECTION, parse_code, rejected_by, rejection_note
@@ -39,8 +39,8 @@ def reject(study: str, code: str, series: str | None = None, instance: str | Non
     batch = store.batch(may_replace=False)
     batch.add(io.BytesIO(data))
     [outcome] = batch.commit()
-    if not outcome.stored:
-        raise BadRequest(f"the Rejection Note could not be stored: {outcome.message}")
+    if not outcome.stored:   # the archive's own failure (a full disk, the catalog away): nothing was hidden
+        raise ServiceUnavailable(f"the Rejection Note could not be stored ({outcome.message}); nothing was rejected")
     count = store.reject(found, code, note_sop)
     request.environ[DELETED_ENVIRON_KEY] = count
     location = urls.retrieve_url(base_url(), study, note_series, note_sop)
