@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEBIAN_STAMP := /var/lib/dicomweb-debian-deps-4
+TEST_DEBIAN_STAMP := /var/lib/dicomweb-debian-test-deps-1
 DICOMWEB_DATA_DIR ?= var
 DICOMWEB_BIND ?= 127.0.0.1:8080
 export DICOMWEB_DATA_DIR
@@ -13,13 +14,18 @@ export DICOMWEB_DATA_DIR
 # Debian packages: a Python with venv support; curl for the README examples; DCMTK, which
 # the tests use to check that another toolkit reads what the server writes; nginx and
 # openssl, which the tests put in front of the service as deploy/nginx/ says; npm, which
-# fetches the viewer (any npm will do: Debian's is installed only when there is none);
-# chromium, the browser the viewer's tests drive.
+# fetches the viewer (any npm will do: Debian's is installed only when there is none).
 $(DEBIAN_STAMP):
 	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! command -v curl >/dev/null || ! command -v dcmdump >/dev/null \
-			|| ! command -v nginx >/dev/null || ! command -v openssl >/dev/null || ! command -v chromium >/dev/null; then \
-		apt-get update && apt-get install -y python3 python3-venv python3-dev curl dcmtk nginx openssl chromium; fi
+			|| ! command -v nginx >/dev/null || ! command -v openssl >/dev/null; then \
+		apt-get update && apt-get install -y python3 python3-venv python3-dev curl dcmtk nginx openssl; fi
 	@command -v npm >/dev/null || { apt-get update && apt-get install -y npm; }
+	@touch $@ 2>/dev/null || true
+
+# For the tests only: chromium, the browser the viewer's tests drive (Playwright, its own
+# browser downloads unused).
+$(TEST_DEBIAN_STAMP):
+	@command -v chromium >/dev/null || { apt-get update && apt-get install -y chromium; }
 	@touch $@ 2>/dev/null || true
 
 $(STAMP): setup.cfg pyproject.toml | $(DEBIAN_STAMP)
@@ -42,7 +48,7 @@ serve: $(STAMP) viewer
 	@echo "Viewer on http://$(DICOMWEB_BIND)/viewer/ (sign in with a person's key: $(BIN)/dicomweb keys add YOUR-NAME --person)"
 	exec $(BIN)/gunicorn --config deploy/gunicorn.conf.py --bind $(DICOMWEB_BIND) wsgi:app
 
-test: $(STAMP)
+test: $(STAMP) | $(TEST_DEBIAN_STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
