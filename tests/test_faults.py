@@ -83,12 +83,27 @@ def test_killed_workers_and_server_lose_nothing_acknowledged(tmp_path):
 
 
 def _kill_all(server) -> None:
-    for pid in children(server.process.pid) + [server.process.pid]:
+    """SIGKILL to the master first (so that it forks no worker to replace the ones killed), then
+    to its workers; back once nothing holds the port any more."""
+    import socket
+
+    workers = children(server.process.pid)
+    os.kill(server.process.pid, signal.SIGKILL)
+    server.process.wait()
+    for pid in workers + children(server.process.pid):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    server.process.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", server.port))
+                return
+            except OSError:
+                time.sleep(0.1)
 
 
 def test_a_study_killed_while_being_deleted_is_whole_or_gone(tmp_path):
