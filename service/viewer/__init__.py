@@ -5,9 +5,10 @@ called by authentication) for same-origin requests only."""
 from __future__ import annotations
 
 import logging
+import mimetypes
 import re
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from flask import Response, current_app, redirect, request, send_file
 from werkzeug.security import safe_join
@@ -237,8 +238,6 @@ def viewer(path: str = "") -> Response:
 
 
 def _quoted_here() -> str:
-    from urllib.parse import quote
-
     here = request.full_path if request.query_string else request.path
     return quote(here, safe="")
 
@@ -296,8 +295,6 @@ def _static(path: Path) -> Response:
 
 
 def _mimetype(path: Path) -> str | None:
-    import mimetypes
-
     if path.suffix == ".wasm":
         return "application/wasm"   # instantiateStreaming needs exactly this
     if path.suffix in (".js", ".mjs"):
