@@ -63,7 +63,8 @@ class Archive:
 
     @property
     def catalog(self) -> Catalog:
-        """The catalog, for what keeps its own tables there (viewer sessions)."""
+        """The catalog, for what keeps its own tables there: viewer sessions, rejected instances,
+        Storage Commitment results."""
         return self._catalog
 
     def batch(self, may_replace: bool = True) -> "StoreBatch":
@@ -189,13 +190,13 @@ class Archive:
         """Remove up to ``limit`` blobs of deleted instances; how many went. One a row points at
         again (stored anew with the same content) is kept; one under a directory a store in
         progress has marked waits for the next call."""
-        removable, _ = self._catalog.removable(self._catalog.doomed(limit), pending_grace)
+        removable = sorted(self._catalog.removable(self._catalog.doomed(limit), pending_grace))
         try:
-            failed = set(self._blobs.delete_many(sorted(removable)))
+            failed = set(self._blobs.delete_many(removable))
         except Exception:
             log.exception("could not remove the blobs of deleted instances; they stay doomed")
-            failed = removable
-        gone = [key for key in sorted(removable) if key not in failed]
+            failed = set(removable)
+        gone = [key for key in removable if key not in failed]
         if gone:
             self._catalog.forget_doomed(gone)
         return len(gone)

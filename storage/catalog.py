@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import orjson
 from sqlalchemy import bindparam, create_engine, delete, event, func, inspect, select, update
@@ -28,8 +28,9 @@ from . import migrations
 from .dataset import INSTANCE_KEYWORDS, PATIENT_KEYWORDS, SERIES_KEYWORDS, STUDY_KEYWORDS, InstanceHeader
 from .search import Query, count as count_matches, run as run_search
 from .schema import (
-    STUDY_PATIENT_NAME, instance_metadata, instances, metadata, patients, pending_blobs, person_name_columns,
-    commitment_results, doomed_blobs, person_name_tokens, rejected_instances, person_name_tokens_of, series, studies, viewer_sessions,
+    STUDY_PATIENT_NAME, commitment_results, doomed_blobs, instance_metadata, instances, metadata, patients,
+    pending_blobs, person_name_columns, person_name_tokens, person_name_tokens_of, rejected_instances, series, studies,
+    viewer_sessions,
 )
 
 # Retrieve runs on every WADO request: its statements are built once, with bound parameters.
@@ -50,6 +51,17 @@ _RETRIEVE = (
 _STUDY_QUERY = _RETRIEVE
 _SERIES_QUERY = _RETRIEVE.where(series.c.SeriesInstanceUID == bindparam("series"))
 _INSTANCE_QUERY = _SERIES_QUERY.where(instances.c.SOPInstanceUID == bindparam("sop"))
+
+
+
+def _resource_query(study_uid: str, series_uid: str | None, sop_instance_uid: str | None) -> tuple[Any, dict]:
+    """The retrieve statement of a study, series or instance, and its parameters."""
+    if sop_instance_uid is not None:
+        return _INSTANCE_QUERY, {"study": study_uid, "series": series_uid, "sop": sop_instance_uid}
+    if series_uid is not None:
+        return _SERIES_QUERY, {"study": study_uid, "series": series_uid}
+    return _STUDY_QUERY, {"study": study_uid}
+
 
 _METADATA = select(instance_metadata.c.instance_pk, instance_metadata.c.json).where(
     instance_metadata.c.instance_pk.in_(bindparam("pks", expanding=True)))
@@ -160,6 +172,17 @@ class Registration:
     outcome: Outcome
     previous_blob_key: str | None = None
     detail: str = ""
+
+
+def _retried(transaction: Callable[..., int], *args: Any) -> int:
+    """``transaction(*args)``, again up to three times when the database aborts it: a deadlock
+    with a concurrent store, in which PostgreSQL chose this transaction to fail."""
+    for attempt in range(3):
+        try:
+            return transaction(*args)
+        except OperationalError:
+            time.sleep(0.05 * (attempt + 1))
+    return transaction(*args)
 
 
 class Catalog:
@@ -407,14 +430,8 @@ class Catalog:
     def instances(self, study_uid: str, series_uid: str | None = None,
                   sop_instance_uid: str | None = None) -> list[StoredInstance]:
         """The instances under a study, series or single instance, in a stable order."""
-        if sop_instance_uid is not None:
-            query, params = _INSTANCE_QUERY, {"study": study_uid, "series": series_uid, "sop": sop_instance_uid}
-        elif series_uid is not None:
-            query, params = _SERIES_QUERY, {"study": study_uid, "series": series_uid}
-        else:
-            query, params = _STUDY_QUERY, {"study": study_uid}
         with self.engine.connect() as conn:
-            return [StoredInstance(*row) for row in conn.execute(query, params)]
+            return [StoredInstance(*row) for row in conn.execute(*_resource_query(study_uid, series_uid, sop_instance_uid))]
 
     def instance_with_details(self, study_uid: str, series_uid: str,
                               sop_instance_uid: str) -> tuple[StoredInstance, InstanceDetails | None] | None:
@@ -506,12 +523,18 @@ class Catalog:
         of stores that died)."""
         if not blob_keys:
             return set()
-        prefixes = {key.rsplit("/", 1)[0] for key in blob_keys}
         with self.engine.connect() as conn:
             used = self._referenced(conn, blob_keys)
-            busy = set(conn.execute(select(pending_blobs.c.blob_prefix).where(
-                pending_blobs.c.blob_prefix.in_(prefixes), pending_blobs.c.since > time.time() - pending_grace)).scalars())
+            busy = self._being_written(conn, blob_keys, pending_grace)
         return {key for key in blob_keys if key not in used and key.rsplit("/", 1)[0] not in busy}
+
+    @staticmethod
+    def _being_written(conn: Connection, blob_keys: Sequence[str], pending_grace: float) -> set[str]:
+        """The directories of ``blob_keys`` a store in progress has marked (marks younger than
+        ``pending_grace``; older ones are of stores that died)."""
+        prefixes = list({key.rsplit("/", 1)[0] for key in blob_keys})
+        return set(conn.execute(select(pending_blobs.c.blob_prefix).where(
+            pending_blobs.c.blob_prefix.in_(prefixes), pending_blobs.c.since > time.time() - pending_grace)).scalars())
 
     @staticmethod
     def _referenced(conn: Connection, blob_keys: Sequence[str]) -> set[str]:
@@ -548,16 +571,9 @@ class Catalog:
         """Delete a study, series or instance: its rows go (counts and ModalitiesInStudy kept right,
         empty series and studies removed) and its blob keys are doomed, in one durable transaction,
         the delete's commit point. How many instances went (0: none matched)."""
-        if not self.instances(study_uid, series_uid, sop_instance_uid):
+        if not self.instances(study_uid, series_uid, sop_instance_uid):   # a 404 takes no write lock
             return 0
-        for attempt in range(4):
-            try:
-                return self._delete(study_uid, series_uid, sop_instance_uid, time.time() if now is None else now)
-            except OperationalError:   # a deadlock with a store (PostgreSQL chose this one): again
-                if attempt == 3:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-        return 0
+        return _retried(self._delete, study_uid, series_uid, sop_instance_uid, time.time() if now is None else now)
 
     def _delete(self, study_uid: str, series_uid: str | None, sop_instance_uid: str | None, now: float) -> int:
         with self._writer() as conn, conn.begin():
@@ -566,7 +582,7 @@ class Catalog:
             # and is deleted with it, or waits and then fails whole, reported as a failure (its rows
             # would name a series or study that is gone).
             self._lock_rows(conn, study_uid, [series_uid] if series_uid is not None else None)
-            rows = conn.execute(*self._resource_query(study_uid, series_uid, sop_instance_uid)).all()
+            rows = conn.execute(*_resource_query(study_uid, series_uid, sop_instance_uid)).all()
             if not rows:
                 return 0
             self._remove_rows(conn, [row.pk for row in rows])
@@ -583,13 +599,6 @@ class Catalog:
             locked = locked.where(series.c.SeriesInstanceUID.in_(list(series_uids)))
         conn.execute(locked.order_by(series.c.pk).with_for_update())
         conn.execute(select(studies.c.pk).where(studies.c.StudyInstanceUID == study_uid).with_for_update())
-
-    def _resource_query(self, study_uid: str, series_uid: str | None, sop_instance_uid: str | None):
-        if sop_instance_uid is not None:
-            return _INSTANCE_QUERY, {"study": study_uid, "series": series_uid, "sop": sop_instance_uid}
-        if series_uid is not None:
-            return _SERIES_QUERY, {"study": study_uid, "series": series_uid}
-        return _STUDY_QUERY, {"study": study_uid}
 
     def _remove_rows(self, conn: Connection, pks: Sequence[int]) -> None:
         owners = conn.execute(select(instances.c.series_pk).distinct().where(instances.c.pk.in_(pks))).scalars().all()
@@ -622,14 +631,7 @@ class Catalog:
         were still there."""
         if not found:
             return 0
-        for attempt in range(4):
-            try:
-                return self._reject(found, reason, note, time.time() if now is None else now)
-            except OperationalError:   # a deadlock with a store, as for a delete: again
-                if attempt == 3:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-        return 0
+        return _retried(self._reject, found, reason, note, time.time() if now is None else now)
 
     def _reject(self, found: Sequence[StoredInstance], reason: str, note: str, when: float) -> int:
         with self._writer() as conn, conn.begin():
@@ -705,19 +707,17 @@ class Catalog:
             return list(conn.execute(select(doomed_blobs.c.blob_key).order_by(doomed_blobs.c.since)
                                      .limit(limit)).scalars())
 
-    def removable(self, blob_keys: Sequence[str], pending_grace: float) -> tuple[set[str], set[str]]:
-        """Of doomed ``blob_keys``: those to remove now, and those a row points at again (no longer
-        doomed: forgotten here). Keys under a directory a store in progress has marked wait."""
+    def removable(self, blob_keys: Sequence[str], pending_grace: float) -> set[str]:
+        """Of doomed ``blob_keys``, those to remove now. One a row points at again is no longer
+        doomed (forgotten here); one under a directory a store in progress has marked waits."""
         if not blob_keys:
-            return set(), set()
+            return set()
         with self._writer() as conn, conn.begin():
             used = self._referenced(conn, blob_keys)
-            prefixes = {key.rsplit("/", 1)[0] for key in blob_keys}
-            busy = set(conn.execute(select(pending_blobs.c.blob_prefix).where(
-                pending_blobs.c.blob_prefix.in_(prefixes), pending_blobs.c.since > time.time() - pending_grace)).scalars())
+            busy = self._being_written(conn, blob_keys, pending_grace)
             if used:
                 conn.execute(delete(doomed_blobs).where(doomed_blobs.c.blob_key.in_(used)))
-        return {k for k in blob_keys if k not in used and k.rsplit("/", 1)[0] not in busy}, used
+        return {k for k in blob_keys if k not in used and k.rsplit("/", 1)[0] not in busy}
 
     def forget_doomed(self, blob_keys: Sequence[str]) -> None:
         """These doomed blobs are gone."""
