@@ -35,38 +35,21 @@ def _pending_blobs(conn: Connection) -> None:
     pending_blobs.create(conn, checkfirst=True)
 
 
-def _viewer_sessions(conn: Connection) -> None:
-    from .schema import viewer_sessions
-
-    viewer_sessions.create(conn, checkfirst=True)
-
-
-def _doomed_blobs(conn: Connection) -> None:
-    from .schema import doomed_blobs
-
-    doomed_blobs.create(conn, checkfirst=True)
-
-
-def _rejected_instances(conn: Connection) -> None:
-    from .schema import rejected_instances
-
-    rejected_instances.create(conn, checkfirst=True)
-
-
-def _commitment_results(conn: Connection) -> None:
-    from .schema import commitment_results
-
-    commitment_results.create(conn, checkfirst=True)
+def _table(name: str) -> Callable[[Connection], None]:
+    """A migration that adds the table ``name`` of the schema as it is defined there."""
+    def create(conn: Connection) -> None:
+        metadata.tables[name].create(conn, checkfirst=True)
+    return create
 
 
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "patients, studies, series, instances, instance metadata and name tokens", _initial),
     (2, "instances.upstream: the upstream a facade's cached copy came from", _upstream_column),
     (3, "pending_blobs: blobs of stores in progress, which the sweep leaves", _pending_blobs),
-    (4, "viewer_sessions: people signed in to the viewer", _viewer_sessions),
-    (5, "doomed_blobs: blobs of deleted instances, removed after the delete commits", _doomed_blobs),
-    (6, "rejected_instances: instances hidden by a Rejection Note until purged", _rejected_instances),
-    (7, "commitment_results: Storage Commitment results by Transaction UID", _commitment_results),
+    (4, "viewer_sessions: people signed in to the viewer", _table("viewer_sessions")),
+    (5, "doomed_blobs: blobs of deleted instances, removed after the delete commits", _table("doomed_blobs")),
+    (6, "rejected_instances: instances hidden by a Rejection Note until purged", _table("rejected_instances")),
+    (7, "commitment_results: Storage Commitment results by Transaction UID", _table("commitment_results")),
 ]
 LATEST = MIGRATIONS[-1][0]
 # Columns later migrations add: a catalog made before versions were kept lacks them and is still version 1.
