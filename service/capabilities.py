@@ -10,6 +10,7 @@ transcoder's table of transfer syntaxes, so it cannot drift from the service. ``
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -63,18 +64,17 @@ def _steps(path: str) -> list[str]:
     return [s for s in steps if s]
 
 
-def find(root: Resource, steps: list[str]) -> Resource | None:
-    """The resource a concrete path names (its UIDs matching the template steps), or None."""
-    node = root
+def find(root: Resource, steps: list[str]) -> list[Resource] | None:
+    """The resources a concrete path walks through, one a step (its UIDs matching the template
+    steps); None when it names no resource."""
+    node, walked = root, []
     for step in steps:
-        exact = node.children.get(step)
-        if exact is None:
-            templated = [c for c in node.children.values() if c.path.startswith("{")]
-            exact = templated[0] if templated else None
-        if exact is None:
+        child = node.children.get(step) or next((c for c in node.children.values() if c.path.startswith("{")), None)
+        if child is None:
             return None
-        node = exact
-    return node
+        walked.append(child)
+        node = child
+    return walked
 
 
 def describe(root: Resource, base: str, endpoints: dict[str, dict], syntaxes: list[str]) -> ET.Element:
@@ -164,24 +164,22 @@ def answer(app: Flask, url_prefix: str) -> Response:
 
     rules = [(r.rule, frozenset(r.methods or ()), r.endpoint) for r in app.url_map.iter_rules()]
     tree = resource_tree(rules, url_prefix)
-    steps = [s for s in request.path[len(url_prefix):].split("/") if s]
-    node = find(tree, _concrete_steps(tree, steps)) if steps else tree
-    if node is None:
+    steps = _steps_of(request.path[len(url_prefix):])
+    walked = find(tree, steps)
+    if walked is None:
         raise NotFound(f"{request.path} is no resource of this service")
-    _check_uids(tree, _concrete_steps(tree, steps))
+    _check_uids(steps, walked)
     chosen = _negotiate()
+    node = walked[-1] if walked else tree
     if node is tree:
         description = describe(tree, base_url() + "/", ENDPOINTS, producible_syntaxes())
     else:   # the resource asked about, by its own path, under the base of its parent
-        asked = _concrete_steps(tree, steps)
-        own = Resource(asked[-1], node.methods, node.children)
-        parent = "/".join(asked[:-1])
+        own = Resource(steps[-1], node.methods, node.children)
+        parent = "/".join(steps[:-1])
         description = describe(Resource("", {}, {own.path: own}), base_url() + "/" + (parent + "/" if parent else ""),
                                ENDPOINTS, producible_syntaxes())
     methods = sorted({*node.methods, "OPTIONS"} | ({"HEAD"} if "GET" in node.methods else set()))
     if chosen == "application/json":
-        import json
-
         body = json.dumps({"application": as_json(description)}, indent=1)
     else:
         body = ET.tostring(description, encoding="unicode", xml_declaration=True)
@@ -190,22 +188,20 @@ def answer(app: Flask, url_prefix: str) -> Response:
     return response
 
 
-def _check_uids(tree: Resource, steps: list[str]) -> None:
+def _check_uids(steps: list[str], walked: list[Resource]) -> None:
     """400 for a malformed UID or frame list where the path has one, as every other transaction answers."""
     from .web import parse_frame_list, require_uids
 
-    node = tree
-    for step in steps:
-        child = node.children.get(step) or next(c for c in node.children.values() if c.path.startswith("{"))
-        if child.path in ("{study}", "{series}", "{instance}"):
-            require_uids(**{child.path[1:-1]: step})
-        elif child.path == "{frames}":
+    for step, node in zip(steps, walked):
+        if node.path in ("{study}", "{series}", "{instance}"):
+            require_uids(**{node.path[1:-1]: step})
+        elif node.path == "{frames}":
             parse_frame_list(step)
-        node = child
 
 
-def _concrete_steps(tree: Resource, steps: list[str]) -> list[str]:
-    """A bulk data path's steps after ``bulk`` are one step of the tree."""
+def _steps_of(path: str) -> list[str]:
+    """A concrete path's steps, a bulk data path's steps after ``bulk`` as one (one step of the tree)."""
+    steps = [s for s in path.split("/") if s]
     if "bulk" in steps:
         cut = steps.index("bulk") + 1
         return steps[:cut] + (["/".join(steps[cut:])] if steps[cut:] else [])
