@@ -11,11 +11,9 @@ from __future__ import annotations
 import orjson
 from flask import Response, request
 
-from storage.uids import InvalidUID, validate_uid
-
 from ..auth import PEER_ENVIRON_KEY
 from ..errors import BadRequest, DicomWebError, NotAcceptable, NotFound, PayloadTooLarge, UnsupportedMediaType
-from ..web import accepted, archive
+from ..web import accepted, archive, require_uids
 from ..wire.dicom_xml import json_to_xml, xml_to_json
 from ..wire.media import DICOM_JSON, DICOM_XML, parse_media_type, response_format
 from ..wire.tags import KEY
@@ -34,7 +32,7 @@ class Conflict(DicomWebError):
 
 
 def request_commitment(transaction: str) -> Response:
-    _require_uid(transaction, "Transaction UID")
+    require_uids(**{"Transaction UID": transaction})
     as_xml = _wants_xml()
     references = _references(_payload())
     store = archive()
@@ -61,7 +59,7 @@ def request_commitment(transaction: str) -> Response:
 
 
 def check_result(transaction: str) -> Response:
-    _require_uid(transaction, "Transaction UID")
+    require_uids(**{"Transaction UID": transaction})
     as_xml = _wants_xml()
     row = archive().catalog.commitment(transaction)
     if row is None or row.peer != request.environ.get(PEER_ENVIRON_KEY):   # another peer's: not told
@@ -114,8 +112,8 @@ def _references(model: dict) -> list[tuple[str, str]]:
         if sop_class is None or uid is None:
             raise BadRequest(f"item {number} of the Referenced SOP Sequence lacks its Referenced SOP Class UID or "
                              "Referenced SOP Instance UID")
-        _require_uid(sop_class, f"Referenced SOP Class UID of item {number}")
-        _require_uid(uid, f"Referenced SOP Instance UID of item {number}")
+        require_uids(**{f"Referenced SOP Class UID of item {number}": sop_class,
+                        f"Referenced SOP Instance UID of item {number}": uid})
         references.append((sop_class, uid))
     return references
 
@@ -125,13 +123,6 @@ def _single_uid(item: object, tag: str) -> str | None:
         return None
     values = (item.get(tag) or {}).get("Value") if isinstance(item.get(tag), dict) else None
     return values[0] if isinstance(values, list) and len(values) == 1 and isinstance(values[0], str) else None
-
-
-def _require_uid(value: str, label: str) -> None:
-    try:
-        validate_uid(value, label)
-    except InvalidUID as exc:
-        raise BadRequest(str(exc)) from None
 
 
 def _reference(sop_class: str, uid: str) -> dict:
