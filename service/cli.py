@@ -20,6 +20,7 @@ import secrets
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
@@ -29,6 +30,7 @@ from storage import Archive, Catalog
 from storage.migrations import migrate as migrate_catalog
 
 from .config import Config, parse_permissions, read_peers
+from .store.commitment_rs import RESULT_DAYS
 from .wiring import make_archive
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,8 +195,6 @@ def sweep() -> None:
     click.echo(f"removed {archive.sweep()} orphaned blob(s)")
     ended = archive.catalog.forget_sessions(time.time() - max(config.session_idle_seconds, config.session_max_seconds))
     click.echo(f"forgot {ended} expired viewer session(s)")
-    from .store.commitment_rs import RESULT_DAYS
-
     kept = archive.catalog.forget_commitments(time.time() - RESULT_DAYS * 86400)
     click.echo(f"forgot {kept} Storage Commitment result(s) older than {RESULT_DAYS} days")
 
@@ -215,8 +215,6 @@ def migrate() -> None:
 @click.option("--rejected-before", "before", required=True,
               help="a date (2026-12-01) or date and time (2026-12-01T12:00), local time")
 def purge(before: str) -> None:
-    from datetime import datetime
-
     try:
         cutoff = datetime.fromisoformat(before).timestamp()
     except ValueError:

@@ -16,5 +16,10 @@ def delete(study: str, series: str | None = None, instance: str | None = None) -
     count = archive().delete(study, series, instance)
     request.environ[DELETED_ENVIRON_KEY] = count
     if not count:
-        raise NotFound("the archive holds no such " + ("instance" if instance else "series" if series else "study"))
+        raise no_such(series, instance)
     return Response(status=204)
+
+
+def no_such(series: str | None, instance: str | None) -> NotFound:
+    """The 404 of a lifecycle request whose resource the archive does not hold."""
+    return NotFound("the archive holds no such " + ("instance" if instance else "series" if series else "study"))

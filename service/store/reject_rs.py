@@ -16,9 +16,10 @@ from storage import StoredInstance, StoreOutcome
 
 from ..access.header import stored_header
 from ..auth import DELETED_ENVIRON_KEY
-from ..errors import BadRequest, NotFound, ServiceUnavailable
+from ..errors import BadRequest, ServiceUnavailable
 from ..web import archive, base_url, require_uids
 from ..wire import urls
+from .delete_rs import no_such
 from .rejection import KEY_OBJECT_SELECTION, parse_code, rejected_by, rejection_note
 
 
@@ -32,7 +33,7 @@ def reject(study: str, code: str, series: str | None = None, instance: str | Non
     notes = {row.note for row in store.catalog.rejected(study)}
     found = [i for i in store.instances(study, series, instance) if i.sop_instance_uid not in notes]
     if not found:
-        raise NotFound("the archive holds no such " + ("instance" if instance else "series" if series else "study"))
+        raise no_such(series, instance)
     header = stored_header(store, found[0])
     note_series, note_sop, data = rejection_note(header, [(i.series_uid, i.sop_instance_uid, i.sop_class_uid)
                                                           for i in found], reason, _image_classes(found))

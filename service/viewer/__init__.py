@@ -265,8 +265,7 @@ def _app_config() -> Response:
     config = _config()
     person = _signed_in()
     if config.auth_enabled and person is None:
-        response = _script("window.location.assign(" + repr(f"{_root()}{VIEWER}/login") + ");\n", 401)
-        return response
+        return _script("window.location.assign(" + repr(f"{_root()}{VIEWER}/login") + ");\n", 401)
     text = app_config(f"{_root()}{VIEWER}", f"{_root()}{config.url_prefix}", f"{_root()}{VIEWER}/login",
                       _may(person, "store"), _may(person, "delete"))
     return _script(text)
