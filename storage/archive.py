@@ -336,7 +336,7 @@ class StoreBatch:
         self._pending: list[tuple[int, PendingInstance]] = []
         self._id = uuid.uuid4().hex        # names this batch's pending marks
         self._marked: set[str] = set()     # blob directories marked since the last commit
-        self._doomed: set[str] = set()     # doomed blob keys under them (Catalog.doomed_under)
+        self._doomed: set[str] = set()     # doomed blob keys under them (Catalog.mark_pending)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -366,11 +366,10 @@ class StoreBatch:
         try:
             directory = key.rsplit("/", 1)[0]
             if directory not in self._marked:   # the sweep leaves what is under it until this batch commits
-                self._archive._catalog.mark_pending(directory, self._id)
+                # A deleted instance's blob still to be removed is never written again (its removal
+                # could take the new one); removal waits for the mark to go.
+                self._doomed |= self._archive._catalog.mark_pending(directory, self._id)
                 self._marked.add(directory)
-                # Read after the mark: a deleted instance's blob still to be removed is never written
-                # again (its removal could take the new one); removal waits for the mark to go.
-                self._doomed |= self._archive._catalog.doomed_under(directory)
             if key in self._doomed:
                 key = f"{key.removesuffix('.dcm')}.{uuid.uuid4().hex[:12]}.dcm"
             size = self._archive._blobs.put(key, fp)

@@ -487,13 +487,17 @@ class Catalog:
                     result[row.instance_pk] = _instance_details(row)
         return result
 
-    def mark_pending(self, blob_prefix: str, batch: str) -> None:
+    def mark_pending(self, blob_prefix: str, batch: str) -> set[str]:
         """Note that the store ``batch`` is about to write blobs under ``blob_prefix``, so that the
         sweep leaves them until its commit (or, after a crash, until the mark is older than its
-        grace). Not made durable: a mark lost in a crash leaves orphans, which the sweep is for."""
+        grace). Not made durable: a mark lost in a crash leaves orphans, which the sweep is for.
+        Returns the doomed blob keys under it, in the same transaction: the store writes other keys
+        (a doomed one seen removed later was removed before this read; Archive.remove_doomed)."""
         with self._unsynced_transaction() as conn:
             conn.execute(self._statements["mark_pending"],
                          {"blob_prefix": blob_prefix, "batch": batch, "since": time.time()})
+            return set(conn.execute(select(doomed_blobs.c.blob_key).where(
+                doomed_blobs.c.blob_key.startswith(blob_prefix + "/", autoescape=True))).scalars())
 
     def forget_pending(self, batch: str) -> None:
         """The store ``batch`` has committed (or failed): its marks go. Not made durable either: a
@@ -694,12 +698,6 @@ class Catalog:
     def forget_commitments(self, before: float) -> int:
         with self._writer() as conn, conn.begin():
             return conn.execute(delete(commitment_results).where(commitment_results.c.created < before)).rowcount
-
-    def doomed_under(self, blob_prefix: str) -> set[str]:
-        """The doomed blob keys under a blob directory (a store writing there writes other keys)."""
-        with self.engine.connect() as conn:
-            return set(conn.execute(select(doomed_blobs.c.blob_key).where(
-                doomed_blobs.c.blob_key.startswith(blob_prefix + "/", autoescape=True))).scalars())
 
     def doomed(self, limit: int = 1000) -> list[str]:
         """Doomed blob keys, oldest first."""
