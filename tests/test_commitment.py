@@ -115,6 +115,9 @@ def test_an_xml_request_is_read_too(client, study_of_one):
                                                        "00081155": {"vr": "UI", "Value": ["1..2"]}}]}}),
      "application/dicom+json", 400, "Referenced SOP Instance UID"),
     (b"<x/>", "text/plain", 415, "application/dicom+json"),
+    (b"<NativeDicomModel><DicomAttribute", "application/dicom+xml", 400, "not a DICOM XML"),   # truncated
+    (b'<!DOCTYPE x [<!ENTITY a "aaaa">]><x>&a;</x>', "application/dicom+xml", 400, "EntitiesForbidden"),
+    (b"x" * (9 << 20), "application/dicom+json", 413, "8388608 bytes"),
     (request_body([(CT_IMAGE_STORAGE, f"1.2.{n}") for n in range(10_001)]), "application/dicom+json", 413, "10000"),
 ])
 def test_malformed_requests_get_4xx(client, body, content_type, status, says):
