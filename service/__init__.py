@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 from flask import Flask, current_app, jsonify, request
@@ -10,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from storage.search import QueryError
+from storage.worklist import Worklist
 
 from . import capabilities, metrics, routes, viewer
 from .auth import (
@@ -22,6 +24,7 @@ from .handover import Handover
 from .limits import TranscodeLimits
 from .sessions import LoginFailures, Sessions
 from .wiring import anonymize_secret, make_archive, make_facade, session_secret
+from .worklist.channel import Bell
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,10 @@ def create_app(config: Config | None = None) -> Flask:
     from .retrieve.rendered_rs import ThumbnailCache
 
     app.extensions["thumbnails"] = ThumbnailCache(config.thumbnail_cache_bytes)
+    worklist = Worklist(app.extensions["archive"].catalog, config.worklist_queued_events)
+    app.extensions["worklist"] = worklist
+    app.extensions["worklist_bell"] = Bell(worklist, config.worklist_poll_seconds, config.redis_url or None)
+    app.extensions["worklist_channels"] = threading.BoundedSemaphore(config.worklist_channels)
     routes.register(app, config.url_prefix)
 
     cors.install(app, config.cors_origins)   # preflights are answered before authentication…

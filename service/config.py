@@ -16,7 +16,7 @@ from typing import Mapping
 LOOPBACK = ("127.0.0.0/8", "::1")
 
 # What a peer may do (checked per transaction, service.auth); worklist comes later.
-PERMISSIONS = ("read", "store", "replace", "delete")
+PERMISSIONS = ("read", "store", "replace", "delete", "worklist")
 DEFAULT_PERMISSIONS = frozenset({"read", "store"})
 
 
@@ -88,6 +88,11 @@ class Config:
     session_idle_seconds: float = 1800.0  # a viewer session ends after this long unused…
     session_max_seconds: float = 43200.0  # …and this long after sign-in, whatever its use
     login_failures_per_minute: int = 10   # failed sign-ins from one client address before it waits
+    worklist_channels: int = 8            # per worker: open event channels (WebSockets), each holding a thread
+    worklist_queued_events: int = 10_000  # per AE title: event reports kept while its channel is closed
+    worklist_poll_seconds: float = 0.25   # SQLite: how often a worker looks for events other processes queued
+    worklist_retention_seconds: float = 86400.0   # a final workitem no deletion lock holds is removed after this
+    redis_url: str = ""                   # Redis for waking event channels across processes and nodes (optional)
 
     def __post_init__(self) -> None:
         data_dir = Path(self.data_dir)
@@ -154,6 +159,11 @@ class Config:
             session_idle_seconds=float(env.get("DICOMWEB_SESSION_IDLE_SECONDS", "1800")),
             session_max_seconds=float(env.get("DICOMWEB_SESSION_MAX_SECONDS", "43200")),
             login_failures_per_minute=int(env.get("DICOMWEB_LOGIN_FAILURES_PER_MINUTE", "10")),
+            worklist_channels=int(env.get("DICOMWEB_WORKLIST_CHANNELS", "8")),
+            worklist_queued_events=int(env.get("DICOMWEB_WORKLIST_QUEUED_EVENTS", "10000")),
+            worklist_poll_seconds=float(env.get("DICOMWEB_WORKLIST_POLL_SECONDS", "0.25")),
+            worklist_retention_seconds=float(env.get("DICOMWEB_WORKLIST_RETENTION_SECONDS", "86400")),
+            redis_url=env.get("DICOMWEB_REDIS_URL", ""),
         )
 
 

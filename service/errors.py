@@ -32,6 +32,10 @@ class NotAcceptable(DicomWebError):
     status, title = 406, "Not Acceptable"
 
 
+class Conflict(DicomWebError):
+    status, title = 409, "Conflict"
+
+
 class PayloadTooLarge(DicomWebError):
     status, title = 413, "Payload Too Large"
 

@@ -7,13 +7,16 @@ user space (for a 512 KB frame that copy and its allocation were an eighth of th
 work, docs/benchmarks.md). gunicorn writes every piece before it asks for the next, so the
 bytes reach the socket in order; without a declared length it frames the body in chunks,
 which bytes written beside it would break, so there (and under any other server) regions are
-read and passed on as bytes.
+read and passed on as bytes. A request a WebSocket took over (the event channel) has its
+socket closed by then: gunicorn is told to write nothing.
 """
 from __future__ import annotations
 
 from typing import Callable, Iterable, Iterator
 
 from storage.blobs import FileRegion
+
+WEBSOCKET_ENVIRON_KEY = "dicomweb.websocket"   # set by service.worklist.channel once a WebSocket took the socket
 
 
 class Handover:
@@ -28,6 +31,14 @@ class Handover:
             return start_response(status, headers, exc_info)
 
         body = self.app(environ, capture)
+        if environ.get(WEBSOCKET_ENVIRON_KEY):
+            # A WebSocket had the socket and closed it: nothing is written; the audit line is.
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+            if "gunicorn.socket" in environ:
+                raise StopIteration("the WebSocket closed")   # gunicorn: close the connection, write nothing
+            return []
         sock = environ.get("gunicorn.socket") if environ.get("REQUEST_METHOD") != "HEAD" else None
         if sock is not None and sock.gettimeout() is not None:   # os.sendfile wants a blocking socket
             sock = None

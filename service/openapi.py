@@ -18,6 +18,9 @@ _PATH_PARAMETERS = {
     "instance": ("SOP Instance UID", _UID),
     "frames": ("frame numbers from 1, comma-separated", {"type": "string", "pattern": r"^[0-9]+(,[0-9]+)*$"}),
     "path": ("tag[/item/tag…] of a BulkDataURI", {"type": "string"}),
+    "workitem": ("a workitem's UID, or 1.2.840.10008.5.1.4.34.5 (the Worklist) or 1.2.840.10008.5.1.4.34.5.1 "
+                 "(the filtered Worklist) for a subscription", _UID),
+    "subscriber": ("the subscriber's AE title (1 to 16 characters)", {"type": "string", "maxLength": 16}),
 }
 
 
@@ -58,7 +61,43 @@ _STATUS = {"400": "malformed request", "401": "no valid API key", "403": "the pe
            "404": "not in the archive",
            "406": "no acceptable representation", "413": "too large", "503": "busy: retry later"}
 
+_DATASET = ["application/dicom+json", "application/dicom+xml"]
+_UPS = ["UPS-RS"]
+_UPS_SEARCH = [
+    _query("limit", "results at most", {"type": "integer", "minimum": 1}),
+    _query("offset", "results skipped", {"type": "integer", "minimum": 0}),
+    _query("ProcedureStepState", "SCHEDULED, IN PROGRESS, COMPLETED or CANCELED; any attribute of the table in "
+                                 "docs/conformance.md matches the same way, sequence keys dotted"),
+]
+
 ENDPOINTS: dict[str, dict] = {
+    "ups_rs.create": {"summary": "UPS-RS: create a workitem, SCHEDULED (?{uid} or ?workitem={uid}; PS3.18 11.4)",
+                      "tags": _UPS, "body": _DATASET, "query": [_query("workitem", "the new workitem's UID")],
+                      "answers": {"201": [], "409": ["application/json"], "415": ["application/json"]}},
+    "ups_rs.search": {"summary": "UPS-RS: search workitems (PS3.18 11.9)", "tags": _UPS, "query": _UPS_SEARCH,
+                      "answers": {"200": ["application/dicom+json", _XML_PARTS]}},
+    "ups_rs.retrieve": {"summary": "UPS-RS: a workitem, without its Transaction UID (PS3.18 11.5)", "tags": _UPS,
+                        "answers": {"200": _DATASET}},
+    "ups_rs.update": {"summary": "UPS-RS: update a workitem (?transaction= for an IN PROGRESS one; PS3.18 11.6)",
+                      "tags": _UPS, "body": _DATASET, "query": [_query("transaction", "the Transaction UID")],
+                      "answers": {"200": [], "409": ["application/json"]}},
+    "ups_rs.change_state": {"summary": "UPS-RS: claim, complete or cancel a workitem (PS3.18 11.7)", "tags": _UPS,
+                            "body": _DATASET, "answers": {"200": [], "409": ["application/json"]}},
+    "ups_rs.request_cancel": {"summary": "UPS-RS: ask that a workitem be canceled (PS3.18 11.8)", "tags": _UPS,
+                              "body": _DATASET, "answers": {"202": [], "409": ["application/json"]}},
+    "ups_rs.subscribe": {"summary": "UPS-RS: subscribe an AE title to a workitem or the Worklist (PS3.18 11.10)",
+                         "tags": _UPS, "query": [_query("deletionlock", "true: a final workitem is kept until this "
+                                                                        "subscription ends", {"type": "boolean"}),
+                                                 _query("filter", "key=value,… for the filtered Worklist")],
+                         "answers": {"201": []}},
+    "ups_rs.unsubscribe": {"summary": "UPS-RS: end a subscription (PS3.18 11.11)", "tags": _UPS,
+                           "answers": {"200": []}},
+    "ups_rs.suspend": {"summary": "UPS-RS: suspend a Worklist subscription (PS3.18 11.12)", "tags": _UPS,
+                       "answers": {"200": []}},
+    "ups_rs.open_channel": {"summary": "UPS-RS: the event channel, a WebSocket (Upgrade: websocket; PS3.18 8.10.4); "
+                                       "event reports as DICOM JSON text frames",
+                            "tags": _UPS, "answers": {"101": [], "426": ["application/json"]}},
+
     "stow_rs.store": {"summary": "STOW-RS: store instances", "tags": ["STOW-RS"],
                       "body": [_DICOM_PARTS, "application/dicom"],
                       "answers": {"200": ["application/dicom+json", "application/dicom+xml"],

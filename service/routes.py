@@ -16,6 +16,7 @@ from . import health, openapi, viewer
 from .retrieve import bulkdata_rs, frames_rs, metadata_rs, rendered_rs, wado_rs, wado_uri
 from .search import fhir, qido_rs
 from .store import commitment_rs, delete_rs, reject_rs, stow_rs
+from .worklist import channel, workitems_rs
 from .web import accepted, require_uids
 
 
@@ -46,6 +47,8 @@ _STUDY = "/studies/<study>"
 _SERIES = _STUDY + "/series/<series>"
 _INSTANCE = _SERIES + "/instances/<instance>"
 _FRAMES = _INSTANCE + "/frames/<frames>"
+_WORKITEM = "/workitems/<workitem>"
+_SUBSCRIBER = _WORKITEM + "/subscribers/<subscriber>"
 
 ROUTES: tuple[Route, ...] = (
     Route("stow_rs", "/studies", stow_rs.store, "POST"),
@@ -79,6 +82,20 @@ ROUTES: tuple[Route, ...] = (
     *(Route("rendered_rs", resource + "/rendered", rendered_rs.rendered) for resource in (_STUDY, _SERIES, _INSTANCE, _FRAMES)),
     *(Route("rendered_rs", resource + "/thumbnail", rendered_rs.thumbnail) for resource in (_STUDY, _SERIES, _INSTANCE, _FRAMES)),
     Route("wado_uri", "/wado", wado_uri.wado),
+
+    # The Worklist (UPS-RS, PS3.18 chapter 11): every resource needs the worklist permission.
+    *(Route("ups_rs", rule, view, method, permission="worklist") for rule, view, method in (
+        ("/workitems", workitems_rs.create, "POST"),
+        ("/workitems", workitems_rs.search, "GET"),
+        (_WORKITEM, workitems_rs.retrieve, "GET"),
+        (_WORKITEM, workitems_rs.update, "POST"),
+        (_WORKITEM + "/state", workitems_rs.change_state, "PUT"),
+        (_WORKITEM + "/cancelrequest", workitems_rs.request_cancel, "POST"),
+        (_SUBSCRIBER, workitems_rs.subscribe, "POST"),
+        (_SUBSCRIBER, workitems_rs.unsubscribe, "DELETE"),
+        (_SUBSCRIBER + "/suspend", workitems_rs.suspend, "POST"),
+        ("/subscribers/<subscriber>", channel.open_channel, "GET"),   # the event channel (WebSocket)
+    )),
 
     Route("fhir", "/fhir/ImagingStudy", fhir.search),
     Route("fhir", "/fhir/ImagingStudy/<study>", fhir.read),

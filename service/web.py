@@ -4,6 +4,8 @@ from __future__ import annotations
 import re
 from urllib.parse import urlencode
 
+import orjson
+
 from flask import Response, current_app, g, request
 
 from storage import Archive
@@ -12,10 +14,11 @@ from storage.uids import InvalidUID, validate_uid
 from .auth import PEER_ENVIRON_KEY, STUDY_ENVIRON_KEY
 from .config import Config
 from .access.deidentify import refusal_of_model, seed
-from .errors import BadRequest, NotAcceptable, NotFound
+from .errors import BadRequest, NotAcceptable, NotFound, PayloadTooLarge, UnsupportedMediaType
 from .limits import TranscodeLimits
 from .facade.upstreams import UPSTREAM_ENVIRON_KEY, Facade
-from .wire.media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED, MediaType, parse_accept
+from .wire.dicom_xml import json_to_xml, xml_to_json
+from .wire.media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED, MediaType, parse_accept, parse_media_type, response_format
 from .wire.multipart import encode_parts, encoded_length, new_boundary, related_type
 
 
@@ -181,3 +184,41 @@ def check_range(numbers: list[int], count: int) -> None:
     bad = [n for n in numbers if n > count]
     if bad:
         raise BadRequest(f"frame {bad[0]} is out of range: the instance has {count} frame(s)")
+
+
+def dataset_payload(what: str, max_bytes: int, optional: bool = False) -> dict | None:
+    """The one DICOM data set a request carries as ``application/dicom+json`` (or JSON) or
+    ``application/dicom+xml`` (PS3.18 §8.7.3.1): 415 for another type, 413 past ``max_bytes`` or
+    without a Content-Length, 400 for what does not parse. With ``optional``, no body is None."""
+    if optional and not request.content_length and not request.headers.get("Transfer-Encoding"):
+        return None
+    header = request.headers.get("Content-Type")
+    kind = parse_media_type(header).type if header else ""
+    if kind not in (DICOM_JSON, DICOM_XML, "application/json"):
+        raise UnsupportedMediaType(f"{what} is application/dicom+json or application/dicom+xml")
+    if request.content_length is None or request.content_length > max_bytes:
+        raise PayloadTooLarge(f"{what} is at most {max_bytes} bytes, sent with its Content-Length")
+    data = request.get_data(cache=False)
+    try:
+        model = xml_to_json(data) if kind == DICOM_XML else orjson.loads(data)
+    except ValueError as exc:
+        raise BadRequest(f"{what} is not a DICOM {'XML' if kind == DICOM_XML else 'JSON'} object: {exc}") from None
+    if isinstance(model, list) and len(model) == 1:   # a DICOM JSON array of one data set
+        model = model[0]
+    if not isinstance(model, dict):
+        raise BadRequest(f"{what} is not a DICOM JSON object")
+    return model
+
+
+def single_dataset_as_xml(what: str) -> bool:
+    """For an answer of one data set: whether Accept asks for XML rather than DICOM JSON (406 for neither)."""
+    chosen = response_format(accepted(), (DICOM_JSON, DICOM_XML, "application/json"))
+    if chosen is None:
+        raise NotAcceptable(f"{what} is sent as application/dicom+json or application/dicom+xml")
+    return chosen == DICOM_XML
+
+
+def dataset_response(model: dict | list, as_xml: bool, status: int = 200) -> Response:
+    if as_xml:
+        return Response(json_to_xml(model), status=status, mimetype=DICOM_XML)
+    return Response(orjson.dumps(model), status=status, mimetype=DICOM_JSON)

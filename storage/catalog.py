@@ -290,6 +290,12 @@ class Catalog:
     def _writer(self) -> Connection:
         return self.engine.connect().execution_options(writer=True)
 
+    @contextmanager
+    def writer_transaction(self) -> Iterator[Connection]:
+        """A durable write transaction, for what keeps its own tables here (storage.worklist)."""
+        with self._writer() as conn, conn.begin():
+            yield conn
+
     # -- ingest ---------------------------------------------------------------
 
     def register_many(self, items: Sequence[PendingInstance], replace: bool = False) -> list[Registration]:

@@ -13,7 +13,7 @@ from typing import Callable
 from sqlalchemy import Column, Integer, MetaData, Table, Text, inspect, select
 from sqlalchemy.engine import Connection, Engine
 
-from .schema import metadata
+from .schema import WORKLIST_TABLES, metadata
 
 versions = MetaData()
 schema_version = Table("schema_version", versions, Column("version", Integer, primary_key=True),
@@ -35,10 +35,11 @@ def _pending_blobs(conn: Connection) -> None:
     pending_blobs.create(conn, checkfirst=True)
 
 
-def _table(name: str) -> Callable[[Connection], None]:
-    """A migration that adds the table ``name`` of the schema as it is defined there."""
+def _table(*names: str) -> Callable[[Connection], None]:
+    """A migration that adds the tables ``names`` of the schema as they are defined there."""
     def create(conn: Connection) -> None:
-        metadata.tables[name].create(conn, checkfirst=True)
+        for name in names:
+            metadata.tables[name].create(conn, checkfirst=True)
     return create
 
 
@@ -50,11 +51,13 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (5, "doomed_blobs: blobs of deleted instances, removed after the delete commits", _table("doomed_blobs")),
     (6, "rejected_instances: instances hidden by a Rejection Note until purged", _table("rejected_instances")),
     (7, "commitment_results: Storage Commitment results by Transaction UID", _table("commitment_results")),
+    (8, "the Worklist: workitems, their search keys, subscriptions, AE titles and waiting events",
+     _table(*WORKLIST_TABLES)),
 ]
 LATEST = MIGRATIONS[-1][0]
 # Columns later migrations add: a catalog made before versions were kept lacks them and is still version 1.
 ADDED_LATER = {"instances.upstream", "pending_blobs", "viewer_sessions", "doomed_blobs",
-               "rejected_instances", "commitment_results"}
+               "rejected_instances", "commitment_results", *WORKLIST_TABLES}
 
 
 def current(conn: Connection) -> int:

@@ -196,3 +196,83 @@ commitment_results = Table(
     Column("created", Float, nullable=False, index=True),
     Column("result", LargeText, nullable=False),          # the Storage Commitment result as DICOM JSON
 )
+
+# -- the Worklist (UPS-RS, storage.worklist) ----------------------------------------------------
+
+WORKITEM_KEYWORDS = ("InputReadinessState", "ScheduledProcedureStepPriority", "ProcedureStepLabel", "WorklistLabel",
+                     "ScheduledProcedureStepStartDateTime", "ExpectedCompletionDateTime", "PatientName", "PatientID",
+                     "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "AdmissionID", "StudyInstanceUID")
+
+# One row a workitem: its state and the Transaction UID that holds it (never shown), the
+# attributes searches match as columns, its whole data set as DICOM JSON, and when it
+# reached a final state (the sweep removes it some time after, unless a deletion lock holds it).
+workitems = Table(
+    "workitems", metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("uid", Text(64), nullable=False, unique=True),
+    Column("state", Text(16), nullable=False),
+    Column("transaction_uid", Text(64)),
+    *(Column(keyword, Text(64 if keyword.endswith(("DateTime", "Date")) else 400)) for keyword in WORKITEM_KEYWORDS),
+    Column("PatientName_upper", Text()),
+    Column("PatientName_groups", Text(1200)),
+    Column("created", Float, nullable=False),
+    Column("finished", Float, index=True),
+    Column("json", LargeText, nullable=False),
+    Index("ix_workitems_state", "state", "pk"),
+    Index("ix_workitems_start", "ScheduledProcedureStepStartDateTime"),
+    Index("ix_workitems_patient", "PatientID"),
+    Index("ix_workitems_name", "PatientName_upper"),
+)
+
+# Values inside sequences that searches match (a code's value, a request's accession number),
+# one row each, by keyword path ("ScheduledStationNameCodeSequence.CodeValue").
+workitem_keys = Table(
+    "workitem_keys", metadata,
+    Column("workitem_pk", Integer, ForeignKey("workitems.pk", ondelete="CASCADE"), primary_key=True),
+    Column("path", Text(200), primary_key=True),
+    Column("value", Text(), primary_key=True),
+    Index("ix_workitem_keys_value", "path", "value", "workitem_pk"),
+)
+
+# Subscriptions of an AE title to one workitem (made directly, or by a global subscription).
+workitem_subscriptions = Table(
+    "workitem_subscriptions", metadata,
+    Column("workitem_uid", Text(64), primary_key=True),
+    Column("ae_title", Text(16), primary_key=True, index=True),
+    Column("deletion_lock", Integer, nullable=False),
+    Column("created", Float, nullable=False),
+)
+
+# Global subscriptions: every workitem made from now on (filter NULL), or those a filter
+# matches (the filter as (path, value) pairs in JSON). Suspending removes the row alone.
+global_subscriptions = Table(
+    "global_subscriptions", metadata,
+    Column("ae_title", Text(16), primary_key=True),
+    Column("filter", LargeText),
+    Column("deletion_lock", Integer, nullable=False),
+    Column("created", Float, nullable=False),
+)
+
+# Who an AE title belongs to: the peer that first subscribed with it; no other peer may use
+# it, nor open its event channel. ``channel`` names the event channel now delivering its
+# events (a newer one replaces an older, on any node).
+subscriber_titles = Table(
+    "subscriber_titles", metadata,
+    Column("ae_title", Text(16), primary_key=True),
+    Column("peer", Text(64), nullable=False),
+    Column("channel", Text(64)),
+)
+
+# Event reports waiting for their subscriber, in order (pk); deleted once sent on its channel.
+worklist_events = Table(
+    "worklist_events", metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("ae_title", Text(16), nullable=False),
+    Column("workitem_uid", Text(64), nullable=False),
+    Column("event_type", Integer, nullable=False),
+    Column("information", LargeText, nullable=False),
+    Column("created", Float, nullable=False, index=True),
+    Index("ix_worklist_events_ae", "ae_title", "pk"),
+)
+WORKLIST_TABLES = ("workitems", "workitem_keys", "workitem_subscriptions", "global_subscriptions",
+                   "subscriber_titles", "worklist_events")

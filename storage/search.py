@@ -216,17 +216,17 @@ def match(attribute: Attribute, value: str, sqlite: bool, fuzzy: bool = False,
     if keyword == "ModalitiesInStudy":
         any_series = series.alias("any_series")
         return exists().where(any_series.c.study_pk == studies.c.pk,
-                              _any_of(any_series.c.Modality, _values(value), sqlite))
+                              any_of(any_series.c.Modality, value_list(value), sqlite))
     if keyword == "SOPClassesInStudy":
         any_series, any_instance = series.alias("any_series"), instances.alias("any_instance")
         return exists().where(any_series.c.study_pk == studies.c.pk, any_instance.c.series_pk == any_series.c.pk,
-                              any_instance.c.SOPClassUID.in_(_uids(keyword, value)))
+                              any_instance.c.SOPClassUID.in_(uid_list(keyword, value)))
     column = _column(attribute)
     if vr == "UI":
-        uids = _uids(keyword, value)
+        uids = uid_list(keyword, value)
         return column == uids[0] if len(uids) == 1 else column.in_(uids)
     if vr in ("DA", "TM", "DT"):
-        return _date_time(column, keyword, vr, value)
+        return date_time(column, keyword, vr, value)
     if vr == "PN":
         return _person_name(attribute, value, sqlite, fuzzy, level)
     if vr in _INTEGER_VRS:
@@ -237,16 +237,16 @@ def match(attribute: Attribute, value: str, sqlite: bool, fuzzy: bool = False,
         if number is None or not -(1 << 31) <= number < 1 << 31:   # what the catalog's columns hold
             raise QueryError(f"{keyword} must be an integer of at most 32 bits, not {value[:24]!r}")
         return column == number
-    return _any_of(column, _values(value), sqlite)
+    return any_of(column, value_list(value), sqlite)
 
 
-def _values(value: str) -> list[str]:
+def value_list(value: str) -> list[str]:
     """A value list: backslash-separated (PS3.4), or comma-separated as PS3.18 §8.3.4.1 allows."""
     return [v for v in re.split(r"[\\,]", value) if v]
 
 
-def _uids(keyword: str, value: str) -> list[str]:
-    uids = _values(value)
+def uid_list(keyword: str, value: str) -> list[str]:
+    uids = value_list(value)
     for uid in uids:
         if not is_valid_uid(uid):
             raise QueryError(f"{keyword}: {uid[:80]!r} is not a valid UID")
@@ -255,7 +255,7 @@ def _uids(keyword: str, value: str) -> list[str]:
     return uids
 
 
-def _any_of(column: ColumnElement, values: list[str], sqlite: bool) -> ColumnElement:
+def any_of(column: ColumnElement, values: list[str], sqlite: bool) -> ColumnElement:
     plain = [v for v in values if not _has_wildcard(v)]
     conditions = [wildcard(column, v, sqlite) for v in values if _has_wildcard(v)]
     if plain:
@@ -281,7 +281,7 @@ _DATE = {"DA": re.compile(r"\d{8}"), "TM": re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1
          "DT": re.compile(r"\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?")}
 
 
-def _date_time(column: ColumnElement, keyword: str, vr: str, value: str) -> ColumnElement:
+def date_time(column: ColumnElement, keyword: str, vr: str, value: str) -> ColumnElement:
     """Single value or range ``a-b``, ``-b``, ``a-`` (PS3.4 C.2.2.2.5); bounds inclusive.
 
     Stored TM/DT values may be shorter or longer than the bound (``1015`` and

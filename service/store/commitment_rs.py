@@ -12,10 +12,8 @@ import orjson
 from flask import Response, request
 
 from ..auth import PEER_ENVIRON_KEY
-from ..errors import BadRequest, DicomWebError, NotAcceptable, NotFound, PayloadTooLarge, UnsupportedMediaType
-from ..web import accepted, archive, require_uids
-from ..wire.dicom_xml import json_to_xml, xml_to_json
-from ..wire.media import DICOM_JSON, DICOM_XML, parse_media_type, response_format
+from ..errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from ..web import archive, dataset_payload, dataset_response, require_uids, single_dataset_as_xml
 from ..wire.tags import KEY
 
 MAX_BODY_BYTES = 8 << 20
@@ -27,14 +25,10 @@ NO_SUCH_OBJECT_INSTANCE = 0x0112
 CLASS_INSTANCE_CONFLICT = 0x0119
 
 
-class Conflict(DicomWebError):
-    status, title = 409, "Conflict"
-
-
 def request_commitment(transaction: str) -> Response:
     require_uids(**{"Transaction UID": transaction})
-    as_xml = _wants_xml()
-    references = _references(_payload())
+    as_xml = single_dataset_as_xml("the Storage Commitment result")
+    references = _references(dataset_payload("a Storage Commitment request", MAX_BODY_BYTES))
     store = archive()
     if store.catalog.commitment(transaction) is not None:
         raise Conflict(f"the Transaction UID {transaction} is in use already")
@@ -55,48 +49,16 @@ def request_commitment(transaction: str) -> Response:
     text = orjson.dumps(result).decode()
     if not store.catalog.keep_commitment(transaction, request.environ.get(PEER_ENVIRON_KEY), text):
         raise Conflict(f"the Transaction UID {transaction} is in use already")
-    return _answer(result, as_xml)
+    return dataset_response(result, as_xml)
 
 
 def check_result(transaction: str) -> Response:
     require_uids(**{"Transaction UID": transaction})
-    as_xml = _wants_xml()
+    as_xml = single_dataset_as_xml("the Storage Commitment result")
     row = archive().catalog.commitment(transaction)
     if row is None or row.peer != request.environ.get(PEER_ENVIRON_KEY):   # another peer's: not told
         raise NotFound(f"no Storage Commitment request {transaction} of this peer is kept")
-    return _answer(orjson.loads(row.result), as_xml)
-
-
-def _wants_xml() -> bool:
-    chosen = response_format(accepted(), (DICOM_JSON, DICOM_XML, "application/json"))
-    if chosen is None:
-        raise NotAcceptable("the Storage Commitment result is sent as application/dicom+json or application/dicom+xml")
-    return chosen == DICOM_XML
-
-
-def _answer(result: dict, as_xml: bool) -> Response:
-    if as_xml:
-        return Response(json_to_xml(result), mimetype=DICOM_XML)
-    return Response(orjson.dumps(result), mimetype=DICOM_JSON)
-
-
-def _payload() -> dict:
-    kind = parse_media_type(request.headers.get("Content-Type", "")).type if request.headers.get("Content-Type") else ""
-    if kind not in (DICOM_JSON, DICOM_XML, "application/json"):
-        raise UnsupportedMediaType("a Storage Commitment request is application/dicom+json or application/dicom+xml")
-    if request.content_length is None or request.content_length > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"a Storage Commitment request is at most {MAX_BODY_BYTES} bytes, sent with its "
-                              "Content-Length")
-    data = request.get_data(cache=False)
-    try:
-        model = xml_to_json(data) if kind == DICOM_XML else orjson.loads(data)
-    except ValueError as exc:
-        raise BadRequest(f"the request is not a DICOM {'XML' if kind == DICOM_XML else 'JSON'} object: {exc}") from None
-    if isinstance(model, list) and len(model) == 1:   # a DICOM JSON array of one data set
-        model = model[0]
-    if not isinstance(model, dict):
-        raise BadRequest("the request is not a DICOM JSON object")
-    return model
+    return dataset_response(orjson.loads(row.result), as_xml)
 
 
 def _references(model: dict) -> list[tuple[str, str]]:
