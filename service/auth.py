@@ -23,6 +23,7 @@ CREDENTIALS_ENVIRON_KEY = "dicomweb.credentials"   # how the peer was known: "ke
 TRANSACTION_ENVIRON_KEY = "dicomweb.transaction"   # the blueprint that answered: stow_rs, qido_rs…
 STUDY_ENVIRON_KEY = "dicomweb.study"
 DELETED_ENVIRON_KEY = "dicomweb.deleted"           # instances a DELETE removed
+SUBSCRIBER_ENVIRON_KEY = "dicomweb.subscriber"   # the UPS-RS AE title a request names
 SOCKET_PEER_ENVIRON_KEY = "dicomweb.socket_peer"   # the address the connection came from, whatever it says
 SCHEMES = ("apikey", "bearer")
 log = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class AuditMiddleware:
             "complete": complete,
             "study": environ.get(STUDY_ENVIRON_KEY),
             **({"deleted": environ[DELETED_ENVIRON_KEY]} if DELETED_ENVIRON_KEY in environ else {}),
+            **({"subscriber": environ[SUBSCRIBER_ENVIRON_KEY]} if SUBSCRIBER_ENVIRON_KEY in environ else {}),
             "upstream": environ.get("dicomweb.upstream"),
             "duration_ms": round((time.time() - started) * 1000, 1),
         }

@@ -33,6 +33,8 @@ class Handover:
         body = self.app(environ, capture)
         if environ.get(WEBSOCKET_ENVIRON_KEY):
             # A WebSocket had the socket and closed it: nothing is written; the audit line is.
+            for _ in body:
+                pass
             close = getattr(body, "close", None)
             if close is not None:
                 close()

@@ -96,7 +96,9 @@ ENDPOINTS: dict[str, dict] = {
                        "answers": {"200": []}},
     "ups_rs.open_channel": {"summary": "UPS-RS: the event channel, a WebSocket (Upgrade: websocket; PS3.18 8.10.4); "
                                        "event reports as DICOM JSON text frames",
-                            "tags": _UPS, "answers": {"101": [], "426": ["application/json"]}},
+                            "tags": _UPS, "answers": {"101": [], "426": ["application/json"], "503": ["application/json"]}},
+    "ups_rs.upgrade_required": {"summary": "UPS-RS: the event channel asked for without a WebSocket upgrade",
+                                "tags": _UPS, "answers": {"426": ["application/json"]}},
 
     "stow_rs.store": {"summary": "STOW-RS: store instances", "tags": ["STOW-RS"],
                       "body": [_DICOM_PARTS, "application/dicom"],

@@ -28,6 +28,7 @@ class Route:
     method: str = "GET"
     public: bool = False   # answered without a key
     permission: str | None = None   # what the peer needs, when not the method's (service.auth.required_permission)
+    websocket: bool = False   # matched by WebSocket upgrades only (werkzeug tells the two apart)
 
     @property
     def endpoint(self) -> str:
@@ -94,8 +95,9 @@ ROUTES: tuple[Route, ...] = (
         (_SUBSCRIBER, workitems_rs.subscribe, "POST"),
         (_SUBSCRIBER, workitems_rs.unsubscribe, "DELETE"),
         (_SUBSCRIBER + "/suspend", workitems_rs.suspend, "POST"),
-        ("/subscribers/<subscriber>", channel.open_channel, "GET"),   # the event channel (WebSocket)
+        ("/subscribers/<subscriber>", channel.upgrade_required, "GET"),
     )),
+    Route("ups_rs", "/subscribers/<subscriber>", channel.open_channel, permission="worklist", websocket=True),
 
     Route("fhir", "/fhir/ImagingStudy", fhir.search),
     Route("fhir", "/fhir/ImagingStudy/<study>", fhir.read),
@@ -127,7 +129,8 @@ def register(app: Flask, url_prefix: str) -> None:
     blueprints: dict[str, Blueprint] = {}
     for route in ROUTES:
         blueprint = blueprints.setdefault(route.transaction, Blueprint(route.transaction, __name__))
-        blueprint.add_url_rule(route.rule, route.view.__name__, route.view, methods=[route.method])
+        blueprint.add_url_rule(route.rule, route.view.__name__, route.view, methods=[route.method],
+                               websocket=route.websocket)
     for name, blueprint in blueprints.items():
         app.register_blueprint(blueprint, url_prefix=None if name in UNPREFIXED else url_prefix)
         if name in ALSO_AT_ROOT and url_prefix:

@@ -172,14 +172,17 @@ class _EventSocket(simple_websocket.Server):
         return keep_going
 
 
+def upgrade_required(subscriber: str) -> Response:
+    """GET /subscribers/{aetitle} without ``Upgrade: websocket``."""
+    raise UpgradeRequired("the event channel is a WebSocket: ask with Upgrade: websocket (RFC 6455)",
+                          {"Upgrade": "websocket"})
+
+
 def open_channel(subscriber: str) -> Response:
     """GET /subscribers/{aetitle} with ``Upgrade: websocket``: the channel, until it closes."""
     from .workitems_rs import ae_title, worklist
 
     title = ae_title(subscriber)
-    if "websocket" not in request.headers.get("Upgrade", "").lower():
-        raise UpgradeRequired("the event channel is a WebSocket: ask with Upgrade: websocket (RFC 6455)",
-                              {"Upgrade": "websocket"})
     if "gunicorn.socket" not in request.environ and "werkzeug.socket" not in request.environ:
         raise BadRequest("this server cannot take the connection over for a WebSocket")
     slots: threading.BoundedSemaphore = current_app.extensions["worklist_channels"]

@@ -14,7 +14,7 @@ from storage.search import QueryError
 from pydicom.uid import generate_uid
 from storage.worklist import Match, TitleTaken, Workitem, WorkitemExists, WorkitemMissing, Worklist, searchable
 
-from ..auth import PEER_ENVIRON_KEY
+from ..auth import PEER_ENVIRON_KEY, SUBSCRIBER_ENVIRON_KEY
 from ..errors import BadRequest, Conflict, DicomWebError, Forbidden, NotFound
 from ..search.qido_params import MAX_LIST_VALUES, integer
 from ..web import (
@@ -27,7 +27,6 @@ from ..wire.media import DICOM_XML
 from . import channel, ups
 
 MAX_WORKITEM_BYTES = 1 << 20       # a workitem's data set, or an update of it
-SUBSCRIBER_ENVIRON_KEY = "dicomweb.subscriber"   # the AE title a request names, for the audit line
 _AE_TITLE = re.compile(r"[ -\[\]-~]{1,16}")       # printable ASCII but the backslash (PS3.5 AE)
 CONTROL = {"limit", "offset", "fuzzymatching", "includefield", "accept", "charset"}
 
