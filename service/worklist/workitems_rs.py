@@ -67,7 +67,7 @@ def create() -> Response:
     uid = _target_uid()
     model = dataset_payload("a workitem", MAX_WORKITEM_BYTES)
     own = ups.first(model, "SOPInstanceUID")
-    uid = uid or (own if isinstance(own, str) else None) or generate_uid()
+    uid = uid or (own if isinstance(own, str) else None) or generate_uid(prefix=None)
     require_uids(**{"Workitem UID": uid})
     if uid in ups.WELL_KNOWN:
         raise BadRequest(f"{uid} is the well-known UID of the Worklist, not a workitem's")

@@ -1,0 +1,433 @@
+"""UPS-RS through the Flask app, on SQLite and PostgreSQL: every resource, its errors, the
+search keys, subscriptions and the events they queue, and concurrent claims."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from service import create_app
+from service.auth import hash_key
+from service.config import Peer
+from service.worklist import ups
+from tests.conftest import API_KEY, PEER, make_config
+from tests.test_ups_rules import code, new_workitem, performed
+
+JSON = "application/dicom+json"
+WORKLIST = ups.GLOBAL_SUBSCRIPTION
+FILTERED = ups.FILTERED_SUBSCRIPTION
+OTHER_KEY = "o" * 40
+
+
+@pytest.fixture
+def ups_app(tmp_path, catalog_url):
+    peers = (Peer(PEER, hash_key(API_KEY), frozenset({"read", "store", "worklist"})),
+             Peer("other", hash_key(OTHER_KEY), frozenset({"read", "worklist"})),
+             Peer("reader", hash_key("r" * 40), frozenset({"read", "store"})))
+    return create_app(make_config(tmp_path, catalog_url=catalog_url, peers=peers))
+
+
+def client_of(app, key: str = API_KEY):
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    return client
+
+
+@pytest.fixture
+def client(ups_app):
+    return client_of(ups_app)
+
+
+def create(client, uid: str, **changes):
+    return client.post(f"/dicom-web/workitems?{uid}", data=json.dumps(new_workitem(**changes)), content_type=JSON)
+
+
+def state(client, uid: str, new_state: str, transaction: str | None):
+    body = {"00741000": {"vr": "CS", "Value": [new_state]}}
+    if transaction:
+        body["00081195"] = {"vr": "UI", "Value": [transaction]}
+    return client.put(f"/dicom-web/workitems/{uid}/state", data=json.dumps(body), content_type=JSON)
+
+
+def waiting(app, title: str) -> list[tuple[int, str, str | None]]:
+    """(event type, workitem, state reported) of what waits for ``title``."""
+    return [(e.event_type, e.workitem_uid, ups.first(e.information, "ProcedureStepState"))
+            for e in app.extensions["worklist"].waiting(title, 1000)]
+
+
+def warnings(response) -> list[str]:
+    return response.headers.getlist("Warning")
+
+
+# -- create and retrieve ----------------------------------------------------------------------
+
+def test_create_then_retrieve(client):
+    r = create(client, "1.2.3.4")
+    assert r.status_code == 201, r.get_data()
+    assert r.headers["Location"].endswith("/dicom-web/workitems/1.2.3.4")
+    assert any("Type 2 attributes" in w for w in warnings(r))
+    r = client.get("/dicom-web/workitems/1.2.3.4")
+    assert r.status_code == 200 and r.mimetype == JSON
+    model = r.get_json()
+    assert model["00741000"]["Value"] == ["SCHEDULED"] and model["00080018"]["Value"] == ["1.2.3.4"]
+    assert model["00080016"]["Value"] == [ups.PUSH_SOP_CLASS]
+    r = client.get("/dicom-web/workitems/1.2.3.4", headers={"Accept": "application/dicom+xml"})
+    assert r.status_code == 200 and b"<NativeDicomModel" in r.get_data()
+
+
+@pytest.mark.parametrize("query", ["workitem=1.2.3.5", "AffectedSOPInstanceUID=1.2.3.5", "1.2.3.5"])
+def test_the_workitem_uid_from_the_query(client, query):
+    r = client.post(f"/dicom-web/workitems?{query}", data=json.dumps(new_workitem()), content_type=JSON)
+    assert r.status_code == 201 and r.headers["Location"].endswith("/1.2.3.5")
+
+
+def test_the_workitem_uid_from_the_data_set_or_made_by_the_server(client):
+    r = client.post("/dicom-web/workitems", data=json.dumps(new_workitem(SOPInstanceUID={"vr": "UI", "Value": ["1.2.3.6"]})),
+                    content_type=JSON)
+    assert r.status_code == 201 and r.headers["Location"].endswith("/1.2.3.6")
+    r = client.post("/dicom-web/workitems", data=json.dumps(new_workitem()), content_type=JSON)
+    assert r.status_code == 201 and r.headers["Location"].rsplit("/", 1)[1].startswith("2.25.")
+
+
+def test_create_from_xml(client):
+    from service.wire.dicom_xml import json_to_xml
+
+    r = client.post("/dicom-web/workitems?1.2.3.7", data=json_to_xml(new_workitem()), content_type="application/dicom+xml")
+    assert r.status_code == 201
+    assert client.get("/dicom-web/workitems/1.2.3.7").get_json()["00741204"]["Value"] == ["Lung nodule detection"]
+
+
+@pytest.mark.parametrize("path, body, content_type, status", [
+    ("/dicom-web/workitems?1.2.3", b"{", JSON, 400),
+    ("/dicom-web/workitems?1.2.3", b"[1, 2]", JSON, 400),
+    ("/dicom-web/workitems?1.2.3", b"{}", "text/plain", 415),
+    ("/dicom-web/workitems?1.2.3", b"<x", "application/dicom+xml", 400),
+    ("/dicom-web/workitems?1.2.3", b"{}", JSON, 400),                           # nothing of Type 1
+    ("/dicom-web/workitems?not.a.uid", json.dumps(new_workitem()).encode(), JSON, 400),
+    ("/dicom-web/workitems?1.2&3.4", json.dumps(new_workitem()).encode(), JSON, 400),   # two UIDs
+    (f"/dicom-web/workitems?{WORKLIST}", json.dumps(new_workitem()).encode(), JSON, 400),
+])
+def test_create_refuses(client, path, body, content_type, status):
+    r = client.post(path, data=body, content_type=content_type)
+    assert r.status_code == status, r.get_data()
+    assert r.get_json()["message"]
+
+
+def test_create_refusals_name_the_attribute_in_the_warning(client):
+    r = create(client, "1.2.3", InputReadinessState=None)
+    assert r.status_code == 400 and "InputReadinessState" in warnings(r)[0]
+
+
+def test_a_body_past_the_bound_is_refused_before_it_is_read(client):
+    r = client.post("/dicom-web/workitems?1.2.3", data=b" " * ((1 << 20) + 1), content_type=JSON)
+    assert r.status_code == 413
+
+
+def test_a_workitem_is_created_once(client):
+    assert create(client, "1.2.3").status_code == 201
+    r = create(client, "1.2.3")
+    assert r.status_code == 409 and warnings(r)
+
+
+def test_retrieve_refuses(client):
+    assert client.get("/dicom-web/workitems/9.9.9").status_code == 404
+    assert client.get("/dicom-web/workitems/x..y").status_code == 400
+    create(client, "1.2.3")
+    assert client.get("/dicom-web/workitems/1.2.3", headers={"Accept": "image/png"}).status_code == 406
+
+
+# -- the life of a workitem -------------------------------------------------------------------
+
+def test_claim_update_and_complete(client, ups_app):
+    create(client, "1.2.3")
+    assert state(client, "1.2.3", "IN PROGRESS", "1.2.99").status_code == 200
+    model = client.get("/dicom-web/workitems/1.2.3").get_json()
+    assert model["00741000"]["Value"] == ["IN PROGRESS"] and "00081195" not in model
+    assert ups_app.extensions["worklist"].get("1.2.3").transaction_uid == "1.2.99"
+    r = client.post("/dicom-web/workitems/1.2.3", data=json.dumps(performed()), content_type=JSON)
+    assert r.status_code == 400 and ups.TRANSACTION_MISSING in warnings(r)[0]
+    r = client.post("/dicom-web/workitems/1.2.3?transaction=1.2.98", data=json.dumps(performed()), content_type=JSON)
+    assert r.status_code == 400 and ups.TRANSACTION_INCORRECT in warnings(r)[0]
+    r = state(client, "1.2.3", "COMPLETED", "1.2.99")
+    assert r.status_code == 409 and "final state requirements" in r.get_json()["message"]
+    r = client.post("/dicom-web/workitems/1.2.3?transaction=1.2.99", data=json.dumps(performed()), content_type=JSON)
+    assert r.status_code == 200
+    assert state(client, "1.2.3", "COMPLETED", "1.2.98").status_code == 409
+    assert state(client, "1.2.3", "COMPLETED", "1.2.99").status_code == 200
+    r = state(client, "1.2.3", "COMPLETED", "1.2.99")
+    assert r.status_code == 200 and "already in the requested state of COMPLETED" in warnings(r)[0]
+    r = client.post("/dicom-web/workitems/1.2.3?transaction=1.2.99", data=json.dumps(performed()), content_type=JSON)
+    assert r.status_code == 400 and ups.INCONSISTENT in warnings(r)[0]
+
+
+def test_change_state_refuses(client):
+    assert state(client, "9.9.9", "IN PROGRESS", "1.2.99").status_code == 404
+    create(client, "1.2.3")
+    r = state(client, "1.2.3", "COMPLETED", "1.2.99")
+    assert r.status_code == 409 and ups.INCONSISTENT in warnings(r)[0]
+    assert state(client, "1.2.3", "IN PROGRESS", None).status_code == 400
+    assert state(client, "1.2.3", "DONE", "1.2.99").status_code == 400
+    r = client.put("/dicom-web/workitems/1.2.3/state", data=b"nope", content_type=JSON)
+    assert r.status_code == 400
+
+
+def test_cancel_request_of_a_scheduled_workitem_cancels_it(client, ups_app):
+    create(client, "1.2.3")
+    client.post("/dicom-web/workitems/1.2.3/subscribers/WATCHER")
+    reason = {"00741238": {"vr": "LT", "Value": ["ordered twice"]}}
+    r = client.post("/dicom-web/workitems/1.2.3/cancelrequest", data=json.dumps(reason), content_type=JSON)
+    assert r.status_code == 202
+    model = client.get("/dicom-web/workitems/1.2.3").get_json()
+    assert model["00741000"]["Value"] == ["CANCELED"]
+    assert waiting(ups_app, "WATCHER") == [(1, "1.2.3", "SCHEDULED"), (1, "1.2.3", "IN PROGRESS"), (1, "1.2.3", "CANCELED")]
+    r = client.post("/dicom-web/workitems/1.2.3/cancelrequest")
+    assert r.status_code == 202 and "already in the requested state of CANCELED" in warnings(r)[0]
+
+
+def test_cancel_request_of_an_in_progress_workitem_reaches_its_subscribers(client, ups_app):
+    create(client, "1.2.3")
+    state(client, "1.2.3", "IN PROGRESS", "1.2.99")
+    r = client.post("/dicom-web/workitems/1.2.3/cancelrequest")
+    assert r.status_code == 409 and "performer cannot be contacted" in warnings(r)[0]
+    client.post("/dicom-web/workitems/1.2.3/subscribers/PERFORMER")
+    assert client.post("/dicom-web/workitems/1.2.3/cancelrequest").status_code == 202
+    assert waiting(ups_app, "PERFORMER")[-1][0] == ups.CANCEL_REQUESTED
+    assert client.get("/dicom-web/workitems/1.2.3").get_json()["00741000"]["Value"] == ["IN PROGRESS"]
+    assert client.post("/dicom-web/workitems/9.9.9/cancelrequest").status_code == 404
+
+
+# -- search -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def listed(client):
+    for n, (name, station, start) in enumerate([("Doe^Jane", "CT-AI-1", "20261201080000"),
+                                                ("Doe^John", "CT-AI-2", "20261202080000"),
+                                                ("Roe^Richard", "CT-AI-1", "20261203080000")], 1):
+        request = {"vr": "SQ", "Value": [{"0020000D": {"vr": "UI", "Value": [f"1.2.7.{n}"]},
+                                          "00080050": {"vr": "SH", "Value": [f"ACC{n}"]}}]}
+        assert create(client, f"1.2.3.{n}", PatientName={"vr": "PN", "Value": [{"Alphabetic": name}]},
+                      PatientID={"vr": "LO", "Value": [f"P-{n}"]},
+                      ScheduledStationNameCodeSequence={"vr": "SQ", "Value": [code(station)]},
+                      ScheduledProcedureStepStartDateTime={"vr": "DT", "Value": [start]},
+                      ReferencedRequestSequence=request).status_code == 201
+    state(client, "1.2.3.2", "IN PROGRESS", "1.2.99")
+    return client
+
+
+def uids(response) -> list[str]:
+    assert response.status_code == 200, response.get_data()
+    return [r["00080018"]["Value"][0] for r in response.get_json()]
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("", ["1.2.3.1", "1.2.3.2", "1.2.3.3"]),
+    ("ProcedureStepState=SCHEDULED", ["1.2.3.1", "1.2.3.3"]),
+    ("ProcedureStepState=IN%20PROGRESS", ["1.2.3.2"]),
+    ("00741000=SCHEDULED", ["1.2.3.1", "1.2.3.3"]),
+    ("PatientName=doe*", ["1.2.3.1", "1.2.3.2"]),
+    ("PatientName=DOE%5EJANE", ["1.2.3.1"]),
+    ("PatientID=P-3", ["1.2.3.3"]),
+    ("PatientID=P-1,P-3", ["1.2.3.1", "1.2.3.3"]),
+    ("ScheduledProcedureStepStartDateTime=20261202-", ["1.2.3.2", "1.2.3.3"]),
+    ("ScheduledProcedureStepStartDateTime=-20261202235959", ["1.2.3.1", "1.2.3.2"]),
+    ("ScheduledStationNameCodeSequence.CodeValue=CT-AI-1", ["1.2.3.1", "1.2.3.3"]),
+    ("00404025.00080100=CT-AI-2", ["1.2.3.2"]),
+    ("ScheduledStationNameCodeSequence.CodeValue=CT-AI-1&ProcedureStepState=SCHEDULED&PatientName=R*", ["1.2.3.3"]),
+    ("ReferencedRequestSequence.AccessionNumber=ACC2", ["1.2.3.2"]),
+    ("ReferencedRequestSequence.StudyInstanceUID=1.2.7.3", ["1.2.3.3"]),
+    ("SOPInstanceUID=1.2.3.1,1.2.3.2", ["1.2.3.1", "1.2.3.2"]),
+    ("InputReadinessState=READY&ScheduledProcedureStepPriority=MEDIUM&limit=2", ["1.2.3.1", "1.2.3.2"]),
+    ("limit=2&offset=2", ["1.2.3.3"]),
+    ("ProcedureStepState=COMPLETED", []),
+])
+def test_search(listed, query, expected):
+    assert uids(listed.get(f"/dicom-web/workitems?{query}")) == expected
+
+
+def test_search_results_are_whole_workitems_without_transaction(listed):
+    results = listed.get("/dicom-web/workitems?ProcedureStepState=IN%20PROGRESS").get_json()
+    assert "00081195" not in results[0] and results[0]["00741204"]["Value"] == ["Lung nodule detection"]
+
+
+def test_search_as_xml(listed):
+    r = listed.get("/dicom-web/workitems", headers={"Accept": 'multipart/related; type="application/dicom+xml"'})
+    assert r.status_code == 200 and r.get_data().count(b"<NativeDicomModel") == 3
+
+
+@pytest.mark.parametrize("query, status, warned", [
+    ("StudyDescription=x", 200, "not supported for matching"),
+    ("fuzzymatching=true&PatientName=doe", 200, "fuzzymatching"),
+    ("NoSuchAttribute=x", 400, None),
+    ("limit=0", 400, None),
+    ("offset=-1", 400, None),
+    ("ScheduledProcedureStepStartDateTime=yesterday", 400, None),
+    ("SOPInstanceUID=x.y", 400, None),
+])
+def test_search_refusals_and_warnings(listed, query, status, warned):
+    r = listed.get(f"/dicom-web/workitems?{query}")
+    assert r.status_code == status, r.get_data()
+    if warned:
+        assert any(warned in w for w in warnings(r))
+
+
+# -- subscriptions and their events -----------------------------------------------------------
+
+def test_a_workitem_subscription_reports_its_state_changes(client, ups_app):
+    create(client, "1.2.3")
+    r = client.post("/dicom-web/workitems/1.2.3/subscribers/WATCHER")
+    assert r.status_code == 201 and r.headers["Content-Location"].startswith("ws://")
+    assert r.headers["Content-Location"].endswith("/dicom-web/subscribers/WATCHER")
+    state(client, "1.2.3", "IN PROGRESS", "1.2.99")
+    progress = {"00741002": {"vr": "SQ", "Value": [{"00741004": {"vr": "DS", "Value": [100]}}]}, **performed()}
+    client.post("/dicom-web/workitems/1.2.3?transaction=1.2.99", data=json.dumps(progress), content_type=JSON)
+    state(client, "1.2.3", "COMPLETED", "1.2.99")
+    assert [(t, s) for t, _, s in waiting(ups_app, "WATCHER")] == [
+        (ups.STATE_REPORT, "SCHEDULED"), (ups.STATE_REPORT, "IN PROGRESS"), (ups.PROGRESS_REPORT, "IN PROGRESS"),
+        (ups.STATE_REPORT, "COMPLETED")]
+
+
+def test_a_global_subscription_takes_existing_and_new_workitems(client, ups_app):
+    create(client, "1.2.3.1")
+    create(client, "1.2.3.2")
+    state(client, "1.2.3.2", "IN PROGRESS", "1.2.99")
+    assert client.post(f"/dicom-web/workitems/{WORKLIST}/subscribers/ALL?deletionlock=true").status_code == 201
+    assert sorted(waiting(ups_app, "ALL")) == [(1, "1.2.3.1", "SCHEDULED"), (1, "1.2.3.2", "IN PROGRESS")]
+    create(client, "1.2.3.3")
+    assert waiting(ups_app, "ALL")[-2:] == [(ups.STATE_REPORT, "1.2.3.3", "SCHEDULED"), (ups.ASSIGNED, "1.2.3.3", None)]
+    # suspended: the new ones are not taken, the ones taken still report
+    assert client.post(f"/dicom-web/workitems/{WORKLIST}/subscribers/ALL/suspend").status_code == 200
+    create(client, "1.2.3.4")
+    state(client, "1.2.3.1", "IN PROGRESS", "1.2.98")
+    reported = waiting(ups_app, "ALL")
+    assert not any(uid == "1.2.3.4" for _, uid, _ in reported) and reported[-1] == (1, "1.2.3.1", "IN PROGRESS")
+    assert client.post(f"/dicom-web/workitems/{WORKLIST}/subscribers/ALL/suspend").status_code == 404
+    # unsubscribed from the Worklist: every workitem's subscription ends too
+    assert client.delete(f"/dicom-web/workitems/{WORKLIST}/subscribers/ALL").status_code == 200
+    before = len(waiting(ups_app, "ALL"))
+    state(client, "1.2.3.1", "CANCELED", "1.2.98")
+    assert len(waiting(ups_app, "ALL")) == before
+
+
+def test_a_filtered_subscription_takes_what_its_filter_matches(client, ups_app):
+    create(client, "1.2.3.1", ScheduledStationNameCodeSequence={"vr": "SQ", "Value": [code("CT-AI-1")]})
+    r = client.post(f"/dicom-web/workitems/{FILTERED}/subscribers/AI1?deletionlock=true&"
+                    "filter=ScheduledStationNameCodeSequence.CodeValue=CT-AI-1,InputReadinessState=READY")
+    assert r.status_code == 201, r.get_data()
+    create(client, "1.2.3.2", ScheduledStationNameCodeSequence={"vr": "SQ", "Value": [code("CT-AI-2")]})
+    create(client, "1.2.3.3", ScheduledStationNameCodeSequence={"vr": "SQ", "Value": [code("CT-AI-1")]})
+    create(client, "1.2.3.4", InputReadinessState={"vr": "CS", "Value": ["INCOMPLETE"]})
+    assert sorted({uid for _, uid, _ in waiting(ups_app, "AI1")}) == ["1.2.3.1", "1.2.3.3"]
+
+
+@pytest.mark.parametrize("path, status", [
+    (f"/dicom-web/workitems/{FILTERED}/subscribers/AI1", 400),                   # no filter
+    (f"/dicom-web/workitems/{FILTERED}/subscribers/AI1?filter=NoSuchKey=1", 400),
+    (f"/dicom-web/workitems/{FILTERED}/subscribers/AI1?filter=StudyDescription=1", 400),   # not matched on
+    (f"/dicom-web/workitems/{FILTERED}/subscribers/AI1?filter=garbage", 400),
+    (f"/dicom-web/workitems/{WORKLIST}/subscribers/AI1?filter=PatientID=1", 400),
+    ("/dicom-web/workitems/9.9.9/subscribers/AI1", 404),
+    ("/dicom-web/workitems/1.2.3/subscribers/TOO-LONG-AE-TITLE-X", 400),
+    ("/dicom-web/workitems/1.2.3/subscribers/A%5CB", 400),
+    ("/dicom-web/workitems/1.2.3/subscribers/%20%20", 400),
+    ("/dicom-web/workitems/1.2.3/subscribers/AI1?deletionlock=maybe", 400),
+])
+def test_subscribe_refuses(client, path, status):
+    create(client, "1.2.3")
+    assert client.post(path).status_code == status
+
+
+def test_unsubscribe_and_suspend_refuse_what_is_not_there(client):
+    create(client, "1.2.3")
+    r = client.delete("/dicom-web/workitems/1.2.3/subscribers/NOBODY")
+    assert r.status_code == 404 and "Subscription was not found" in warnings(r)[0]
+    assert client.post("/dicom-web/workitems/1.2.3/subscribers/NOBODY/suspend").status_code == 400
+    assert client.delete(f"/dicom-web/workitems/{WORKLIST}/subscribers/NOBODY").status_code == 404
+
+
+def test_an_ae_title_belongs_to_the_peer_that_first_subscribed_with_it(client, ups_app):
+    create(client, "1.2.3")
+    assert client.post("/dicom-web/workitems/1.2.3/subscribers/MINE").status_code == 201
+    other = client_of(ups_app, OTHER_KEY)
+    assert other.post("/dicom-web/workitems/1.2.3/subscribers/MINE").status_code == 403
+    assert other.delete("/dicom-web/workitems/1.2.3/subscribers/MINE").status_code == 403
+    assert other.post(f"/dicom-web/workitems/{WORKLIST}/subscribers/MINE").status_code == 403
+    assert other.post("/dicom-web/workitems/1.2.3/subscribers/THEIRS").status_code == 201
+
+
+def test_the_worklist_permission_is_needed(ups_app):
+    reader = client_of(ups_app, "r" * 40)
+    assert reader.get("/dicom-web/workitems").status_code == 403
+    assert reader.post("/dicom-web/workitems?1.2.3", data=json.dumps(new_workitem()), content_type=JSON).status_code == 403
+    assert ups_app.test_client().get("/dicom-web/workitems").status_code == 401
+
+
+def test_the_event_channel_needs_a_websocket(client):
+    r = client.get("/dicom-web/subscribers/WATCHER")
+    assert r.status_code == 426 and r.headers["Upgrade"] == "websocket"
+
+
+def test_the_subscription_audit_names_the_ae_title_and_the_peer(client, caplog):
+    import logging
+
+    create(client, "1.2.3")
+    with caplog.at_level(logging.INFO, logger="dicomweb.audit"):
+        client.post("/dicom-web/workitems/1.2.3/subscribers/WATCHER", buffered=True)
+    record = json.loads([r.getMessage() for r in caplog.records if r.name == "dicomweb.audit"][-1])
+    assert (record["peer"], record["subscriber"], record["status"]) == (PEER, "WATCHER", 201)
+
+
+# -- deletion locks and the sweep -------------------------------------------------------------
+
+def test_a_deletion_lock_keeps_a_final_workitem_until_its_subscription_ends(client, ups_app):
+    worklist = ups_app.extensions["worklist"]
+    for uid in ("1.2.3.1", "1.2.3.2"):
+        create(client, uid)
+        state(client, uid, "IN PROGRESS", "1.2.99")
+        state(client, uid, "CANCELED", "1.2.99")
+    client.post("/dicom-web/workitems/1.2.3.1/subscribers/KEEPER?deletionlock=true")
+    removed, _ = worklist.sweep(time.time() + 1, 0)
+    assert removed == 1
+    assert client.get("/dicom-web/workitems/1.2.3.2").status_code == 404
+    assert client.get("/dicom-web/workitems/1.2.3.1").status_code == 200
+    client.delete("/dicom-web/workitems/1.2.3.1/subscribers/KEEPER")
+    assert worklist.sweep(time.time() + 1, 0)[0] == 1
+    assert client.get("/dicom-web/workitems/1.2.3.1").status_code == 404
+
+
+def test_queued_events_are_bounded_per_ae_title(client, ups_app):
+    worklist = ups_app.extensions["worklist"]
+    worklist.max_queued = 5
+    for n in range(4):
+        create(client, f"1.2.3.{n}")
+        client.post(f"/dicom-web/workitems/1.2.3.{n}/subscribers/SLOW")
+        state(client, f"1.2.3.{n}", "IN PROGRESS", "1.2.99")
+    assert len(waiting(ups_app, "SLOW")) == 8
+    worklist.open_channel("SLOW", PEER, "channel-1")
+    kept = waiting(ups_app, "SLOW")
+    assert len(kept) == 5 and kept[-1] == (1, "1.2.3.3", "IN PROGRESS"), "the newest are kept"
+
+
+# -- concurrency ------------------------------------------------------------------------------
+
+def test_concurrent_claims_of_one_workitem_have_one_winner(ups_app):
+    client = client_of(ups_app)
+    for n in range(10):
+        assert create(client, f"1.2.4.{n}").status_code == 201
+    for n in range(10):
+        barrier, statuses = threading.Barrier(6), []
+
+        def claim(k: int) -> None:
+            own = client_of(ups_app)
+            barrier.wait()
+            statuses.append((state(own, f"1.2.4.{n}", "IN PROGRESS", f"1.2.99.{k}").status_code, k))
+
+        threads = [threading.Thread(target=claim, args=(k,)) for k in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        winners = [k for status, k in statuses if status == 200]
+        assert len(winners) == 1 and sorted(s for s, _ in statuses) == [200] + [409] * 5
+        assert ups_app.extensions["worklist"].get(f"1.2.4.{n}").transaction_uid == f"1.2.99.{winners[0]}"
