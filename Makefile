@@ -44,9 +44,10 @@ serve: $(STAMP) viewer
 	@if [ -z "$$DICOMWEB_API_KEY" ] && [ ! -s $(DICOMWEB_DATA_DIR)/api-key ]; then \
 		umask 077; $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(32))' > $(DICOMWEB_DATA_DIR)/api-key; fi
 	@if [ -z "$$DICOMWEB_API_KEY" ]; then echo "API key (stored in $(DICOMWEB_DATA_DIR)/api-key): $$(cat $(DICOMWEB_DATA_DIR)/api-key)"; fi
-	@echo "DICOMweb service on http://$(DICOMWEB_BIND)/dicom-web"
+	@echo "DICOMweb service on http://$(DICOMWEB_BIND)/dicom-web (the key may read, store and use the Worklist)"
 	@echo "Viewer on http://$(DICOMWEB_BIND)/viewer/ (sign in with a person's key: $(BIN)/dicomweb keys add YOUR-NAME --person)"
-	exec $(BIN)/gunicorn --config deploy/gunicorn.conf.py --bind $(DICOMWEB_BIND) wsgi:app
+	exec env DICOMWEB_API_KEY_PERMISSIONS=$${DICOMWEB_API_KEY_PERMISSIONS:-read,store,worklist} \
+		$(BIN)/gunicorn --config deploy/gunicorn.conf.py --bind $(DICOMWEB_BIND) wsgi:app
 
 test: $(STAMP) | $(TEST_DEBIAN_STAMP)
 	$(BIN)/python -m pytest

@@ -61,6 +61,7 @@ def on_starting(server):  # noqa: ANN001
 
 
 def when_ready(server):  # noqa: ANN001
+    _announce("RESTARTED")
     # The preloaded app's objects live as long as the workers: moving them out of the
     # garbage collector's reach keeps its full collections short and the pages shared.
     import gc
@@ -73,3 +74,15 @@ def child_exit(server, worker):  # noqa: ANN001
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):  # noqa: ANN001
+    _announce("GOING DOWN")
+
+
+def _announce(status: str) -> None:
+    """UPS-RS subscribers are told the service restarted or goes down (SCP Status Change)."""
+    from service.config import Config
+    from service.worklist import announce
+
+    announce(Config.from_env(os.environ), status)

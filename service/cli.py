@@ -28,10 +28,13 @@ import click
 
 from storage import Archive, Catalog
 from storage.migrations import migrate as migrate_catalog
+from storage.worklist import Worklist
 
 from .config import Config, parse_permissions, read_peers
 from .store.commitment_rs import RESULT_DAYS
 from .wiring import make_archive
+
+EVENT_DAYS = 7   # UPS event reports no event channel took are dropped after this long
 
 ROOT = Path(__file__).resolve().parent.parent
 IMPORT_BATCH = 50
@@ -124,7 +127,7 @@ def keys() -> None:
 @keys.command("add", help="Make a key for the peer NAME and print it.")
 @click.argument("name")
 @click.option("--permissions", default="read,store", show_default=True,
-              help="what the peer may do: read, store, replace, delete (comma-separated)")
+              help="what the peer may do: read, store, replace, delete, worklist (comma-separated)")
 @click.option("--person", is_flag=True, help="a person's key, for signing in to the viewer at /viewer/login")
 def keys_add(name: str, permissions: str, person: bool) -> None:
     path = _config().peers_file
@@ -197,6 +200,10 @@ def sweep() -> None:
     click.echo(f"forgot {ended} expired viewer session(s)")
     kept = archive.catalog.forget_commitments(time.time() - RESULT_DAYS * 86400)
     click.echo(f"forgot {kept} Storage Commitment result(s) older than {RESULT_DAYS} days")
+    workitems, events = Worklist(archive.catalog).sweep(time.time() - config.worklist_retention_seconds,
+                                                        time.time() - EVENT_DAYS * 86400)
+    click.echo(f"removed {workitems} final workitem(s) no deletion lock holds, and {events} event report(s) "
+               f"waiting more than {EVENT_DAYS} days")
 
 
 @main.command(help="Make the stored metadata of instances archived before it was kept.")

@@ -224,7 +224,7 @@ _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 def parse_peers(text: str, source: str = "peers file") -> PeersFile:
     """Lines of ``<peer name> <sha256 hex of its key> [permissions] [person]``, ``#`` starting a
-    comment; permissions are comma-separated (read, store, replace, delete; default read,store);
+    comment; permissions are comma-separated (read, store, replace, delete, worklist; default read,store);
     ``person`` marks a person's key, which may sign in to the viewer. Read leniently
     where the meaning is plain: ``sha256sum`` output pasted whole (its trailing ``-``) is the
     digest. A line that cannot be read is skipped, and named in ``problems``: skipping denies

@@ -305,3 +305,24 @@ def test_events_cross_nodes_over_redis(tmp_path):
     finally:
         second.stop()
         first.stop()
+
+
+def test_subscribers_are_told_the_service_went_down_and_restarted(tmp_path):
+    port = free_port()
+    server = Server(env(tmp_path / "var"), port, tmp_path / "first.log")
+    subscribe(server.dicomweb, "TOLD")
+    server.stop()    # SIGTERM: a graceful stop (gunicorn's on_exit)
+    server = Server(env(tmp_path / "var"), port, tmp_path / "second.log")
+    ws = channel(server.dicomweb, "TOLD")
+    try:
+        told = []
+        for _ in range(2):
+            report = json.loads(ws.recv())
+            assert report["00001002"]["Value"] == [ups.SCP_STATUS_CHANGE]
+            assert report["00001000"]["Value"] == [ups.GLOBAL_SUBSCRIPTION]
+            assert report["00741244"]["Value"] == ["WARM START"]
+            told.append(report["00741242"]["Value"][0])
+        assert told == ["GOING DOWN", "RESTARTED"]
+    finally:
+        ws.close()
+        server.stop()
