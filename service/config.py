@@ -90,7 +90,7 @@ class Config:
     login_failures_per_minute: int = 10   # failed sign-ins from one client address before it waits
     worklist_channels: int = 8            # per worker: open event channels (WebSockets), each holding a thread
     worklist_queued_events: int = 10_000  # per AE title: event reports kept while its channel is closed
-    worklist_poll_seconds: float = 0.25   # SQLite: how often a worker looks for events other processes queued
+    worklist_poll_seconds: float = 0.05   # SQLite: how often a worker with a channel looks for events others queued
     worklist_retention_seconds: float = 86400.0   # a final workitem no deletion lock holds is removed after this
     redis_url: str = ""                   # Redis for waking event channels across processes and nodes (optional)
 
@@ -161,7 +161,7 @@ class Config:
             login_failures_per_minute=int(env.get("DICOMWEB_LOGIN_FAILURES_PER_MINUTE", "10")),
             worklist_channels=int(env.get("DICOMWEB_WORKLIST_CHANNELS", "8")),
             worklist_queued_events=int(env.get("DICOMWEB_WORKLIST_QUEUED_EVENTS", "10000")),
-            worklist_poll_seconds=float(env.get("DICOMWEB_WORKLIST_POLL_SECONDS", "0.25")),
+            worklist_poll_seconds=float(env.get("DICOMWEB_WORKLIST_POLL_SECONDS", "0.05")),
             worklist_retention_seconds=float(env.get("DICOMWEB_WORKLIST_RETENTION_SECONDS", "86400")),
             redis_url=env.get("DICOMWEB_REDIS_URL", ""),
         )

@@ -174,7 +174,7 @@ class Registration:
     detail: str = ""
 
 
-def _retried(transaction: Callable[..., int], *args: Any) -> int:
+def retried(transaction: Callable[..., int], *args: Any) -> int:
     """``transaction(*args)``, again up to three times when the database aborts it: a deadlock
     with a concurrent store, in which PostgreSQL chose this transaction to fail."""
     for attempt in range(3):
@@ -583,7 +583,7 @@ class Catalog:
         the delete's commit point. How many instances went (0: none matched)."""
         if not self.instances(study_uid, series_uid, sop_instance_uid):   # a 404 takes no write lock
             return 0
-        return _retried(self._delete, study_uid, series_uid, sop_instance_uid, time.time() if now is None else now)
+        return retried(self._delete, study_uid, series_uid, sop_instance_uid, time.time() if now is None else now)
 
     def _delete(self, study_uid: str, series_uid: str | None, sop_instance_uid: str | None, now: float) -> int:
         with self._writer() as conn, conn.begin():
@@ -641,7 +641,7 @@ class Catalog:
         were still there."""
         if not found:
             return 0
-        return _retried(self._reject, found, reason, note, time.time() if now is None else now)
+        return retried(self._reject, found, reason, note, time.time() if now is None else now)
 
     def _reject(self, found: Sequence[StoredInstance], reason: str, note: str, when: float) -> int:
         with self._writer() as conn, conn.begin():

@@ -303,3 +303,13 @@ def test_an_event_report_carries_the_n_event_report_command_and_the_information(
 def test_the_transaction_uid_is_never_shown():
     model = {**in_state("IN PROGRESS"), "00081195": {"vr": "UI", "Value": [HELD]}}
     assert "00081195" not in ups.without_transaction(model)
+
+
+def test_tags_in_lower_case_are_read_as_tags():
+    request = {"0040a370": {"vr": "SQ", "Value": [{"0020000d": {"vr": "UI", "Value": ["1.2.7"]}}]}}
+    model = {**{k.lower(): v for k, v in new_workitem().items()}, **request}
+    outcome = ups.create(model, "1.2.3", NOW)
+    assert ups.first(ups.items(outcome.model, "ReferencedRequestSequence")[0], "StudyInstanceUID") == "1.2.7"
+    changes = {"0074100e": {"vr": "SQ", "Value": []}, "00741204": {"vr": "LO", "Value": ["relabelled"]}}
+    updated = ups.update(outcome.model, None, None, changes, NOW).model
+    assert "0074100E" in updated and ups.first(updated, "ProcedureStepLabel") == "relabelled"

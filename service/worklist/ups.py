@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 Model = dict[str, Any]   # DICOM JSON: "GGGGEEEE" → {"vr": …, "Value": […]}
 
@@ -178,6 +178,23 @@ def _check_shape(model: Any, where: str = "", depth: int = 0) -> None:
                 _check_shape(item, f"{where}{key}[{n}].", depth + 1)
 
 
+def _normalized(model: Model) -> Model:
+    """A copy of a checked data set with its tags upper-cased, as the rules read them
+    (DICOM JSON allows either case of the hexadecimal digits)."""
+    copied = {}
+    for key, value in model.items():
+        value = dict(value)
+        if value["vr"] == "SQ" and value.get("Value"):
+            value["Value"] = [_normalized(item) for item in value["Value"]]
+        copied[key.upper()] = value
+    return copied
+
+
+def _dataset(model: Any) -> Model:
+    _check_shape(model)
+    return _normalized(model)
+
+
 def _named(keyword: str) -> str:
     return f"{keyword} ({T.get(keyword) or tag(keyword)})"
 
@@ -242,8 +259,7 @@ def create(model: Any, uid: str, now: str) -> Outcome:
     """A new workitem from what an SCU sent (PS3.4 CC.2.5.1.3, PS3.18 §11.4): its Type 1
     attributes present and valid, SCHEDULED, nothing the SCP alone writes. ``uid`` is the
     workitem's (from the URL, the data set, or made by the caller); ``now`` a DT value."""
-    _check_shape(model)
-    model = copy.deepcopy(model)
+    model = copy.deepcopy(_dataset(model))
     own = first(model, "SOPInstanceUID")
     if own is not None and own != uid:
         raise Refused(400, "The workitem UID of the URL and of the data set differ.",
@@ -290,7 +306,7 @@ def update(model: Model, held: str | None, given: str | None, changes: Any, now:
                                                 "that claimed it (?transaction=)")
     if state == IN_PROGRESS and given != held:
         raise Refused(400, TRANSACTION_INCORRECT)
-    _check_shape(changes)
+    changes = _dataset(changes)
     for keyword in FORBIDDEN_IN_UPDATE:
         if has(changes, keyword):
             raise Refused(400, f"Invalid attribute {_named(keyword)}.",
@@ -298,9 +314,9 @@ def update(model: Model, held: str | None, given: str | None, changes: Any, now:
                           (" (Change State changes it)" if keyword == "ProcedureStepState" else ""))
     updated = copy.deepcopy(model)
     for key, value in changes.items():
-        if key.upper() == T["SpecificCharacterSet"]:
+        if key == T["SpecificCharacterSet"]:
             continue
-        updated[key.upper()] = copy.deepcopy(value)
+        updated[key] = copy.deepcopy(value)
     for keyword in REQUIRED_AT_CREATE:
         if not values(updated, keyword):
             raise Refused(400, f"Missing attribute {_named(keyword)}.", f"{_named(keyword)} (Type 1) cannot be emptied")
@@ -320,7 +336,7 @@ def change_state(model: Model, held: str | None, request: Any, now: str) -> Outc
     """Change UPS State (PS3.4 CC.2.1.3, table CC.1.1-2; PS3.18 §11.7): claim a SCHEDULED
     workitem with a new Transaction UID, or with that UID complete (final-state requirements
     met) or cancel the IN PROGRESS one it claimed."""
-    _check_shape(request)
+    request = _dataset(request)
     requested, given = text(request, "ProcedureStepState"), text(request, "TransactionUID")
     state = first(model, "ProcedureStepState")
     if requested not in (IN_PROGRESS, COMPLETED, CANCELED):
@@ -360,7 +376,7 @@ def request_cancel(model: Model, request: Any, now: str, performer_reachable: bo
     by the SCP itself (IN PROGRESS, then CANCELED, two state reports); for an IN PROGRESS one
     its subscribers are told (UPS Cancel Requested) and its performer decides; ``performer_reachable``
     says whether anyone subscribes to it, without which the request could reach nobody."""
-    _check_shape(request)
+    request = _dataset(request)
     state = first(model, "ProcedureStepState")
     reason = {T[k]: request[T[k]] for k in ("ReasonForCancellation", "ProcedureStepDiscontinuationReasonCodeSequence",
                                              "ContactURI", "ContactDisplayName") if T[k] in request}
@@ -478,6 +494,3 @@ def without_transaction(model: Model) -> Model:
     """The workitem as it is shown: never its Transaction UID (PS3.18 §11.5.3.3)."""
     return {k: v for k, v in model.items() if k != T["TransactionUID"]}
 
-
-def keyword_of(key: str) -> str:
-    return keyword_for_tag(int(key, 16)) or key
