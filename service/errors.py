@@ -44,6 +44,10 @@ class RangeNotSatisfiable(DicomWebError):
     status, title = 416, "Range Not Satisfiable"
 
 
+class UpgradeRequired(DicomWebError):
+    status, title = 426, "Upgrade Required"
+
+
 class UnsupportedMediaType(DicomWebError):
     status, title = 415, "Unsupported Media Type"
 

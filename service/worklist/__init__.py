@@ -3,14 +3,35 @@ the resources, ``channel`` the event channel (WebSocket) and what wakes it."""
 from __future__ import annotations
 
 import logging
+import re
+
+from flask import current_app, request
 
 from storage import Catalog
 from storage.worklist import Worklist
 
+from ..auth import SUBSCRIBER_ENVIRON_KEY
 from ..config import Config
+from ..errors import BadRequest
 from . import ups
 
 log = logging.getLogger(__name__)
+_AE_TITLE = re.compile(r"[ -\[\]-~]{1,16}")       # printable ASCII but the backslash (PS3.5 AE)
+
+
+def worklist() -> Worklist:
+    """The app's Worklist (the catalog's tables of it)."""
+    return current_app.extensions["worklist"]
+
+
+def ae_title(text: str) -> str:
+    """An AE title of a URL, its insignificant spaces trimmed (400 for one PS3.5 does not allow);
+    kept for the request's audit line."""
+    title = text.strip(" ")
+    if not _AE_TITLE.fullmatch(title):
+        raise BadRequest("the AE title must be 1 to 16 printable ASCII characters, no backslash")
+    request.environ[SUBSCRIBER_ENVIRON_KEY] = title
+    return title
 
 
 def announce(config: Config, status: str) -> int:

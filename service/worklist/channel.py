@@ -13,6 +13,7 @@ the events table (the embedded default).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -27,8 +28,8 @@ from storage.worklist import NOTIFY_CHANNEL, TitleTaken, Worklist
 
 from ..auth import PEER_ENVIRON_KEY
 from ..handover import WEBSOCKET_ENVIRON_KEY
-from ..errors import BadRequest, DicomWebError, Forbidden, ServiceUnavailable
-from . import ups
+from ..errors import BadRequest, Forbidden, ServiceUnavailable, UpgradeRequired
+from . import ae_title, ups, worklist
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,6 @@ PING_SECONDS = 20            # keeps proxies from closing an idle channel, and f
 CHECK_SECONDS = 5            # an idle channel looks at the catalog this often whatever the bell says
 REPLACED = 4000              # close code: a newer channel took the AE title
 REDIS_CHANNEL = NOTIFY_CHANNEL
-
-
-class UpgradeRequired(DicomWebError):
-    status, title = 426, "Upgrade Required"
 
 
 class Bell:
@@ -79,9 +76,7 @@ class Bell:
         return self._count
 
     def _redis_client(self):  # noqa: ANN202
-        import os
-
-        import redis
+        import redis   # only where DICOMWEB_REDIS_URL is set
 
         if self._redis is None or self._redis_pid != os.getpid():   # one client a process, made after fork
             self._redis = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
@@ -89,8 +84,6 @@ class Bell:
         return self._redis
 
     def _start(self) -> None:
-        import os
-
         if self._listener is not None and self._pid == os.getpid() and self._listener.is_alive():
             return
         with self._condition:
@@ -180,8 +173,6 @@ def upgrade_required(subscriber: str) -> Response:
 
 def open_channel(subscriber: str) -> Response:
     """GET /subscribers/{aetitle} with ``Upgrade: websocket``: the channel, until it closes."""
-    from .workitems_rs import ae_title, worklist
-
     title = ae_title(subscriber)
     if "gunicorn.socket" not in request.environ and "werkzeug.socket" not in request.environ:
         raise BadRequest("this server cannot take the connection over for a WebSocket")

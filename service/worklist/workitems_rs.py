@@ -8,13 +8,13 @@ import re
 from datetime import datetime, timezone
 from typing import Callable
 
-from flask import Response, current_app, request
+from flask import Response, request
 
 from storage.search import QueryError
 from pydicom.uid import generate_uid
-from storage.worklist import Match, TitleTaken, Workitem, WorkitemExists, WorkitemMissing, Worklist, searchable
+from storage.worklist import Match, TitleTaken, Workitem, WorkitemExists, WorkitemMissing, searchable
 
-from ..auth import PEER_ENVIRON_KEY, SUBSCRIBER_ENVIRON_KEY
+from ..auth import PEER_ENVIRON_KEY
 from ..errors import BadRequest, Conflict, DicomWebError, Forbidden, NotFound
 from ..search.qido_params import MAX_LIST_VALUES, integer
 from ..web import (
@@ -24,15 +24,10 @@ from ..web import (
 from ..wire import multipart
 from ..wire.dicom_xml import json_to_xml
 from ..wire.media import DICOM_XML
-from . import channel, ups
+from . import ae_title, channel, ups, worklist
 
 MAX_WORKITEM_BYTES = 1 << 20       # a workitem's data set, or an update of it
-_AE_TITLE = re.compile(r"[ -\[\]-~]{1,16}")       # printable ASCII but the backslash (PS3.5 AE)
 CONTROL = {"limit", "offset", "fuzzymatching", "includefield", "accept", "charset"}
-
-
-def worklist() -> Worklist:
-    return current_app.extensions["worklist"]
 
 
 def now_dt() -> str:
@@ -210,15 +205,6 @@ def parse_search(params, max_results: int) -> tuple[list[Match], int, int, list[
 
 
 # -- subscriptions ---------------------------------------------------------------------------
-
-def ae_title(text: str) -> str:
-    """An AE title of a URL, its insignificant spaces trimmed (400 for one PS3.5 does not allow)."""
-    title = text.strip(" ")
-    if not _AE_TITLE.fullmatch(title):
-        raise BadRequest("the AE title must be 1 to 16 printable ASCII characters, no backslash")
-    request.environ[SUBSCRIBER_ENVIRON_KEY] = title
-    return title
-
 
 def _deletion_lock() -> bool:
     value = request.args.get("deletionlock", "false").lower()
