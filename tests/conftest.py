@@ -65,6 +65,16 @@ def postgres_schema(prefix: str = "t"):
         yield url
 
 
+def require_nginx() -> None:
+    """Skips with a visible reason where nginx is not installed; in CI, where make test installs it, fails."""
+    from testbed.nginx import available
+
+    if not available():
+        if in_ci():
+            pytest.fail("nginx is not installed; make test installs it")
+        pytest.skip("nginx is not installed (apt-get install nginx; make test does)")
+
+
 @pytest.fixture
 def postgres_url():
     with postgres_schema() as url:

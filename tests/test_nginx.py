@@ -12,9 +12,9 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import generate_uid
 
 from testbed.synthetic import StudySpec, ct_instance, study as synthetic_study
-from tests.conftest import API_KEY, free_port, in_ci
+from tests.conftest import API_KEY, free_port, require_nginx
 from testbed.messages import multipart_body, read, stow_headers
-from testbed.nginx import Nginx, available
+from testbed.nginx import Nginx
 from testbed.server import Server
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -22,10 +22,7 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 @pytest.fixture(scope="module")
 def proxied(tmp_path_factory):
-    if not available():
-        if in_ci():
-            pytest.fail("nginx is not installed; make test installs it")
-        pytest.skip("nginx is not installed (apt-get install nginx; make test does)")
+    require_nginx()
     work = tmp_path_factory.mktemp("nginx")
     port = free_port()
     # No public URL: the service learns it from the proxy's forwarded headers.

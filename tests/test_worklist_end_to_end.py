@@ -18,9 +18,9 @@ import requests
 import websocket
 
 from service.worklist import ups
-from testbed.nginx import Nginx, available
+from testbed.nginx import Nginx
 from testbed.server import Server
-from tests.conftest import API_KEY, free_port, in_ci, postgres_schema
+from tests.conftest import API_KEY, free_port, in_ci, postgres_schema, require_nginx
 from tests.test_faults import children
 from tests.test_ups_rules import code, new_workitem, performed
 
@@ -84,10 +84,7 @@ def wait_healthy(base: str, timeout: float = 30) -> None:
 
 @pytest.fixture(scope="module")
 def proxied(tmp_path_factory):
-    if not available():
-        if in_ci():
-            pytest.fail("nginx is not installed; make test installs it")
-        pytest.skip("nginx is not installed (apt-get install nginx; make test does)")
+    require_nginx()
     work = tmp_path_factory.mktemp("ups")
     port = free_port()
     server = Server(env(work / "var", DICOMWEB_TRUSTED_PROXIES="1"), port, work / "gunicorn.log")
