@@ -36,7 +36,7 @@ _RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")   # 18 digits: beyond any va
 PIXEL_TAGS = {0x7FE00008, 0x7FE00009, 0x7FE00010}
 
 
-class _Bytes:
+class Value:
     """A value to send: bytes in memory, a span of a blob, or frames made one at a time
     (then sent whole: a Range over them is ignored, as RFC 9110 §14.2 allows)."""
 
@@ -89,11 +89,11 @@ def retrieve_bulkdata(study: str, series: str, instance: str, path: str) -> Resp
         value = _native_pixel_data(found[0], known) if known is not None else \
             _value(found[0], tags, items, seed)
     if single:
-        return _single_part(value)
+        return single_part(value)
     return multipart_response([multipart.Part({"Content-Type": OCTET_STREAM}, value)], OCTET_STREAM)
 
 
-def _pixel_data(stored: StoredInstance, known: StoredPixels, representations) -> "_Bytes | Response":  # noqa: ANN001
+def _pixel_data(stored: StoredInstance, known: StoredPixels, representations) -> "Value | Response":  # noqa: ANN001
     """Pixel Data in the best acceptable representation: a native value (sent like any bulk
     data), or an answer of compressed frames, one part each."""
     pixels = known.pixels
@@ -112,7 +112,7 @@ def _pixel_data(stored: StoredInstance, known: StoredPixels, representations) ->
     numbers = range(1, pixels.number_of_frames + 1)
     bodies = frame_bodies(archive(), transcode_limits(), stored, known.details, pixels, numbers, choice)
     if choice.native:   # decoded: one value, the frames one after the other
-        return _Bytes(frames=bodies, size=pixels.native_length)
+        return Value(frames=bodies, size=pixels.native_length)
     return _frames_response(choice, bodies)
 
 
@@ -121,10 +121,10 @@ def _frames_response(choice: Choice, bodies: list) -> Response:
                               choice.media_type)
 
 
-def _native_pixel_data(stored: StoredInstance, known: StoredPixels) -> _Bytes:
+def _native_pixel_data(stored: StoredInstance, known: StoredPixels) -> Value:
     details = known.details
     if value_in_place(stored, details):
-        return _Bytes(archive=archive(), stored=stored, offset=details.pixel_offset,
+        return Value(archive=archive(), stored=stored, offset=details.pixel_offset,
                       size=details.pixel_length)
     if stored.transfer_syntax_uid not in UNCOMPRESSED:
         raise NotAcceptable("this pixel data is compressed; ask for it at .../bulk/7FE00010")
@@ -134,10 +134,10 @@ def _native_pixel_data(stored: StoredInstance, known: StoredPixels) -> _Bytes:
         raise NotFound("the instance has no pixel data")
     reader = FrameReader(archive(), stored, details, pixels)
     transcode_limits().check(reader.cost(pixels.number_of_frames))
-    return _Bytes(frames=([frame] for frame, _ in reader.all()), size=pixels.native_length)
+    return Value(frames=([frame] for frame, _ in reader.all()), size=pixels.native_length)
 
 
-def _value(stored: StoredInstance, tags: list[int], items: list[int], seed: str | None) -> _Bytes:
+def _value(stored: StoredInstance, tags: list[int], items: list[int], seed: str | None) -> Value:
     """A value of the data set, or of its anonymised copy (what the profile removed is not there)."""
     ds = stored_header(archive(), stored)
     if seed is not None:
@@ -152,10 +152,11 @@ def _value(stored: StoredInstance, tags: list[int], items: list[int], seed: str 
         raise NotFound("the instance has no such bulk data") from None
     if not isinstance(elem.value, (bytes, bytearray)):
         raise NotFound("that attribute is not bulk data")
-    return _Bytes(bytes(elem.value))
+    return Value(bytes(elem.value))
 
 
-def _single_part(value: _Bytes) -> Response:
+def single_part(value: Value, content_type: str = OCTET_STREAM) -> Response:
+    """One value as the whole answer, with one byte range when asked (206)."""
     headers = {"Accept-Ranges": "bytes" if value.ranges else "none"}
     asked = request.headers.get("Range") if value.ranges else None
     start, length, status = 0, value.size, 200
@@ -175,7 +176,7 @@ def _single_part(value: _Bytes) -> Response:
                                       {"Content-Range": f"bytes */{value.size}"})
         length, status = end - start + 1, 206
         headers["Content-Range"] = f"bytes {start}-{end}/{value.size}"
-    response = Response(value.chunks(start, length), status=status, content_type=OCTET_STREAM, headers=headers,
+    response = Response(value.chunks(start, length), status=status, content_type=content_type, headers=headers,
                         direct_passthrough=True)
     response.content_length = length
     return response

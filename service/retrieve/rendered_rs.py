@@ -23,14 +23,17 @@ from storage import StoredInstance
 from transcode import PixelDescription
 from transcode.render import RENDERED_MEDIA_TYPES, Rendering, Viewport, parse_rendering
 
+from ..access.documents import NoDocument, is_document, locate
 from ..access.rendering import LazyImage, check_cost, frame_groups, image_instances, representative
-from ..errors import BadRequest, NotAcceptable, NotFound
+from ..errors import BadRequest, NotAcceptable, NotFound, PayloadTooLarge
 from ..wire import multipart
 from ..wire.media import MULTIPART_RELATED, MediaType
 from ..web import (
     accepted, anonymize_seed, archive, check_range, held_or_relayed, multipart_response, parse_frame_list, require_uids,
     transcode_limits, warning,
 )
+
+from .bulkdata_rs import Value, single_part
 
 THUMBNAIL = Viewport(128, 128)
 
@@ -53,6 +56,8 @@ def render_resource(study: str, series: str | None, instance: str | None, frames
     found, relayed = held_or_relayed(study, series, instance, anonymized=seed is not None)
     if relayed is not None:
         return relayed
+    if instance is not None and frames is None and not thumbnail and is_document(found[0]):
+        return _document(found[0], seed is not None)
     several = not thumbnail and (instance is None or (numbers is not None and len(numbers) > 1))
     media_type, as_multipart = negotiate(accepted(), several)
     try:
@@ -93,6 +98,29 @@ def render_resource(study: str, series: str | None, instance: str | None, frames
                 cache.put(tag, body)
         response = Response(body, content_type=media_type, direct_passthrough=not isinstance(body, bytes))
     response.headers["ETag"] = f'"{tag}"'
+    response.headers["Cache-Control"] = CACHE_CONTROL
+    return response
+
+
+def _document(stored: StoredInstance, anonymized: bool) -> Response:
+    """An encapsulated document rendered: the document itself, as its own media type, byte for
+    byte, with one byte range when asked; 406 anonymised (no profile reaches inside a PDF)."""
+    if anonymized:
+        raise NotAcceptable("an encapsulated document cannot be sent anonymised: the profile cannot reach its content")
+    try:
+        document = locate(archive(), stored, transcode_limits().max_bytes)
+    except NoDocument:
+        raise NotFound("the instance holds no encapsulated document") from None
+    except ValueError as exc:
+        raise PayloadTooLarge(str(exc)) from None
+    kind = document.media_type
+    acceptable = accepted()
+    if acceptable and not any(m.type in (kind, "*/*", kind.split("/")[0] + "/*") for m in acceptable):
+        raise NotAcceptable(f"this instance renders as {kind}, its encapsulated document")
+    value = (Value(document.data) if document.data is not None else
+             Value(archive=archive(), stored=stored, offset=document.offset, size=document.length))
+    response = single_part(value, kind)
+    response.headers["ETag"] = f'"{stored.sha256[:32]}"'
     response.headers["Cache-Control"] = CACHE_CONTROL
     return response
 

@@ -1,0 +1,96 @@
+"""Encapsulated documents rendered (PS3.18 §10.4.1.1.3): ``…/rendered`` of an Encapsulated PDF or
+CDA instance is the document itself, byte for byte, as its media type, with Range."""
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
+
+from testbed.messages import multipart_body, stow_headers
+
+PDF_CLASS, CDA_CLASS = "1.2.840.10008.5.1.4.1.1.104.1", "1.2.840.10008.5.1.4.1.1.104.2"
+
+
+def a_pdf() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (200, 100), (200, 30, 30)).save(out, "PDF")
+    data = out.getvalue()
+    return data if len(data) % 2 else data + b"\n"   # odd: the stored value gets a pad byte
+
+
+def document_instance(document: bytes, sop_class: str = PDF_CLASS, mime: str | None = "application/pdf",
+                      syntax: str = ExplicitVRLittleEndian) -> tuple[str, str, str, bytes]:
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID = sop_class, sop, study, series
+    ds.PatientName, ds.PatientID, ds.Modality = "Doe^Jane", "P-DOC", "DOC"
+    ds.EncapsulatedDocument = document + (b"\0" if len(document) % 2 else b"")
+    ds.EncapsulatedDocumentLength = len(document)
+    if mime:
+        ds.MIMETypeOfEncapsulatedDocument = mime
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID, ds.file_meta.MediaStorageSOPClassUID = syntax, sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = sop
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return study, series, sop, out.getvalue()
+
+
+def store(client, data: bytes) -> None:
+    r = client.post("/dicom-web/studies", data=multipart_body([data]), headers=stow_headers())
+    assert r.status_code == 200, r.get_data()
+
+
+def rendered(study, series, sop) -> str:
+    return f"/dicom-web/studies/{study}/series/{series}/instances/{sop}/rendered"
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian])
+def test_a_pdf_renders_as_itself(client, syntax):
+    pdf = a_pdf()
+    study, series, sop, data = document_instance(pdf, syntax=syntax)
+    store(client, data)
+    for accept in ("application/pdf", "*/*", "application/*", None):
+        r = client.get(rendered(study, series, sop), headers={"Accept": accept} if accept else {}, buffered=True)
+        assert r.status_code == 200 and r.mimetype == "application/pdf"
+        assert r.get_data() == pdf, "byte for byte, without the pad byte"
+    r = client.get(rendered(study, series, sop), headers={"Accept": "application/pdf", "Range": "bytes=0-7"},
+                   buffered=True)
+    assert r.status_code == 206 and r.get_data() == pdf[:8] and r.headers["Content-Range"] == f"bytes 0-7/{len(pdf)}"
+
+
+def test_a_document_larger_than_the_read_limit_is_found_not_loaded(client):
+    big = a_pdf() + b"%" + b"x" * (3 << 20) + b"\n"     # a 3 MB comment after %%EOF: still the same bytes
+    big = big if len(big) % 2 else big + b"\n"
+    study, series, sop, data = document_instance(big)
+    store(client, data)
+    r = client.get(rendered(study, series, sop), buffered=True)
+    assert r.status_code == 200 and r.get_data() == big
+
+
+def test_a_cda_renders_as_xml_and_the_mime_type_of_the_instance_wins(client):
+    cda = b'<?xml version="1.0"?><ClinicalDocument xmlns="urn:hl7-org:v3"><title>Report</title></ClinicalDocument>'
+    study, series, sop, data = document_instance(cda, CDA_CLASS, mime=None)
+    store(client, data)
+    r = client.get(rendered(study, series, sop), headers={"Accept": "text/xml"}, buffered=True)
+    assert r.status_code == 200 and r.mimetype == "text/xml" and r.get_data() == cda
+
+
+@pytest.mark.parametrize("query, headers, status", [
+    ("", {"Accept": "image/jpeg"}, 406),
+    ("?anonymize=true", {"Accept": "application/pdf"}, 406),
+])
+def test_what_a_document_cannot_be_rendered_as(client, query, headers, status):
+    study, series, sop, data = document_instance(a_pdf())
+    store(client, data)
+    assert client.get(rendered(study, series, sop) + query, headers=headers).status_code == status
+
+
+def test_a_study_of_documents_has_no_image_to_render(client):
+    study, series, sop, data = document_instance(a_pdf())
+    store(client, data)
+    assert client.get(f"/dicom-web/studies/{study}/rendered").status_code == 404
+    assert client.get(f"/dicom-web/studies/{study}/series/{series}/instances/{sop}/thumbnail").status_code == 404
