@@ -86,6 +86,22 @@ def test_default_is_jpeg_close_to_the_reference(client):
     assert np.abs(image_of(r.data).astype(int) - reference(ds).astype(int)).mean() < 2
 
 
+def test_jpeg_2000_rendered_as_the_accept_list_prefers(client):
+    ds, url = stored(client, FILES["CT_small.dcm"].read_bytes())
+    # The example of the DICOMweb talk: JPEG 2000 preferred, JPEG at half the preference.
+    r = client.get(f"{url}/rendered?quality=100", headers={"Accept": "image/jp2;level=1, image/jpeg;q=0.5"})
+    assert r.status_code == 200 and r.headers["Content-Type"] == "image/jp2"
+    assert r.data[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n", "a JP2 file, not a bare codestream"
+    assert np.array_equal(image_of(r.data), reference(ds)), "quality 100: reversible"
+    lossy = client.get(f"{url}/rendered", headers={"Accept": "image/jp2"}).data
+    assert len(lossy) < len(r.data) and np.abs(image_of(lossy).astype(int) - reference(ds).astype(int)).mean() < 3
+    r = client.get(f"{url}/rendered", headers={"Accept": "image/jp2;q=0.2, image/jpeg"})
+    assert r.headers["Content-Type"] == "image/jpeg"
+    r = client.get(f"{url}/frames/1/rendered", headers={"Accept": 'multipart/related; type="image/jp2"'})
+    [(headers, body)] = split_multipart(r.data, r.headers["Content-Type"])
+    assert np.abs(image_of(body).astype(int) - reference(ds).astype(int)).mean() < 3
+
+
 def test_viewport_keeps_proportions_and_crops(client):
     data = ct_instance(generate_uid(), generate_uid(), rows=200, columns=100, pixels=phantom(200, 100))
     ds, url = stored(client, data)

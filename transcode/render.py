@@ -23,7 +23,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 from .codecs import PixelDescription
 
-RENDERED_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif")
+RENDERED_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/jp2")
 WINDOW_FUNCTIONS = {"linear": "LINEAR", "linear-exact": "LINEAR_EXACT", "sigmoid": "SIGMOID"}
 ANNOTATIONS = ("patient", "technique")
 ICC_PROFILES = ("no", "yes", "srgb")   # PS3.18 also names adobergb and rommrgb: we render in sRGB only
@@ -353,7 +353,7 @@ def _gif_image(data: bytes) -> tuple[int, int, bytes, int, bytes]:
 
 
 def encode_images(images: Sequence[Image.Image], rendering: Rendering, frame_time_ms: float = 100.0) -> bytes:
-    """JPEG, PNG or GIF bytes of one image, or of several as an animated GIF."""
+    """JPEG, PNG, JPEG 2000 (a JP2 file) or GIF bytes of one image, or of several as an animated GIF."""
     out = io.BytesIO()
     icc = _icc_profile(rendering.icc_profile)
     extra = {"icc_profile": icc} if icc else {}
@@ -362,9 +362,19 @@ def encode_images(images: Sequence[Image.Image], rendering: Rendering, frame_tim
             _single_gif(images[0])
     elif rendering.media_type == "image/png":
         images[0].save(out, "PNG", **extra)
+    elif rendering.media_type == "image/jp2":
+        images[0].save(out, "JPEG2000", **_jp2_options(rendering.quality))
     else:
         images[0].save(out, "JPEG", quality=rendering.quality, **extra)
     return out.getvalue()
+
+
+def _jp2_options(quality: int) -> dict:
+    """JPEG 2000 (OpenJPEG, through Pillow) in its JP2 file format: reversible at quality 100,
+    else irreversible at a compression ratio that grows as the quality falls (90: 6:1, 50: 26:1)."""
+    if quality >= 100:
+        return {"no_jp2": False}
+    return {"no_jp2": False, "irreversible": True, "quality_mode": "rates", "quality_layers": [(100 - quality) / 2 + 1]}
 
 
 def _single_gif(image: Image.Image) -> bytes:

@@ -85,7 +85,7 @@ def _content_type(asked: str | None, image: bool, sop_class: str) -> str:
         if media_type == "*/*":
             return "image/jpeg" if image else DICOM
     raise NotAcceptable(f"contentType {asked[:80]!r} cannot be produced for this object; "
-                        f"it is available as {DICOM}" + (", image/jpeg, image/png, image/gif" if image else ""))
+                        f"it is available as {DICOM}" + (", " + ", ".join(RENDERED_MEDIA_TYPES) if image else ""))
 
 
 def _is_report(sop_class: str) -> bool:
