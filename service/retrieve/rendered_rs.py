@@ -4,7 +4,8 @@
 study or series, one part each (a multi-frame instance's first frame), or the frames
 asked for; ``…/thumbnail`` at the same levels: one small image of a representative
 instance (the middle one of a series; of a study, of its first series). JPEG by
-default, PNG or GIF (animated over the frames of a multi-frame instance) when asked.
+default, PNG, JPEG 2000 or GIF (animated over the frames of a multi-frame instance) when
+asked. An encapsulated document's instance renders as the document (service.access.documents).
 Rendering follows transcode.render; answers carry an ETag made from the instances'
 contents and the parameters, and thumbnails are kept in a small per-process cache.
 With ``anonymize=true``, images the profile cannot make safe are refused and annotations
@@ -32,7 +33,6 @@ from ..web import (
     accepted, anonymize_seed, archive, check_range, held_or_relayed, multipart_response, parse_frame_list, require_uids,
     transcode_limits, warning,
 )
-
 from .bulkdata_rs import Value, single_part
 
 THUMBNAIL = Viewport(128, 128)
