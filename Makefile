@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBIAN_STAMP := /var/lib/dicomweb-debian-deps-4
-TEST_DEBIAN_STAMP := /var/lib/dicomweb-debian-test-deps-1
+DEBIAN_STAMP := /var/lib/dicomweb-debian-deps-5
+TEST_DEBIAN_STAMP := /var/lib/dicomweb-debian-test-deps-2
 DICOMWEB_DATA_DIR ?= var
 DICOMWEB_BIND ?= 127.0.0.1:8080
 export DICOMWEB_DATA_DIR
@@ -14,18 +14,22 @@ export DICOMWEB_DATA_DIR
 # Debian packages: a Python with venv support; curl for the README examples; DCMTK, which
 # the tests use to check that another toolkit reads what the server writes; nginx and
 # openssl, which the tests put in front of the service as deploy/nginx/ says; npm, which
-# fetches the viewer (any npm will do: Debian's is installed only when there is none).
+# fetches the viewer (any npm will do: Debian's is installed only when there is none);
+# ffmpeg, which the server runs to frame videos and to make videos of multi-frame images.
 $(DEBIAN_STAMP):
 	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! command -v curl >/dev/null || ! command -v dcmdump >/dev/null \
-			|| ! command -v nginx >/dev/null || ! command -v openssl >/dev/null; then \
-		apt-get update && apt-get install -y python3 python3-venv python3-dev curl dcmtk nginx openssl; fi
+			|| ! command -v nginx >/dev/null || ! command -v openssl >/dev/null || ! command -v ffmpeg >/dev/null; then \
+		apt-get update && apt-get install -y python3 python3-venv python3-dev curl dcmtk nginx openssl ffmpeg; fi
 	@command -v npm >/dev/null || { apt-get update && apt-get install -y npm; }
 	@touch $@ 2>/dev/null || true
 
 # For the tests only: chromium, the browser the viewer's tests drive (Playwright, its own
-# browser downloads unused).
+# browser downloads unused); djxl and ojph_expand, the JPEG XL and HTJ2K reference decoders
+# that check what our encoders write.
 $(TEST_DEBIAN_STAMP):
 	@command -v chromium >/dev/null || { apt-get update && apt-get install -y chromium; }
+	@command -v djxl >/dev/null && command -v ojph_expand >/dev/null || \
+		{ apt-get update && apt-get install -y libjxl-tools openjph-tools; }
 	@touch $@ 2>/dev/null || true
 
 $(STAMP): setup.cfg pyproject.toml | $(DEBIAN_STAMP)

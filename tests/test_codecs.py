@@ -5,8 +5,10 @@ import pytest
 from transcode.codecs import CodecError, PixelDescription, decode_frame, encode_frame, unsuitable
 
 LOSSLESS = ["1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80",
-            "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.5"]
-LOSSY = ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91"]
+            "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
+            "1.2.840.10008.1.2.4.110"]
+LOSSY = ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91",
+         "1.2.840.10008.1.2.4.203", "1.2.840.10008.1.2.4.112"]
 
 
 def image(rows, columns, samples=1, bits=16, stored=None, signed=False, seed=0):
@@ -79,7 +81,10 @@ def test_what_is_refused_and_why():
     assert "palette" in unsuitable("1.2.840.10008.1.2.4.91", PixelDescription(64, 64, 1, 8, 8, 0, "PALETTE COLOR"))
     assert "32-bit" in unsuitable("1.2.840.10008.1.2.5", PixelDescription(64, 64, 1, 32, 32, 0, "MONOCHROME2"))
     assert "32 pixels" in unsuitable("1.2.840.10008.1.2.4.90", PixelDescription(16, 64, 1, 8, 8, 0, "MONOCHROME2"))
-    assert "no encoder" in unsuitable("1.2.840.10008.1.2.4.201", mono16)
+    assert "no encoder" in unsuitable("1.2.840.10008.1.2.4.100", mono16)
+    assert unsuitable("1.2.840.10008.1.2.4.201", mono16) is None
+    assert "unsigned" in unsuitable("1.2.840.10008.1.2.4.110", PixelDescription(64, 64, 1, 16, 16, 1, "MONOCHROME2"))
+    assert "JPEG Baseline frames only" in unsuitable("1.2.840.10008.1.2.4.111", mono16)
 
 
 def test_planar_configuration_one_is_interleaved_before_encoding():

@@ -181,7 +181,8 @@ def test_xml_external_entities_are_never_resolved(client, tmp_path):
 
 @pytest.mark.parametrize("media, syntax", [("image/jls", "1.2.840.10008.1.2.4.80"),
                                            ("image/x-jls", "1.2.840.10008.1.2.4.80"),
-                                           ("image/jp2", "1.2.840.10008.1.2.4.90")])
+                                           ("image/jp2", "1.2.840.10008.1.2.4.90"),
+                                           ("image/jphc", "1.2.840.10008.1.2.4.201")])
 def test_jpeg_ls_and_jpeg_2000_parts_describe_themselves(client, media, syntax):
     from transcode.codecs import PixelDescription, encode_frame
 

@@ -52,7 +52,9 @@ def test_possible_conversions():
     assert can_transcode("1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.51", mono16)   # 12 bits stored
     assert not can_transcode(EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.4.50", mono16)   # not 8-bit
     assert not can_transcode(EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.4.80", None)     # no image
-    assert not can_transcode(EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.4.201", mono16)  # no HTJ2K encoder
+    assert can_transcode(EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.4.201", mono16)
+    assert can_transcode("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.111", mono16)       # rewritten
+    assert not can_transcode(EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.4.111", mono16)  # from pixels
 
 
 DECODABLE = ["JPEG2000.dcm", "MR_small_RLE.dcm", "SC_rgb_rle_2frame.dcm", "MR_small_jpeg_ls_lossless.dcm",
@@ -108,4 +110,4 @@ def test_the_video_syntaxes_are_pydicoms_dictionarys():
     standard = {uid for uid, (name, kind, *_) in UID_dictionary.items()
                 if kind == "Transfer Syntax" and name.startswith(("MPEG", "HEVC"))}
     assert video == standard
-    assert "1.2.840.10008.1.2.4.110" not in TRANSFER_SYNTAXES
+    assert TRANSFER_SYNTAXES["1.2.840.10008.1.2.4.110"].bulk_media_type == "image/jxl"

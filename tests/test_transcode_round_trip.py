@@ -21,7 +21,9 @@ from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_END
 TARGETS = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
            "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
            "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
-           "1.2.840.10008.1.2.5"]
+           "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203",
+           "1.2.840.10008.1.2.4.110", "1.2.840.10008.1.2.4.111", "1.2.840.10008.1.2.4.112"]
+JPEG_XL_SYNTAXES = ("1.2.840.10008.1.2.4.110", "1.2.840.10008.1.2.4.111", "1.2.840.10008.1.2.4.112")
 # Files pydicom reads but cannot write back or decode as described: refused with a reason.
 DAMAGED = ("SC_rgb_jpeg.dcm", "J2K_pixelrep_mismatch.dcm", "MR_truncated.dcm")
 # Attributes that describe the pixel encoding, and so may change with it.
@@ -62,10 +64,12 @@ def test_the_corpus_is_there():
 
 def native(data: bytes):
     """Our output, and its pixels decoded by pydicom, or by our own path back to native for
-    12-bit JPEG, which pydicom's plug-ins refuse (DCMTK checks that path below)."""
+    12-bit JPEG and JPEG XL, which pydicom's plug-ins refuse (DCMTK checks the first below,
+    libjxl's own djxl the second in test_new_codecs)."""
     ds = read(data)
-    if ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.51" and ds.BitsStored > 8:
-        return ds, pixels_of(read(transcode(io.BytesIO(data), EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.4.51")))
+    syntax = ds.file_meta.TransferSyntaxUID
+    if (syntax == "1.2.840.10008.1.2.4.51" and ds.BitsStored > 8) or syntax in JPEG_XL_SYNTAXES:
+        return ds, pixels_of(read(transcode(io.BytesIO(data), EXPLICIT_VR_LITTLE_ENDIAN, syntax)))
     return ds, pixels_of(ds)
 
 

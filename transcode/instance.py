@@ -29,7 +29,10 @@ from pydicom.encaps import generate_frames
 from pydicom.pixels import get_decoder
 from pydicom.valuerep import VR
 
-from .codecs import ENCODABLE, CodecError, ConversionError, PixelDescription, decode_frame, encode_frame, unsuitable
+from .codecs import (
+    DECODED_HERE, ENCODABLE, RECODABLE, CodecError, ConversionError, PixelDescription, decode_frame, encode_frame,
+    recode_frame, unsuitable,
+)
 from .syntaxes import (
     EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, FRAME_CODED, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_EXTENDED,
     TRANSFER_SYNTAXES, UNCOMPRESSED, describe,
@@ -47,7 +50,8 @@ def _decoder_available(uid: str) -> bool:
 
 
 # Compressed syntaxes whose pixels an installed decoder reads.
-DECODABLE = frozenset(uid for uid in FRAME_CODED if _decoder_available(uid) or uid == JPEG_EXTENDED)
+DECODABLE = frozenset(uid for uid in FRAME_CODED if _decoder_available(uid) or uid == JPEG_EXTENDED
+                      or uid in DECODED_HERE)
 
 
 def can_transcode(source: str, target: str, pixels: PixelDescription | None = None) -> bool:
@@ -56,7 +60,7 @@ def can_transcode(source: str, target: str, pixels: PixelDescription | None = No
     ``pixels`` (the stored pixel description, None for an instance without pixel
     data) decides for a compressed target, which needs an image that fits it.
     """
-    if source == target:
+    if source == target or (source, target) in RECODABLE:
         return True
     if target not in TRANSFER_SYNTAXES or (source not in UNCOMPRESSED and source not in DECODABLE):
         return False
@@ -74,11 +78,21 @@ def transcode(fp: BinaryIO, target: str, source: str) -> bytes:
 
     Raises ConversionError (CodecError for pixel data) when that is impossible.
     """
-    if target not in UNCOMPRESSED and target not in ENCODABLE:
+    recoded = (source, target) in RECODABLE
+    if target not in UNCOMPRESSED and target not in ENCODABLE and not recoded:
+        sources = [TRANSFER_SYNTAXES[name].name for name, to in RECODABLE if to == target]
+        if sources:
+            raise CodecError(f"{TRANSFER_SYNTAXES[target].name} is made from {' or '.join(sources)} frames only")
         raise ConversionError(f"there is no encoder for {describe(target)}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = pydicom.dcmread(fp)
+        if recoded and "PixelData" in ds:
+            pixels = PixelDescription.from_dataset(ds)
+            frames = ((frame, pixels) for frame in generate_frames(ds.PixelData, number_of_frames=pixels.number_of_frames))
+            out = io.BytesIO()
+            write_streamed(_before_pixels(ds), frames, pixels.number_of_frames, source, target, out)
+            return out.getvalue()
         if source == EXPLICIT_VR_BIG_ENDIAN:
             _swap_byte_order(ds)
         if source not in UNCOMPRESSED and "PixelData" in ds:
@@ -121,10 +135,12 @@ def _before_pixels(ds: pydicom.Dataset) -> pydicom.Dataset:
 
 def _decode(ds: pydicom.Dataset, source: str) -> None:
     pixels = PixelDescription.from_dataset(ds)
-    if source == JPEG_EXTENDED and pixels.bits_stored > 8:
-        frames = [decode_frame(frame, pixels, source)[0]
+    if (source == JPEG_EXTENDED and pixels.bits_stored > 8) or source in DECODED_HERE:   # no pydicom plug-in
+        frames = [decode_frame(frame, pixels, source)
                   for frame in generate_frames(ds.PixelData, number_of_frames=pixels.number_of_frames)]
-        ds.PixelData = b"".join(frames)
+        ds.PixelData = b"".join(native for native, _ in frames)
+        if frames:
+            ds.PhotometricInterpretation = frames[-1][1].photometric_interpretation
         ds["PixelData"].is_undefined_length = False
         ds["PixelData"].VR = VR.OB if pixels.bits_allocated <= 8 else VR.OW
         ds.file_meta.TransferSyntaxUID = EXPLICIT_VR_LITTLE_ENDIAN
@@ -140,7 +156,7 @@ def _decode(ds: pydicom.Dataset, source: str) -> None:
 def _mark_lossy(ds: pydicom.Dataset, method: str, ratio: float | None) -> None:
     """Lossy Image Compression (0028,2110) and, per lossy step, its ratio and method (PS3.3 C.7.6.1.1.5):
     a new step adds a value to each; a decoded lossy instance gets them if its sender left them out."""
-    if ratio is None and ds.get("LossyImageCompression") == "01":
+    if ratio is None and ds.get("LossyImageCompression") == "01" and "LossyImageCompressionMethod" in ds:
         return
     ds.LossyImageCompression = "01"
     if ratio is None:
@@ -182,13 +198,14 @@ def streamable(target: str) -> bool:
     """Whether ``write_streamed`` writes this target (Deflate compresses the whole data set,
     so it is made in memory)."""
     return target in (IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN) \
-        or target in ENCODABLE
+        or target in ENCODABLE or any(target == to for _, to in RECODABLE)
 
 
 def write_streamed(header: pydicom.Dataset, frames: Iterable[tuple[bytes, PixelDescription]], count: int,
                    source: str, target: str, out: BinaryIO) -> None:
     """Write a Part 10 instance in ``target`` to ``out`` from its data set up to Pixel Data
     and its frames as native little endian pixels, one at a time: memory holds one frame.
+    For a pair of RECODABLE syntaxes the frames are the stored codestreams instead, rewritten.
 
     Compressed frames are encoded into a spool first, so that the Basic Offset Table and the
     lossy compression ratio, which come before them, are known.
@@ -202,15 +219,17 @@ def write_streamed(header: pydicom.Dataset, frames: Iterable[tuple[bytes, PixelD
         warnings.simplefilter("ignore")
         if source not in UNCOMPRESSED and TRANSFER_SYNTAXES[source].lossy:
             _mark_lossy(header, TRANSFER_SYNTAXES[source].lossy_method, None)
+        recoded = (source, target) in RECODABLE
         sizes, photometric, description = [], None, None
         for frame, description in frames:
-            data, photometric = encode_frame(frame, description, target)
+            data, photometric = (recode_frame(frame, source, target), description.photometric_interpretation) \
+                if recoded else encode_frame(frame, description, target)
             encoded.write(data + b"\0" * (len(data) % 2))
             sizes.append(len(data) + len(data) % 2)
         if description is None:
             raise CodecError("the instance has no frames to encode")
         _describe(header, photometric, replace(description, planar_configuration=0))
-        if TRANSFER_SYNTAXES[target].lossy:
+        if TRANSFER_SYNTAXES[target].lossy and not recoded:   # a rewrite loses nothing more
             _mark_lossy(header, TRANSFER_SYNTAXES[target].lossy_method,
                         description.frame_length * count / max(1, sum(sizes)))
         _write_dataset(header, target, out)

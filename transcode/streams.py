@@ -3,8 +3,9 @@
 
 ``describe_stream`` gives the transfer syntax, the frames (one codestream each) and what
 the header says of the image (rows, columns, samples, bits, photometric interpretation),
-for the JPEG processes (SOF markers), JPEG-LS (SOF55) and JPEG 2000 (SIZ and COD, in a
-raw codestream or a JP2 file). RLE and video carry no such header: their description
+for the JPEG processes (SOF markers), JPEG-LS (SOF55), JPEG 2000 and HTJ2K (SIZ and COD, in a
+raw codestream or a JP2 file) and JPEG XL (its SizeHeader, in a bare codestream or a
+container: rows and columns only). RLE and video carry no such header: their description
 must come from the metadata.
 """
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .syntaxes import JPEG_BASELINE, JPEG_EXTENDED, RLE_LOSSLESS
+from .syntaxes import HTJ2K, HTJ2K_LOSSLESS, JPEG_BASELINE, JPEG_EXTENDED, JPEG_XL_LOSSLESS, RLE_LOSSLESS
 
 # The media types a bulk data part may have for Pixel Data, and the syntax each means by default.
 PIXEL_MEDIA_TYPES = {
     "image/jpeg": JPEG_BASELINE, "image/jls": "1.2.840.10008.1.2.4.80", "image/x-jls": "1.2.840.10008.1.2.4.80",
-    "image/jp2": "1.2.840.10008.1.2.4.90", "image/jpx": "1.2.840.10008.1.2.4.92",
+    "image/jp2": "1.2.840.10008.1.2.4.90", "image/jpx": "1.2.840.10008.1.2.4.92", "image/jphc": HTJ2K_LOSSLESS,
+    "image/jxl": JPEG_XL_LOSSLESS,
     "image/dicom-rle": RLE_LOSSLESS, "image/x-dicom-rle": RLE_LOSSLESS,
     "video/mpeg": "1.2.840.10008.1.2.4.100", "video/mp4": "1.2.840.10008.1.2.4.102",
 }
@@ -49,8 +51,10 @@ def describe_stream(media_type: str, data: bytes, transfer_syntax: str | None = 
             image = _jpeg(data, transfer_syntax)
         elif media_type in ("image/jls", "image/x-jls"):
             image = _jpeg_ls(data, transfer_syntax)
-        elif media_type in ("image/jp2", "image/jpx"):
+        elif media_type in ("image/jp2", "image/jpx", "image/jphc"):
             image = _jpeg_2000(data, transfer_syntax or PIXEL_MEDIA_TYPES[media_type])
+        elif media_type == "image/jxl":
+            image = _jpeg_xl(data, transfer_syntax or JPEG_XL_LOSSLESS)
         else:
             return StreamImage(transfer_syntax or PIXEL_MEDIA_TYPES[media_type], [data])
     except (struct.error, IndexError):
@@ -159,6 +163,8 @@ def _jpeg_2000(data: bytes, syntax: str) -> StreamImage:
         position += 2 + size
     if syntax == "1.2.840.10008.1.2.4.90" and not reversible:
         syntax = "1.2.840.10008.1.2.4.91"
+    if syntax == HTJ2K_LOSSLESS and not reversible:
+        syntax = HTJ2K
     photometric = "MONOCHROME2" if components == 1 else ("YBR_RCT" if reversible else "YBR_ICT") if mct else "RGB"
     if xosiz >= xsiz or yosiz >= ysiz:
         raise ValueError(f"the JPEG 2000 image area is empty or negative ({xsiz}-{xosiz} by {ysiz}-{yosiz})")
@@ -179,3 +185,60 @@ def _jp2_codestream(data: bytes) -> bytes:
             break
         position += size
     raise ValueError("the JP2 file has no codestream box")
+
+
+_JXL_CONTAINER = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
+# FixedAspectRatios of ISO/IEC 18181-1 SizeHeader: columns = rows × numerator / denominator.
+_JXL_RATIOS = {1: (1, 1), 2: (12, 10), 3: (4, 3), 4: (3, 2), 5: (16, 9), 6: (5, 4), 7: (2, 1)}
+
+
+def _jpeg_xl(data: bytes, syntax: str) -> StreamImage:
+    """Rows and columns from a JPEG XL codestream's SizeHeader (ISO/IEC 18181-1 §D.2), bare or
+    in the container's first jxlc/jxlp box; its colour and bit depth lie in fields this does not read."""
+    codestream = _jxl_codestream(data) if data.startswith(_JXL_CONTAINER) else data
+    if codestream[:2] != b"\xff\x0a":
+        raise ValueError("the stream is not a JPEG XL codestream (no FF0A signature)")
+    bits = int.from_bytes(codestream[2:20], "little")   # the SizeHeader lies within its first 18 bytes
+    position = 0
+
+    def read(count: int) -> int:
+        nonlocal position
+        value = (bits >> position) & ((1 << count) - 1)
+        position += count
+        return value
+
+    def size() -> int:   # U32(Bits(9)+1, Bits(13)+1, Bits(18)+1, Bits(30)+1)
+        return read((9, 13, 18, 30)[read(2)]) + 1
+
+    small = read(1)
+    rows = (read(5) + 1) * 8 if small else size()
+    ratio = read(3)
+    if ratio:
+        numerator, denominator = _JXL_RATIOS[ratio]
+        columns = rows * numerator // denominator
+    else:
+        columns = (read(5) + 1) * 8 if small else size()
+    if len(codestream) < 2 + (position + 7) // 8:
+        raise ValueError("the JPEG XL SizeHeader is truncated")
+    return StreamImage(syntax, [data], rows, columns)
+
+
+def _jxl_codestream(data: bytes) -> bytes:
+    position = len(_JXL_CONTAINER)
+    while position + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[position:position + 8])
+        header = 8
+        if size == 1:
+            (size,) = struct.unpack(">Q", data[position + 8:position + 16])
+            header = 16
+        end = position + size if size else len(data)
+        if kind == b"jxlc":
+            return data[position + header:end]
+        if kind == b"jxlp":   # the first part of a codestream split over boxes, after its index
+            return data[position + header + 4:end]
+        if size < header and size != 0:
+            break
+        if size == 0:
+            break
+        position = end
+    raise ValueError("the JPEG XL container has no codestream box")

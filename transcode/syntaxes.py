@@ -9,6 +9,12 @@ DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
 EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
+JPEG_XL_LOSSLESS = "1.2.840.10008.1.2.4.110"
+JPEG_XL_JPEG_RECOMPRESSION = "1.2.840.10008.1.2.4.111"
+JPEG_XL = "1.2.840.10008.1.2.4.112"
+HTJ2K_LOSSLESS = "1.2.840.10008.1.2.4.201"
+HTJ2K_LOSSLESS_RPCL = "1.2.840.10008.1.2.4.202"
+HTJ2K = "1.2.840.10008.1.2.4.203"
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 
 
@@ -35,9 +41,13 @@ _TABLE = [
     TransferSyntax("1.2.840.10008.1.2.4.81", "JPEG-LS Near-Lossless", True, True, "image/jls", "ISO_14495_1"),
     TransferSyntax("1.2.840.10008.1.2.4.90", "JPEG 2000 Lossless", True, False, "image/jp2"),
     TransferSyntax("1.2.840.10008.1.2.4.91", "JPEG 2000", True, True, "image/jp2", "ISO_15444_1"),
-    TransferSyntax("1.2.840.10008.1.2.4.201", "HTJ2K Lossless", True, False, "image/jphc"),
-    TransferSyntax("1.2.840.10008.1.2.4.202", "HTJ2K Lossless RPCL", True, False, "image/jphc"),
-    TransferSyntax("1.2.840.10008.1.2.4.203", "HTJ2K", True, True, "image/jphc", "ISO_15444_15"),
+    TransferSyntax(HTJ2K_LOSSLESS, "HTJ2K Lossless", True, False, "image/jphc"),
+    TransferSyntax(HTJ2K_LOSSLESS_RPCL, "HTJ2K Lossless RPCL", True, False, "image/jphc"),
+    TransferSyntax(HTJ2K, "HTJ2K", True, True, "image/jphc", "ISO_15444_15"),
+    TransferSyntax(JPEG_XL_LOSSLESS, "JPEG XL Lossless", True, False, "image/jxl"),
+    # Lossless recompression of JPEG data that was lossy already: its method is the JPEG's.
+    TransferSyntax(JPEG_XL_JPEG_RECOMPRESSION, "JPEG XL JPEG Recompression", True, True, "image/jxl", "ISO_10918_1"),
+    TransferSyntax(JPEG_XL, "JPEG XL", True, True, "image/jxl", "ISO_18181_1"),
     TransferSyntax(RLE_LOSSLESS, "RLE Lossless", True, False, "image/dicom-rle"),
     TransferSyntax("1.2.840.10008.1.2.4.92", "JPEG 2000 Part 2 Lossless", True, False, "image/jpx"),
     TransferSyntax("1.2.840.10008.1.2.4.93", "JPEG 2000 Part 2", True, True, "image/jpx", "ISO_15444_2"),
@@ -64,9 +74,25 @@ DEFAULT_SYNTAX_OF_MEDIA_TYPE = {
     "image/jls": "1.2.840.10008.1.2.4.80",
     "image/jp2": "1.2.840.10008.1.2.4.90",
     "image/jpx": "1.2.840.10008.1.2.4.92",
-    "image/jphc": "1.2.840.10008.1.2.4.201",
+    "image/jphc": HTJ2K_LOSSLESS,
+    "image/jxl": JPEG_XL_LOSSLESS,
     "image/dicom-rle": RLE_LOSSLESS,
 }
+
+
+def _teach_pydicom() -> None:
+    """pydicom 3.0 (the newest release) predates the JPEG XL syntaxes of PS3.5 2024 and would
+    not read or write an instance stored in one: its UID dictionary learns them here, as the
+    entries its next release carries."""
+    from pydicom._uid_dict import UID_dictionary
+
+    for ts in _TABLE:
+        if ts.uid not in UID_dictionary:
+            keyword = "".join(word if word.isupper() else word.title() for word in ts.name.split())
+            UID_dictionary[ts.uid] = (ts.name, "Transfer Syntax", "", "", keyword)
+
+
+_teach_pydicom()
 
 
 def describe(uid: str) -> str:

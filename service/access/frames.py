@@ -22,7 +22,7 @@ from storage.blobs import BodyPiece
 from storage.catalog import InstanceDetails
 from storage.dataset import DEFLATED, PixelLocation, decoded_prefix, read_until_pixels
 from transcode import DECODABLE, CodecError, PixelDescription, can_transcode, transcode
-from transcode.codecs import decode_frame, encode_frame
+from transcode.codecs import RECODABLE, decode_frame, encode_frame, recode_frame
 from transcode.render import stored_bits
 from transcode.syntaxes import (
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, TRANSFER_SYNTAXES, UNCOMPRESSED, describe,
@@ -218,8 +218,15 @@ class FrameReader:
             return header
         return stored_header(self.archive, self.stored)
 
-    def all(self) -> Iterator[tuple[bytes, PixelDescription]]:
-        return (self.native(n) for n in range(1, self.pixels.number_of_frames + 1))
+    def all(self, target: str | None = None) -> Iterator[tuple[bytes, PixelDescription]]:
+        """Every frame, native; as stored where ``target`` rewrites the stored codestreams (RECODABLE)."""
+        make = self.coded if (self.stored.transfer_syntax_uid, target) in RECODABLE else self.native
+        return (make(n) for n in range(1, self.pixels.number_of_frames + 1))
+
+    def coded(self, number: int) -> tuple[bytes, PixelDescription]:
+        """A frame's codestream as stored, from its fragments."""
+        return b"".join(self.archive.read(self.stored, start, length)
+                        for start, length in self.details.fragments[number - 1]), self.pixels
 
     def cost(self, count: int) -> int:
         """Bytes held in memory to give ``count`` frames: those frames, or the whole instance
@@ -235,9 +242,7 @@ class FrameReader:
             span = [(self.details.pixel_offset + (number - 1) * size, size)]
             return self.archive.read(self.stored, *span[0]), self.pixels
         if syntax not in UNCOMPRESSED and self.details.fragments:
-            data = b"".join(self.archive.read(self.stored, start, length)
-                            for start, length in self.details.fragments[number - 1])
-            return decode_frame(data, self.pixels, syntax)
+            return decode_frame(self.coded(number)[0], self.pixels, syntax)
         inflated = self.inflated_frames()
         if inflated is not None:
             copy, offset = inflated
@@ -300,10 +305,13 @@ class _Converted:
 
     def make(self, before_answer: bool) -> bytes:
         with self.limits.slot(before_answer):
+            target = self.choice.transfer_syntax
+            if (self.frames.stored.transfer_syntax_uid, target) in RECODABLE and self.frames.details.fragments:
+                return recode_frame(self.frames.coded(self.number)[0], self.frames.stored.transfer_syntax_uid, target)
             native, description = self.frames.native(self.number)
             if self.choice.native:
                 return native
-            return encode_frame(native, description, self.choice.transfer_syntax)[0]
+            return encode_frame(native, description, target)[0]
 
     def __iter__(self) -> Iterator[bytes]:
         yield self.make(before_answer=False)

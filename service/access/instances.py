@@ -16,6 +16,7 @@ from storage.blobs import iter_chunks
 from storage.catalog import InstanceDetails
 from storage.dataset import DEFLATED, CappedReads, InflationLimit, inflated_copy, transfer_syntax
 from transcode import ConversionError, PixelDescription, can_transcode, transcode
+from transcode.codecs import RECODABLE
 from transcode.instance import streamable, uncompressed_pieces, write_streamed
 from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, UNCOMPRESSED, describe
 
@@ -169,8 +170,8 @@ def convert(archive: Archive, part: PlannedPart, limits: TranscodeLimits, before
                 out.seek(0)
                 return out
             header = frames.streaming_header() if frames is not None else None
-            if header is not None:
-                write_streamed(header, frames.all(), frames.pixels.number_of_frames, source, target, out)
+            if header is not None and ((source, target) not in RECODABLE or frames.details.fragments):
+                write_streamed(header, frames.all(target), frames.pixels.number_of_frames, source, target, out)
             else:
                 with archive.readable(part.instance) as (fp, syntax):
                     out.write(transcode(fp, target, syntax))
