@@ -2,6 +2,7 @@
 
     python -m bench.transcode [--repeat N] [--out bench/results/transcode.json]
     python -m bench.transcode --http [--clients 4]   # through gunicorn: instances/s per target
+    python -m bench.transcode --codecs               # one frame: encode/decode ms and ratio per codec
 
 Two images with the structure of real ones (testbed.synthetic.phantom): a 512×512 CT
 slice and a 2048×2048 radiograph, 16-bit allocated, 12 stored. For each target,
@@ -42,7 +43,15 @@ TARGETS = {
     "1.2.840.10008.1.2.4.90": ["--j2k"],
     "1.2.840.10008.1.2.4.91": ["--j2k", "--lossy", "--rate", "10"],
     "1.2.840.10008.1.2.5": ["--rle"],
+    "1.2.840.10008.1.2.4.201": None, "1.2.840.10008.1.2.4.202": None, "1.2.840.10008.1.2.4.203": None,
+    "1.2.840.10008.1.2.4.110": None, "1.2.840.10008.1.2.4.112": None,
 }
+# The lossless frame codecs compared by --codecs, and the lossy ones beside them.
+FRAME_CODECS = {"1.2.840.10008.1.2.4.201": "HTJ2K", "1.2.840.10008.1.2.4.202": "HTJ2K RPCL",
+                "1.2.840.10008.1.2.4.90": "JPEG 2000", "1.2.840.10008.1.2.4.80": "JPEG-LS",
+                "1.2.840.10008.1.2.4.110": "JPEG XL", "1.2.840.10008.1.2.4.70": "JPEG lossless SV1",
+                "1.2.840.10008.1.2.5": "RLE", "1.2.840.10008.1.2.4.203": "HTJ2K lossy",
+                "1.2.840.10008.1.2.4.91": "JPEG 2000 lossy", "1.2.840.10008.1.2.4.112": "JPEG XL lossy"}
 
 
 def _time(function, repeat: int) -> float:
@@ -98,6 +107,34 @@ def bench_image(name: str, data: bytes, repeat: int, work: Path) -> dict:
     return {"image": name, "size": len(data), "gdcmconv_start_s": startup, "targets": rows}
 
 
+def bench_codecs(repeat: int) -> list[dict]:
+    """One frame through each codec as the server runs it (transcode.codecs.encode_frame and
+    decode_frame): ms to encode, ms to decode, compression ratio, and whether lossless ones
+    came back exact."""
+    import numpy as np
+
+    from transcode.codecs import PixelDescription, decode_frame, encode_frame
+
+    rows = []
+    for name, size in (("ct-512", 512), ("dx-2048", 2048)):
+        pixels = phantom(size, size)
+        native = pixels.tobytes()
+        description = PixelDescription(size, size, 1, 16, 12, 0, "MONOCHROME2")
+        for target, codec in FRAME_CODECS.items():
+            encoded, _ = encode_frame(native, description, target)
+            decoded, _ = decode_frame(encoded, description, target)
+            row = {"image": name, "target": target, "codec": codec, "ratio": len(native) / len(encoded),
+                   "encode_ms": 1000 * _time(lambda: encode_frame(native, description, target), repeat),
+                   "decode_ms": 1000 * _time(lambda: decode_frame(encoded, description, target), repeat),
+                   "exact": decoded == native,
+                   "mean_error": float(np.abs(np.frombuffer(decoded, "<u2").astype(float) - pixels.ravel()).mean())}
+            rows.append(row)
+            outcome = "exact" if row["exact"] else f"mean error {row['mean_error']:.2f}"
+            print(f"{name:8} {codec:18} ratio {row['ratio']:6.2f}  encode {row['encode_ms']:7.1f} ms  "
+                  f"decode {row['decode_ms']:7.1f} ms  {outcome}", flush=True)
+    return rows
+
+
 def bench_http(data: bytes, clients: int, repeat: int) -> list[dict]:
     """Instances/s retrieving one CT slice in each target syntax from our server under gunicorn
     (its default configuration: 2 workers a core, 4 threads, 2 conversion slots a worker)."""
@@ -130,7 +167,12 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/transcode.json")
     parser.add_argument("--http", action="store_true", help="measure through our server instead")
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--codecs", action="store_true", help="one frame through each codec instead")
     args = parser.parse_args()
+    if args.codecs:
+        rows = bench_codecs(args.repeat)
+        Path(args.out.replace(".json", "-codecs.json")).write_text(json.dumps(rows, indent=2))
+        return
     if args.http:
         ct = ct_instance(generate_uid(), generate_uid(), rows=512, columns=512, pixels=phantom(512, 512))
         rows = bench_http(ct, args.clients, max(args.repeat, 25))
