@@ -15,21 +15,24 @@ export DICOMWEB_DATA_DIR
 # the tests use to check that another toolkit reads what the server writes; nginx and
 # openssl, which the tests put in front of the service as deploy/nginx/ says; npm, which
 # fetches the viewer (any npm will do: Debian's is installed only when there is none);
-# ffmpeg, which the server runs to frame videos and to make videos of multi-frame images.
+# ffmpeg, which the server runs to frame videos and to make videos of multi-frame images;
+# DejaVu Sans, the font of reports rendered as PDF.
 $(DEBIAN_STAMP):
 	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! command -v curl >/dev/null || ! command -v dcmdump >/dev/null \
-			|| ! command -v nginx >/dev/null || ! command -v openssl >/dev/null || ! command -v ffmpeg >/dev/null; then \
-		apt-get update && apt-get install -y python3 python3-venv python3-dev curl dcmtk nginx openssl ffmpeg; fi
+			|| ! command -v nginx >/dev/null || ! command -v openssl >/dev/null || ! command -v ffmpeg >/dev/null \
+			|| [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then \
+		apt-get update && apt-get install -y python3 python3-venv python3-dev curl dcmtk nginx openssl ffmpeg \
+			fonts-dejavu-core; fi
 	@command -v npm >/dev/null || { apt-get update && apt-get install -y npm; }
 	@touch $@ 2>/dev/null || true
 
 # For the tests only: chromium, the browser the viewer's tests drive (Playwright, its own
 # browser downloads unused); djxl and ojph_expand, the JPEG XL and HTJ2K reference decoders
-# that check what our encoders write.
+# that check what our encoders write; pdftotext, which reads the PDFs of reports.
 $(TEST_DEBIAN_STAMP):
 	@command -v chromium >/dev/null || { apt-get update && apt-get install -y chromium; }
-	@command -v djxl >/dev/null && command -v ojph_expand >/dev/null || \
-		{ apt-get update && apt-get install -y libjxl-tools openjph-tools; }
+	@command -v djxl >/dev/null && command -v ojph_expand >/dev/null && command -v pdftotext >/dev/null || \
+		{ apt-get update && apt-get install -y libjxl-tools openjph-tools poppler-utils; }
 	@touch $@ 2>/dev/null || true
 
 $(STAMP): setup.cfg pyproject.toml | $(DEBIAN_STAMP)

@@ -63,6 +63,13 @@ def base_url() -> str:
     return request.host_url.rstrip("/") + request.script_root + config.url_prefix
 
 
+def link_root() -> str:
+    """The DICOMweb root for links in pages we write: the public URL when configured, else the
+    path alone, which the peer's Host header has no part in."""
+    config = settings()
+    return config.public_base_url.rstrip("/") if config.public_base_url else request.script_root + config.url_prefix
+
+
 def require_uids(**named: str | None) -> None:
     """400 for any malformed UID from the URL, before it reaches storage."""
     labels = {"study": "Study Instance UID", "series": "Series Instance UID", "instance": "SOP Instance UID"}

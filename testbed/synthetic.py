@@ -97,3 +97,98 @@ def study(spec: StudySpec = StudySpec(), study_uid: str | None = None, patient_i
             yield study_uid, series_uid, sop_uid, ct_instance(
                 study_uid, series_uid, sop_uid, number=n, rows=spec.rows, columns=spec.columns,
                 transfer_syntax=spec.transfer_syntax, patient_id=patient_id, series_number=s, seed=s * 100000 + n)
+
+
+COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = value, scheme, meaning
+    return code
+
+
+def measurement_report(study_uid: str, images: list[tuple[str, str]], measurements: int = 100,
+                       sop_uid: str | None = None, text: str = "No acute findings.", **attributes: object) -> bytes:
+    """A TID 1500-shaped Comprehensive SR: a title, observation context, an imaging measurements
+    container with ``measurements`` groups (a finding code, a NUM in mm with its image
+    reference, a tracking identifier), each ~5 content items, and a TEXT impression. ``images``
+    are (series UID, SOP Instance UID) of CT images of the study, listed as evidence."""
+    sop_uid = sop_uid or generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = COMPREHENSIVE_SR, sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID, ds.SOPInstanceUID = COMPREHENSIVE_SR, sop_uid
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, generate_uid()
+    ds.StudyDate, ds.StudyTime, ds.ContentDate, ds.ContentTime = "20240115", "101530", "20240116", "083000"
+    ds.AccessionNumber, ds.Modality, ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "ACC-1", "SR", "1", 99, 1
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Doe^Jane", "PAT-1", "19700101", "F"
+    ds.ReferringPhysicianName, ds.StudyDescription, ds.SeriesDescription = "Smith^John", "CT THORAX", "Measurements"
+    ds.CompletionFlag, ds.VerificationFlag = "COMPLETE", "VERIFIED"
+    observer = Dataset()
+    observer.VerifyingObserverName, observer.VerifyingOrganization = "Radiologist^Ann", "Hospital"
+    observer.VerificationDateTime = "20240116090000"
+    ds.VerifyingObserverSequence = [observer]
+    ds.ValueType, ds.ContinuityOfContent = "CONTAINER", "SEPARATE"
+    ds.ConceptNameCodeSequence = [_code("126000", "DCM", "Imaging Measurement Report")]
+
+    def item(relationship: str, kind: str, concept: Dataset, **values) -> Dataset:
+        child = Dataset()
+        child.RelationshipType, child.ValueType = relationship, kind
+        child.ConceptNameCodeSequence = [concept]
+        for keyword, value in values.items():
+            setattr(child, keyword, value)
+        return child
+
+    reference = Dataset()
+    reference.ReferencedSOPClassUID, reference.ReferencedSOPInstanceUID = CT_IMAGE_STORAGE, images[0][1]
+    groups = []
+    for n in range(measurements):
+        series_uid, image_uid = images[n % len(images)]
+        measured = Dataset()
+        measured.NumericValue = f"{10 + n % 37}.{n % 10}"
+        measured.MeasurementUnitsCodeSequence = [_code("mm", "UCUM", "millimeter")]
+        ref = Dataset()
+        ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = CT_IMAGE_STORAGE, image_uid
+        num = item("CONTAINS", "NUM", _code("410668003", "SCT", "Length"), MeasuredValueSequence=[measured])
+        num.ContentSequence = [item("INFERRED FROM", "IMAGE", _code("121112", "DCM", "Source of Measurement"),
+                                    ReferencedSOPSequence=[ref])]
+        group = item("CONTAINS", "CONTAINER", _code("125007", "DCM", "Measurement Group"), ContinuityOfContent="SEPARATE")
+        group.ContentSequence = [
+            item("HAS OBS CONTEXT", "TEXT", _code("112039", "DCM", "Tracking Identifier"), TextValue=f"Lesion {n + 1}"),
+            item("CONTAINS", "CODE", _code("121071", "DCM", "Finding"),
+                 ConceptCodeSequence=[_code("4147007", "SCT", "Mass")]),
+            num,
+        ]
+        groups.append(group)
+    measurements_container = item("CONTAINS", "CONTAINER", _code("126010", "DCM", "Imaging Measurements"),
+                                  ContinuityOfContent="SEPARATE")
+    measurements_container.ContentSequence = groups
+    ds.ContentSequence = [
+        item("HAS CONCEPT MOD", "CODE", _code("121049", "DCM", "Language of Content Item and Descendants"),
+             ConceptCodeSequence=[_code("en-US", "RFC5646", "English (United States)")]),
+        item("HAS OBS CONTEXT", "PNAME", _code("121008", "DCM", "Person Observer Name"), PersonName="Radiologist^Ann"),
+        measurements_container,
+        item("CONTAINS", "TEXT", _code("121073", "DCM", "Impression"), TextValue=text),
+    ]
+    evidence_series: dict[str, list] = {}
+    for series_uid, image_uid in images:
+        ref = Dataset()
+        ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = CT_IMAGE_STORAGE, image_uid
+        evidence_series.setdefault(series_uid, []).append(ref)
+    study = Dataset()
+    study.StudyInstanceUID = study_uid
+    study.ReferencedSeriesSequence = []
+    for series_uid, refs in evidence_series.items():
+        series = Dataset()
+        series.SeriesInstanceUID, series.ReferencedSOPSequence = series_uid, refs
+        study.ReferencedSeriesSequence.append(series)
+    ds.CurrentRequestedProcedureEvidenceSequence = [study]
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    out = io.BytesIO()
+    dcmwrite(out, ds, enforce_file_format=True)
+    return out.getvalue()

@@ -183,7 +183,8 @@ def test_unacceptable_and_missing(client):
     assert client.get(f"/dicom-web/studies/{ds.StudyInstanceUID}/rendered",
                       headers={"Accept": "image/png"}).status_code == 406   # a study is several images
     report, report_url = stored(client, FILES["reportsi.dcm"].read_bytes())
-    assert client.get(f"{report_url}/rendered").status_code == 404
+    assert client.get(f"{report_url}/rendered", headers={"Accept": "image/png"}).status_code == 406   # a report
+    assert client.get(f"/dicom-web/studies/{report.StudyInstanceUID}/rendered").status_code == 404   # no image
     assert client.get(f"{url}/frames/2/rendered").status_code == 400
 
 

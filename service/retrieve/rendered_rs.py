@@ -5,7 +5,8 @@ study or series, one part each (a multi-frame instance's first frame), or the fr
 asked for; ``…/thumbnail`` at the same levels: one small image of a representative
 instance (the middle one of a series; of a study, of its first series). JPEG by
 default, PNG, JPEG 2000 or GIF (animated over the frames of a multi-frame instance) when
-asked. An encapsulated document's instance renders as the document (service.access.documents).
+asked. An encapsulated document's instance renders as the document (service.access.documents),
+a structured report's as a readable page, text or PDF (service.access.reports).
 Rendering follows transcode.render; answers carry an ETag made from the instances'
 contents and the parameters, and thumbnails are kept in a small per-process cache.
 With ``anonymize=true``, images the profile cannot make safe are refused and annotations
@@ -25,13 +26,14 @@ from transcode import PixelDescription
 from transcode.render import RENDERED_MEDIA_TYPES, Rendering, Viewport, parse_rendering
 
 from ..access.documents import NoDocument, is_document, locate
+from ..access.reports import is_report, render_report, rendered_link, report_media_type, text_encoding
 from ..access.rendering import LazyImage, check_cost, frame_groups, image_instances, representative
 from ..errors import BadRequest, NotAcceptable, NotFound, PayloadTooLarge
 from ..wire import multipart
 from ..wire.media import MULTIPART_RELATED, MediaType
 from ..web import (
-    accepted, anonymize_seed, archive, check_range, held_or_relayed, multipart_response, parse_frame_list, require_uids,
-    transcode_limits, warning,
+    accepted, anonymize_seed, archive, check_range, held_or_relayed, link_root, multipart_response, parse_frame_list,
+    require_uids, transcode_limits, warning,
 )
 from .bulkdata_rs import Value, single_part
 
@@ -58,6 +60,8 @@ def render_resource(study: str, series: str | None, instance: str | None, frames
         return relayed
     if instance is not None and frames is None and not thumbnail and is_document(found[0]):
         return _document(found[0], seed is not None)
+    if instance is not None and frames is None and not thumbnail and is_report(found[0]):
+        return _report(found[0], seed is not None)
     several = not thumbnail and (instance is None or (numbers is not None and len(numbers) > 1))
     media_type, as_multipart = negotiate(accepted(), several)
     try:
@@ -121,6 +125,24 @@ def _document(stored: StoredInstance, anonymized: bool) -> Response:
              Value(archive=archive(), stored=stored, offset=document.offset, size=document.length))
     response = single_part(value, kind)
     response.headers["ETag"] = f'"{stored.sha256[:32]}"'
+    response.headers["Cache-Control"] = CACHE_CONTROL
+    return response
+
+
+def _report(stored: StoredInstance, anonymized: bool) -> Response:
+    """A structured report rendered for reading (service.access.reports); 406 anonymised, as
+    the profile removes the content tree (PS3.15 E.1-1: Content Sequence, X)."""
+    if anonymized:
+        raise NotAcceptable("a structured report cannot be sent anonymised: the profile removes its content")
+    media_type, asked_charset = report_media_type(accepted())
+    charset = text_encoding(request.args.get("charset"), asked_charset, request.headers.get("Accept-Charset"))
+    tag = hashlib.sha256(f"{stored.sha256} {media_type} {charset}".encode()).hexdigest()[:32]
+    if request.if_none_match.contains_weak(tag):
+        return Response(status=304, headers={"ETag": f'"{tag}"', "Cache-Control": CACHE_CONTROL})
+    rendered = render_report(archive(), stored, media_type, charset, rendered_link(link_root()),
+                             transcode_limits())
+    response = Response(rendered.body, content_type=rendered.content_type)
+    response.headers["ETag"] = f'"{tag}"'
     response.headers["Cache-Control"] = CACHE_CONTROL
     return response
 

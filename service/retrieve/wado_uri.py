@@ -5,16 +5,15 @@ instance (``application/dicom``, in ``transferSyntax``, de-identified with
 ``anonymize=yes``), a rendered image (``image/jpeg`` by default for images,
 ``image/png``, ``image/gif``: ``rows``, ``columns``, ``region``, ``windowCenter``/
 ``windowWidth``, ``frameNumber``, ``imageQuality``, ``annotation``) or a structured
-report as text (``text/html`` by default for SR, ``text/plain``). A missing or
+report rendered (``text/html`` by default for SR, ``text/plain``, ``application/pdf``;
+``charset``). A missing or
 contradictory parameter is 400 naming it.
 """
 from __future__ import annotations
 
-import html
 import math
 from dataclasses import replace
 
-import pydicom
 from flask import Response, request
 
 from storage.uids import is_valid_uid
@@ -23,7 +22,7 @@ from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 
 from ..access.rendering import check_cost, render
 from ..access import instances
-from ..access.header import stored_header
+from ..access.reports import REPORT_TYPES, SR_CLASS_PREFIX, render_report, text_encoding, wado_uri_link
 from ..errors import BadRequest, NotAcceptable, NotFound
 from ..wire.media import DICOM, Representation, parse_accept
 from ..access.frames import FrameReader
@@ -31,7 +30,7 @@ from ..web import anonymize_seed, archive, transcode_limits
 
 IMAGE_ONLY = ("rows", "columns", "region", "windowCenter", "windowWidth", "frameNumber", "imageQuality",
               "annotation")
-TEXT_TYPES = ("text/html", "text/plain")
+TEXT_TYPES = REPORT_TYPES
 
 
 def wado() -> Response:
@@ -61,7 +60,7 @@ def wado() -> Response:
         if name in args:
             raise BadRequest(f"{name} is only allowed with contentType=application/dicom")
     if content_type in TEXT_TYPES:
-        return _report(stored, content_type)
+        return _report(stored, content_type, args.get("charset"))
     if frames is None:
         raise NotAcceptable(f"the object is not an image; it is available as {DICOM}")
     return _image(frames, content_type, args)
@@ -73,23 +72,19 @@ def _content_type(asked: str | None, image: bool, sop_class: str) -> str:
     if not asked:
         if image:
             return "image/jpeg"
-        return "text/html" if _is_report(sop_class) else DICOM
+        return "text/html" if sop_class.startswith(SR_CLASS_PREFIX) else DICOM
     try:
         wanted = [media.type for media in parse_accept(asked)]
     except ValueError as exc:
         raise BadRequest(f"contentType: {exc}") from None
     for media_type in wanted:
         if media_type == DICOM or (media_type in RENDERED_MEDIA_TYPES and image) \
-                or (media_type in TEXT_TYPES and _is_report(sop_class)):
+                or (media_type in TEXT_TYPES and sop_class.startswith(SR_CLASS_PREFIX)):
             return media_type
         if media_type == "*/*":
             return "image/jpeg" if image else DICOM
     raise NotAcceptable(f"contentType {asked[:80]!r} cannot be produced for this object; "
                         f"it is available as {DICOM}" + (", " + ", ".join(RENDERED_MEDIA_TYPES) if image else ""))
-
-
-def _is_report(sop_class: str) -> bool:
-    return sop_class.startswith("1.2.840.10008.5.1.4.1.1.88.")   # the SR Storage classes (PS3.4 B.5)
 
 
 def _dicom(stored, syntax: str, anonymize: str | None) -> Response:
@@ -182,47 +177,9 @@ def _float(args, name: str) -> float:
     return value
 
 
-def _report(stored, content_type: str) -> Response:
-    """A structured report's content tree as text: each item's concept name and value, indented."""
-    ds = stored_header(archive(), stored)
-    lines = [(0, _concept(ds), _value(ds))]
-    _walk(ds, 1, lines)
-    if content_type == "text/plain":
-        text = "\n".join("  " * depth + (f"{name}: {value}" if value else name) for depth, name, value in lines)
-        return Response(text + "\n", content_type="text/plain; charset=utf-8")
-    items = "".join(f'<li style="margin-left:{depth * 1.5}em"><b>{html.escape(name)}</b>'
-                    + (f": {html.escape(value)}" if value else "") + "</li>" for depth, name, value in lines)
-    title = html.escape(str(ds.get("PatientName", "") or "") + " " + str(ds.get("StudyDescription", "") or ""))
-    page = f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>" \
-           f"<body><ul style=\"list-style:none\">{items}</ul></body></html>"
-    return Response(page, content_type="text/html; charset=utf-8")
-
-
-def _walk(item: pydicom.Dataset, depth: int, lines: list) -> None:
-    for child in item.get("ContentSequence", []):
-        lines.append((depth, _concept(child), _value(child)))
-        _walk(child, depth + 1, lines)
-
-
-def _concept(item: pydicom.Dataset) -> str:
-    names = item.get("ConceptNameCodeSequence")
-    return str(names[0].get("CodeMeaning", "")) if names else str(item.get("ValueType", "") or "")
-
-
-def _value(item: pydicom.Dataset) -> str:
-    kind = item.get("ValueType")
-    if kind == "TEXT":
-        return str(item.get("TextValue", ""))
-    if kind == "CODE" and item.get("ConceptCodeSequence"):
-        return str(item.ConceptCodeSequence[0].get("CodeMeaning", ""))
-    if kind == "NUM" and item.get("MeasuredValueSequence"):
-        measured = item.MeasuredValueSequence[0]
-        units = measured.get("MeasurementUnitsCodeSequence")
-        return f"{measured.get('NumericValue', '')} {units[0].get('CodeValue', '') if units else ''}".strip()
-    if kind == "PNAME":
-        return str(item.get("PersonName", ""))
-    if kind in ("DATE", "TIME", "DATETIME"):
-        return str(item.get({"DATE": "Date", "TIME": "Time", "DATETIME": "DateTime"}[kind], ""))
-    if kind == "UIDREF":
-        return str(item.get("UID", ""))
-    return ""
+def _report(stored, content_type: str, charset: str | None) -> Response:
+    """A structured report rendered as WADO-RS renders it (service.access.reports), its
+    references linked to their WADO-URI forms."""
+    rendered = render_report(archive(), stored, content_type, text_encoding(charset),
+                             wado_uri_link(request.script_root + request.path), transcode_limits())
+    return Response(rendered.body, content_type=rendered.content_type)

@@ -1,0 +1,107 @@
+"""Structured reports rendered (transcode.report) for WADO-RS ``…/rendered`` and WADO-URI:
+the media type and charset negotiated, the report read from the metadata the archive keeps
+of it (DICOM JSON: every text inline), references linked to the rendered form of what they name."""
+from __future__ import annotations
+
+import codecs
+
+import orjson
+from dataclasses import dataclass
+from typing import Sequence
+
+from storage import Archive, StoredInstance
+from transcode.report import Link, as_html, as_pdf, as_text, read_report
+
+from ..errors import BadRequest, NotAcceptable
+from ..limits import TranscodeLimits
+from ..wire.media import MediaType
+
+REPORT_TYPES = ("text/html", "text/plain", "application/pdf")   # the first is the default
+
+
+SR_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."   # the SR Storage classes (PS3.4 B.5)
+
+
+def is_report(stored: StoredInstance) -> bool:
+    return stored.sop_class_uid.startswith(SR_CLASS_PREFIX)
+
+
+@dataclass(frozen=True)
+class RenderedReport:
+    body: bytes
+    content_type: str
+
+
+def report_media_type(accept: Sequence[MediaType]) -> tuple[str, str | None]:
+    """(media type, charset asked in the Accept entry chosen, if any) of a report's rendered
+    form: the first of the Accept list it can be; text/html when any will do."""
+    if not accept:
+        return REPORT_TYPES[0], None
+    for media in accept:
+        if media.type in REPORT_TYPES:
+            return media.type, media.param("charset")
+        if media.type in ("*/*", "text/*"):
+            return REPORT_TYPES[0], media.param("charset")
+    raise NotAcceptable("a structured report renders as " + ", ".join(REPORT_TYPES))
+
+
+def text_encoding(*asked: str | None) -> str:
+    """The first charset named (the ``charset`` query parameter, then the Accept entry's, then
+    Accept-Charset's first), checked to be a text encoding; UTF-8 when none is named."""
+    for value in asked:
+        if not value:
+            continue
+        name = value.split(",")[0].split(";")[0].strip().strip('"')
+        if name == "*":
+            continue
+        try:
+            found = codecs.lookup(name)
+        except LookupError:
+            raise NotAcceptable(f"charset {name[:40]!r} is not known here; UTF-8 is") from None
+        if not getattr(found, "_is_text_encoding", True):
+            raise BadRequest(f"charset {name[:40]!r} is not a character set")
+        return name
+    return "utf-8"
+
+
+def render_report(archive: Archive, stored: StoredInstance, media_type: str, charset: str, link: Link,
+                  limits: TranscodeLimits) -> RenderedReport:
+    """The report of ``stored`` in ``media_type``; a text answer in ``charset`` (HTML writes
+    the characters the charset lacks as character references; plain text cannot, so 406).
+    A PDF is laid out in one of the worker's conversion slots: 0.2 ms of CPU an item."""
+    report = read_report(orjson.loads(archive.details(stored).metadata), link)
+    if media_type == "application/pdf":
+        with limits.slot(before_answer=True):
+            return RenderedReport(as_pdf(report), "application/pdf")
+    if media_type == "text/html":
+        return RenderedReport(as_html(report, charset).encode(charset, "xmlcharrefreplace"),
+                              f"text/html; charset={charset}")
+    try:
+        return RenderedReport(as_text(report).encode(charset), f"text/plain; charset={charset}")
+    except UnicodeEncodeError:
+        raise NotAcceptable(f"the report holds characters {charset} cannot encode; ask for UTF-8") from None
+
+
+def rendered_link(root: str) -> Link:
+    """Links to the WADO-RS rendered resources under ``root`` (a frame's, for a reference to frames)."""
+    def link(study: str, series: str, instance: str, frames: tuple[int, ...]) -> str | None:
+        if not (study and series and instance):
+            return None
+        url = f"{root}/studies/{study}/series/{series}/instances/{instance}"
+        return f"{url}/frames/{frames[0]}/rendered" if frames else f"{url}/rendered"
+    return link
+
+
+def wado_uri_link(endpoint: str) -> Link:
+    """Links to the WADO-URI forms of the references under ``endpoint``."""
+    from urllib.parse import urlencode
+
+    def link(study: str, series: str, instance: str, frames: tuple[int, ...]) -> str | None:
+        if not (study and series and instance):
+            return None
+        query = {"requestType": "WADO", "studyUID": study, "seriesUID": series, "objectUID": instance}
+        if frames:
+            query["frameNumber"] = str(frames[0])
+        return f"{endpoint}?{urlencode(query)}"
+    return link
+
