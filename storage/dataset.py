@@ -55,6 +55,7 @@ class PixelLocation:
     offset: int | None        # of the value in the file; None when read from a deflated stream
     length: int | None        # of a native value; None when encapsulated (or unknown)
     frames: tuple[tuple[tuple[int, int], ...], ...] | None = None   # encapsulated: each frame's fragments
+    fragments: tuple[tuple[int, int], ...] = ()   # encapsulated: every fragment (offset, length), in order
 
 
 @dataclass(frozen=True)
@@ -429,7 +430,7 @@ def _pixel_element(fp: BinaryIO, ds: pydicom.Dataset) -> PixelLocation | None:
             # PS3.5 A.4: with an Extended Offset Table the Basic one is empty; same origin, 64-bit.
             table = list(struct.unpack(f"<{len(extended) // 8}Q", extended))
         frames = split_frames(table, items[1:], int(ds.get("NumberOfFrames", 1) or 1))
-    return PixelLocation(tag, vr, position, None, frames)
+    return PixelLocation(tag, vr, position, None, frames, tuple(items[1:]))
 
 
 def split_frames(table: list[int], fragments: list[tuple[int, int]],

@@ -192,3 +192,63 @@ def measurement_report(study_uid: str, images: list[tuple[str, str]], measuremen
     out = io.BytesIO()
     dcmwrite(out, ds, enforce_file_format=True)
     return out.getvalue()
+
+
+VIDEO_ENDOSCOPIC = "1.2.840.10008.5.1.4.1.1.77.1.1.1"
+# (ffmpeg codec and format) of each stored form a test video takes, and its transfer syntax.
+VIDEO_FORMS = {
+    "h264-mp4": (["-c:v", "libx264", "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4"],
+                 "1.2.840.10008.1.2.4.102"),
+    "h264-mp4-index-last": (["-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", "mp4"], "1.2.840.10008.1.2.4.102"),
+    "h264-ts": (["-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", "mpegts"], "1.2.840.10008.1.2.4.102"),
+    "hevc-mp4": (["-c:v", "libx265", "-pix_fmt", "yuv420p", "-x265-params", "log-level=error", "-tag:v", "hvc1",
+                  "-movflags", "+faststart", "-f", "mp4"], "1.2.840.10008.1.2.4.107"),
+    "mpeg2-ps": (["-c:v", "mpeg2video", "-pix_fmt", "yuv420p", "-f", "vob"], "1.2.840.10008.1.2.4.100"),
+}
+
+
+def video_stream(form: str = "h264-mp4", seconds: float = 2.0, width: int = 320, height: int = 240,
+                 rate: int = 25) -> bytes:
+    """A test pattern video (ffmpeg's testsrc2: a moving picture with a frame counter) in one of
+    VIDEO_FORMS, made by Debian's ffmpeg."""
+    import subprocess
+    import tempfile
+
+    options, _ = VIDEO_FORMS[form]
+    with tempfile.NamedTemporaryFile(suffix=".video") as out:
+        subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                        f"testsrc2=size={width}x{height}:rate={rate}", "-t", str(seconds), *options, "-y", out.name],
+                       check=True, timeout=120)
+        return open(out.name, "rb").read()
+
+
+def video_instance(study_uid: str, series_uid: str, form: str = "h264-mp4", seconds: float = 2.0,
+                   width: int = 320, height: int = 240, rate: int = 25, stream: bytes | None = None) -> bytes:
+    """A Video Endoscopic Image instance holding a ``video_stream`` in one fragment, as PS3.5
+    8.2.5–8.2.8 ask (a YBR_PARTIAL_420 description, the frame count and rate of the stream)."""
+    from pydicom.encaps import encapsulate
+
+    stream = stream if stream is not None else video_stream(form, seconds, width, height, rate)
+    sop_uid = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = VIDEO_ENDOSCOPIC, sop_uid
+    meta.TransferSyntaxUID = VIDEO_FORMS[form][1]
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = VIDEO_ENDOSCOPIC, sop_uid
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+    ds.StudyDate, ds.StudyTime, ds.Modality, ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = \
+        "20240115", "101530", "ES", "1", 1, 1
+    ds.PatientName, ds.PatientID, ds.AccessionNumber, ds.ReferringPhysicianName = "Doe^Jane", "PAT-1", "ACC-V", ""
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "YBR_PARTIAL_420", 0
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = \
+        height, width, 8, 8, 7, 0
+    ds.NumberOfFrames = round(seconds * rate)
+    ds.FrameTime, ds.CineRate = 1000 / rate, rate
+    ds.FrameIncrementPointer = 0x00181063
+    ds.LossyImageCompression = "01"
+    ds.PixelData = encapsulate([stream])
+    ds["PixelData"].VR = "OB"
+    out = io.BytesIO()
+    dcmwrite(out, ds, enforce_file_format=True)
+    return out.getvalue()

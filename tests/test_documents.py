@@ -94,3 +94,65 @@ def test_a_study_of_documents_has_no_image_to_render(client):
     store(client, data)
     assert client.get(f"/dicom-web/studies/{study}/rendered").status_code == 404
     assert client.get(f"/dicom-web/studies/{study}/series/{series}/instances/{sop}/thumbnail").status_code == 404
+
+
+CDA = """<?xml version="1.0" encoding="UTF-8"?>
+<ClinicalDocument xmlns="urn:hl7-org:v3">
+  <title>Discharge summary</title>
+  <effectiveTime value="20240116083000"/>
+  <recordTarget><patientRole><id extension="P-42" root="1.2.3"/><patient>
+    <name><given>Jürgen</given><family>Müller</family></name>
+    <administrativeGenderCode code="M"/><birthTime value="19600203"/></patient></patientRole></recordTarget>
+  <author><assignedAuthor><assignedPerson><name><prefix>Dr</prefix><given>Ann</given><family>Smith</family></name>
+  </assignedPerson></assignedAuthor></author>
+  <component><structuredBody>
+    <component><section><title>Findings</title>
+      <text><paragraph>No <content styleCode="Bold">acute</content> findings.<br/>Second line.</paragraph>
+        <list><item>Lungs clear</item><item>Heart normal &lt;script&gt;alert(1)&lt;/script&gt;</item></list>
+        <table><thead><tr><th>Test</th><th>Value</th></tr></thead><tbody><tr><td>Hb</td><td>14 g/dL</td></tr></tbody></table>
+        <linkHtml href="javascript:alert(2)">a link</linkHtml>
+      </text>
+      <component><section><title>Sub-finding</title><text>所見なし</text></section></component>
+    </section></component>
+  </structuredBody></component>
+</ClinicalDocument>""".encode()
+
+
+def test_a_cda_is_made_readable_as_html(client):
+    from tests.test_reports import balanced
+
+    study, series, sop, data = document_instance(CDA, CDA_CLASS, mime="text/xml")
+    store(client, data)
+    r = client.get(rendered(study, series, sop), headers={"Accept": "text/html"})
+    assert r.status_code == 200 and r.headers["Content-Type"] == "text/html; charset=utf-8"
+    page = r.get_data(as_text=True)
+    text = balanced(page)
+    for expected in ("Discharge summary", "Jürgen Müller", "Dr Ann Smith", "2024-01-16 08:30:00", "P-42",
+                     "Findings", "acute", "Lungs clear", "14 g/dL", "Sub-finding", "所見なし", "a link"):
+        assert expected in text, expected
+    assert "<script>" not in page and "javascript:" not in page and "styleCode" not in page and "href" not in page
+    assert "<h3>Sub-finding</h3>" in page and "<td>Hb</td>" in page and "<li>Lungs clear</li>" in page
+    latin = client.get(rendered(study, series, sop) + "?charset=ISO-8859-1", headers={"Accept": "text/html"})
+    assert latin.headers["Content-Type"] == "text/html; charset=ISO-8859-1" and "Müller".encode("latin-1") in latin.data
+    assert client.get(rendered(study, series, sop), headers={"Accept": "text/xml"}).get_data() == CDA
+
+
+@pytest.mark.parametrize("document", [b"not xml at all <", b'<?xml version="1.0"?><html/>',
+                                      b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]>'
+                                      b'<ClinicalDocument xmlns="urn:hl7-org:v3">&a;</ClinicalDocument>'])
+def test_what_is_not_a_cda_is_not_made_readable(client, document):
+    study, series, sop, data = document_instance(document, CDA_CLASS, mime="text/xml")
+    store(client, data)
+    r = client.get(rendered(study, series, sop), headers={"Accept": "text/html"})
+    assert r.status_code == 406 and "text/xml" in r.get_json()["message"]
+
+
+def test_a_deeply_nested_cda_costs_a_bound():
+    from transcode.cda import cda_html
+
+    sections = "<component><section><title>s</title><text>" + "<content>" * 3000 + "deep" + "</content>" * 3000 \
+        + "</text>" + "<component><section><title>t</title>" * 500 + "</section></component>" * 500 \
+        + "</section></component>"
+    page = cda_html(f'<ClinicalDocument xmlns="urn:hl7-org:v3"><component><structuredBody>{sections}'
+                    f"</structuredBody></component></ClinicalDocument>".encode())
+    assert "deep" in page and page.count("<section>") <= 65

@@ -1,22 +1,27 @@
 """Rendering stored images (PS3.18 §8.3.5, through transcode.render): which instances of a
 resource are images, what one answer may cost, and each image drawn one frame at a time in a
-transcoding slot, an animated GIF's frames as the answer reaches them."""
+transcoding slot, an animated GIF's frames as the answer reaches them; a video instance's
+frame through ffmpeg (service.access.video)."""
 from __future__ import annotations
 
 from typing import Iterable, Iterator, Sequence
 
+import numpy as np
 import orjson
 
 from storage import Archive, StoredInstance
 from transcode import PixelDescription
 from transcode.render import (
-    MAX_RENDERED_PIXELS, Rendering, animated_gif, encode_images, frame_array, region_box, to_8bit, to_image,
+    MAX_RENDERED_PIXELS, MAX_SIDE, Rendering, animated_gif, encode_images, frame_array, region_box, to_8bit, to_image,
 )
+from transcode.video import frame_time_ms
 
 from ..errors import BadRequest, NotAcceptable, NotFound, PayloadTooLarge
 from ..limits import TranscodeLimits
 from .deidentify import deidentify, refusal_of_model
 from .frames import FrameReader
+from .header import stored_header
+from .video import is_video, video_frame
 
 # Pixels drawn for one animated GIF: its frames stream one at a time, so this bounds the time an
 # answer takes (some 6 s here: 33 Mpx took 0.8 s), not its memory.
@@ -113,7 +118,38 @@ def render(reader: FrameReader, numbers: list[int], rendering: Rendering, limits
             with limits.slot(before_answer=False):
                 yield _image(reader, number, ds, rendering)
 
-    return animated_gif(frames(), float(ds.get("FrameTime") or 100))
+    return animated_gif(frames(), frame_time_ms(lambda keyword: ds.get(keyword)))
+
+
+def rendered_frames(archive: Archive, stored: StoredInstance, rendering: Rendering, limits: TranscodeLimits,
+                    seed: str | None) -> tuple[Iterator, float]:
+    """Every frame of an image instance through the presentation pipeline, made one at a time as
+    they are taken (each in a conversion slot), and the milliseconds a frame is shown."""
+    reader = FrameReader.of(archive, stored)
+    if reader is None:
+        raise NotFound("the instance has no pixel data")
+    limits.check(reader.cost(1), "rendering")
+    ds = reader.dataset()
+    if seed is not None:
+        deidentify(ds, seed, pixels=False)
+
+    def frames() -> Iterator:
+        for number in range(1, reader.pixels.number_of_frames + 1):
+            with limits.slot(before_answer=False):
+                yield _image(reader, number, ds, rendering)
+
+    return frames(), frame_time_ms(lambda keyword: ds.get(keyword))
+
+
+def video_still(archive: Archive, stored: StoredInstance, number: int, rendering: Rendering,
+                limits: TranscodeLimits, before_answer: bool) -> bytes:
+    """Frame ``number`` of a video instance rendered as a still image: decoded by ffmpeg (at most
+    the viewport's size, or MAX_SIDE), then sized, annotated and encoded like any frame."""
+    viewport = rendering.viewport
+    largest = max(viewport.width, viewport.height) * 2 if viewport is not None and viewport.region is None else MAX_SIDE
+    picture = video_frame(archive, stored, number, largest, limits, before_answer)
+    ds = stored_header(archive, stored)
+    return encode_images([to_image(np.asarray(picture), ds, rendering)], rendering)
 
 
 def _image(reader: FrameReader, number: int, ds, rendering: Rendering):  # noqa: ANN001
@@ -148,6 +184,8 @@ class LazyImage:
         self.stored, self.numbers, self.rendering, self.seed = stored, numbers, rendering, seed
 
     def make(self, before_answer: bool) -> Iterable[bytes]:
+        if is_video(self.stored):
+            return [video_still(self.archive, self.stored, self.numbers[0], self.rendering, self.limits, before_answer)]
         reader = FrameReader.of(self.archive, self.stored)
         if reader is None:
             raise NotFound("the instance has no pixel data")

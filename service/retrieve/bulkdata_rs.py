@@ -10,7 +10,7 @@ HTTP ``Range`` (one range) is honoured. Pixel data is negotiated as frames are: 
 from __future__ import annotations
 
 import re
-from typing import Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 from flask import Response, request
 
@@ -41,8 +41,10 @@ class Value:
     (then sent whole: a Range over them is ignored, as RFC 9110 §14.2 allows)."""
 
     def __init__(self, data: bytes = b"", archive: Archive | None = None, stored: StoredInstance | None = None,
-                 offset: int = 0, size: int | None = None, frames: Iterable[Iterable[bytes]] | None = None) -> None:
+                 offset: int = 0, size: int | None = None, frames: Iterable[Iterable[bytes]] | None = None,
+                 file: BinaryIO | None = None) -> None:
         self.data, self.archive, self.stored, self.offset, self.frames = data, archive, stored, offset, frames
+        self.file = file   # a local file (a spool of something made for this request), read by range
         self.size = len(data) if size is None else size
 
     @property
@@ -54,6 +56,11 @@ class Value:
         if self.frames is not None:
             for frame in self.frames:
                 yield from frame
+        elif self.file is not None:
+            self.file.seek(self.offset + start)
+            while length > 0 and (chunk := self.file.read(min(length, 1 << 20))):
+                length -= len(chunk)
+                yield chunk
         elif self.archive is None:
             yield self.data[start:start + length]
         else:

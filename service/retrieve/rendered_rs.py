@@ -17,17 +17,21 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Sequence
 
 from flask import Response, current_app, request
 
 from storage import StoredInstance
 from transcode import PixelDescription
+from transcode.cda import NotCda, cda_html
 from transcode.render import RENDERED_MEDIA_TYPES, Rendering, Viewport, parse_rendering
 
 from ..access.documents import NoDocument, is_document, locate
 from ..access.reports import is_report, render_report, rendered_link, report_media_type, text_encoding
-from ..access.rendering import LazyImage, check_cost, frame_groups, image_instances, representative
+from ..access.rendering import LazyImage, check_cost, frame_groups, image_instances, rendered_frames, representative
+from ..access.video import frames_mp4, is_video, remuxed_mp4
+from ..access.video import locate as locate_video
 from ..errors import BadRequest, NotAcceptable, NotFound, PayloadTooLarge
 from ..wire import multipart
 from ..wire.media import MULTIPART_RELATED, MediaType
@@ -62,6 +66,8 @@ def render_resource(study: str, series: str | None, instance: str | None, frames
         return _document(found[0], seed is not None)
     if instance is not None and frames is None and not thumbnail and is_report(found[0]):
         return _report(found[0], seed is not None)
+    if instance is not None and frames is None and not thumbnail and wants_video(accepted(), found[0]):
+        return _video(found[0], seed)
     several = not thumbnail and (instance is None or (numbers is not None and len(numbers) > 1))
     media_type, as_multipart = negotiate(accepted(), several)
     try:
@@ -73,10 +79,11 @@ def render_resource(study: str, series: str | None, instance: str | None, frames
         raise NotAcceptable(f"the image cannot be rendered anonymised: {refused[0]}")
     if not images:
         raise NotFound("there is no image to render here")
-    for _, pixels in images:
+    for stored, pixels in images:
         if numbers is not None:
             check_range(numbers, pixels.number_of_frames)
-        check_cost(pixels, numbers, rendering, several, transcode_limits())
+        if not is_video(stored):   # a video's frame is ffmpeg's work, bounded by its own limits
+            check_cost(pixels, numbers, rendering, several, transcode_limits())
     tag = _etag(images, numbers, rendering, as_multipart, thumbnail, seed)
     if request.if_none_match.contains_weak(tag):
         return Response(status=304, headers={"ETag": f'"{tag}"', "Cache-Control": CACHE_CONTROL})
@@ -119,12 +126,38 @@ def _document(stored: StoredInstance, anonymized: bool) -> Response:
         raise PayloadTooLarge(str(exc)) from None
     kind = document.media_type
     acceptable = accepted()
-    if acceptable and not any(m.type in (kind, "*/*", kind.split("/")[0] + "/*") for m in acceptable):
-        raise NotAcceptable(f"this instance renders as {kind}, its encapsulated document")
     value = (Value(document.data) if document.data is not None else
              Value(archive=archive(), stored=stored, offset=document.offset, size=document.length))
+    for media in acceptable:
+        if kind == "text/xml" and media.type == "text/html":   # a CDA made readable
+            return _cda_page(stored, value, media.param("charset"))
+        if media.type in (kind, "*/*", kind.split("/")[0] + "/*"):
+            break
+    else:
+        if acceptable:
+            raise NotAcceptable(f"this instance renders as {kind}, its encapsulated document"
+                                + (", or text/html" if kind == "text/xml" else ""))
     response = single_part(value, kind)
     response.headers["ETag"] = f'"{stored.sha256[:32]}"'
+    response.headers["Cache-Control"] = CACHE_CONTROL
+    return response
+
+
+CDA_MAX_BYTES = 16 << 20   # a CDA document read to be made readable
+
+
+def _cda_page(stored: StoredInstance, value: Value, asked_charset: str | None) -> Response:
+    """An encapsulated CDA document as an HTML page (transcode.cda)."""
+    if value.size > CDA_MAX_BYTES:
+        raise PayloadTooLarge(f"the CDA document is {value.size} bytes, more than the {CDA_MAX_BYTES} made readable")
+    charset = text_encoding(request.args.get("charset"), asked_charset, request.headers.get("Accept-Charset"))
+    data = value.data if value.archive is None else value.archive.read(stored, value.offset, value.size)
+    try:
+        page = cda_html(data, charset)
+    except NotCda as exc:
+        raise NotAcceptable(f"the document cannot be made readable: {exc}; ask for text/xml") from None
+    response = Response(page.encode(charset, "xmlcharrefreplace"), content_type=f"text/html; charset={charset}")
+    response.headers["ETag"] = f'"{hashlib.sha256(f"{stored.sha256} cda {charset}".encode()).hexdigest()[:32]}"'
     response.headers["Cache-Control"] = CACHE_CONTROL
     return response
 
@@ -144,6 +177,74 @@ def _report(stored: StoredInstance, anonymized: bool) -> Response:
     response = Response(rendered.body, content_type=rendered.content_type)
     response.headers["ETag"] = f'"{tag}"'
     response.headers["Cache-Control"] = CACHE_CONTROL
+    return response
+
+
+VIDEO_TYPES = ("video/mp4", "video/mpeg", "video/mp2t", "video/h264", "video/h265")
+
+
+def wants_video(accept: list[MediaType], stored: StoredInstance) -> bool:
+    """Whether an instance's rendered form is asked for as a video: a video instance unless an
+    image type comes first in the Accept list; a multi-frame image when a video type does."""
+    for media in accept:
+        if media.type in VIDEO_TYPES or media.type == "video/*":
+            return True
+        if media.type in RENDERED_MEDIA_TYPES or media.type in ("image/*", MULTIPART_RELATED, "multipart/*"):
+            return False
+    return is_video(stored)
+
+
+def _video(stored: StoredInstance, seed: str | None) -> Response:
+    """A video instance as its stream, in the container it is stored in or remuxed into MP4; a
+    multi-frame image's rendered frames encoded as an MP4 at its frame rate. Byte ranges either
+    way, so that a browser's <video> seeks. 406 anonymised for a video (no profile reaches into
+    its frames), and for what cannot be made."""
+    acceptable = [m.type for m in accepted()] or ["*/*"]
+    limits = transcode_limits()
+    if is_video(stored):
+        if seed is not None:
+            raise NotAcceptable("a video cannot be sent anonymised: the profile cannot reach burnt-in text in its frames")
+        found = locate_video(archive(), stored)
+        as_stored = found.media_type
+        for media_type in acceptable:
+            if media_type in (as_stored, "video/*", "*/*"):
+                return _sent(Value(archive=archive(), stored=stored, offset=found.spans[0][0], size=found.size)
+                             if len(found.spans) == 1 else
+                             Value(frames=[archive().body(stored, o, n) for o, n in found.spans], size=found.size),
+                             as_stored, stored.sha256)
+            if media_type == "video/mp4":
+                return _sent_file(remuxed_mp4(archive(), stored, limits), "video/mp4", stored.sha256 + "mp4")
+        raise NotAcceptable(f"this video is sent as {as_stored} (as stored) or video/mp4")
+    if "video/mp4" not in acceptable and "video/*" not in acceptable:
+        raise NotAcceptable("a video of a multi-frame image is made as video/mp4")
+    try:
+        rendering = parse_rendering(request.args.to_dict(), "image/png")
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    images, refused = image_instances(archive(), [stored], seed)
+    if not images:
+        raise NotAcceptable(f"the image cannot be rendered anonymised: {refused[0]}" if refused else
+                            "there is no image to make a video of")
+    _, pixels = images[0]
+    check_cost(pixels, None, replace(rendering, media_type="image/gif"), False, limits)   # every frame, as an animation
+    tag = _etag(images, None, rendering, False, False, seed) + "mp4"
+    if request.if_none_match.contains_weak(tag):
+        return Response(status=304, headers={"ETag": f'"{tag}"', "Cache-Control": CACHE_CONTROL})
+    frames, frame_ms = rendered_frames(archive(), stored, rendering, limits, seed)
+    return _sent_file(frames_mp4(frames, frame_ms, limits), "video/mp4", tag)
+
+
+def _sent(value: Value, media_type: str, tag: str) -> Response:
+    response = single_part(value, media_type)
+    response.headers["ETag"] = f'"{tag[:40]}"'
+    response.headers["Cache-Control"] = CACHE_CONTROL
+    return response
+
+
+def _sent_file(spool, media_type: str, tag: str) -> Response:
+    size = spool.tell()
+    response = _sent(Value(file=spool, size=size), media_type, tag)
+    response.call_on_close(spool.close)
     return response
 
 

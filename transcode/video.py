@@ -1,0 +1,157 @@
+"""Video, through Debian's ffmpeg run as a bounded subprocess: what container a stored video
+stream is in, one frame of it as an image, the stream remuxed into MP4 for a browser, and
+rendered frames of a multi-frame image encoded as an MP4 at the instance's frame rate.
+
+DICOM keeps MPEG-2 as a program or transport stream and H.264/HEVC in MPEG-TS or MP4 (PS3.5
+8.2.5–8.2.8), one fragment holding the whole stream. ffmpeg reads a local file (an MP4 may
+have its index at the end) and writes one; it runs with a wall-clock limit and few threads,
+its output capped, so that a hostile stream costs a bound: on a limit it is killed and the
+caller answers 503 or 406, never waits.
+"""
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from PIL import Image
+
+from .codecs import ConversionError
+
+FFMPEG = "ffmpeg"
+FFMPEG_SECONDS = 60          # wall clock of one ffmpeg run
+FFMPEG_THREADS = "2"
+MAX_FRAME_BYTES = 64 << 20   # one frame extracted as PNG
+MP4_PRESET, MP4_CRF = "veryfast", "18"   # visually lossless H.264 for review, fast enough to make on request
+
+# Container → the media type its bytes are sent as.
+CONTAINER_MEDIA_TYPES = {"mp4": "video/mp4", "mpegts": "video/mp2t", "mpegps": "video/mpeg",
+                         "h264": "video/h264", "hevc": "video/h265", "mpeg2": "video/mpeg"}
+
+
+class VideoError(ConversionError):
+    """A video ffmpeg could not read or write as asked."""
+
+
+class VideoBusy(VideoError):
+    """ffmpeg ran past its time limit (killed)."""
+
+
+def available() -> bool:
+    return shutil.which(FFMPEG) is not None
+
+
+def container(head: bytes) -> str:
+    """The container of a stored video stream, from its first bytes (at least 192 of them)."""
+    if head[4:8] == b"ftyp":
+        return "mp4"
+    if head[:1] == b"\x47" and (len(head) < 189 or head[188:189] == b"\x47"):
+        return "mpegts"
+    if head[:4] == b"\x00\x00\x01\xba":
+        return "mpegps"
+    if head[:4] == b"\x00\x00\x01\xb3":
+        return "mpeg2"          # an MPEG-2 video elementary stream (sequence header)
+    if head[:4] == b"\x00\x00\x00\x01" or head[:3] == b"\x00\x00\x01":
+        nal = head[4] if head[:4] == b"\x00\x00\x00\x01" else head[3]
+        return "hevc" if (nal >> 1) & 0x3F in (32, 33, 34, 35) else "h264"   # VPS/SPS/PPS/AUD of HEVC
+    return "unknown"
+
+
+def frame_time_ms(model_first) -> float:
+    """Milliseconds a frame, from Frame Time, Cine Rate or Recommended Display Frame Rate (PS3.3
+    C.7.6.5, C.8.5.?), whichever the instance has: ``model_first(keyword)`` gives a value or None.
+    100 ms when none is usable."""
+    for keyword, to_ms in (("FrameTime", lambda v: v), ("CineRate", lambda v: 1000 / v),
+                           ("RecommendedDisplayFrameRate", lambda v: 1000 / v)):
+        try:
+            value = float(model_first(keyword))
+        except (TypeError, ValueError):
+            continue
+        if value > 0:
+            ms = to_ms(value)
+            if 1 <= ms <= 10_000:
+                return ms
+    return 100.0
+
+
+def _run(args: list[str], stdin: bytes | None = None, max_output: int = MAX_FRAME_BYTES) -> bytes:
+    command = [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin" if stdin is None else "-y", *args]
+    try:
+        run = subprocess.run(command, input=stdin, capture_output=True, timeout=FFMPEG_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise VideoBusy(f"ffmpeg ran past {FFMPEG_SECONDS} s and was stopped") from None
+    except FileNotFoundError:
+        raise VideoError("ffmpeg is not installed on this server") from None
+    if run.returncode != 0:
+        message = run.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise VideoError("ffmpeg could not read the video: " + (message[-1][:200] if message else f"exit {run.returncode}"))
+    if len(run.stdout) > max_output:
+        raise VideoError(f"ffmpeg's output exceeds {max_output} bytes")
+    return run.stdout
+
+
+def frame(source: Path, number: int, frame_ms: float, largest: int, kind: str = "mp4") -> Image.Image:
+    """Frame ``number`` (1-based) of the video in ``source``, as an RGB image no larger than
+    ``largest`` pixels a side: found by its time (number − 1 frame times), decoded by ffmpeg.
+    An MP4 is entered at the keyframe before that time; a transport or program stream, whose
+    timestamps start anywhere, is decoded from its start (the time limit bounds how far)."""
+    seconds = f"{max(0.0, (number - 1) * frame_ms / 1000):.3f}"
+    scale = f"scale='min({largest},iw)':'min({largest},ih)':force_original_aspect_ratio=decrease"
+    where = ["-ss", seconds, "-i", str(source)] if kind == "mp4" else ["-i", str(source), "-ss", seconds]
+    data = _run(["-threads", FFMPEG_THREADS, *where, "-frames:v", "1",
+                 "-vf", scale, "-f", "image2pipe", "-vcodec", "png", "pipe:1"])
+    if not data:
+        raise VideoError(f"the video has no frame {number}")
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image.convert("RGB")
+
+
+def remux_mp4(source: Path, out: Path) -> None:
+    """The video stream of ``source`` copied, not re-encoded, into an MP4 with its index first
+    (faststart), which a browser plays and seeks while it downloads; audio dropped."""
+    _run(["-threads", FFMPEG_THREADS, "-i", str(source), "-map", "0:v:0", "-c", "copy", "-movflags", "+faststart",
+          "-f", "mp4", "-y", str(out)])
+
+
+def encode_mp4(images: Iterable[Image.Image], frame_ms: float, out: Path) -> None:
+    """Rendered frames encoded as H.264 (yuv420p, what every browser plays) in an MP4 at one
+    frame each ``frame_ms``; the frames are piped to ffmpeg as they are made."""
+    iterator = iter(images)
+    first = next(iterator, None)
+    if first is None:
+        raise VideoError("there is no frame to encode")
+    first = first.convert("RGB")
+    width, height = first.size
+    even = "pad=ceil(iw/2)*2:ceil(ih/2)*2"   # H.264 4:2:0 wants even sides
+    command = [FFMPEG, "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+               "-s", f"{width}x{height}", "-framerate", f"{1000 / frame_ms:.6g}", "-i", "pipe:0",
+               "-threads", FFMPEG_THREADS, "-vf", even, "-c:v", "libx264", "-preset", MP4_PRESET, "-crf", MP4_CRF,
+               "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", "-y", str(out)]
+    try:
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except FileNotFoundError:
+        raise VideoError("ffmpeg is not installed on this server") from None
+    try:
+        for image in (first, *iterator):
+            image = image.convert("RGB")
+            if image.size != (width, height):
+                image = image.resize((width, height))
+            process.stdin.write(np.asarray(image, np.uint8).tobytes())
+        process.stdin.close()
+        process.wait(timeout=FFMPEG_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise VideoBusy(f"ffmpeg ran past {FFMPEG_SECONDS} s and was stopped") from None
+    except BrokenPipeError:
+        process.wait(timeout=FFMPEG_SECONDS)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if process.returncode != 0:
+        message = process.stderr.read().decode("utf-8", "replace").strip().splitlines() if process.stderr else []
+        raise VideoError("ffmpeg could not encode the frames: " + (message[-1][:200] if message else "failed"))
