@@ -429,8 +429,43 @@ def _pixel_element(fp: BinaryIO, ds: pydicom.Dataset) -> PixelLocation | None:
         if not table and isinstance(extended, bytes) and len(extended) % 8 == 0:
             # PS3.5 A.4: with an Extended Offset Table the Basic one is empty; same origin, 64-bit.
             table = list(struct.unpack(f"<{len(extended) // 8}Q", extended))
-        frames = split_frames(table, items[1:], int(ds.get("NumberOfFrames", 1) or 1))
+        count = int(ds.get("NumberOfFrames", 1) or 1)
+        frames = split_frames(table, items[1:], count)
+        syntax = str(ds.file_meta.get("TransferSyntaxUID", "") if hasattr(ds, "file_meta") else "")
+        if frames is None and not table and syntax in _CODESTREAM_SYNTAXES:
+            frames = frames_by_end_marker(fp, items[1:], count)
     return PixelLocation(tag, vr, position, None, frames, tuple(items[1:]))
+
+
+# Syntaxes whose frames are codestreams ending in an end marker (EOI of JPEG and JPEG-LS, EOC of
+# JPEG 2000 and HTJ2K: both FFD9), so that fragments without an offset table can be told apart.
+_CODESTREAM_SYNTAXES = frozenset({
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
+    "1.2.840.10008.1.2.4.203"})
+
+
+def frames_by_end_marker(fp: BinaryIO, fragments: list[tuple[int, int]],
+                         number_of_frames: int) -> tuple[tuple[tuple[int, int], ...], ...] | None:
+    """Fragments without an offset table grouped into frames where each frame's codestream ends
+    in its last fragment with the FFD9 end marker (a pad byte after it allowed), as PS3.5 A.4
+    lets a writer split a frame; None unless exactly ``number_of_frames`` frames come out. Three
+    bytes are read a fragment, none of the codestreams."""
+    frames: list[tuple[tuple[int, int], ...]] = []
+    current: list[tuple[int, int]] = []
+    for offset, length in fragments:
+        current.append((offset, length))
+        fp.seek(offset + max(0, length - 3))
+        tail = fp.read(min(3, length))
+        if tail.endswith(b"\xff\xd9") or tail.endswith(b"\xff\xd9\x00"):
+            frames.append(tuple(current))
+            current = []
+            if len(frames) > number_of_frames:
+                return None
+    if current or len(frames) != number_of_frames:
+        return None
+    return tuple(frames)
 
 
 def split_frames(table: list[int], fragments: list[tuple[int, int]],

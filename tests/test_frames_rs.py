@@ -248,3 +248,51 @@ def test_the_accept_query_parameter_overrides_the_header(client):
     r = client.get(f"{url}/frames/1?accept=multipart%2Frelated%3B%20type%3D%22image%2Fjls%22",
                    headers={"Accept": "application/octet-stream"})
     assert frames_of(r)[0][0]["content-type"] == "image/jls; transfer-syntax=1.2.840.10008.1.2.4.80"
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.201"])
+def test_frames_split_over_fragments_without_an_offset_table_are_told_apart(client, syntax):
+    """PS3.5 A.4 lets a frame span fragments with an empty Basic Offset Table: each frame is found
+    by the end marker of its codestream, so that frames can be sent as stored and decoded."""
+    from transcode.codecs import PixelDescription, encode_frame
+
+    original = read(ct_instance(generate_uid(), generate_uid(), rows=64, columns=48, frames=3, seed=4))
+    description = PixelDescription.from_dataset(original)
+    size = description.frame_length
+    codestreams = [encode_frame(original.PixelData[n * size:(n + 1) * size], description, syntax)[0] for n in range(3)]
+    original.PixelData = pydicom.encaps.encapsulate(codestreams, fragments_per_frame=3, has_bot=False)
+    original["PixelData"].VR = "OB"
+    original.file_meta.TransferSyntaxUID = syntax
+    out = io.BytesIO()
+    original.save_as(out, enforce_file_format=True)
+    ds, url = stored(client, out.getvalue())
+    media = {"1.2.840.10008.1.2.4.70": "image/jpeg", "1.2.840.10008.1.2.4.80": "image/jls"}.get(syntax, "image/jphc")
+    parts = frames_of(client.get(f"{url}/frames/3,1", headers={
+        "Accept": f"multipart/related; type={media}; transfer-syntax={syntax}"}))
+    for (_, body), codestream in zip(parts, [codestreams[2], codestreams[0]]):
+        assert body[:len(codestream)] == codestream and len(body) - len(codestream) in (0, 1)   # and its pad byte
+    parts = frames_of(client.get(f"{url}/frames/2", headers={"Accept": OHIF_ACCEPT.replace("=*", "=1.2.840.10008.1.2.1")}))
+    assert parts[0][1] == read(out.getvalue()).pixel_array[1].astype("<u2").tobytes()
+
+
+def test_one_bit_frames_that_begin_inside_a_byte_are_framed_and_rendered(client):
+    """A segmentation-like 1-bit instance of 5×7 frames (35 bits: every frame after the first
+    begins inside a byte): each frame is sent as its own bits from a byte's first, and renders."""
+    rng = np.random.default_rng(7)
+    masks = rng.integers(0, 2, size=(4, 5, 7), dtype=np.uint8)
+    data = ct_instance(generate_uid(), generate_uid(), rows=5, columns=7, frames=4)
+    ds = read(data)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 1, 0
+    del ds.RescaleIntercept, ds.RescaleSlope, ds.WindowCenter, ds.WindowWidth
+    ds.PixelData = np.packbits(masks.ravel(), bitorder="little").tobytes()
+    ds["PixelData"].VR = "OB"
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    _, url = stored(client, out.getvalue())
+    parts = frames_of(client.get(f"{url}/frames/2,4", headers={"Accept": "multipart/related; type=application/octet-stream"}))
+    for (_, body), number in zip(parts, (2, 4)):
+        assert body == np.packbits(masks[number - 1].ravel(), bitorder="little").tobytes()
+    rendered = client.get(f"{url}/frames/3/rendered", headers={"Accept": "image/png"})
+    from PIL import Image
+    image = np.asarray(Image.open(io.BytesIO(rendered.data)))
+    assert np.array_equal(image > 127, masks[2].astype(bool))

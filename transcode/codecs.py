@@ -101,11 +101,20 @@ class PixelDescription:
         """Bytes of one native frame; 4:2:2 native data holds two samples a pixel (PS3.3 C.7.6.3.1.2)."""
         samples = 2 if self.photometric_interpretation in ("YBR_FULL_422", "YBR_PARTIAL_422") \
             else self.samples_per_pixel
-        return self.rows * self.columns * samples * self.bits_allocated // 8
+        return (self.rows * self.columns * samples * self.bits_allocated + 7) // 8   # 1-bit: rounded up
 
     @property
     def native_length(self) -> int:
+        if self.bits_allocated % 8:   # bit-packed frames follow each other bit by bit (PS3.5 8.1.1)
+            return (self.rows * self.columns * self.samples_per_pixel * self.bits_allocated
+                    * self.number_of_frames + 7) // 8
         return self.frame_length * self.number_of_frames
+
+    def bit_span(self, number: int) -> tuple[int, int, int]:
+        """(first byte, bytes to read, bit offset in the first byte) of bit-packed frame ``number``."""
+        count = self.rows * self.columns * self.samples_per_pixel * self.bits_allocated
+        first = (number - 1) * count
+        return first // 8, (first % 8 + count + 7) // 8, first % 8
 
     @classmethod
     def from_dataset(cls, ds) -> "PixelDescription":
@@ -135,6 +144,15 @@ class PixelDescription:
                        int(first("00280008", 1)))
         except (TypeError, ValueError):
             return None
+
+
+def repack_bits(data: bytes, shift: int, count: int) -> bytes:
+    """``count`` bits from bit ``shift`` of ``data`` (least significant bit first, PS3.5 8.1.1),
+    packed again from the first bit of a byte: a 1-bit frame as a value of its own."""
+    bits = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")[shift:shift + count]
+    if len(bits) < count:
+        raise CodecError(f"the pixel data holds {len(bits)} bits of a frame of {count}")
+    return np.packbits(bits, bitorder="little").tobytes()
 
 
 def unsuitable(target: str, pixels: PixelDescription) -> str | None:

@@ -22,7 +22,7 @@ from storage.blobs import BodyPiece
 from storage.catalog import InstanceDetails
 from storage.dataset import DEFLATED, PixelLocation, decoded_prefix, read_until_pixels
 from transcode import DECODABLE, CodecError, PixelDescription, can_transcode, transcode
-from transcode.codecs import RECODABLE, decode_frame, encode_frame, recode_frame
+from transcode.codecs import RECODABLE, decode_frame, encode_frame, recode_frame, repack_bits
 from transcode.render import stored_bits
 from transcode.syntaxes import (
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, TRANSFER_SYNTAXES, UNCOMPRESSED, describe,
@@ -66,7 +66,8 @@ def choose(representations: Sequence[PixelRepresentation], stored: str, pixels: 
             if wanted.media_type in ("*", as_stored) or (wanted.media_type == "image/*" and as_stored != OCTET_STREAM):
                 return Choice(as_stored, EXPLICIT_VR_LITTLE_ENDIAN if stored in UNCOMPRESSED else stored)
         elif wanted.media_type == OCTET_STREAM:
-            if wanted.transfer_syntax in NATIVE and decodable and pixels.bits_allocated % 8 == 0:
+            if wanted.transfer_syntax in NATIVE and decodable and (pixels.bits_allocated % 8 == 0
+                                                                   or pixels.bits_allocated == 1):
                 return Choice(OCTET_STREAM, wanted.transfer_syntax)
         elif wanted.transfer_syntax == stored or can_transcode(stored, wanted.transfer_syntax, pixels):
             return Choice(wanted.media_type, wanted.transfer_syntax)
@@ -103,11 +104,12 @@ def frame_bodies(archive: Archive, limits: TranscodeLimits, stored: StoredInstan
                                 "without decoding; retrieve the instance with transfer-syntax=* instead")
         return [_Spans(archive, stored, details.fragments[n - 1]) for n in numbers]
     size = pixels.frame_length
-    if choice.native and frames_in_place(stored, details, pixels):
+    whole_bytes = pixels.bits_allocated % 8 == 0   # 1-bit frames are repacked by FrameReader
+    if choice.native and whole_bytes and frames_in_place(stored, details, pixels):
         return [_Spans(archive, stored, [(details.pixel_offset + (n - 1) * size, size)]) for n in numbers]
     frames = FrameReader(archive, stored, details, pixels)
     limits.check(frames.cost(1))   # frames are made one at a time
-    inflated = frames.inflated_frames() if choice.native else None
+    inflated = frames.inflated_frames() if choice.native and whole_bytes else None
     if inflated is not None:   # native frames of a deflated instance: read by range from its inflated copy
         copy, offset = inflated
         return [_CopySpan(copy, offset + (n - 1) * size, size) for n in numbers]
@@ -236,6 +238,8 @@ class FrameReader:
         return max(self.stored.size, self.pixels.native_length)
 
     def native(self, number: int) -> tuple[bytes, PixelDescription]:
+        if self.pixels.bits_allocated == 1:
+            return self._bit_frame(number), self.pixels
         syntax = self.stored.transfer_syntax_uid
         size = self.pixels.frame_length
         if self._in_place():
@@ -251,6 +255,17 @@ class FrameReader:
         pixels, description = self._decoded()
         size = description.frame_length
         return pixels[(number - 1) * size:number * size], description
+
+    def _bit_frame(self, number: int) -> bytes:
+        """A 1-bit frame, which may begin inside a byte, packed again from a byte's first bit: read by
+        range where the value lies in place, else from the instance converted once."""
+        start, length, shift = self.pixels.bit_span(number)
+        count = self.pixels.rows * self.pixels.columns * self.pixels.samples_per_pixel
+        if value_in_place(self.stored, self.details) and self.details.pixel_length >= start + length:
+            data = self.archive.read(self.stored, self.details.pixel_offset + start, length)
+        else:
+            data = self._decoded()[0][start:start + length]
+        return repack_bits(data, shift, count)
 
     def reduced(self, number: int, factor: int) -> "np.ndarray | None":
         """Frame ``number`` shrunk by ``factor`` (the mean of each factor × factor block), read in bands
