@@ -64,7 +64,10 @@ ATTRIBUTES: dict[str, Attribute] = {a.keyword: a for a in [
     _attribute("SOPInstanceUID", "instance"),
     _attribute("SOPClassUID", "instance"),
     *(_attribute(k, "instance") for k in INSTANCE_KEYWORDS),
+    _attribute("AvailableTransferSyntaxUID", "instance"),   # the syntax it is stored in
 ]}
+# Attributes kept in a column of another name.
+_COLUMN_OF = {"AvailableTransferSyntaxUID": "TransferSyntaxUID"}
 BY_TAG = {a.tag: a for a in ATTRIBUTES.values()}
 
 # PS3.18 tables 10.6.3-3, -4 and -5 (the patient attributes of the first are the patient level's):
@@ -191,7 +194,7 @@ def _joined(level: str, with_patients: bool = True):
 
 
 def _column(attribute: Attribute) -> ColumnElement:
-    return _TABLES[attribute.level].c[attribute.keyword]
+    return _TABLES[attribute.level].c[_COLUMN_OF.get(attribute.keyword, attribute.keyword)]
 
 
 # -- matching -----------------------------------------------------------------------

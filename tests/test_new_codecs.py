@@ -234,3 +234,17 @@ def test_the_new_syntaxes_are_stored_searched_and_served_as_stored(client):
         assert parts[0][1] == read(native).pixel_array[1].astype("<u2").tobytes()
         rendered = client.get(f"{url}/frames/1/rendered", headers={"Accept": "image/png"})
         assert rendered.status_code == 200 and rendered.data[:4] == b"\x89PNG"
+
+
+def test_qido_reports_the_syntax_an_instance_is_stored_in(client):
+    from testbed.messages import multipart_body, stow_headers
+
+    native = ct_instance(generate_uid(), generate_uid(), rows=32, columns=32)
+    data = transcode(io.BytesIO(native), JXL_LOSSLESS, "1.2.840.10008.1.2.1")
+    assert client.post("/dicom-web/studies", data=multipart_body([data]), headers=stow_headers()).status_code == 200
+    ds = read(data)
+    found = client.get(f"/dicom-web/studies/{ds.StudyInstanceUID}/instances?includefield=00083002").get_json()
+    assert found[0]["00083002"] == {"vr": "UI", "Value": [JXL_LOSSLESS]}
+    matched = client.get(f"/dicom-web/instances?AvailableTransferSyntaxUID={JXL_LOSSLESS}"
+                         f"&StudyInstanceUID={ds.StudyInstanceUID}").get_json()
+    assert [r["00080018"]["Value"][0] for r in matched] == [ds.SOPInstanceUID]
