@@ -102,3 +102,119 @@ def test_unknown_object_and_type(client):
     ds, query = stored(client, "CT_small.dcm")
     assert client.get(f"/dicom-web/wado?{query.replace(ds.SOPInstanceUID, '1.2.3.4')}").status_code == 404
     assert client.get(f"/dicom-web/wado?{query}&contentType=video/mpeg").status_code == 406
+
+
+def gsps(image, **attributes):
+    """A Grayscale Softcopy Presentation State referencing ``image``, in its study."""
+    from pydicom import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ps = Dataset()
+    ps.file_meta = FileMetaDataset()
+    ps.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ps.SOPClassUID = ps.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.11.1"
+    ps.SOPInstanceUID = ps.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ps.StudyInstanceUID, ps.SeriesInstanceUID, ps.Modality = image.StudyInstanceUID, generate_uid(), "PR"
+    ps.PatientName, ps.PatientID = image.PatientName, image.PatientID
+    referenced = Dataset()
+    referenced.ReferencedSOPClassUID, referenced.ReferencedSOPInstanceUID = image.SOPClassUID, image.SOPInstanceUID
+    series = Dataset()
+    series.SeriesInstanceUID, series.ReferencedImageSequence = image.SeriesInstanceUID, [referenced]
+    ps.ReferencedSeriesSequence = [series]
+    ps.PresentationLUTShape = "IDENTITY"
+    for keyword, value in attributes.items():
+        setattr(ps, keyword, value)
+    out = io.BytesIO()
+    ps.save_as(out, enforce_file_format=True)
+    return ps, out.getvalue()
+
+
+def item(**attributes):
+    from pydicom import Dataset
+
+    ds = Dataset()
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def test_a_presentation_state_is_applied(client):
+    """VOI, inverse presentation LUT, shutter, a pixel-unit polyline in its layer's colour, a
+    display-unit text, the displayed area, then flip and rotation, as PS3.4 N.2 orders them."""
+    from pydicom.uid import generate_uid
+
+    from testbed.synthetic import ct_instance
+    from transcode.presentation import lab_to_rgb
+
+    y, x = np.mgrid[0:64, 0:96]
+    values = (x * 40 + y * 3).astype(np.uint16)   # 0..3989, rescaled by -1024
+    data = ct_instance(generate_uid(), generate_uid(), rows=64, columns=96, pixels=values[None])
+    image = read(data)
+    r = client.post("/dicom-web/studies", data=multipart_body([data]), headers=stow_headers())
+    assert r.status_code == 200
+    red = [round(53.24 / 100 * 65535), round((80.09 + 128) / 255 * 65535), round((67.2 + 128) / 255 * 65535)]
+    ps, ps_data = gsps(
+        image,
+        SoftcopyVOILUTSequence=[item(WindowCenter=1000, WindowWidth=2000)],
+        PresentationLUTShape="INVERSE",
+        ShutterShape="RECTANGULAR", ShutterLeftVerticalEdge=3, ShutterRightVerticalEdge=94,
+        ShutterUpperHorizontalEdge=1, ShutterLowerHorizontalEdge=64, ShutterPresentationValue=0,
+        GraphicLayerSequence=[item(GraphicLayer="MARKS", GraphicLayerOrder=1,
+                                   GraphicLayerRecommendedDisplayCIELabValue=red)],
+        GraphicAnnotationSequence=[item(
+            GraphicLayer="MARKS",
+            GraphicObjectSequence=[item(GraphicAnnotationUnits="PIXEL", GraphicDimensions=2, NumberOfGraphicPoints=2,
+                                        GraphicData=[10.0, 40.5, 50.0, 40.5], GraphicType="POLYLINE",
+                                        GraphicFilled="N")],
+            TextObjectSequence=[item(UnformattedTextValue="LEFT", AnchorPoint=[0.05, 0.05],
+                                     AnchorPointAnnotationUnits="DISPLAY", AnchorPointVisibility="N")])],
+        DisplayedAreaSelectionSequence=[item(DisplayedAreaTopLeftHandCorner=[1, 1],
+                                             DisplayedAreaBottomRightHandCorner=[80, 64],
+                                             PresentationSizeMode="SCALE TO FIT", PresentationPixelSpacing=[0.7, 0.7])],
+        ImageHorizontalFlip="Y", ImageRotation=90)
+    assert client.post("/dicom-web/studies", data=multipart_body([ps_data]), headers=stow_headers()).status_code == 200
+    query = (f"requestType=WADO&studyUID={image.StudyInstanceUID}&seriesUID={image.SeriesInstanceUID}"
+             f"&objectUID={image.SOPInstanceUID}&contentType=image/png"
+             f"&presentationUID={ps.SOPInstanceUID}&presentationSeriesUID={ps.SeriesInstanceUID}")
+    r = client.get(f"/dicom-web/wado?{query}")
+    assert r.status_code == 200 and r.headers["Content-Type"] == "image/png"
+    shown = np.asarray(Image.open(io.BytesIO(r.data)).convert("RGB")).astype(int)
+    # the expected picture, before annotations: VOI on HU, inverted, shuttered, cropped to 80
+    # columns, flipped, turned a quarter clockwise (64 columns × 80 rows)
+    hu = values.astype(float) - 1024
+    low, high = 1000 - 0.5 - 1999 / 2, 1000 - 0.5 + 1999 / 2
+    grey = np.where(hu <= low, 0, np.where(hu > high, 255, ((hu - 999.5) / 1999 + 0.5) * 255))
+    grey = 255 - np.clip(np.rint(grey), 0, 255)
+    grey[:, :2] = 0
+    grey[:, 94:] = 0
+    line = np.zeros_like(grey, bool)
+    line[40, 10:51] = True
+    expected, drawn = np.rot90(np.fliplr(grey[:, :80]), k=-1), np.rot90(np.fliplr(line[:, :80]), k=-1)
+    assert shown.shape == (80, 64, 3)
+    plain = ~drawn
+    plain[:18, :40] = False   # where the display-unit text lies (top left of what is shown)
+    assert np.abs(shown[plain][:, 0] - expected[plain]).max() <= 1
+    assert np.all(shown[drawn][:, 0] > 200) and np.all(shown[drawn][:, 1] < 80)   # the layer's red
+    assert tuple(shown[drawn][0]) == lab_to_rgb(*red)
+    text_corner = shown[:18, :40]
+    assert (np.abs(text_corner[..., 0] - text_corner[..., 2]) > 100).any()   # red text drawn there
+
+
+def test_presentation_states_that_do_not_apply_are_named(client):
+    from pydicom.uid import generate_uid
+
+    ds, query = stored(client, "CT_small.dcm")
+    other, _ = stored(client, "MR_small.dcm")
+    ps, ps_data = gsps(other)   # references another image
+    ps.StudyInstanceUID = ds.StudyInstanceUID
+    out = io.BytesIO()
+    ps.save_as(out, enforce_file_format=True)
+    client.post("/dicom-web/studies", data=multipart_body([out.getvalue()]), headers=stow_headers())
+    base = f"/dicom-web/wado?{query}&presentationSeriesUID={ps.SeriesInstanceUID}"
+    r = client.get(f"{base}&presentationUID={ps.SOPInstanceUID}")
+    assert r.status_code == 400 and "does not reference this image" in r.get_json()["message"]
+    assert client.get(f"{base}&presentationUID={generate_uid()}").status_code == 404
+    r = client.get(f"{base}&presentationUID={ps.SOPInstanceUID}&contentType=application/dicom")
+    assert r.status_code == 400 and "rendered images only" in r.get_json()["message"]
+    r = client.get(f"/dicom-web/wado?{query}&presentationSeriesUID=1.2&presentationUID=x.y")
+    assert r.status_code == 400 and "presentationUID is not a valid UID" in r.get_json()["message"]

@@ -4,7 +4,8 @@
 instance (``application/dicom``, in ``transferSyntax``, de-identified with
 ``anonymize=yes``), a rendered image (``image/jpeg`` by default for images,
 ``image/png``, ``image/gif``: ``rows``, ``columns``, ``region``, ``windowCenter``/
-``windowWidth``, ``frameNumber``, ``imageQuality``, ``annotation``) or a structured
+``windowWidth``, ``frameNumber``, ``imageQuality``, ``annotation``, and a presentation state:
+``presentationUID`` with ``presentationSeriesUID``) or a structured
 report rendered (``text/html`` by default for SR, ``text/plain``, ``application/pdf``;
 ``charset``). A missing or
 contradictory parameter is 400 naming it.
@@ -14,14 +15,21 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import numpy as np
 from flask import Response, request
 
 from storage.uids import is_valid_uid
-from transcode.render import MAX_RENDERED_PIXELS, MAX_SIDE, RENDERED_MEDIA_TYPES, Viewport, Window, parse_rendering
+from transcode.presentation import NotApplicable, Target, present
+from transcode.presentation import check as check_state
+from transcode.render import (
+    MAX_RENDERED_PIXELS, MAX_SIDE, RENDERED_MEDIA_TYPES, Viewport, Window, encode_images, frame_array, parse_rendering,
+    to_image,
+)
 from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 
 from ..access.rendering import check_cost, render
 from ..access import instances
+from ..access.header import stored_header
 from ..access.reports import REPORT_TYPES, SR_CLASS_PREFIX, render_report, text_encoding, wado_uri_link
 from ..errors import BadRequest, NotAcceptable, NotFound
 from ..wire.media import DICOM, Representation, parse_accept
@@ -43,14 +51,15 @@ def wado() -> Response:
             raise BadRequest(f"{name} is missing")
         if not is_valid_uid(value):
             raise BadRequest(f"{name} is not a valid UID")
-    if "presentationUID" in args or "presentationSeriesUID" in args:
-        raise BadRequest("presentationUID: presentation states are not applied by this server")
     found = archive().instances(uids["studyUID"], uids["seriesUID"], uids["objectUID"])
     if not found:
         raise NotFound("no such object in the archive")
     stored = found[0]
+    state = _presentation_state(uids["studyUID"], args)
     frames = FrameReader.of(archive(), stored)
     content_type = _content_type(args.get("contentType"), frames is not None, stored.sop_class_uid)
+    if state is not None and content_type not in RENDERED_MEDIA_TYPES:
+        raise BadRequest("presentationUID applies to rendered images only")
     if content_type == DICOM:
         wrong = [name for name in IMAGE_ONLY if name in args]
         if wrong:
@@ -63,7 +72,24 @@ def wado() -> Response:
         return _report(stored, content_type, args.get("charset"))
     if frames is None:
         raise NotAcceptable(f"the object is not an image; it is available as {DICOM}")
-    return _image(frames, content_type, args)
+    return _image(frames, content_type, args, state)
+
+
+def _presentation_state(study: str, args):  # noqa: ANN202 - a pydicom Dataset, or None
+    """The Grayscale Softcopy Presentation State that presentationUID and presentationSeriesUID
+    name (PS3.18 §9.1.2.1.8: both or neither), from the image's study."""
+    uid, series = args.get("presentationUID"), args.get("presentationSeriesUID")
+    if uid is None and series is None:
+        return None
+    if not uid or not series:
+        raise BadRequest("presentationUID and presentationSeriesUID go together")
+    for name, value in (("presentationUID", uid), ("presentationSeriesUID", series)):
+        if not is_valid_uid(value):
+            raise BadRequest(f"{name} is not a valid UID")
+    found = archive().instances(study, series, uid)
+    if not found:
+        raise NotFound("no such presentation state in the study")
+    return stored_header(archive(), found[0])
 
 
 def _content_type(asked: str | None, image: bool, sop_class: str) -> str:
@@ -105,7 +131,7 @@ def _dicom(stored, syntax: str, anonymize: str | None) -> Response:
     return response
 
 
-def _image(frames: FrameReader, content_type: str, args) -> Response:
+def _image(frames: FrameReader, content_type: str, args, state=None) -> Response:  # noqa: ANN001
     params: dict[str, str] = {}
     if "imageQuality" in args:
         if content_type != "image/jpeg":
@@ -146,11 +172,35 @@ def _image(frames: FrameReader, content_type: str, args) -> Response:
             raise BadRequest(f"rows and columns ask for a {width}x{height} image: more than the "
                              f"{MAX_RENDERED_PIXELS} pixels (at most {MAX_SIDE} a side) an image is rendered with")
         rendering = replace(rendering, viewport=Viewport(max(1, width), max(1, height), source))
+    if state is not None:
+        return _presented(frames, number, state, rendering, content_type)
     animated = content_type == "image/gif" and "frameNumber" not in args
     check_cost(pixels, None if animated else [number], rendering, False, transcode_limits())
     numbers = list(range(1, pixels.number_of_frames + 1)) if animated else [number]
     body = render(frames, numbers, rendering, transcode_limits(), before_answer=True)
     return Response(body, content_type=content_type, direct_passthrough=True)
+
+
+def _presented(frames: FrameReader, number: int, state, rendering, content_type: str) -> Response:  # noqa: ANN001
+    """One frame as the presentation state shows it (transcode.presentation), then sized as asked."""
+    target = Target(frames.stored.sop_instance_uid, number)
+    try:
+        check_state(state, target)
+    except NotApplicable as exc:
+        raise BadRequest(f"presentationUID: {exc}") from None
+    limits = transcode_limits()
+    check_cost(frames.pixels, [number], rendering, False, limits)
+    with limits.slot(before_answer=True):
+        ds = frames.dataset()
+        native, description = frames.native(number)
+        try:
+            picture = present(frame_array(native, description), ds, state, target, rendering.window)
+        except NotApplicable as exc:
+            raise NotAcceptable(f"presentationUID: {exc}") from None
+        except ValueError as exc:
+            raise NotAcceptable(f"the image cannot be rendered: {exc}") from None
+        body = encode_images([to_image(np.asarray(picture), ds, rendering)], rendering)
+    return Response(body, content_type=content_type)
 
 
 def _positive(args, name: str, maximum: int = 1 << 31) -> int | None:
