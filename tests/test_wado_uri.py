@@ -218,3 +218,20 @@ def test_presentation_states_that_do_not_apply_are_named(client):
     assert r.status_code == 400 and "rendered images only" in r.get_json()["message"]
     r = client.get(f"/dicom-web/wado?{query}&presentationSeriesUID=1.2&presentationUID=x.y")
     assert r.status_code == 400 and "presentationUID is not a valid UID" in r.get_json()["message"]
+
+
+def test_wado_rs_renders_a_presentation_state_as_the_images_it_shows(client):
+    """PS3.18 §10.4.1.1.3: a presentation state's …/rendered is its image as it shows it, the
+    same picture WADO-URI gives with presentationUID."""
+    ds, query = stored(client, "CT_small.dcm")
+    ps, ps_data = gsps(ds, SoftcopyVOILUTSequence=[item(WindowCenter=100, WindowWidth=50)], ImageRotation=180)
+    assert client.post("/dicom-web/studies", data=multipart_body([ps_data]), headers=stow_headers()).status_code == 200
+    url = f"/dicom-web/studies/{ds.StudyInstanceUID}/series/{ps.SeriesInstanceUID}/instances/{ps.SOPInstanceUID}"
+    rendered = client.get(f"{url}/rendered", headers={"Accept": "image/png"})
+    assert rendered.status_code == 200 and rendered.headers["Content-Type"] == "image/png"
+    by_uri = client.get(f"/dicom-web/wado?{query}&contentType=image/png&presentationUID={ps.SOPInstanceUID}"
+                        f"&presentationSeriesUID={ps.SeriesInstanceUID}")
+    assert rendered.data == by_uri.data
+    plain = np.asarray(Image.open(io.BytesIO(client.get(f"/dicom-web/wado?{query}&contentType=image/png").data)))
+    assert not np.array_equal(np.asarray(Image.open(io.BytesIO(rendered.data)).convert("L")), plain)
+    assert client.get(f"{url}/rendered?anonymize=true").status_code == 406

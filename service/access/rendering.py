@@ -8,12 +8,15 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import orjson
+import pydicom
 
 from storage import Archive, StoredInstance
 from transcode import PixelDescription
 from transcode.render import (
     MAX_RENDERED_PIXELS, MAX_SIDE, Rendering, animated_gif, encode_images, frame_array, region_box, to_8bit, to_image,
 )
+from transcode.presentation import NotApplicable, Target, present
+from transcode.presentation import check as check_state
 from transcode.video import frame_time_ms
 
 from ..errors import BadRequest, NotAcceptable, NotFound, PayloadTooLarge
@@ -193,3 +196,23 @@ class LazyImage:
 
     def __iter__(self) -> Iterator[bytes]:
         yield from self.make(before_answer=False)
+
+
+def presented_image(reader: FrameReader, number: int, state: pydicom.Dataset, rendering: Rendering,
+                    limits: TranscodeLimits, before_answer: bool = True) -> bytes:
+    """Frame ``number`` as the Grayscale Softcopy Presentation State ``state`` shows it
+    (transcode.presentation), then sized, annotated and encoded as ``rendering`` asks.
+    NotApplicable when the state is not one for this image."""
+    target = Target(reader.stored.sop_instance_uid, number)
+    check_state(state, target)
+    check_cost(reader.pixels, [number], rendering, False, limits)
+    with limits.slot(before_answer):
+        ds = reader.dataset()
+        native, description = reader.native(number)
+        try:
+            picture = present(frame_array(native, description), ds, state, target, rendering.window)
+        except NotApplicable as exc:
+            raise NotAcceptable(f"the presentation state cannot be applied: {exc}") from None
+        except ValueError as exc:
+            raise NotAcceptable(f"the image cannot be rendered: {exc}") from None
+        return encode_images([to_image(np.asarray(picture), ds, rendering)], rendering)

@@ -20,16 +20,23 @@ from collections import OrderedDict
 from dataclasses import replace
 from typing import Sequence
 
+import pydicom
 from flask import Response, current_app, request
 
 from storage import StoredInstance
+from storage.uids import is_valid_uid
 from transcode import PixelDescription
 from transcode.cda import NotCda, cda_html
+from transcode.presentation import GSPS_CLASS, NotApplicable
 from transcode.render import RENDERED_MEDIA_TYPES, Rendering, Viewport, parse_rendering
 
 from ..access.documents import NoDocument, is_document, locate
 from ..access.reports import is_report, render_report, rendered_link, report_media_type, text_encoding
-from ..access.rendering import LazyImage, check_cost, frame_groups, image_instances, rendered_frames, representative
+from ..access.frames import FrameReader
+from ..access.header import stored_header
+from ..access.rendering import (
+    LazyImage, check_cost, frame_groups, image_instances, presented_image, rendered_frames, representative,
+)
 from ..access.video import frames_mp4, is_video, remuxed_mp4
 from ..access.video import locate as locate_video
 from ..errors import BadRequest, NotAcceptable, NotFound, PayloadTooLarge
@@ -66,6 +73,8 @@ def render_resource(study: str, series: str | None, instance: str | None, frames
         return _document(found[0], seed is not None)
     if instance is not None and frames is None and not thumbnail and is_report(found[0]):
         return _report(found[0], seed is not None)
+    if instance is not None and frames is None and not thumbnail and found[0].sop_class_uid == GSPS_CLASS:
+        return _presentation(found[0], seed is not None)
     if instance is not None and frames is None and not thumbnail and wants_video(accepted(), found[0]):
         return _video(found[0], seed)
     several = not thumbnail and (instance is None or (numbers is not None and len(numbers) > 1))
@@ -141,6 +150,48 @@ def _document(stored: StoredInstance, anonymized: bool) -> Response:
     response.headers["ETag"] = f'"{stored.sha256[:32]}"'
     response.headers["Cache-Control"] = CACHE_CONTROL
     return response
+
+
+MAX_PRESENTED = 64   # images of one presentation state rendered in one answer
+
+
+def _presentation(stored: StoredInstance, anonymized: bool) -> Response:
+    """A presentation state's rendered form (PS3.18 §10.4.1.1.3): the images it references as it
+    shows them; one image, or several as multipart/related."""
+    if anonymized:
+        raise NotAcceptable("a presentation state is not rendered anonymised: its annotations are free text")
+    state = stored_header(archive(), stored)
+    references = [(str(series.get("SeriesInstanceUID", "")), str(image.get("ReferencedSOPInstanceUID", "")),
+                   image.get("ReferencedFrameNumber"))
+                  for series in state.get("ReferencedSeriesSequence") or []
+                  for image in series.get("ReferencedImageSequence") or []]
+    if len(references) > MAX_PRESENTED:
+        raise PayloadTooLarge(f"the presentation state references {len(references)} images, more than the "
+                              f"{MAX_PRESENTED} rendered in one answer")
+    readers = []
+    for series_uid, image_uid, frames in references:
+        if not (is_valid_uid(series_uid) and is_valid_uid(image_uid)):
+            continue
+        for image in archive().instances(stored.study_uid, series_uid, image_uid):
+            reader = FrameReader.of(archive(), image)
+            if reader is not None:
+                first = frames[0] if isinstance(frames, (list, pydicom.multival.MultiValue)) else frames
+                readers.append((reader, int(first) if first else 1))
+    if not readers:
+        raise NotFound("none of the images the presentation state references is in the study")
+    media_type, as_multipart = negotiate(accepted(), len(readers) > 1)
+    try:
+        rendering = parse_rendering(request.args.to_dict(), media_type)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    limits = transcode_limits()
+    try:
+        bodies = [presented_image(reader, number, state, rendering, limits) for reader, number in readers]
+    except NotApplicable as exc:
+        raise NotAcceptable(f"the presentation state cannot be applied: {exc}") from None
+    if as_multipart:
+        return multipart_response((multipart.Part({"Content-Type": media_type}, [body]) for body in bodies), media_type)
+    return Response(bodies[0], content_type=media_type)
 
 
 CDA_MAX_BYTES = 16 << 20   # a CDA document read to be made readable

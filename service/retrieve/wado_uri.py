@@ -15,19 +15,14 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-import numpy as np
 from flask import Response, request
 
 from storage.uids import is_valid_uid
-from transcode.presentation import NotApplicable, Target, present
-from transcode.presentation import check as check_state
-from transcode.render import (
-    MAX_RENDERED_PIXELS, MAX_SIDE, RENDERED_MEDIA_TYPES, Viewport, Window, encode_images, frame_array, parse_rendering,
-    to_image,
-)
+from transcode.presentation import NotApplicable
+from transcode.render import MAX_RENDERED_PIXELS, MAX_SIDE, RENDERED_MEDIA_TYPES, Viewport, Window, parse_rendering
 from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 
-from ..access.rendering import check_cost, render
+from ..access.rendering import check_cost, presented_image, render
 from ..access import instances
 from ..access.header import stored_header
 from ..access.reports import REPORT_TYPES, SR_CLASS_PREFIX, render_report, text_encoding, wado_uri_link
@@ -182,24 +177,11 @@ def _image(frames: FrameReader, content_type: str, args, state=None) -> Response
 
 
 def _presented(frames: FrameReader, number: int, state, rendering, content_type: str) -> Response:  # noqa: ANN001
-    """One frame as the presentation state shows it (transcode.presentation), then sized as asked."""
-    target = Target(frames.stored.sop_instance_uid, number)
+    """One frame as the presentation state shows it, then sized as asked."""
     try:
-        check_state(state, target)
+        body = presented_image(frames, number, state, rendering, transcode_limits())
     except NotApplicable as exc:
         raise BadRequest(f"presentationUID: {exc}") from None
-    limits = transcode_limits()
-    check_cost(frames.pixels, [number], rendering, False, limits)
-    with limits.slot(before_answer=True):
-        ds = frames.dataset()
-        native, description = frames.native(number)
-        try:
-            picture = present(frame_array(native, description), ds, state, target, rendering.window)
-        except NotApplicable as exc:
-            raise NotAcceptable(f"presentationUID: {exc}") from None
-        except ValueError as exc:
-            raise NotAcceptable(f"the image cannot be rendered: {exc}") from None
-        body = encode_images([to_image(np.asarray(picture), ds, rendering)], rendering)
     return Response(body, content_type=content_type)
 
 
