@@ -59,8 +59,8 @@ def locate(archive: Archive, stored: StoredInstance, max_in_memory: int) -> Docu
             raise ValueError(f"the deflated instance's document is {len(data)} bytes, over {max_in_memory}")
         data = data[:_declared(ds, len(data))]
         return Document(_media_type(ds, default), 0, len(data), data)
-    with archive.readable(stored) as (fp, _):
-        # Values over 1 KiB are left unread: the document's is found, not loaded.
+    with archive.ranged(stored) as fp:
+        # Values over 1 KiB are left unread: the document's is found, not loaded (nor copied).
         ds = pydicom.dcmread(fp, defer_size=1024, force=True)
         raw = ds.get_item(DOCUMENT, keep_deferred=True) if DOCUMENT in ds else None
     if raw is None or not raw.length or raw.length == 0xFFFFFFFF:

@@ -48,7 +48,7 @@ class StoredVideo:
 
 
 def locate(archive: Archive, stored: StoredInstance) -> StoredVideo:
-    with archive.readable(stored) as (fp, _):
+    with archive.ranged(stored) as fp:   # the headers only: the stream is not read
         ds, location = read_until_pixels(fp)
     spans = tuple((offset, length) for offset, length in (location.fragments if location else ()) if length)
     if not spans:
