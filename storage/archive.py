@@ -111,6 +111,10 @@ class Archive:
         """``length`` bytes of the instance's blob from ``start`` (the rest of it when None), in memory."""
         return b"".join(iter_chunks(self._blobs.open(instance.blob_key, start, length)))
 
+    def local_path(self, instance: StoredInstance) -> str | None:
+        """The file of the instance's blob, where the store keeps files (storage.blobs)."""
+        return self._blobs.local_path(instance.blob_key)
+
     def ranged(self, instance: StoredInstance) -> BinaryIO:
         """The instance's blob as a seekable file whose reads are ranged reads of the store (64 KiB
         at least): for walking a data set's headers and seeking over its large values, without the

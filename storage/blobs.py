@@ -46,6 +46,10 @@ class BlobStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def local_path(self, key: str) -> str | None:
+        """The file holding ``key`` on this machine, for a program that reads files (ffmpeg);
+        None for a store whose blobs are not local files."""
+
     def ping(self) -> None:
         """Raise unless the store can be read and written now (readiness checks)."""
 
@@ -225,6 +229,9 @@ class DiskStore:
     def ping(self) -> None:
         if not self.root.is_dir() or not os.access(self.root, os.W_OK | os.X_OK):
             raise OSError(f"{self.root} is not a writable directory")
+
+    def local_path(self, key: str) -> str | None:
+        return self._file(key)
 
     def _file(self, key: str) -> str:
         """The path of ``key``'s file: no part is empty, ``.``, ``..``, a temporary's name or holds

@@ -92,6 +92,9 @@ class S3Store:
     def sync(self, keys: Iterable[str]) -> None:
         """Nothing to do: S3 acknowledges a PUT once the object is durable."""
 
+    def local_path(self, key: str) -> str | None:
+        return None   # objects, not files: ffmpeg is given a copy
+
     def open(self, key: str, start: int = 0, length: int | None = None):
         from botocore.exceptions import ClientError
 

@@ -128,3 +128,27 @@ def test_a_multi_frame_image_is_made_into_an_mp4_at_its_frame_rate(client, tmp_p
     assert client.get(f"{url}/rendered", headers={"Accept": "video/mp4", "Range": "bytes=0-9"}).data == r.data[:10]
     assert client.get(f"{url}/rendered", headers={"Accept": "video/mpeg"}).status_code == 406
     assert client.get(f"{url}/rendered").headers["Content-Type"] == "image/jpeg"   # an image by default
+
+
+def test_videos_in_s3_are_framed_from_a_copy_and_sent_by_range(tmp_path, aws_env, moto_server):
+    """Where blobs are objects, not files, ffmpeg is given a copy (of the stream's start for a
+    frame); the stream itself is sent by ranged GETs, as from disk."""
+    import time
+
+    import boto3
+
+    from service import create_app
+    from tests.conftest import API_KEY, make_config
+
+    bucket = f"video{time.time_ns()}"
+    boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(Bucket=bucket)
+    app = create_app(make_config(tmp_path, storage=f"s3://{bucket}/dicom", s3_endpoint_url=moto_server,
+                                 s3_region="us-east-1"))
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"ApiKey {API_KEY}"
+    stream = video_stream("h264-ts", 1.0)
+    ds, url = stored(client, video_instance(generate_uid(), generate_uid(), "h264-ts", stream=stream))
+    assert client.get(f"{url}/rendered", headers={"Range": "bytes=10-19"}).data == stream[10:20]
+    frame = client.get(f"{url}/frames/10/rendered", headers={"Accept": "image/png"})
+    assert frame.status_code == 200 and Image.open(io.BytesIO(frame.data)).size == (320, 240)
+    assert client.get(f"{url}/rendered", headers={"Accept": "video/mp4"}).data[4:8] == b"ftyp"

@@ -6,7 +6,8 @@ DICOM keeps MPEG-2 as a program or transport stream and H.264/HEVC in MPEG-TS or
 8.2.5–8.2.8), one fragment holding the whole stream. ffmpeg reads a local file (an MP4 may
 have its index at the end) and writes one; it runs with a wall-clock limit and few threads,
 its output capped, so that a hostile stream costs a bound: on a limit it is killed and the
-caller answers 503 or 406, never waits.
+caller answers 503 or 406, never waits. Its input is a file path or a span of one
+(``subfile,,start,S,end,E,,:path``): a peer's bytes never become a URL or an option.
 """
 from __future__ import annotations
 
@@ -93,14 +94,14 @@ def _run(args: list[str], stdin: bytes | None = None, max_output: int = MAX_FRAM
     return run.stdout
 
 
-def frame(source: Path, number: int, frame_ms: float, largest: int, kind: str = "mp4") -> Image.Image:
+def frame(source: str, number: int, frame_ms: float, largest: int, kind: str = "mp4") -> Image.Image:
     """Frame ``number`` (1-based) of the video in ``source``, as an RGB image no larger than
     ``largest`` pixels a side: found by its time (number − 1 frame times), decoded by ffmpeg.
     An MP4 is entered at the keyframe before that time; a transport or program stream, whose
     timestamps start anywhere, is decoded from its start (the time limit bounds how far)."""
     seconds = f"{max(0.0, (number - 1) * frame_ms / 1000):.3f}"
     scale = f"scale='min({largest},iw)':'min({largest},ih)':force_original_aspect_ratio=decrease"
-    where = ["-ss", seconds, "-i", str(source)] if kind == "mp4" else ["-i", str(source), "-ss", seconds]
+    where = ["-ss", seconds, "-i", source] if kind == "mp4" else ["-i", source, "-ss", seconds]
     data = _run(["-threads", FFMPEG_THREADS, *where, "-frames:v", "1",
                  "-vf", scale, "-f", "image2pipe", "-vcodec", "png", "pipe:1"])
     if not data:
@@ -110,10 +111,10 @@ def frame(source: Path, number: int, frame_ms: float, largest: int, kind: str = 
     return image.convert("RGB")
 
 
-def remux_mp4(source: Path, out: Path) -> None:
+def remux_mp4(source: str, out: Path) -> None:
     """The video stream of ``source`` copied, not re-encoded, into an MP4 with its index first
     (faststart), which a browser plays and seeks while it downloads; audio dropped."""
-    _run(["-threads", FFMPEG_THREADS, "-i", str(source), "-map", "0:v:0", "-c", "copy", "-movflags", "+faststart",
+    _run(["-threads", FFMPEG_THREADS, "-i", source, "-map", "0:v:0", "-c", "copy", "-movflags", "+faststart",
           "-f", "mp4", "-y", str(out)])
 
 

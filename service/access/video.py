@@ -96,10 +96,17 @@ def _boxes_end(archive: Archive, stored: StoredInstance, span: tuple[int, int]) 
 
 @contextmanager
 def local_copy(archive: Archive, stored: StoredInstance, found: StoredVideo, limits: TranscodeLimits,
-               whole: bool) -> Iterator[Path]:
-    """The stream in a temporary file for ffmpeg. A frame of a transport or program stream, or of
-    an MP4 with its index first, needs only the stream's start (the budget's worth); a remux,
-    or an MP4 indexed at its end, needs all of it, within the budget (413 beyond)."""
+               whole: bool) -> Iterator[str]:
+    """The stream as ffmpeg's input: where the blob is a local file and the stream one fragment,
+    that span of the file itself (ffmpeg's subfile protocol: nothing copied); else a copy in a
+    temporary file. A frame of a transport or program stream, or of an MP4 with its index
+    first, needs only the stream's start (the budget's worth); a remux, or an MP4 indexed at
+    its end, needs all of it, within the budget (413 beyond)."""
+    path = archive.local_path(stored)
+    if path is not None and len(found.spans) == 1 and "," not in path and ":" not in path:
+        offset, length = found.spans[0]
+        yield f"subfile,,start,{offset},end,{offset + length},,:{path}"
+        return
     needs_all = whole or (found.container == "mp4" and not _index_first(archive, stored, found))
     if needs_all:
         limits.check(found.size, "video conversion")
@@ -113,7 +120,7 @@ def local_copy(archive: Archive, stored: StoredInstance, found: StoredVideo, lim
             if budget <= 0:
                 break
         copy.flush()
-        yield Path(copy.name)
+        yield copy.name
 
 
 def _index_first(archive: Archive, stored: StoredInstance, found: StoredVideo) -> bool:
