@@ -37,7 +37,7 @@ _RENDERING = [
     _query("viewport", "vw,vh or vw,vh,sx,sy,sw,sh"),
     _query("annotation", "patient,technique"),
     _query("iccprofile", "no, yes or srgb"),
-    _query("charset", "accepted; annotations are drawn from Unicode"),
+    _query("charset", "of a report's text (HTML, plain); annotations are drawn from Unicode"),
 ]
 _QIDO = [
     _query("limit", "results at most", {"type": "integer", "minimum": 1}),
@@ -48,7 +48,9 @@ _QIDO = [
 _WADO_URI = [_query(name, description) for name, description in [
     ("requestType", "WADO (required)"), ("studyUID", "required"), ("seriesUID", "required"),
     ("objectUID", "required"), ("contentType", "application/dicom, image/jpeg, image/png, image/gif, text/html, "
-                                              "text/plain"),
+                                              "text/plain, application/pdf"),
+    ("charset", "of a report's text"), ("presentationUID", "a presentation state applied, with presentationSeriesUID"),
+    ("presentationSeriesUID", "the presentation state's series"),
     ("transferSyntax", "with application/dicom"), ("anonymize", "yes, with application/dicom"),
     ("rows", "image height"), ("columns", "image width"), ("region", "x1,y1,x2,y2 from 0 to 1"),
     ("windowCenter", "with windowWidth"), ("windowWidth", "with windowCenter"), ("frameNumber", "from 1"),
@@ -139,6 +141,8 @@ ENDPOINTS: dict[str, dict] = {
                                                       'multipart/related; type="image/jls"',
                                                       'multipart/related; type="image/jp2"',
                                                       'multipart/related; type="image/jpeg"',
+                                                      'multipart/related; type="image/jphc"',
+                                                      'multipart/related; type="image/jxl"',
                                                       'multipart/related; type="image/dicom-rle"']}},
     "bulkdata_rs.retrieve_bulkdata": {"summary": "WADO-RS: bulk data of a BulkDataURI", "tags": ["WADO-RS"],
                                       "query": [_ACCEPT, _ANONYMIZE],
@@ -148,14 +152,15 @@ ENDPOINTS: dict[str, dict] = {
     "rendered_rs.rendered": {"summary": "WADO-RS: rendered images", "tags": ["WADO-RS"],
                              "query": [_ACCEPT, _ANONYMIZE, *_RENDERING],
                              "answers": {"200": ["image/jpeg", "image/png", "image/gif", "image/jp2",
-                                                 "application/pdf", "text/xml",
-                                                 'multipart/related; type="image/jpeg"'], "304": []}},
+                                                 "text/html", "text/plain", "application/pdf", "text/xml",
+                                                 "video/mp4", "video/mp2t", "video/mpeg",
+                                                 'multipart/related; type="image/jpeg"'], "206": [], "304": []}},
     "rendered_rs.thumbnail": {"summary": "WADO-RS: thumbnail of a representative instance", "tags": ["WADO-RS"],
                               "query": [_ACCEPT, _ANONYMIZE, *_RENDERING],
                               "answers": {"200": ["image/jpeg", "image/png", "image/gif"], "304": []}},
     "wado_uri.wado": {"summary": "WADO-URI (PS3.18 §9)", "tags": ["WADO-URI"], "query": _WADO_URI,
                       "answers": {"200": ["application/dicom", "image/jpeg", "image/png", "image/gif", "text/html",
-                                          "text/plain"]}},
+                                          "text/plain", "application/pdf"]}},
     "fhir.search": {"summary": "FHIR R4 ImagingStudy search", "tags": ["FHIR"],
                     "query": [_query(name, description) for name, description in [
                         ("patient", "a Patient ID, or Patient/<id>"), ("patient.identifier", "[system|]value"),
