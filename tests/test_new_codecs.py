@@ -248,3 +248,27 @@ def test_qido_reports_the_syntax_an_instance_is_stored_in(client):
     matched = client.get(f"/dicom-web/instances?AvailableTransferSyntaxUID={JXL_LOSSLESS}"
                          f"&StudyInstanceUID={ds.StudyInstanceUID}").get_json()
     assert [r["00080018"]["Value"][0] for r in matched] == [ds.SOPInstanceUID]
+
+
+@pytest.mark.parametrize("source", [HTJ2K_LOSSLESS, HTJ2K_RPCL, JXL_LOSSLESS])
+@pytest.mark.parametrize("target", ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.5",
+                                    "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2", JXL_LOSSLESS, HTJ2K_LOSSLESS])
+def test_the_new_syntaxes_transcode_to_every_lossless_one(source, target):
+    native = ct_instance(generate_uid(), generate_uid(), rows=40, columns=48, frames=2, seed=9)
+    stored = transcode(io.BytesIO(native), source, "1.2.840.10008.1.2.1")
+    if source == target:
+        return
+    converted = transcode(io.BytesIO(stored), target, source)
+    back = read(transcode(io.BytesIO(converted), "1.2.840.10008.1.2.1", target))
+    assert read(converted).file_meta.TransferSyntaxUID == target
+    assert back.PixelData == read(native).PixelData
+
+
+def test_jpeg_xl_recompressed_frames_decode_to_the_jpegs_pixels_in_every_syntax():
+    with open(TEST_FILES / "SC_rgb_jpeg_dcmtk.dcm", "rb") as fp:
+        recompressed = transcode(fp, JXL_JPEG, JPEG_BASELINE)
+    with open(TEST_FILES / "SC_rgb_jpeg_dcmtk.dcm", "rb") as fp:
+        expected = read(transcode(fp, "1.2.840.10008.1.2.1", JPEG_BASELINE)).PixelData
+    assert read(transcode(io.BytesIO(recompressed), "1.2.840.10008.1.2.1", JXL_JPEG)).PixelData == expected
+    as_jls = transcode(io.BytesIO(recompressed), "1.2.840.10008.1.2.4.80", JXL_JPEG)
+    assert read(transcode(io.BytesIO(as_jls), "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.80")).PixelData == expected

@@ -126,7 +126,12 @@ def test_a_multi_frame_image_is_made_into_an_mp4_at_its_frame_rate(client, tmp_p
     assert int(stream["nb_read_frames"]) == frames and stream["avg_frame_rate"] == "20/1"   # 50 ms a frame
     assert float(info["format"]["duration"]) == pytest.approx(1.5, abs=0.1)
     assert client.get(f"{url}/rendered", headers={"Accept": "video/mp4", "Range": "bytes=0-9"}).data == r.data[:10]
-    assert client.get(f"{url}/rendered", headers={"Accept": "video/mpeg"}).status_code == 406
+    mpeg = client.get(f"{url}/rendered", headers={"Accept": "video/mpeg"})
+    assert mpeg.status_code == 200 and mpeg.headers["Content-Type"] == "video/mpeg"
+    info = probe(mpeg.data, tmp_path)
+    assert info["streams"][0]["codec_name"] == "mpeg2video" and info["streams"][0]["avg_frame_rate"] == "24/1"
+    assert int(info["streams"][0]["nb_read_frames"]) == 36   # 30 frames at 20 fps shown at 24: 1.5 s still
+    assert client.get(f"{url}/rendered", headers={"Accept": "video/h265"}).status_code == 406
     assert client.get(f"{url}/rendered").headers["Content-Type"] == "image/jpeg"   # an image by default
 
 

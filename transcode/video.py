@@ -1,6 +1,6 @@
 """Video, through Debian's ffmpeg run as a bounded subprocess: what container a stored video
 stream is in, one frame of it as an image, the stream remuxed into MP4 for a browser, and
-rendered frames of a multi-frame image encoded as an MP4 at the instance's frame rate.
+rendered frames of a multi-frame image encoded as an MP4 (or MPEG-2) at the instance's frame rate.
 
 DICOM keeps MPEG-2 as a program or transport stream and H.264/HEVC in MPEG-TS or MP4 (PS3.5
 8.2.5–8.2.8), one fragment holding the whole stream. ffmpeg reads a local file (an MP4 may
@@ -118,9 +118,15 @@ def remux_mp4(source: str, out: Path) -> None:
           "-f", "mp4", "-y", str(out)])
 
 
-def encode_mp4(images: Iterable[Image.Image], frame_ms: float, out: Path) -> None:
-    """Rendered frames encoded as H.264 (yuv420p, what every browser plays) in an MP4 at one
-    frame each ``frame_ms``; the frames are piped to ffmpeg as they are made."""
+# MPEG-2 knows a few frame rates only (ISO/IEC 13818-2 table 6-4): a cine is shown at the next
+# one up, ffmpeg repeating frames to keep its timing.
+MPEG2_RATES = (24, 25, 30, 50, 60)
+
+
+def encode_video(images: Iterable[Image.Image], frame_ms: float, out: Path, media_type: str = "video/mp4") -> None:
+    """Rendered frames encoded at one frame each ``frame_ms``, piped to ffmpeg as they are made:
+    ``video/mp4``, H.264 (yuv420p, what every browser plays) in an MP4 with its index first;
+    ``video/mpeg``, MPEG-2 video in a program stream."""
     iterator = iter(images)
     first = next(iterator, None)
     if first is None:
@@ -128,12 +134,18 @@ def encode_mp4(images: Iterable[Image.Image], frame_ms: float, out: Path) -> Non
     mode = "L" if first.mode == "L" else "RGB"   # grey frames piped as grey: a third of the bytes
     first = first.convert(mode)
     width, height = first.size
-    even = "pad=ceil(iw/2)*2:ceil(ih/2)*2"   # H.264 4:2:0 wants even sides
+    even = "pad=ceil(iw/2)*2:ceil(ih/2)*2"   # 4:2:0 wants even sides
+    rate = 1000 / frame_ms
+    if media_type == "video/mpeg":
+        shown = next((r for r in MPEG2_RATES if r >= rate - 1e-6), MPEG2_RATES[-1])
+        codec = ["-vf", f"{even},fps={shown}", "-c:v", "mpeg2video", "-q:v", "3", "-pix_fmt", "yuv420p", "-f", "vob"]
+    else:
+        codec = ["-vf", even, "-c:v", "libx264", "-preset", MP4_PRESET, "-crf", MP4_CRF, "-pix_fmt", "yuv420p",
+                 "-movflags", "+faststart", "-f", "mp4"]
     command = [FFMPEG, "-hide_banner", "-loglevel", "error", "-f", "rawvideo",
                "-pix_fmt", "gray" if mode == "L" else "rgb24",
-               "-s", f"{width}x{height}", "-framerate", f"{1000 / frame_ms:.6g}", "-i", "pipe:0",
-               "-threads", FFMPEG_THREADS, "-vf", even, "-c:v", "libx264", "-preset", MP4_PRESET, "-crf", MP4_CRF,
-               "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", "-y", str(out)]
+               "-s", f"{width}x{height}", "-framerate", f"{rate:.6g}", "-i", "pipe:0",
+               "-threads", FFMPEG_THREADS, *codec, "-y", str(out)]
     try:
         process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     except FileNotFoundError:

@@ -166,12 +166,13 @@ def remuxed_mp4(archive: Archive, stored: StoredInstance, limits: TranscodeLimit
         raise
 
 
-def frames_mp4(images, frame_ms: float, limits: TranscodeLimits):
-    """Rendered frames as an MP4 in a spool file (the frames made as ffmpeg takes them)."""
-    out = tempfile.NamedTemporaryFile(dir=limits.spool_dir, suffix=".mp4")
+def frames_video(images, frame_ms: float, media_type: str, limits: TranscodeLimits):
+    """Rendered frames as a video (transcode.video.encode_video) in a spool file, the frames made
+    as ffmpeg takes them."""
+    out = tempfile.NamedTemporaryFile(dir=limits.spool_dir, suffix=".video")
     try:
         with limits.slot(True):
-            _ffmpeg(lambda: video.encode_mp4(images, frame_ms, Path(out.name)))
+            _ffmpeg(lambda: video.encode_video(images, frame_ms, Path(out.name), media_type))
         out.seek(0, 2)
         return out
     except BaseException:

@@ -37,7 +37,7 @@ from ..access.header import stored_header
 from ..access.rendering import (
     LazyImage, check_cost, frame_groups, image_instances, presented_image, rendered_frames, representative,
 )
-from ..access.video import frames_mp4, is_video, remuxed_mp4
+from ..access.video import frames_video, is_video, remuxed_mp4
 from ..access.video import locate as locate_video
 from ..errors import BadRequest, NotAcceptable, NotFound, PayloadTooLarge
 from ..wire import multipart
@@ -249,7 +249,7 @@ def _video(stored: StoredInstance, seed: str | None) -> Response:
     """A video instance as its stream, in the container it is stored in or remuxed into MP4; a
     multi-frame image's rendered frames encoded as an MP4 at its frame rate. Byte ranges either
     way, so that a browser's <video> seeks. 406 anonymised for a video (no profile reaches into
-    its frames), and for what cannot be made."""
+    its frames), and for what cannot be made. (A multi-frame image as MPEG-2 too.)"""
     acceptable = [m.type for m in accepted()] or ["*/*"]
     limits = transcode_limits()
     if is_video(stored):
@@ -266,8 +266,10 @@ def _video(stored: StoredInstance, seed: str | None) -> Response:
             if media_type == "video/mp4":
                 return _sent_file(remuxed_mp4(archive(), stored, limits), "video/mp4", stored.sha256 + "mp4")
         raise NotAcceptable(f"this video is sent as {as_stored} (as stored) or video/mp4")
-    if "video/mp4" not in acceptable and "video/*" not in acceptable:
-        raise NotAcceptable("a video of a multi-frame image is made as video/mp4")
+    made = next((m for m in acceptable if m in ("video/mp4", "video/mpeg", "video/*")), None)
+    if made is None:
+        raise NotAcceptable("a video of a multi-frame image is made as video/mp4 or video/mpeg")
+    made = "video/mp4" if made == "video/*" else made
     try:
         rendering = parse_rendering(request.args.to_dict(), "image/png")
     except ValueError as exc:
@@ -278,11 +280,11 @@ def _video(stored: StoredInstance, seed: str | None) -> Response:
                             "there is no image to make a video of")
     _, pixels = images[0]
     check_cost(pixels, None, replace(rendering, media_type="image/gif"), False, limits)   # every frame, as an animation
-    tag = _etag(images, None, rendering, False, False, seed) + "mp4"
+    tag = _etag(images, None, rendering, False, False, seed) + made.split("/")[1]
     if request.if_none_match.contains_weak(tag):
         return Response(status=304, headers={"ETag": f'"{tag}"', "Cache-Control": CACHE_CONTROL})
     frames, frame_ms = rendered_frames(archive(), stored, rendering, limits, seed)
-    return _sent_file(frames_mp4(frames, frame_ms, limits), "video/mp4", tag)
+    return _sent_file(frames_video(frames, frame_ms, made, limits), made, tag)
 
 
 def _sent(value: Value, media_type: str, tag: str) -> Response:
