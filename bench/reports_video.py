@@ -32,18 +32,9 @@ import requests
 from pydicom.uid import generate_uid
 
 from bench.run import start_server
+from bench.transcode import median_time
 from testbed.messages import multipart_body, stow_headers
 from testbed.synthetic import ct_instance, measurement_report, video_instance, video_stream
-
-
-def _median(function, repeat: int) -> float:
-    function()
-    runs = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        runs.append(time.perf_counter() - start)
-    return statistics.median(runs)
 
 
 def _store(url: str, key: str, data: bytes) -> str:
@@ -100,10 +91,10 @@ def main() -> None:
             items = len(read_report(model, lambda *a: None).items)
             encoded = orjson.dumps(model)
             results["report_items"] = items
-            results["report_in_process_ms"] = 1000 * _median(
+            results["report_in_process_ms"] = 1000 * median_time(
                 lambda: as_html(read_report(orjson.loads(encoded), lambda *a: "/x")), args.repeat)
             for media_type in ("text/html", "text/plain", "application/pdf"):
-                results[f"report_{media_type}_ms"] = 1000 * _median(
+                results[f"report_{media_type}_ms"] = 1000 * median_time(
                     lambda: _get(session, report_url + "/rendered", key, Accept=media_type), args.repeat)
             print(f"SR of {items} items: in process {results['report_in_process_ms']:.1f} ms; over HTTP "
                   + ", ".join(f"{t} {results[f'report_{t}_ms']:.1f} ms" for t in ("text/html", "text/plain",
@@ -112,9 +103,9 @@ def main() -> None:
             cine_url = _store(url, key, cine())
             mp4 = _get(session, cine_url + "/rendered", key, Accept="video/mp4").content
             results["cine_frames"], results["cine_mp4_bytes"] = 200, len(mp4)
-            results["cine_mp4_s"] = _median(lambda: _get(session, cine_url + "/rendered", key, Accept="video/mp4"),
+            results["cine_mp4_s"] = median_time(lambda: _get(session, cine_url + "/rendered", key, Accept="video/mp4"),
                                             max(3, args.repeat // 2))
-            results["cine_gif_s"] = _median(lambda: _get(session, cine_url + "/rendered", key, Accept="image/gif"),
+            results["cine_gif_s"] = median_time(lambda: _get(session, cine_url + "/rendered", key, Accept="image/gif"),
                                             max(3, args.repeat // 2))
             print(f"200-frame 640x480 cine: MP4 {results['cine_mp4_s']:.2f} s ({len(mp4) >> 10} KiB), "
                   f"animated GIF {results['cine_gif_s']:.2f} s", flush=True)
@@ -134,12 +125,12 @@ def main() -> None:
             def curl(address: str, accept: str = "*/*") -> None:   # a client that is not the bottleneck
                 subprocess.run(["curl", "-sf", "-o", "/dev/null", "-H", f"Authorization: Bearer {key}",
                                 "-H", f"Accept: {accept}", address], check=True, timeout=600)
-            whole = _median(lambda: curl(video_url + "/rendered"), max(3, args.repeat // 2))
-            instance = _median(lambda: curl(video_url, 'multipart/related; type="application/dicom"; '
+            whole = median_time(lambda: curl(video_url + "/rendered"), max(3, args.repeat // 2))
+            instance = median_time(lambda: curl(video_url, 'multipart/related; type="application/dicom"; '
                                                        'transfer-syntax=*'), max(3, args.repeat // 2))
             blobs = sorted((Path(work) / "var").rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
             blob = blobs[-1]
-            cat = _median(lambda: subprocess.run(["cat", str(blob)], stdout=subprocess.DEVNULL, check=True),
+            cat = median_time(lambda: subprocess.run(["cat", str(blob)], stdout=subprocess.DEVNULL, check=True),
                           max(3, args.repeat // 2))
             rng = random.Random(0)
             ranges = []

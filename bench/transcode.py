@@ -54,7 +54,7 @@ FRAME_CODECS = {"1.2.840.10008.1.2.4.201": "HTJ2K", "1.2.840.10008.1.2.4.202": "
                 "1.2.840.10008.1.2.4.91": "JPEG 2000 lossy", "1.2.840.10008.1.2.4.112": "JPEG XL lossy"}
 
 
-def _time(function, repeat: int) -> float:
+def median_time(function, repeat: int) -> float:
     """Median seconds of ``repeat`` runs, after one to warm up."""
     function()
     runs = []
@@ -76,16 +76,16 @@ def bench_image(name: str, data: bytes, repeat: int, work: Path) -> dict:
     source = work / f"{name}.dcm"
     source.write_bytes(data)
     gdcm = shutil.which("gdcmconv")
-    startup = _time(_gdcmconv(source, work / "same.dcm", ["--explicit"]), repeat) if gdcm else None
+    startup = median_time(_gdcmconv(source, work / "same.dcm", ["--explicit"]), repeat) if gdcm else None
     rows = []
     for target, options in TARGETS.items():
         encoded = transcode(io.BytesIO(data), target, ELE)
-        ours = _time(lambda: transcode(io.BytesIO(data), target, ELE), repeat)
+        ours = median_time(lambda: transcode(io.BytesIO(data), target, ELE), repeat)
         row = {"target": target, "ours_s": ours, "ours_per_s": 1 / ours, "bytes": len(encoded),
                "ratio": len(data) / len(encoded)}
         if gdcm and options:
             try:
-                theirs = _time(_gdcmconv(source, work / "out.dcm", options), repeat)
+                theirs = median_time(_gdcmconv(source, work / "out.dcm", options), repeat)
             except subprocess.CalledProcessError as exc:
                 row["gdcmconv_failed"] = f"exit {exc.returncode}"
                 theirs = None
@@ -93,10 +93,10 @@ def bench_image(name: str, data: bytes, repeat: int, work: Path) -> dict:
             row.update(gdcmconv_s=theirs, gdcmconv_minus_start_s=max(theirs - startup, 1e-6),
                        ours_vs_gdcmconv=ours / theirs, ours_vs_gdcmconv_work=ours / max(theirs - startup, 1e-6))
         if target not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"):
-            row["decode_s"] = _time(lambda: transcode(io.BytesIO(encoded), ELE, target), repeat)
+            row["decode_s"] = median_time(lambda: transcode(io.BytesIO(encoded), ELE, target), repeat)
             if gdcm:
                 (work / "enc.dcm").write_bytes(encoded)
-                row["gdcmconv_decode_s"] = _time(_gdcmconv(work / "enc.dcm", work / "dec.dcm", ["--raw"]), repeat)
+                row["gdcmconv_decode_s"] = median_time(_gdcmconv(work / "enc.dcm", work / "dec.dcm", ["--raw"]), repeat)
         rows.append(row)
         print(f"{name:10} {target:24} ours {ours * 1000:8.1f} ms"
               + (f"  gdcmconv {row['gdcmconv_s'] * 1000:8.1f} ms (start {startup * 1000:.1f})"
@@ -124,8 +124,8 @@ def bench_codecs(repeat: int) -> list[dict]:
             encoded, _ = encode_frame(native, description, target)
             decoded, _ = decode_frame(encoded, description, target)
             row = {"image": name, "target": target, "codec": codec, "ratio": len(native) / len(encoded),
-                   "encode_ms": 1000 * _time(lambda: encode_frame(native, description, target), repeat),
-                   "decode_ms": 1000 * _time(lambda: decode_frame(encoded, description, target), repeat),
+                   "encode_ms": 1000 * median_time(lambda: encode_frame(native, description, target), repeat),
+                   "decode_ms": 1000 * median_time(lambda: decode_frame(encoded, description, target), repeat),
                    "exact": decoded == native,
                    "mean_error": float(np.abs(np.frombuffer(decoded, "<u2").astype(float) - pixels.ravel()).mean())}
             rows.append(row)

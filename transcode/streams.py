@@ -172,19 +172,26 @@ def _jpeg_2000(data: bytes, syntax: str) -> StreamImage:
 
 
 def _jp2_codestream(data: bytes) -> bytes:
-    position = 0
+    for kind, start, end in _boxes(data, 0):
+        if kind == b"jp2c":
+            return data[start:end]
+    raise ValueError("the JP2 file has no codestream box")
+
+
+def _boxes(data: bytes, position: int):
+    """(type, payload start, end) of each ISO base media box from ``position`` (JP2, JPEG XL's
+    container): a size of 1 means a 64-bit size follows, 0 the rest of the data."""
     while position + 8 <= len(data):
         size, kind = struct.unpack(">I4s", data[position:position + 8])
         header = 8
         if size == 1:
             (size,) = struct.unpack(">Q", data[position + 8:position + 16])
             header = 16
-        if kind == b"jp2c":
-            return data[position + header:position + size if size else len(data)]
-        if size == 0:
-            break
-        position += size
-    raise ValueError("the JP2 file has no codestream box")
+        end = position + size if size else len(data)
+        yield kind, position + header, end
+        if size < header:   # 0 (the last box) or damaged: no box follows
+            return
+        position = end
 
 
 _JXL_CONTAINER = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
@@ -224,21 +231,9 @@ def _jpeg_xl(data: bytes, syntax: str) -> StreamImage:
 
 
 def _jxl_codestream(data: bytes) -> bytes:
-    position = len(_JXL_CONTAINER)
-    while position + 8 <= len(data):
-        size, kind = struct.unpack(">I4s", data[position:position + 8])
-        header = 8
-        if size == 1:
-            (size,) = struct.unpack(">Q", data[position + 8:position + 16])
-            header = 16
-        end = position + size if size else len(data)
+    for kind, start, end in _boxes(data, len(_JXL_CONTAINER)):
         if kind == b"jxlc":
-            return data[position + header:end]
+            return data[start:end]
         if kind == b"jxlp":   # the first part of a codestream split over boxes, after its index
-            return data[position + header + 4:end]
-        if size < header and size != 0:
-            break
-        if size == 0:
-            break
-        position = end
+            return data[start + 4:end]
     raise ValueError("the JPEG XL container has no codestream box")
