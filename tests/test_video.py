@@ -157,3 +157,16 @@ def test_videos_in_s3_are_framed_from_a_copy_and_sent_by_range(tmp_path, aws_env
     frame = client.get(f"{url}/frames/10/rendered", headers={"Accept": "image/png"})
     assert frame.status_code == 200 and Image.open(io.BytesIO(frame.data)).size == (320, 240)
     assert client.get(f"{url}/rendered", headers={"Accept": "video/mp4"}).data[4:8] == b"ftyp"
+
+
+def test_a_cine_is_made_into_video_by_a_worker_of_one_conversion_slot(tmp_path):
+    """The frames are drawn inside the encoder's slot: with one slot a worker, no deadlock."""
+    from service import create_app
+    from tests.conftest import API_KEY, make_config
+
+    app = create_app(make_config(tmp_path, transcode_slots=1, transcode_wait=2))
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"ApiKey {API_KEY}"
+    ds, url = stored(client, ct_instance(generate_uid(), generate_uid(), rows=32, columns=32, frames=5))
+    r = client.get(f"{url}/rendered", headers={"Accept": "video/mp4"})
+    assert r.status_code == 200 and r.data[4:8] == b"ftyp"

@@ -8,6 +8,7 @@ from typing import BinaryIO
 import pydicom
 
 from storage import Archive, StoredInstance
+from storage.dataset import DEFLATED
 
 
 def read_header(fp: BinaryIO) -> pydicom.Dataset:
@@ -22,6 +23,10 @@ def read_header(fp: BinaryIO) -> pydicom.Dataset:
 
 
 def stored_header(archive: Archive, stored: StoredInstance) -> pydicom.Dataset:
-    """The data set before Pixel Data of a stored instance (a deflated one inflated within the archive's bound)."""
-    with archive.readable(stored) as (fp, _):
+    """The data set before Pixel Data of a stored instance (a deflated one inflated within the
+    archive's bound); read by ranges of the blob, so that a large instance is not copied for it."""
+    if stored.transfer_syntax_uid == DEFLATED:
+        with archive.readable(stored) as (fp, _):
+            return read_header(fp)
+    with archive.ranged(stored) as fp:
         return read_header(fp)

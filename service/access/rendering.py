@@ -127,7 +127,8 @@ def render(reader: FrameReader, numbers: list[int], rendering: Rendering, limits
 def rendered_frames(archive: Archive, stored: StoredInstance, rendering: Rendering, limits: TranscodeLimits,
                     seed: str | None) -> tuple[Iterator, float]:
     """Every frame of an image instance through the presentation pipeline, made one at a time as
-    they are taken (each in a conversion slot), and the milliseconds a frame is shown."""
+    they are taken, and the milliseconds a frame is shown. The caller holds a conversion slot
+    while it takes them (a slot a frame inside it would deadlock a worker of one slot)."""
     reader = FrameReader.of(archive, stored)
     if reader is None:
         raise NotFound("the instance has no pixel data")
@@ -136,12 +137,8 @@ def rendered_frames(archive: Archive, stored: StoredInstance, rendering: Renderi
     if seed is not None:
         deidentify(ds, seed, pixels=False)
 
-    def frames() -> Iterator:
-        for number in range(1, reader.pixels.number_of_frames + 1):
-            with limits.slot(before_answer=False):
-                yield _image(reader, number, ds, rendering)
-
-    return frames(), frame_time_ms(lambda keyword: ds.get(keyword))
+    frames = (_image(reader, number, ds, rendering) for number in range(1, reader.pixels.number_of_frames + 1))
+    return frames, frame_time_ms(lambda keyword: ds.get(keyword))
 
 
 def video_still(archive: Archive, stored: StoredInstance, number: int, rendering: Rendering,

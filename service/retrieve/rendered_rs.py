@@ -168,30 +168,38 @@ def _presentation(stored: StoredInstance, anonymized: bool) -> Response:
     if len(references) > MAX_PRESENTED:
         raise PayloadTooLarge(f"the presentation state references {len(references)} images, more than the "
                               f"{MAX_PRESENTED} rendered in one answer")
-    readers = []
+    readers = []   # the grey images it references that are here, each with its (first) referenced frame
     for series_uid, image_uid, frames in references:
         if not (is_valid_uid(series_uid) and is_valid_uid(image_uid)):
             continue
         for image in archive().instances(stored.study_uid, series_uid, image_uid):
             reader = FrameReader.of(archive(), image)
-            if reader is not None:
-                first = frames[0] if isinstance(frames, (list, pydicom.multival.MultiValue)) else frames
-                readers.append((reader, int(first) if first else 1))
+            if reader is None or reader.pixels.samples_per_pixel != 1:
+                continue
+            first = frames[0] if isinstance(frames, (list, pydicom.multival.MultiValue)) else frames
+            number = first if isinstance(first, int) and 1 <= first <= reader.pixels.number_of_frames else 1
+            readers.append((reader, number))
     if not readers:
-        raise NotFound("none of the images the presentation state references is in the study")
+        raise NotFound("none of the grey images the presentation state references is in the study")
     media_type, as_multipart = negotiate(accepted(), len(readers) > 1)
     try:
         rendering = parse_rendering(request.args.to_dict(), media_type)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
     limits = transcode_limits()
-    try:
-        bodies = [presented_image(reader, number, state, rendering, limits) for reader, number in readers]
+    try:   # the first now, so that what cannot be drawn is a 406; the others as the answer reaches them
+        first = presented_image(*readers[0], state, rendering, limits)
     except NotApplicable as exc:
         raise NotAcceptable(f"the presentation state cannot be applied: {exc}") from None
-    if as_multipart:
-        return multipart_response((multipart.Part({"Content-Type": media_type}, [body]) for body in bodies), media_type)
-    return Response(bodies[0], content_type=media_type)
+    if not as_multipart:
+        return Response(first, content_type=media_type)
+
+    def parts():
+        yield multipart.Part({"Content-Type": media_type}, [first])
+        for reader, number in readers[1:]:
+            yield multipart.Part({"Content-Type": media_type},
+                                 [presented_image(reader, number, state, rendering, limits, before_answer=False)])
+    return multipart_response(parts(), media_type)
 
 
 CDA_MAX_BYTES = 16 << 20   # a CDA document read to be made readable
