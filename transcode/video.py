@@ -12,7 +12,6 @@ caller answers 503 or 406, never waits. Its input is a file path or a span of on
 from __future__ import annotations
 
 import io
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Iterable
@@ -26,6 +25,7 @@ FFMPEG = "ffmpeg"
 FFMPEG_SECONDS = 60          # wall clock of one ffmpeg run
 FFMPEG_THREADS = "2"
 MAX_FRAME_BYTES = 64 << 20   # one frame extracted as PNG
+MAX_VIDEO_PIXELS = 8192 * 4320   # a frame decoded (8K video)
 MP4_PRESET, MP4_CRF = "superfast", "20"   # H.264 for review, made on request: veryfast took 1.7 times as long
 
 # Container → the media type its bytes are sent as.
@@ -39,10 +39,6 @@ class VideoError(ConversionError):
 
 class VideoBusy(VideoError):
     """ffmpeg ran past its time limit (killed)."""
-
-
-def available() -> bool:
-    return shutil.which(FFMPEG) is not None
 
 
 def container(head: bytes) -> str:
@@ -78,10 +74,10 @@ def frame_time_ms(model_first) -> float:
     return 100.0
 
 
-def _run(args: list[str], stdin: bytes | None = None, max_output: int = MAX_FRAME_BYTES) -> bytes:
-    command = [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin" if stdin is None else "-y", *args]
+def _run(args: list[str], max_output: int = MAX_FRAME_BYTES) -> bytes:
+    command = [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", *args]
     try:
-        run = subprocess.run(command, input=stdin, capture_output=True, timeout=FFMPEG_SECONDS)
+        run = subprocess.run(command, capture_output=True, timeout=FFMPEG_SECONDS)
     except subprocess.TimeoutExpired:
         raise VideoBusy(f"ffmpeg ran past {FFMPEG_SECONDS} s and was stopped") from None
     except FileNotFoundError:
@@ -101,7 +97,9 @@ def frame(source: str, number: int, frame_ms: float, largest: int, kind: str = "
     timestamps start anywhere, is decoded from its start (the time limit bounds how far)."""
     seconds = f"{max(0.0, (number - 1) * frame_ms / 1000):.3f}"
     scale = f"scale='min({largest},iw)':'min({largest},ih)':force_original_aspect_ratio=decrease"
-    where = ["-ss", seconds, "-i", source] if kind == "mp4" else ["-i", source, "-ss", seconds]
+    # A stream declaring frames beyond MAX_VIDEO_PIXELS is refused by the decoder before it allocates.
+    where = ["-max_pixels", str(MAX_VIDEO_PIXELS)] + \
+        (["-ss", seconds, "-i", source] if kind == "mp4" else ["-i", source, "-ss", seconds])
     data = _run(["-threads", FFMPEG_THREADS, *where, "-frames:v", "1",
                  "-vf", scale, "-f", "image2pipe", "-vcodec", "png", "pipe:1"])
     if not data:
