@@ -18,7 +18,7 @@ import numpy as np
 import pydicom
 from PIL import Image, ImageDraw, ImageFont
 
-from .render import Window, dataset_window, to_8bit
+from .render import MAX_RENDERED_PIXELS, Window, dataset_window, to_8bit
 
 GSPS_CLASS = "1.2.840.10008.5.1.4.1.1.11.1"
 MAX_OBJECTS = 10_000
@@ -110,8 +110,8 @@ def _displayed_area(picture: Image.Image, ps: pydicom.Dataset, target: Target) -
             right, bottom = (int(v) for v in item.DisplayedAreaBottomRightHandCorner)
         except (AttributeError, TypeError, ValueError):
             return picture
-        if right < left or bottom < top or (right - left + 1) * (bottom - top + 1) > 64 << 20:
-            return picture
+        if right < left or bottom < top or (right - left + 1) * (bottom - top + 1) > MAX_RENDERED_PIXELS:
+            return picture   # an area beyond what an image is rendered with is damage: the whole image
         return picture.crop((left - 1, top - 1, right, bottom))   # 1-based corners; outside is black
     return picture
 
