@@ -478,3 +478,52 @@ def test_reject_purge_and_storage_commitment_through_gunicorn(server, tmp_path):
     purged = subprocess.run([sys.executable, "-m", "service.cli", "purge", "--rejected-before", "2999-01-01"],
                             cwd=ROOT, env=env, capture_output=True, text=True)
     assert "purged 2 rejected instance(s)" in purged.stdout, purged.stdout + purged.stderr
+
+
+def test_dicomweb_client_with_htj2k_jpeg_xl_reports_and_video_through_gunicorn(server, tmp_path):
+    """Issue 19 from a real client: HTJ2K and JPEG XL frames and instances asked for by
+    dicomweb-client, a report rendered as HTML, a video sent by byte ranges and framed, a cine
+    made into an MP4, all through gunicorn."""
+    import shutil
+
+    from testbed.synthetic import measurement_report, video_instance
+
+    client = client_for(server)
+    study_uid, series_uid = generate_uid(), generate_uid()
+    data = ct_instance(study_uid, series_uid, rows=128, columns=128, frames=3, pixels=np.stack([phantom(128, 128)] * 3))
+    ds = read(data)
+    client.store_instances([ds])
+    from transcode.codecs import PixelDescription, decode_frame
+
+    instance_url = f"{server.dicomweb}/studies/{study_uid}/series/{series_uid}/instances/{ds.SOPInstanceUID}"
+    for media_type, syntax in (("image/jphc", "1.2.840.10008.1.2.4.201"), ("image/jphc", "1.2.840.10008.1.2.4.202"),
+                               ("image/jxl", "1.2.840.10008.1.2.4.110")):
+        # dicomweb-client knows neither these media types nor their syntaxes: raw HTTP
+        r = requests.get(instance_url + "/frames/3", timeout=60, headers={
+            **AUTH, "Accept": f"multipart/related; type={media_type}; transfer-syntax={syntax}"})
+        [(headers, frame)] = split_multipart(r.content, r.headers["Content-Type"])
+        assert headers["content-type"] == f"{media_type}; transfer-syntax={syntax}"
+        native, _ = decode_frame(frame, PixelDescription.from_dataset(ds), syntax)
+        assert native == ds.pixel_array[2].astype("<u2").tobytes()
+        r = requests.get(instance_url, timeout=60, headers={
+            **AUTH, "Accept": f'multipart/related; type="application/dicom"; transfer-syntax={syntax}'})
+        instance = read(split_multipart(r.content, r.headers["Content-Type"])[0][1])
+        assert instance.file_meta.TransferSyntaxUID == syntax   # nor these syntaxes: by raw HTTP too
+    report = read(measurement_report(study_uid, [(series_uid, ds.SOPInstanceUID)], measurements=10))
+    client.store_instances([report])
+    page = client.retrieve_instance_rendered(study_uid, report.SeriesInstanceUID, report.SOPInstanceUID,
+                                             media_types=("text/html",))
+    assert b"Imaging Measurement Report" in page and f'href="{server.dicomweb}/studies/'.encode() in page
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed (make test installs it)")
+    video = read(video_instance(generate_uid(), generate_uid(), "h264-mp4", seconds=1.0))
+    client.store_instances([video])
+    url = f"{server.dicomweb}/studies/{video.StudyInstanceUID}/series/{video.SeriesInstanceUID}" \
+          f"/instances/{video.SOPInstanceUID}"
+    stream = list(pydicom.encaps.generate_fragments(video.PixelData))[1]
+    part = requests.get(url + "/rendered", headers={**AUTH, "Range": "bytes=1000-1999"}, timeout=60)
+    assert part.status_code == 206 and part.content == stream[1000:2000]
+    thumbnail = requests.get(url + "/thumbnail", headers=AUTH, timeout=60)
+    assert thumbnail.status_code == 200 and thumbnail.content[:2] == b"\xff\xd8"
+    mp4 = requests.get(instance_url + "/rendered", headers={**AUTH, "Accept": "video/mp4"}, timeout=60)
+    assert mp4.status_code == 200 and mp4.content[4:8] == b"ftyp"
