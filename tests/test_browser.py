@@ -410,3 +410,53 @@ def test_every_study_of_the_archive_opens_with_its_series_panel(chromium, archiv
         unexplained = [e for e in watched.errors if OHIF_SR_DEFECT not in e and "404" not in e
                        and "Couldn't retrieve" not in e]
         assert not unexplained, unexplained[:5]
+
+
+def test_a_video_plays_and_seeks_in_the_browser_by_byte_ranges(chromium, archive_server):
+    """A video instance's …/rendered in a <video> element of a signed-in page: Chromium reads its
+    length, seeks by byte ranges, and the frame it shows there is the one the server renders."""
+    from testbed.messages import multipart_body, stow_headers
+    from testbed.synthetic import video_instance
+
+    if shutil.which("ffmpeg") is None:
+        if in_ci():
+            pytest.fail("ffmpeg is not installed; make test installs it")
+        pytest.skip("ffmpeg is not installed (make test installs it)")
+    server, _, _ = archive_server
+    data = video_instance(generate_uid(), generate_uid(), "h264-mp4", seconds=4.0, width=320, height=240, rate=25)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    r = requests.post(server.dicomweb + "/studies", data=multipart_body([data]), timeout=60,
+                      headers={"Authorization": f"Bearer {SYSTEM_KEY}", **stow_headers()})
+    assert r.status_code == 200
+    url = (f"{server.dicomweb}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+           f"/instances/{ds.SOPInstanceUID}")
+    with signed_in(chromium, server) as watched:
+        page = watched.page
+        ranges = []
+        page.on("request", lambda request: ranges.append(request.headers.get("range"))
+                if request.url == url + "/rendered" else None)
+        shown = page.evaluate("""async (source) => {
+            const video = document.createElement("video");
+            video.muted = true;
+            video.style = "position:fixed;top:0;left:0;z-index:10000;width:640px;border:4px solid red";
+            video.src = source;
+            document.body.appendChild(video);
+            await new Promise((ok, fail) => { video.onloadeddata = ok; video.onerror = () => fail(video.error.message); });
+            const duration = video.duration;
+            video.currentTime = 3.0;
+            await new Promise((ok) => { video.onseeked = ok; });
+            const canvas = document.createElement("canvas");
+            canvas.width = video.videoWidth; canvas.height = video.videoHeight;
+            canvas.getContext("2d").drawImage(video, 0, 0);
+            return {duration, width: video.videoWidth, height: video.videoHeight, frame: canvas.toDataURL("image/png")};
+        }""", url + "/rendered")
+        screenshot(page, "video")
+        assert shown["duration"] == pytest.approx(4.0, abs=0.1) and (shown["width"], shown["height"]) == (320, 240)
+        assert any(value and value.startswith("bytes=") for value in ranges), ranges   # it asked for ranges
+        browser = np.asarray(Image.open(io.BytesIO(base64.b64decode(shown["frame"].split(",", 1)[1]))).convert("L"), float)
+        ours = {number: np.asarray(Image.open(io.BytesIO(requests.get(
+            f"{url}/frames/{number}/rendered", headers={"Authorization": f"Bearer {SYSTEM_KEY}", "Accept": "image/png"},
+            timeout=60).content)).convert("L"), float) for number in (76, 26)}
+        # testsrc2 moves and counts: the frame at 3 s (76) is the one shown, not the one at 1 s
+        assert np.abs(browser - ours[76]).mean() < 6 < np.abs(browser - ours[26]).mean()
+        watched.clean()
