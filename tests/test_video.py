@@ -170,3 +170,24 @@ def test_a_cine_is_made_into_video_by_a_worker_of_one_conversion_slot(tmp_path):
     ds, url = stored(client, ct_instance(generate_uid(), generate_uid(), rows=32, columns=32, frames=5))
     r = client.get(f"{url}/rendered", headers={"Accept": "video/mp4"})
     assert r.status_code == 200 and r.data[4:8] == b"ftyp"
+
+
+def test_an_anonymised_video_frame_is_annotated_from_the_anonymised_copy(client, monkeypatch):
+    """A video that says it has no burnt-in text may be shown anonymised: its annotations come
+    from the de-identified copy, as every image's do (the data set the picture is drawn with
+    is looked at)."""
+    import service.access.rendering as rendering
+
+    drawn = []
+    real = rendering.to_image
+    monkeypatch.setattr(rendering, "to_image", lambda array, ds, how: (drawn.append(ds), real(array, ds, how))[1])
+    data = read(video_instance(generate_uid(), generate_uid(), "h264-mp4", seconds=1.0))
+    data.BurnedInAnnotation, data.PatientName = "NO", "Secret^Name"
+    out = io.BytesIO()
+    data.save_as(out, enforce_file_format=True)
+    ds, url = stored(client, out.getvalue())
+    r = client.get(f"{url}/frames/1/rendered?annotation=patient&anonymize=true", headers={"Accept": "image/png"})
+    assert r.status_code == 200 and "Secret" not in str(drawn[-1].get("PatientName", ""))
+    assert drawn[-1].PatientID != "PAT-1"
+    client.get(f"{url}/frames/1/rendered?annotation=patient", headers={"Accept": "image/png"})
+    assert str(drawn[-1].PatientName) == "Secret^Name"

@@ -142,13 +142,16 @@ def rendered_frames(archive: Archive, stored: StoredInstance, rendering: Renderi
 
 
 def video_still(archive: Archive, stored: StoredInstance, number: int, rendering: Rendering,
-                limits: TranscodeLimits, before_answer: bool) -> bytes:
+                limits: TranscodeLimits, before_answer: bool, seed: str | None = None) -> bytes:
     """Frame ``number`` of a video instance rendered as a still image: decoded by ffmpeg (at most
-    the viewport's size, or MAX_SIDE), then sized, annotated and encoded like any frame."""
+    the viewport's size, or MAX_SIDE), then sized, annotated (from the anonymised copy, with a
+    seed) and encoded like any frame."""
     viewport = rendering.viewport
     largest = max(viewport.width, viewport.height) * 2 if viewport is not None and viewport.region is None else MAX_SIDE
     picture = video_frame(archive, stored, number, largest, limits, before_answer)
     ds = stored_header(archive, stored)
+    if seed is not None:
+        deidentify(ds, seed, pixels=False)
     return encode_images([to_image(np.asarray(picture), ds, rendering)], rendering)
 
 
@@ -185,7 +188,8 @@ class LazyImage:
 
     def make(self, before_answer: bool) -> Iterable[bytes]:
         if is_video(self.stored):
-            return [video_still(self.archive, self.stored, self.numbers[0], self.rendering, self.limits, before_answer)]
+            return [video_still(self.archive, self.stored, self.numbers[0], self.rendering, self.limits, before_answer,
+                                self.seed)]
         reader = FrameReader.of(self.archive, self.stored)
         if reader is None:
             raise NotFound("the instance has no pixel data")
