@@ -16,7 +16,7 @@ import pydicom
 import pydicom.filewriter
 from pydicom.errors import InvalidDicomError
 
-from .metadata import instance_metadata
+from .metadata import instance_metadata, with_transfer_syntax
 from .status import FailureReason
 from .uids import is_valid_uid
 
@@ -319,7 +319,8 @@ def read_header(fp: BinaryIO, max_inflated_bytes: int = 1 << 30) -> InstanceHead
         with copy:
             header = read_header(copy)
         pixels = header.pixels and PixelLocation(header.pixels.tag, header.pixels.vr, None, None)
-        return replace(header, transfer_syntax_uid=DEFLATED, pixels=pixels)
+        return replace(header, transfer_syntax_uid=DEFLATED, pixels=pixels,
+                       metadata=with_transfer_syntax(header.metadata, DEFLATED))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -328,7 +329,7 @@ def read_header(fp: BinaryIO, max_inflated_bytes: int = 1 << 30) -> InstanceHead
             header = _header(ds)
             pixels = _pixel_element(fp, ds)
             metadata = instance_metadata(ds, header.study_uid, header.series_uid, header.sop_instance_uid,
-                                         (pixels.tag, pixels.vr) if pixels else None)
+                                         (pixels.tag, pixels.vr) if pixels else None, header.transfer_syntax_uid)
             return replace(header, metadata=metadata, pixels=pixels)
     except RejectedInstance:
         raise

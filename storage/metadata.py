@@ -57,13 +57,18 @@ def _unread_as_bulk(ds: pydicom.Dataset) -> None:
 _PLACEHOLDER = b"\0" * (BULK_DATA_THRESHOLD + 2)
 
 
+AVAILABLE_TRANSFER_SYNTAX = "00083002"
+
+
 def instance_metadata(ds: pydicom.Dataset, study: str, series: str, instance: str,
-                      pixel_data: tuple[int, str] | None) -> bytes:
+                      pixel_data: tuple[int, str] | None, transfer_syntax: str | None = None) -> bytes:
     """The DICOM JSON object of a data set read up to Pixel Data (its large values possibly
     deferred, and then left unread).
 
     ``pixel_data`` is the (tag, VR) of the pixel element that followed, if any; it
-    is always referenced by BulkDataURI, never inlined.
+    is always referenced by BulkDataURI, never inlined. ``transfer_syntax``, the syntax the
+    instance is stored in, is given as Available Transfer Syntax UID (0008,3002), where
+    viewers look for it (OHIF tells a video from an image by it).
     """
     _unread_as_bulk(ds)
     base = bulk_data_base(study, series, instance)
@@ -76,6 +81,16 @@ def instance_metadata(ds: pydicom.Dataset, study: str, series: str, instance: st
     if pixel_data is not None:
         tag, vr = pixel_data
         model[f"{tag:08X}"] = {"vr": vr, "BulkDataURI": base + f"{tag:08X}"}
+    if transfer_syntax:
+        model[AVAILABLE_TRANSFER_SYNTAX] = {"vr": "UI", "Value": [transfer_syntax]}
+    return orjson.dumps(dict(sorted(model.items())))
+
+
+def with_transfer_syntax(metadata: bytes, transfer_syntax: str) -> bytes:
+    """Stored metadata naming another syntax the instance is stored in (a deflated instance's,
+    whose metadata is made from its inflated copy)."""
+    model = orjson.loads(metadata)
+    model[AVAILABLE_TRANSFER_SYNTAX] = {"vr": "UI", "Value": [transfer_syntax]}
     return orjson.dumps(dict(sorted(model.items())))
 
 

@@ -460,3 +460,49 @@ def test_a_video_plays_and_seeks_in_the_browser_by_byte_ranges(chromium, archive
         # testsrc2 moves and counts: the frame at 3 s (76) is the one shown, not the one at 1 s
         assert np.abs(browser - ours[76]).mean() < 6 < np.abs(browser - ours[26]).mean()
         watched.clean()
+
+
+def test_ohif_shows_a_video_study_from_its_rendered_stream(chromium, archive_server):
+    """OHIF's video viewport (its dicom-video extension, which tells a video by the Available
+    Transfer Syntax UID our metadata gives) loads the stream from our …/rendered and shows its
+    first frame: the one the server renders as frame 1, not a later one."""
+    from testbed.messages import multipart_body, stow_headers
+    from testbed.synthetic import video_instance
+
+    if shutil.which("ffmpeg") is None:
+        if in_ci():
+            pytest.fail("ffmpeg is not installed; make test installs it")
+        pytest.skip("ffmpeg is not installed (make test installs it)")
+    server, _, _ = archive_server
+    data = video_instance(generate_uid(), generate_uid(), "h264-mp4", seconds=4.0, width=320, height=240, rate=25)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    assert requests.post(server.dicomweb + "/studies", data=multipart_body([data]), timeout=60, headers={
+        "Authorization": f"Bearer {SYSTEM_KEY}", **stow_headers()}).status_code == 200
+    url = f"{server.dicomweb}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+    with signed_in(chromium, server) as watched:
+        page = watched.page
+        page.goto(f"{server.base}/viewer/viewer?StudyInstanceUIDs={ds.StudyInstanceUID}")
+        page.wait_for_function("() => { const c = document.querySelector('[data-cy=viewport-pane] canvas');"
+                               " if (!c || !c.width) return false;"
+                               " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+                               " for (let i = 0; i < d.length; i += 4 * 97) if (d[i] || d[i + 1] || d[i + 2]) return true;"
+                               " return false; }", timeout=45_000)
+        page.wait_for_timeout(1000)
+        _skip_tour(page)
+        screenshot(page, "viewer-video")
+        assert any(r.url == url + "/rendered" for r in watched.requests), [r.url for r in watched.requests]
+        data = page.evaluate("() => document.querySelector('[data-cy=viewport-pane] canvas').toDataURL('image/png')")
+        canvas = np.asarray(Image.open(io.BytesIO(base64.b64decode(data.split(",", 1)[1]))).convert("L"), float)
+        height, width = canvas.shape
+        scale = min(width / 320, height / 240)
+        w, h = round(320 * scale), round(240 * scale)
+        x0, y0 = (width - w) // 2, (height - h) // 2
+        shown = np.asarray(Image.fromarray(canvas[y0:y0 + h, x0:x0 + w].astype(np.uint8)).resize((320, 240)), float)
+
+        def like(number: int) -> float:
+            ours = requests.get(f"{url}/frames/{number}/rendered", timeout=30,
+                                headers={"Authorization": SYSTEM_KEY, "Accept": "image/png"})
+            return _rank_correlation(shown, np.asarray(Image.open(io.BytesIO(ours.content)).convert("L"), float))
+        first, later = like(1), like(60)
+        assert first > 0.9 and first > later + 0.05, (first, later)
+        watched.clean()
