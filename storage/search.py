@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import orjson
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag, tag_for_keyword
 from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, or_, select, true
 from sqlalchemy.engine import Connection
 
@@ -24,6 +24,7 @@ from .schema import (
 from .uids import is_valid_uid
 
 LEVELS = ("patient", "study", "series", "instance")
+_TAG = re.compile(r"[0-9A-Fa-f]{8}")
 _TABLES = {"patient": patients, "study": studies, "series": series, "instance": instances}
 DEPTH = {level: depth for depth, level in enumerate(LEVELS)}
 _INTEGER_VRS = {"IS", "US", "UL", "SS", "SL"}
@@ -311,6 +312,24 @@ def date_time(column: ColumnElement, keyword: str, vr: str, value: str) -> Colum
     return and_(*conditions)
 
 
+def name_match(upper: ColumnElement, groups: ColumnElement, value: str, sqlite: bool) -> ColumnElement:
+    """PN matching without fuzzy matching, case-insensitive: an ASCII value against the
+    upper-cased alphabetic group, any other against every group (kept as ``=group=group=``)."""
+    pattern = value.upper()
+    if pattern.isascii():
+        return wildcard(upper, pattern, sqlite) if _has_wildcard(pattern) else upper == pattern
+    return wildcard(groups, f"*={pattern}=*", sqlite)
+
+
+def known_keyword(key: str) -> str | None:
+    """The dictionary keyword a keyword or 8-hex-digit tag key names (a tag the dictionary has
+    without a keyword: the tag, upper case), or None for neither."""
+    if _TAG.fullmatch(key):
+        tag = int(key, 16)
+        return keyword_for_tag(tag) or (key.upper() if dictionary_has_tag(tag) else None)
+    return key if tag_for_keyword(key) is not None else None
+
+
 def _person_name(attribute: Attribute, value: str, sqlite: bool, fuzzy: bool,
                  level: str) -> ColumnElement | None:
     """PN matching, case-insensitive. Without fuzzy matching the value is matched
@@ -336,11 +355,9 @@ def _person_name(attribute: Attribute, value: str, sqlite: bool, fuzzy: bool,
         if not conditions:
             return None   # only wildcards: universal matching
         return and_(*conditions)
-    if pattern.isascii():
-        column = (studies.c.patient_name_upper if attribute.keyword == "PatientName" and level != "patient"
-                  else table.c[f"{attribute.keyword}_upper"])
-        return wildcard(column, pattern, sqlite) if _has_wildcard(pattern) else column == pattern
-    return wildcard(table.c[f"{attribute.keyword}_groups"], f"*={pattern}=*", sqlite)
+    upper = (studies.c.patient_name_upper if attribute.keyword == "PatientName" and level != "patient"
+             else table.c[f"{attribute.keyword}_upper"])
+    return name_match(upper, table.c[f"{attribute.keyword}_groups"], value, sqlite)
 
 
 # -- computed attributes ---------------------------------------------------------------

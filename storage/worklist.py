@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import orjson
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from sqlalchemy import ColumnElement, delete, exists, func, insert, not_, select, true, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -25,7 +25,7 @@ from .schema import (
     WORKITEM_KEYWORDS, global_subscriptions, person_name_columns, subscriber_titles, workitem_keys,
     workitem_subscriptions, workitems, worklist_events,
 )
-from .search import QueryError, any_of, date_time, uid_list, value_list, wildcard
+from .search import QueryError, any_of, date_time, known_keyword, name_match, uid_list, value_list
 
 NOTIFY_CHANNEL = "dicomweb_worklist"
 FINAL_STATES = ("CANCELED", "COMPLETED")
@@ -469,10 +469,7 @@ def _matched(column: ColumnElement, keyword: str, vr: str, value: str, sqlite: b
     if vr in ("DA", "TM", "DT"):
         return date_time(column, keyword, vr, value)
     if vr == "PN":
-        pattern = value.upper()
-        if pattern.isascii():
-            return wildcard(name_upper, pattern, sqlite) if ("*" in pattern or "?" in pattern) else name_upper == pattern
-        return wildcard(name_groups, f"*={pattern}=*", sqlite)
+        return name_match(name_upper, name_groups, value, sqlite)
     found = value_list(value)
     return any_of(column, found, sqlite) if found else true()
 
@@ -483,10 +480,8 @@ def searchable(key: str) -> str | None:
     key that names no attribute."""
     parts = []
     for part in key.split("."):
-        keyword = part
-        if len(part) == 8 and all(c in "0123456789abcdefABCDEF" for c in part):
-            keyword = keyword_for_tag(int(part, 16)) or ""
-        if not keyword or tag_for_keyword(keyword) is None:
+        keyword = known_keyword(part)
+        if keyword is None:
             raise QueryError(f"{key[:80]!r} names no DICOM attribute")
         parts.append(keyword)
     path = ".".join(parts)

@@ -8,21 +8,13 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-from pydicom.datadict import dictionary_has_tag, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import tag_for_keyword
 
-from storage.search import ATTRIBUTES, BY_TAG, DEPTH, LEVELS, Attribute, Filter, Query, QueryError
+from storage.search import ATTRIBUTES, BY_TAG, DEPTH, LEVELS, Attribute, Filter, Query, QueryError, known_keyword
 _TAG = re.compile(r"[0-9A-Fa-f]{8}")
 INT32_MAX = (1 << 31) - 1
 MAX_LIST_VALUES = 1000    # values one key may list (UIDs, alternatives): each becomes an SQL term
 CONTROL = {"limit", "offset", "fuzzymatching", "includefield", "accept", "charset"}
-
-
-def _known_keyword(key: str) -> str | None:
-    """The dictionary keyword for a keyword or 8-hex-digit tag key, or None."""
-    if _TAG.fullmatch(key):
-        tag = int(key, 16)
-        return keyword_for_tag(tag) or (key.upper() if dictionary_has_tag(tag) else None)
-    return key if tag_for_keyword(key) is not None else None
 
 
 def _attribute(key: str, level: str, warnings: list[str]) -> Attribute | None:
@@ -31,7 +23,7 @@ def _attribute(key: str, level: str, warnings: list[str]) -> Attribute | None:
     if "." in key:
         warnings.append(f"{key}: matching on sequence attributes is not supported; the key was ignored")
         return None
-    keyword = _known_keyword(key)
+    keyword = known_keyword(key)
     if keyword is None:
         raise QueryError(f"{key!r} is neither a DICOM attribute keyword nor a tag, nor a QIDO-RS parameter")
     if level == "study" and keyword == "Modality":
@@ -49,7 +41,7 @@ def _attribute(key: str, level: str, warnings: list[str]) -> Attribute | None:
 def _stored_only(key: str) -> str | None:
     """The tag (8 hex digits) of a DICOM attribute the catalog does not index, for
     includefield: it is returned from the instances' stored metadata."""
-    keyword = _known_keyword(key) if "." not in key else None
+    keyword = known_keyword(key) if "." not in key else None
     if keyword is None or keyword in ATTRIBUTES or keyword == "Modality":
         return None
     tag = int(key, 16) if _TAG.fullmatch(key) else tag_for_keyword(keyword)
