@@ -412,9 +412,8 @@ def test_every_study_of_the_archive_opens_with_its_series_panel(chromium, archiv
         assert not unexplained, unexplained[:5]
 
 
-def test_a_video_plays_and_seeks_in_the_browser_by_byte_ranges(chromium, archive_server):
-    """A video instance's …/rendered in a <video> element of a signed-in page: Chromium reads its
-    length, seeks by byte ranges, and the frame it shows there is the one the server renders."""
+def _stored_video(server) -> str:  # noqa: ANN001
+    """The URL of a 4 s 320×240 H.264 video instance (ffmpeg's testsrc2) stored through STOW-RS."""
     from testbed.messages import multipart_body, stow_headers
     from testbed.synthetic import video_instance
 
@@ -422,14 +421,18 @@ def test_a_video_plays_and_seeks_in_the_browser_by_byte_ranges(chromium, archive
         if in_ci():
             pytest.fail("ffmpeg is not installed; make test installs it")
         pytest.skip("ffmpeg is not installed (make test installs it)")
-    server, _, _ = archive_server
     data = video_instance(generate_uid(), generate_uid(), "h264-mp4", seconds=4.0, width=320, height=240, rate=25)
     ds = pydicom.dcmread(io.BytesIO(data))
-    r = requests.post(server.dicomweb + "/studies", data=multipart_body([data]), timeout=60,
-                      headers={"Authorization": f"Bearer {SYSTEM_KEY}", **stow_headers()})
-    assert r.status_code == 200
-    url = (f"{server.dicomweb}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
-           f"/instances/{ds.SOPInstanceUID}")
+    assert requests.post(server.dicomweb + "/studies", data=multipart_body([data]), timeout=60, headers={
+        "Authorization": f"Bearer {SYSTEM_KEY}", **stow_headers()}).status_code == 200
+    return f"{server.dicomweb}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+
+
+def test_a_video_plays_and_seeks_in_the_browser_by_byte_ranges(chromium, archive_server):
+    """A video instance's …/rendered in a <video> element of a signed-in page: Chromium reads its
+    length, seeks by byte ranges, and the frame it shows there is the one the server renders."""
+    server, _, _ = archive_server
+    url = _stored_video(server)
     with signed_in(chromium, server) as watched:
         page = watched.page
         ranges = []
@@ -466,22 +469,12 @@ def test_ohif_shows_a_video_study_from_its_rendered_stream(chromium, archive_ser
     """OHIF's video viewport (its dicom-video extension, which tells a video by the Available
     Transfer Syntax UID our metadata gives) loads the stream from our …/rendered and shows its
     first frame: the one the server renders as frame 1, not a later one."""
-    from testbed.messages import multipart_body, stow_headers
-    from testbed.synthetic import video_instance
-
-    if shutil.which("ffmpeg") is None:
-        if in_ci():
-            pytest.fail("ffmpeg is not installed; make test installs it")
-        pytest.skip("ffmpeg is not installed (make test installs it)")
     server, _, _ = archive_server
-    data = video_instance(generate_uid(), generate_uid(), "h264-mp4", seconds=4.0, width=320, height=240, rate=25)
-    ds = pydicom.dcmread(io.BytesIO(data))
-    assert requests.post(server.dicomweb + "/studies", data=multipart_body([data]), timeout=60, headers={
-        "Authorization": f"Bearer {SYSTEM_KEY}", **stow_headers()}).status_code == 200
-    url = f"{server.dicomweb}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+    url = _stored_video(server)
+    study = url.split("/studies/")[1].split("/")[0]
     with signed_in(chromium, server) as watched:
         page = watched.page
-        page.goto(f"{server.base}/viewer/viewer?StudyInstanceUIDs={ds.StudyInstanceUID}")
+        page.goto(f"{server.base}/viewer/viewer?StudyInstanceUIDs={study}")
         page.wait_for_function("() => { const c = document.querySelector('[data-cy=viewport-pane] canvas');"
                                " if (!c || !c.width) return false;"
                                " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
