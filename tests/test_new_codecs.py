@@ -272,3 +272,21 @@ def test_jpeg_xl_recompressed_frames_decode_to_the_jpegs_pixels_in_every_syntax(
     assert read(transcode(io.BytesIO(recompressed), "1.2.840.10008.1.2.1", JXL_JPEG)).PixelData == expected
     as_jls = transcode(io.BytesIO(recompressed), "1.2.840.10008.1.2.4.80", JXL_JPEG)
     assert read(transcode(io.BytesIO(as_jls), "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.80")).PixelData == expected
+
+
+def test_jpeg_baseline_frames_are_sent_recompressed_and_give_the_jpeg_back(client):
+    """A stored JPEG Baseline frame asked for as image/jxl with .111: rewritten, not decoded;
+    libjxl rebuilds the stored JPEG from it byte for byte."""
+    from testbed.messages import multipart_body, split_multipart, stow_headers
+    import imagecodecs
+
+    data = (TEST_FILES / "examples_ybr_color.dcm").read_bytes()
+    assert client.post("/dicom-web/studies", data=multipart_body([data]), headers=stow_headers()).status_code == 200
+    ds = read(data)
+    url = f"/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+    r = client.get(f"{url}/frames/7,2", headers={"Accept": f"multipart/related; type=image/jxl; transfer-syntax={JXL_JPEG}"})
+    parts = split_multipart(r.data, r.headers["Content-Type"])
+    stored = list(generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
+    for (headers, body), number in zip(parts, (7, 2)):
+        assert headers["content-type"] == f"image/jxl; transfer-syntax={JXL_JPEG}"
+        assert imagecodecs.jpegxl_decode_jpeg(body) == bytes(stored[number - 1])
