@@ -226,3 +226,16 @@ def test_wado_uri_renders_reports_with_the_same_renderer(client, study, tmp_path
     assert r.headers["Content-Type"] == "application/pdf" and "Lesion 100" in pdf_text(r.data, tmp_path)
     r = client.get(f"/dicom-web/wado?{query}&contentType=text/plain&charset=UTF-8")
     assert r.headers["Content-Type"] == "text/plain; charset=UTF-8" and "所見なし" in r.data.decode()
+
+
+def test_a_reports_own_uids_are_checked_before_they_make_links_and_charsets_are_tokens(client):
+    from service.access.reports import rendered_link
+
+    link = rendered_link("/dicom-web")
+    assert link("1.2.3", "1.2.4", "1.2.5", ()) == "/dicom-web/studies/1.2.3/series/1.2.4/instances/1.2.5/rendered"
+    assert link("1.2.3", "../../admin", "1.2.5", ()) is None and link("", "1.2", "1.3", ()) is None
+    data = measurement_report(generate_uid(), [(generate_uid(), generate_uid())], measurements=1)
+    _, url = stored(client, data)
+    r = client.get(f"{url}/rendered?charset=latin%201", headers={"Accept": "text/html"})
+    assert r.status_code == 400 and "character set name" in r.get_json()["message"]
+    assert client.get(f"{url}/rendered?charset=utf-8%0d%0aX-Evil:1").status_code == 400

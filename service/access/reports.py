@@ -4,12 +4,15 @@ of it (DICOM JSON: every text inline), references linked to the rendered form of
 from __future__ import annotations
 
 import codecs
-
-import orjson
+import re
 from dataclasses import dataclass
 from typing import Sequence
+from urllib.parse import urlencode
+
+import orjson
 
 from storage import Archive, StoredInstance
+from storage.uids import is_valid_uid
 from transcode.report import Link, as_html, as_pdf, as_text, read_report
 
 from ..errors import BadRequest, NotAcceptable
@@ -17,6 +20,7 @@ from ..limits import TranscodeLimits
 from ..wire.media import MediaType
 
 REPORT_TYPES = ("text/html", "text/plain", "application/pdf")   # the first is the default
+_CHARSET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,39}")
 
 
 SR_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."   # the SR Storage classes (PS3.4 B.5)
@@ -54,6 +58,8 @@ def text_encoding(*asked: str | None) -> str:
         name = value.split(",")[0].split(";")[0].strip().strip('"')
         if name == "*":
             continue
+        if not _CHARSET.fullmatch(name):   # it is echoed in Content-Type: a token, no more
+            raise BadRequest(f"charset {name[:40]!r} is not a character set name")
         try:
             found = codecs.lookup(name)
         except LookupError:
@@ -85,7 +91,7 @@ def render_report(archive: Archive, stored: StoredInstance, media_type: str, cha
 def rendered_link(root: str) -> Link:
     """Links to the WADO-RS rendered resources under ``root`` (a frame's, for a reference to frames)."""
     def link(study: str, series: str, instance: str, frames: tuple[int, ...]) -> str | None:
-        if not (study and series and instance):
+        if not all(is_valid_uid(uid) for uid in (study, series, instance)):   # the report's word: checked
             return None
         url = f"{root}/studies/{study}/series/{series}/instances/{instance}"
         return f"{url}/frames/{frames[0]}/rendered" if frames else f"{url}/rendered"
@@ -94,10 +100,8 @@ def rendered_link(root: str) -> Link:
 
 def wado_uri_link(endpoint: str) -> Link:
     """Links to the WADO-URI forms of the references under ``endpoint``."""
-    from urllib.parse import urlencode
-
     def link(study: str, series: str, instance: str, frames: tuple[int, ...]) -> str | None:
-        if not (study and series and instance):
+        if not all(is_valid_uid(uid) for uid in (study, series, instance)):
             return None
         query = {"requestType": "WADO", "studyUID": study, "seriesUID": series, "objectUID": instance}
         if frames:
