@@ -235,3 +235,33 @@ def test_wado_rs_renders_a_presentation_state_as_the_images_it_shows(client):
     plain = np.asarray(Image.open(io.BytesIO(client.get(f"/dicom-web/wado?{query}&contentType=image/png").data)))
     assert not np.array_equal(np.asarray(Image.open(io.BytesIO(rendered.data)).convert("L")), plain)
     assert client.get(f"{url}/rendered?anonymize=true").status_code == 406
+
+
+def test_a_presentation_lut_table_maps_the_voi_output(client):
+    """A Presentation LUT Sequence (here a 4096-entry, 12-bit curve squaring its input) maps the
+    VOI output to P-values, instead of the identity shape."""
+    from pydicom.uid import generate_uid
+
+    from testbed.synthetic import ct_instance
+
+    y, x = np.mgrid[0:32, 0:256]
+    values = (x * 16).astype(np.uint16)   # 12 bits stored; HU -1024..3056 once rescaled
+    data = ct_instance(generate_uid(), generate_uid(), rows=32, columns=256, pixels=values[None])
+    image = read(data)
+    assert client.post("/dicom-web/studies", data=multipart_body([data]), headers=stow_headers()).status_code == 200
+    curve = [round(((n / 4095) ** 2) * 4095) for n in range(4096)]
+    ps, ps_data = gsps(image, SoftcopyVOILUTSequence=[item(WindowCenter=1000, WindowWidth=4096)],
+                       PresentationLUTSequence=[item(LUTDescriptor=[4096, 0, 12],
+                                                           LUTData=np.asarray(curve, "<u2").tobytes())])
+    del ps.PresentationLUTShape
+    out = io.BytesIO()
+    ps.save_as(out, enforce_file_format=True)
+    assert client.post("/dicom-web/studies", data=multipart_body([out.getvalue()]),
+                       headers=stow_headers()).status_code == 200
+    query = (f"requestType=WADO&studyUID={image.StudyInstanceUID}&seriesUID={image.SeriesInstanceUID}"
+             f"&objectUID={image.SOPInstanceUID}&contentType=image/png"
+             f"&presentationUID={ps.SOPInstanceUID}&presentationSeriesUID={ps.SeriesInstanceUID}")
+    shown = np.asarray(Image.open(io.BytesIO(client.get(f"/dicom-web/wado?{query}").data)).convert("L")).astype(float)
+    linear = np.clip(np.rint(((values[0].astype(float) - 1024 - 999.5) / 4095 + 0.5) * 255), 0, 255)
+    expected = np.rint((linear / 255) ** 2 * 255)
+    assert np.abs(shown[0] - expected).max() <= 2 and np.abs(shown[0] - linear).max() > 40

@@ -1,13 +1,13 @@
 """A Grayscale Softcopy Presentation State (PS3.3 A.33.1) applied to the image it references,
 as PS3.4 N.2 lays the pipeline out: the state's Modality LUT (or the image's), its Softcopy VOI
-LUT for this image and frame, its Presentation LUT Shape; the display shutter; graphic and text
+LUT for this image and frame, its Presentation LUT (table or shape); the display shutter; graphic and text
 annotations of the layers that apply, in pixel units on the image, in display units on the
 displayed area; then the displayed area, and the spatial transformation (flip, then rotation).
 
 Only what is drawn is read, and what is drawn is bounded (MAX_OBJECTS objects, MAX_POINTS
 points, MAX_TEXT characters a text): a presentation state is a peer's file like any other.
-Presentation LUT tables, True Size and Magnify modes, bitmap overlays and the colour of
-individual line and text styles are not applied (docs/conformance.md).
+True Size and Magnify modes, bitmap overlays and the colour of individual line and text styles
+are not applied (docs/conformance.md).
 """
 from __future__ import annotations
 
@@ -83,7 +83,10 @@ def present(array: np.ndarray, image: pydicom.Dataset, ps: pydicom.Dataset, targ
                     setattr(view, keyword, item.get(keyword))
             break
     grey = to_8bit(array, view, "MONOCHROME2", window or dataset_window(view))
-    if str(ps.get("PresentationLUTShape", "IDENTITY")).upper() == "INVERSE":
+    table = _presentation_lut(ps)
+    if table is not None:
+        grey = table[grey]
+    elif str(ps.get("PresentationLUTShape", "IDENTITY")).upper() == "INVERSE":
         grey = 255 - grey
     picture = Image.fromarray(np.ascontiguousarray(grey), "L").convert("RGB")
     _shutter(picture, ps)
@@ -99,6 +102,28 @@ def present(array: np.ndarray, image: pydicom.Dataset, ps: pydicom.Dataset, targ
     for draw in later:   # display units: fractions of the displayed area as shown
         draw(picture)
     return picture
+
+
+def _presentation_lut(ps: pydicom.Dataset) -> np.ndarray | None:
+    """The Presentation LUT Sequence's table (PS3.3 C.11.4) as 256 8-bit P-values for the 8-bit
+    VOI output: its entries spread over that range, its values scaled from their bits; None when
+    there is none, or it is damaged (then the shape, or identity, applies)."""
+    sequence = ps.get("PresentationLUTSequence")
+    if not sequence:
+        return None
+    item = sequence[0]
+    try:
+        entries, _, bits = (int(v) for v in item.LUTDescriptor)
+        data = item.LUTData
+    except (AttributeError, TypeError, ValueError):
+        return None
+    values = np.asarray(data if isinstance(data, (list, pydicom.multival.MultiValue)) else
+                        np.frombuffer(data, "<u2") if isinstance(data, bytes) else [data], dtype=np.float64)
+    entries = entries or 65536   # 0 means 2^16 (PS3.3 C.11.1.1)
+    if len(values) < entries or not 8 <= bits <= 16:
+        return None
+    positions = np.rint(np.arange(256) * (entries - 1) / 255).astype(int)
+    return np.clip(np.rint(values[positions] / ((1 << bits) - 1) * 255), 0, 255).astype(np.uint8)
 
 
 def _displayed_area(picture: Image.Image, ps: pydicom.Dataset, target: Target) -> Image.Image:
