@@ -265,3 +265,35 @@ def test_a_presentation_lut_table_maps_the_voi_output(client):
     linear = np.clip(np.rint(((values[0].astype(float) - 1024 - 999.5) / 4095 + 0.5) * 255), 0, 255)
     expected = np.rint((linear / 255) ** 2 * 255)
     assert np.abs(shown[0] - expected).max() <= 2 and np.abs(shown[0] - linear).max() > 40
+
+
+def test_a_presentation_states_bitmap_overlay_is_drawn_in_its_layer(client):
+    from pydicom.uid import generate_uid
+
+    from testbed.synthetic import ct_instance
+
+    data = ct_instance(generate_uid(), generate_uid(), rows=40, columns=40, pixels=np.zeros((1, 40, 40), np.uint16))
+    image = read(data)
+    assert client.post("/dicom-web/studies", data=multipart_body([data]), headers=stow_headers()).status_code == 200
+    mask = np.zeros((10, 16), np.uint8)
+    mask[2:8, 3:13] = 1
+    ps, _ = gsps(image, GraphicLayerSequence=[item(GraphicLayer="OVER", GraphicLayerOrder=1,
+                                                   GraphicLayerRecommendedDisplayGrayscaleValue=65535)])
+    ps.add_new(0x60000010, "US", 10)
+    ps.add_new(0x60000011, "US", 16)
+    ps.add_new(0x60000050, "SS", [21, 5])   # row 21, column 5 (1-based)
+    ps.add_new(0x60000100, "US", 1)
+    ps.add_new(0x60000102, "US", 0)
+    ps.add_new(0x60001001, "CS", "OVER")
+    ps.add_new(0x60003000, "OW", np.packbits(mask.ravel(), bitorder="little").tobytes())
+    out = io.BytesIO()
+    ps.save_as(out, enforce_file_format=True)
+    assert client.post("/dicom-web/studies", data=multipart_body([out.getvalue()]),
+                       headers=stow_headers()).status_code == 200
+    query = (f"requestType=WADO&studyUID={image.StudyInstanceUID}&seriesUID={image.SeriesInstanceUID}"
+             f"&objectUID={image.SOPInstanceUID}&contentType=image/png&windowCenter=0&windowWidth=100"
+             f"&presentationUID={ps.SOPInstanceUID}&presentationSeriesUID={ps.SeriesInstanceUID}")
+    shown = np.asarray(Image.open(io.BytesIO(client.get(f"/dicom-web/wado?{query}").data)).convert("L"))
+    expected = np.zeros((40, 40), bool)
+    expected[20:30, 4:20] = mask.astype(bool)
+    assert np.array_equal(shown > 200, expected)
