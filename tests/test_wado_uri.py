@@ -297,3 +297,29 @@ def test_a_presentation_states_bitmap_overlay_is_drawn_in_its_layer(client):
     expected = np.zeros((40, 40), bool)
     expected[20:30, 4:20] = mask.astype(bool)
     assert np.array_equal(shown > 200, expected)
+
+
+def test_a_presentation_state_activates_the_images_own_overlay(client):
+    """An overlay of the image (here pydicom's examples_overlay.dcm, 6000) is drawn when the state
+    activates its group in a layer, and not otherwise."""
+    ds, query = stored(client, "examples_overlay.dcm")
+    overlay = ds.overlay_array(0x6000).astype(bool)
+    plain, _ = gsps(ds, SoftcopyVOILUTSequence=[item(WindowCenter=-10000, WindowWidth=10)])   # every pixel white
+    active, _ = gsps(ds, SoftcopyVOILUTSequence=[item(WindowCenter=-10000, WindowWidth=10)],
+                     GraphicLayerSequence=[item(GraphicLayer="MASK", GraphicLayerOrder=1,
+                                                GraphicLayerRecommendedDisplayGrayscaleValue=0)])
+    active.add_new(0x60001001, "CS", "MASK")
+    shown = {}
+    for name, state in (("plain", plain), ("active", active)):
+        out = io.BytesIO()
+        state.save_as(out, enforce_file_format=True)
+        assert client.post("/dicom-web/studies", data=multipart_body([out.getvalue()]),
+                           headers=stow_headers()).status_code == 200
+        r = client.get(f"/dicom-web/wado?{query}&contentType=image/png&presentationUID={state.SOPInstanceUID}"
+                       f"&presentationSeriesUID={state.SeriesInstanceUID}")
+        shown[name] = np.asarray(Image.open(io.BytesIO(r.data)).convert("L"))
+    assert (shown["plain"] > 250).all()
+    rows, columns = overlay.shape
+    top, left = (int(v) - 1 for v in ds[0x60000050].value)
+    drawn = shown["active"][top:top + rows, left:left + columns] < 5   # black where the overlay is set
+    assert np.array_equal(drawn, overlay[:drawn.shape[0], :drawn.shape[1]]) and overlay.sum() > 100

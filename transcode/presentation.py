@@ -1,9 +1,9 @@
 """A Grayscale Softcopy Presentation State (PS3.3 A.33.1) applied to the image it references,
 as PS3.4 N.2 lays the pipeline out: the state's Modality LUT (or the image's), its Softcopy VOI
 LUT for this image and frame, its Presentation LUT (table or shape); the display shutter; its
-bitmap overlays and graphic and text annotations, in their layers' colours, in pixel units on
-the image, in display units on the displayed area; then the displayed area, and the spatial
-transformation (flip, then rotation).
+bitmap overlays (its own or the image's it activates) and graphic and text annotations, in
+their layers' colours, in pixel units on the image, in display units on the displayed area;
+then the displayed area, and the spatial transformation (flip, then rotation).
 
 Only what is drawn is read, and what is drawn is bounded (MAX_OBJECTS objects, MAX_POINTS
 points, MAX_TEXT characters a text): a presentation state is a peer's file like any other.
@@ -92,7 +92,7 @@ def present(array: np.ndarray, image: pydicom.Dataset, ps: pydicom.Dataset, targ
     picture = Image.fromarray(np.ascontiguousarray(grey), "L").convert("RGB")
     _shutter(picture, ps)
     layers = _layers(ps)
-    _overlays(picture, ps, layers)
+    _overlays(picture, ps, image, layers)
     budget = [MAX_OBJECTS, MAX_POINTS]
     later = _annotations(picture, ps, target, layers, budget, units="PIXEL")
     picture = _displayed_area(picture, ps, target)
@@ -181,17 +181,21 @@ def _shutter(picture: Image.Image, ps: pydicom.Dataset) -> None:
 MAX_OVERLAY_BITS = 64 << 20
 
 
-def _overlays(picture: Image.Image, ps: pydicom.Dataset, layers: dict) -> None:
-    """The state's bitmap overlays (Overlay Plane, groups 60xx) with an Overlay Activation Layer,
-    drawn in that layer's colour at their origin (PS3.3 C.9.2: 1-based row and column)."""
+def _overlays(picture: Image.Image, ps: pydicom.Dataset, image: pydicom.Dataset, layers: dict) -> None:
+    """The bitmap overlays (Overlay Plane, groups 60xx) the state activates (Overlay Activation
+    Layer): its own, else the image's of that group (PS3.3 C.11.7), drawn in the layer's colour at
+    their origin (PS3.3 C.9.2: 1-based row and column)."""
     for group in range(0x6000, 0x6020, 2):
-        data, rows, columns = ps.get((group, 0x3000)), ps.get((group, 0x0010)), ps.get((group, 0x0011))
         layer = ps.get((group, 0x1001))
-        if data is None or rows is None or columns is None or layer is None:
+        if layer is None:
+            continue
+        source = ps if (group, 0x3000) in ps else image
+        data, rows, columns = source.get((group, 0x3000)), source.get((group, 0x0010)), source.get((group, 0x0011))
+        if data is None or rows is None or columns is None:
             continue
         try:
             rows, columns = int(rows.value), int(columns.value)
-            origin = ps.get((group, 0x0050))
+            origin = source.get((group, 0x0050))
             top, left = (int(v) - 1 for v in origin.value) if origin is not None else (0, 0)
             bits = bytes(data.value)
         except (TypeError, ValueError):
