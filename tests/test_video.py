@@ -83,6 +83,8 @@ def test_a_video_stored_in_another_container_is_remuxed_into_mp4(client, tmp_pat
     assert int(info["streams"][0]["nb_read_frames"]) == 25   # copied, every frame
     part = client.get(f"{url}/rendered", headers={"Accept": "video/mp4", "Range": "bytes=0-99"})
     assert part.status_code == 206 and part.data == r.data[:100]   # the same remux each time
+    as_stored = client.get(f"{url}/rendered", headers={"Accept": "*/*"})
+    assert as_stored.headers["ETag"] != r.headers["ETag"] == part.headers["ETag"]   # another representation
 
 
 @pytest.mark.parametrize("form", ["h264-mp4", "h264-mp4-index-last", "h264-ts", "hevc-mp4", "mpeg2-ps"])

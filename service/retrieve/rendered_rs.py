@@ -94,8 +94,8 @@ def render_resource(study: str, series: str | None, instance: str | None, frames
         if not is_video(stored):   # a video's frame is ffmpeg's work, bounded by its own limits
             check_cost(pixels, numbers, rendering, several, transcode_limits())
     tag = _etag(images, numbers, rendering, as_multipart, thumbnail, seed)
-    if request.if_none_match.contains_weak(tag):
-        return Response(status=304, headers={"ETag": f'"{tag}"', "Cache-Control": CACHE_CONTROL})
+    if (unchanged := _not_modified(tag)) is not None:
+        return unchanged
     if as_multipart:
         limits = transcode_limits()
         bodies: list = [LazyImage(archive(), limits, stored, wanted, rendering, seed)
@@ -117,9 +117,7 @@ def render_resource(study: str, series: str | None, instance: str | None, frames
                 body = b"".join(body)
                 cache.put(tag, body)
         response = Response(body, content_type=media_type, direct_passthrough=not isinstance(body, bytes))
-    response.headers["ETag"] = f'"{tag}"'
-    response.headers["Cache-Control"] = CACHE_CONTROL
-    return response
+    return _cached(response, tag)
 
 
 def _document(stored: StoredInstance, anonymized: bool) -> Response:
@@ -146,10 +144,7 @@ def _document(stored: StoredInstance, anonymized: bool) -> Response:
         if acceptable:
             raise NotAcceptable(f"this instance renders as {kind}, its encapsulated document"
                                 + (", or text/html" if kind == "text/xml" else ""))
-    response = single_part(value, kind)
-    response.headers["ETag"] = f'"{stored.sha256[:32]}"'
-    response.headers["Cache-Control"] = CACHE_CONTROL
-    return response
+    return _cached(single_part(value, kind), stored.sha256[:32])
 
 
 MAX_PRESENTED = 64   # images of one presentation state rendered in one answer
@@ -209,16 +204,14 @@ def _cda_page(stored: StoredInstance, value: Value, asked_charset: str | None) -
     """An encapsulated CDA document as an HTML page (transcode.cda)."""
     if value.size > CDA_MAX_BYTES:
         raise PayloadTooLarge(f"the CDA document is {value.size} bytes, more than the {CDA_MAX_BYTES} made readable")
-    charset = text_encoding(request.args.get("charset"), asked_charset, request.headers.get("Accept-Charset"))
+    charset = _charset(asked_charset)
     data = value.data if value.archive is None else value.archive.read(stored, value.offset, value.size)
     try:
         page = cda_html(data, charset)
     except NotCda as exc:
         raise NotAcceptable(f"the document cannot be made readable: {exc}; ask for text/xml") from None
     response = Response(page.encode(charset, "xmlcharrefreplace"), content_type=f"text/html; charset={charset}")
-    response.headers["ETag"] = f'"{hashlib.sha256(f"{stored.sha256} cda {charset}".encode()).hexdigest()[:32]}"'
-    response.headers["Cache-Control"] = CACHE_CONTROL
-    return response
+    return _cached(response, _digest(stored, "cda", charset))
 
 
 def _report(stored: StoredInstance, anonymized: bool) -> Response:
@@ -227,16 +220,13 @@ def _report(stored: StoredInstance, anonymized: bool) -> Response:
     if anonymized:
         raise NotAcceptable("a structured report cannot be sent anonymised: the profile removes its content")
     media_type, asked_charset = report_media_type(accepted())
-    charset = text_encoding(request.args.get("charset"), asked_charset, request.headers.get("Accept-Charset"))
-    tag = hashlib.sha256(f"{stored.sha256} {media_type} {charset}".encode()).hexdigest()[:32]
-    if request.if_none_match.contains_weak(tag):
-        return Response(status=304, headers={"ETag": f'"{tag}"', "Cache-Control": CACHE_CONTROL})
+    charset = _charset(asked_charset)
+    tag = _digest(stored, media_type, charset)
+    if (unchanged := _not_modified(tag)) is not None:
+        return unchanged
     rendered = render_report(archive(), stored, media_type, charset, rendered_link(link_root()),
                              transcode_limits())
-    response = Response(rendered.body, content_type=rendered.content_type)
-    response.headers["ETag"] = f'"{tag}"'
-    response.headers["Cache-Control"] = CACHE_CONTROL
-    return response
+    return _cached(Response(rendered.body, content_type=rendered.content_type), tag)
 
 
 VIDEO_TYPES = ("video/mp4", "video/mpeg", "video/mp2t", "video/h264", "video/h265")
@@ -267,12 +257,12 @@ def _video(stored: StoredInstance, seed: str | None) -> Response:
         as_stored = found.media_type
         for media_type in acceptable:
             if media_type in (as_stored, "video/*", "*/*"):
-                return _sent(Value(archive=archive(), stored=stored, offset=found.spans[0][0], size=found.size)
-                             if len(found.spans) == 1 else
-                             Value(frames=[archive().body(stored, o, n) for o, n in found.spans], size=found.size),
-                             as_stored, stored.sha256)
+                value = (Value(archive=archive(), stored=stored, offset=found.spans[0][0], size=found.size)
+                         if len(found.spans) == 1 else
+                         Value(frames=[archive().body(stored, o, n) for o, n in found.spans], size=found.size))
+                return _cached(single_part(value, as_stored), stored.sha256[:32])
             if media_type == "video/mp4":
-                return _sent_file(remuxed_mp4(archive(), stored, limits), "video/mp4", stored.sha256 + "mp4")
+                return _sent_file(remuxed_mp4(archive(), stored, limits), "video/mp4", _digest(stored, "mp4"))
         raise NotAcceptable(f"this video is sent as {as_stored} (as stored) or video/mp4")
     made = next((m for m in acceptable if m in ("video/mp4", "video/mpeg", "video/*")), None)
     if made is None:
@@ -289,23 +279,39 @@ def _video(stored: StoredInstance, seed: str | None) -> Response:
     _, pixels = images[0]
     check_cost(pixels, None, replace(rendering, media_type="image/gif"), False, limits)   # every frame, as an animation
     tag = _etag(images, None, rendering, False, False, seed) + made.split("/")[1]
-    if request.if_none_match.contains_weak(tag):
-        return Response(status=304, headers={"ETag": f'"{tag}"', "Cache-Control": CACHE_CONTROL})
+    if (unchanged := _not_modified(tag)) is not None:
+        return unchanged
     frames, frame_ms = rendered_frames(archive(), stored, rendering, limits, seed)
     return _sent_file(frames_video(frames, frame_ms, made, limits), made, tag)
 
 
-def _sent(value: Value, media_type: str, tag: str) -> Response:
-    response = single_part(value, media_type)
-    response.headers["ETag"] = f'"{tag[:40]}"'
-    response.headers["Cache-Control"] = CACHE_CONTROL
+def _sent_file(spool, media_type: str, tag: str) -> Response:  # noqa: ANN001 - a spool file, at its end
+    """A file made for this request, sent with byte ranges, closed (and so removed) when sent."""
+    response = _cached(single_part(Value(file=spool, size=spool.tell()), media_type), tag)
+    response.call_on_close(spool.close)
     return response
 
 
-def _sent_file(spool, media_type: str, tag: str) -> Response:
-    size = spool.tell()
-    response = _sent(Value(file=spool, size=size), media_type, tag)
-    response.call_on_close(spool.close)
+def _charset(asked: str | None) -> str:
+    """The charset of a text answer: the ``charset`` parameter, the Accept entry's (``asked``),
+    Accept-Charset's (service.access.reports.text_encoding)."""
+    return text_encoding(request.args.get("charset"), asked, request.headers.get("Accept-Charset"))
+
+
+def _digest(stored: StoredInstance, *form: str) -> str:
+    """An ETag for one form of an instance's content."""
+    return hashlib.sha256(" ".join((stored.sha256, *form)).encode()).hexdigest()[:32]
+
+
+def _not_modified(tag: str) -> Response | None:
+    if request.if_none_match.contains_weak(tag):
+        return Response(status=304, headers={"ETag": f'"{tag}"', "Cache-Control": CACHE_CONTROL})
+    return None
+
+
+def _cached(response: Response, tag: str) -> Response:
+    response.headers["ETag"] = f'"{tag}"'
+    response.headers["Cache-Control"] = CACHE_CONTROL
     return response
 
 
