@@ -129,6 +129,17 @@ def gsps(image, **attributes):
     return ps, out.getvalue()
 
 
+def presented(client, image, state, extra: str = ""):
+    """``state`` stored, then WADO-URI's PNG of ``image`` with it applied (and ``extra`` parameters)."""
+    out = io.BytesIO()
+    state.save_as(out, enforce_file_format=True)
+    assert client.post("/dicom-web/studies", data=multipart_body([out.getvalue()]),
+                       headers=stow_headers()).status_code == 200
+    return client.get(f"/dicom-web/wado?requestType=WADO&studyUID={image.StudyInstanceUID}"
+                      f"&seriesUID={image.SeriesInstanceUID}&objectUID={image.SOPInstanceUID}&contentType=image/png"
+                      f"&presentationUID={state.SOPInstanceUID}&presentationSeriesUID={state.SeriesInstanceUID}{extra}")
+
+
 def item(**attributes):
     from pydicom import Dataset
 
@@ -153,7 +164,7 @@ def test_a_presentation_state_is_applied(client):
     r = client.post("/dicom-web/studies", data=multipart_body([data]), headers=stow_headers())
     assert r.status_code == 200
     red = [round(53.24 / 100 * 65535), round((80.09 + 128) / 255 * 65535), round((67.2 + 128) / 255 * 65535)]
-    ps, ps_data = gsps(
+    ps, _ = gsps(
         image,
         SoftcopyVOILUTSequence=[item(WindowCenter=1000, WindowWidth=2000)],
         PresentationLUTShape="INVERSE",
@@ -172,11 +183,7 @@ def test_a_presentation_state_is_applied(client):
                                              DisplayedAreaBottomRightHandCorner=[80, 64],
                                              PresentationSizeMode="SCALE TO FIT", PresentationPixelSpacing=[0.7, 0.7])],
         ImageHorizontalFlip="Y", ImageRotation=90)
-    assert client.post("/dicom-web/studies", data=multipart_body([ps_data]), headers=stow_headers()).status_code == 200
-    query = (f"requestType=WADO&studyUID={image.StudyInstanceUID}&seriesUID={image.SeriesInstanceUID}"
-             f"&objectUID={image.SOPInstanceUID}&contentType=image/png"
-             f"&presentationUID={ps.SOPInstanceUID}&presentationSeriesUID={ps.SeriesInstanceUID}")
-    r = client.get(f"/dicom-web/wado?{query}")
+    r = presented(client, image, ps)
     assert r.status_code == 200 and r.headers["Content-Type"] == "image/png"
     shown = np.asarray(Image.open(io.BytesIO(r.data)).convert("RGB")).astype(int)
     # the expected picture, before annotations: VOI on HU, inverted, shuttered, cropped to 80
@@ -205,7 +212,7 @@ def test_presentation_states_that_do_not_apply_are_named(client):
 
     ds, query = stored(client, "CT_small.dcm")
     other, _ = stored(client, "MR_small.dcm")
-    ps, ps_data = gsps(other)   # references another image
+    ps, _ = gsps(other)   # references another image
     ps.StudyInstanceUID = ds.StudyInstanceUID
     out = io.BytesIO()
     ps.save_as(out, enforce_file_format=True)
@@ -250,18 +257,11 @@ def test_a_presentation_lut_table_maps_the_voi_output(client):
     image = read(data)
     assert client.post("/dicom-web/studies", data=multipart_body([data]), headers=stow_headers()).status_code == 200
     curve = [round(((n / 4095) ** 2) * 4095) for n in range(4096)]
-    ps, ps_data = gsps(image, SoftcopyVOILUTSequence=[item(WindowCenter=1000, WindowWidth=4096)],
+    ps, _ = gsps(image, SoftcopyVOILUTSequence=[item(WindowCenter=1000, WindowWidth=4096)],
                        PresentationLUTSequence=[item(LUTDescriptor=[4096, 0, 12],
                                                            LUTData=np.asarray(curve, "<u2").tobytes())])
     del ps.PresentationLUTShape
-    out = io.BytesIO()
-    ps.save_as(out, enforce_file_format=True)
-    assert client.post("/dicom-web/studies", data=multipart_body([out.getvalue()]),
-                       headers=stow_headers()).status_code == 200
-    query = (f"requestType=WADO&studyUID={image.StudyInstanceUID}&seriesUID={image.SeriesInstanceUID}"
-             f"&objectUID={image.SOPInstanceUID}&contentType=image/png"
-             f"&presentationUID={ps.SOPInstanceUID}&presentationSeriesUID={ps.SeriesInstanceUID}")
-    shown = np.asarray(Image.open(io.BytesIO(client.get(f"/dicom-web/wado?{query}").data)).convert("L")).astype(float)
+    shown = np.asarray(Image.open(io.BytesIO(presented(client, image, ps).data)).convert("L")).astype(float)
     linear = np.clip(np.rint(((values[0].astype(float) - 1024 - 999.5) / 4095 + 0.5) * 255), 0, 255)
     expected = np.rint((linear / 255) ** 2 * 255)
     assert np.abs(shown[0] - expected).max() <= 2 and np.abs(shown[0] - linear).max() > 40
@@ -286,14 +286,8 @@ def test_a_presentation_states_bitmap_overlay_is_drawn_in_its_layer(client):
     ps.add_new(0x60000102, "US", 0)
     ps.add_new(0x60001001, "CS", "OVER")
     ps.add_new(0x60003000, "OW", np.packbits(mask.ravel(), bitorder="little").tobytes())
-    out = io.BytesIO()
-    ps.save_as(out, enforce_file_format=True)
-    assert client.post("/dicom-web/studies", data=multipart_body([out.getvalue()]),
-                       headers=stow_headers()).status_code == 200
-    query = (f"requestType=WADO&studyUID={image.StudyInstanceUID}&seriesUID={image.SeriesInstanceUID}"
-             f"&objectUID={image.SOPInstanceUID}&contentType=image/png&windowCenter=0&windowWidth=100"
-             f"&presentationUID={ps.SOPInstanceUID}&presentationSeriesUID={ps.SeriesInstanceUID}")
-    shown = np.asarray(Image.open(io.BytesIO(client.get(f"/dicom-web/wado?{query}").data)).convert("L"))
+    r = presented(client, image, ps, "&windowCenter=0&windowWidth=100")
+    shown = np.asarray(Image.open(io.BytesIO(r.data)).convert("L"))
     expected = np.zeros((40, 40), bool)
     expected[20:30, 4:20] = mask.astype(bool)
     assert np.array_equal(shown > 200, expected)
@@ -311,13 +305,7 @@ def test_a_presentation_state_activates_the_images_own_overlay(client):
     active.add_new(0x60001001, "CS", "MASK")
     shown = {}
     for name, state in (("plain", plain), ("active", active)):
-        out = io.BytesIO()
-        state.save_as(out, enforce_file_format=True)
-        assert client.post("/dicom-web/studies", data=multipart_body([out.getvalue()]),
-                           headers=stow_headers()).status_code == 200
-        r = client.get(f"/dicom-web/wado?{query}&contentType=image/png&presentationUID={state.SOPInstanceUID}"
-                       f"&presentationSeriesUID={state.SeriesInstanceUID}")
-        shown[name] = np.asarray(Image.open(io.BytesIO(r.data)).convert("L"))
+        shown[name] = np.asarray(Image.open(io.BytesIO(presented(client, ds, state).data)).convert("L"))
     assert (shown["plain"] > 250).all()
     rows, columns = overlay.shape
     top, left = (int(v) - 1 for v in ds[0x60000050].value)
