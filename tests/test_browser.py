@@ -193,10 +193,32 @@ def test_the_study_list_shows_the_whole_archive_and_narrows_by_name(chromium, ar
         watched.clean()
 
 
-def _canvas_pixels(page) -> np.ndarray:
-    data = page.evaluate("() => document.querySelector('[data-cy=viewport-pane] canvas.cornerstone-canvas')"
-                         ".toDataURL('image/png')")
+VIEWPORT_CANVAS = "[data-cy=viewport-pane] canvas.cornerstone-canvas"
+
+
+def _canvas_pixels(page, selector: str = VIEWPORT_CANVAS) -> np.ndarray:
+    data = page.evaluate(f"() => document.querySelector('{selector}').toDataURL('image/png')")
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(data.split(",", 1)[1]))).convert("L"), dtype=float)
+
+
+def _wait_for_picture(page, selector: str = VIEWPORT_CANVAS) -> None:
+    """Until the viewport's canvas holds something other than black."""
+    page.wait_for_function(f"() => {{ const c = document.querySelector('{selector}');"
+                           " if (!c || !c.width) return false;"
+                           " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+                           " for (let i = 0; i < d.length; i += 4 * 97) if (d[i] || d[i + 1] || d[i + 2]) return true;"
+                           " return false; }", timeout=45_000)
+
+
+def _fitted(canvas: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """The canvas cut to where an image of ``rows`` × ``columns`` is fitted in it (centred,
+    proportions kept), resized back to that image's size."""
+    height, width = canvas.shape
+    scale = min(width / columns, height / rows)
+    w, h = round(columns * scale), round(rows * scale)
+    x0, y0 = (width - w) // 2, (height - h) // 2
+    shown = Image.fromarray(canvas[y0:y0 + h, x0:x0 + w].astype(np.uint8)).resize((columns, rows), Image.BILINEAR)
+    return np.asarray(shown, dtype=float)
 
 
 def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -212,16 +234,12 @@ def _shown_like_ours(page, server, study: str) -> float:
                               headers={"Authorization": SYSTEM_KEY}, timeout=10).json()[:1]
     series, sop = instance["0020000E"]["Value"][0], instance["00080018"]["Value"][0]
     rows, columns = instance["00280010"]["Value"][0], instance["00280011"]["Value"][0]
-    height, width = canvas.shape
-    scale = min(width / columns, height / rows)
-    w, h = round(columns * scale), round(rows * scale)
-    x0, y0 = (width - w) // 2, (height - h) // 2
-    shown = Image.fromarray(canvas[y0:y0 + h, x0:x0 + w].astype(np.uint8)).resize((columns, rows), Image.BILINEAR)
+    shown = _fitted(canvas, rows, columns)
     ours = requests.get(f"{server.dicomweb}/studies/{study}/series/{series}/instances/{sop}/rendered",
                         headers={"Authorization": SYSTEM_KEY, "Accept": "image/png"}, timeout=30)
     assert ours.status_code == 200
     expected = np.asarray(Image.open(io.BytesIO(ours.content)).convert("L"), dtype=float)
-    return _rank_correlation(np.asarray(shown, dtype=float), expected)
+    return _rank_correlation(shown, expected)
 
 
 @pytest.mark.parametrize("label", list(KINDS))
@@ -230,11 +248,7 @@ def test_each_kind_of_image_is_drawn_as_the_server_renders_it(chromium, archive_
     with signed_in(chromium, server) as watched:
         page = watched.page
         page.goto(f"{server.base}/viewer/viewer?StudyInstanceUIDs={studies[label]}")
-        page.wait_for_function("() => { const c = document.querySelector('[data-cy=viewport-pane] canvas.cornerstone-canvas');"
-                               " if (!c || !c.width) return false;"
-                               " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
-                               " for (let i = 0; i < d.length; i += 4 * 97) if (d[i] || d[i + 1] || d[i + 2]) return true;"
-                               " return false; }", timeout=45_000)
+        _wait_for_picture(page)
         page.wait_for_function("() => [...document.querySelectorAll('[data-cy=study-browser-thumbnail] img')]"
                                ".some(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
         page.wait_for_timeout(1000)   # the last frames of a cine settle
@@ -466,6 +480,9 @@ def test_a_video_plays_and_seeks_in_the_browser_by_byte_ranges(chromium, archive
         watched.clean()
 
 
+VIDEO_CANVAS = "[data-cy=viewport-pane] canvas"   # a video viewport's canvas is not a cornerstone-canvas
+
+
 def test_ohif_shows_a_video_study_from_its_rendered_stream(chromium, archive_server):
     """OHIF's video viewport (its dicom-video extension, which tells a video by the Available
     Transfer Syntax UID our metadata gives) loads the stream from our …/rendered and shows its
@@ -476,22 +493,12 @@ def test_ohif_shows_a_video_study_from_its_rendered_stream(chromium, archive_ser
     with signed_in(chromium, server) as watched:
         page = watched.page
         page.goto(f"{server.base}/viewer/viewer?StudyInstanceUIDs={study}")
-        page.wait_for_function("() => { const c = document.querySelector('[data-cy=viewport-pane] canvas');"
-                               " if (!c || !c.width) return false;"
-                               " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
-                               " for (let i = 0; i < d.length; i += 4 * 97) if (d[i] || d[i + 1] || d[i + 2]) return true;"
-                               " return false; }", timeout=45_000)
+        _wait_for_picture(page, VIDEO_CANVAS)
         page.wait_for_timeout(1000)
         _skip_tour(page)
         screenshot(page, "viewer-video")
         assert any(r.url == url + "/rendered" for r in watched.requests), [r.url for r in watched.requests]
-        data = page.evaluate("() => document.querySelector('[data-cy=viewport-pane] canvas').toDataURL('image/png')")
-        canvas = np.asarray(Image.open(io.BytesIO(base64.b64decode(data.split(",", 1)[1]))).convert("L"), float)
-        height, width = canvas.shape
-        scale = min(width / 320, height / 240)
-        w, h = round(320 * scale), round(240 * scale)
-        x0, y0 = (width - w) // 2, (height - h) // 2
-        shown = np.asarray(Image.fromarray(canvas[y0:y0 + h, x0:x0 + w].astype(np.uint8)).resize((320, 240)), float)
+        shown = _fitted(_canvas_pixels(page, VIDEO_CANVAS), 240, 320)
 
         def like(number: int) -> float:
             ours = requests.get(f"{url}/frames/{number}/rendered", timeout=30,
