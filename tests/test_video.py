@@ -159,6 +159,10 @@ def test_videos_in_s3_are_framed_from_a_copy_and_sent_by_range(tmp_path, aws_env
     frame = client.get(f"{url}/frames/10/rendered", headers={"Accept": "image/png"})
     assert frame.status_code == 200 and Image.open(io.BytesIO(frame.data)).size == (320, 240)
     assert client.get(f"{url}/rendered", headers={"Accept": "video/mp4"}).data[4:8] == b"ftyp"
+    for form in ("h264-mp4", "h264-mp4-index-last"):   # an MP4's index first: its start copied; last: all of it
+        _, url = stored(client, video_instance(generate_uid(), generate_uid(), form, seconds=1.0))
+        frame = client.get(f"{url}/frames/20/rendered", headers={"Accept": "image/png"})
+        assert frame.status_code == 200 and Image.open(io.BytesIO(frame.data)).size == (320, 240)
 
 
 def test_a_cine_is_made_into_video_by_a_worker_of_one_conversion_slot(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 from .syntaxes import HTJ2K, HTJ2K_LOSSLESS, JPEG_BASELINE, JPEG_EXTENDED, JPEG_XL_LOSSLESS, RLE_LOSSLESS
 
@@ -172,26 +173,37 @@ def _jpeg_2000(data: bytes, syntax: str) -> StreamImage:
 
 
 def _jp2_codestream(data: bytes) -> bytes:
-    for kind, start, end in _boxes(data, 0):
+    for kind, start, end in boxes(_in_memory(data), 0, len(data)):
         if kind == b"jp2c":
             return data[start:end]
     raise ValueError("the JP2 file has no codestream box")
 
 
-def _boxes(data: bytes, position: int):
-    """(type, payload start, end) of each ISO base media box from ``position`` (JP2, JPEG XL's
-    container): a size of 1 means a 64-bit size follows, 0 the rest of the data."""
-    while position + 8 <= len(data):
-        size, kind = struct.unpack(">I4s", data[position:position + 8])
-        header = 8
-        if size == 1:
-            (size,) = struct.unpack(">Q", data[position + 8:position + 16])
-            header = 16
-        end = position + size if size else len(data)
-        yield kind, position + header, end
-        if size < header:   # 0 (the last box) or damaged: no box follows
+def boxes(read: Callable[[int, int], bytes], position: int, end: int, limit: int = 1024) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, end) of each ISO base media box (JP2, JPEG XL's container, MP4) from
+    ``position`` to ``end``, their headers got by ``read(position, count)``, so that a stream in a
+    blob is walked without being read: a size of 1 means a 64-bit size follows, 0 the rest. At
+    most ``limit`` boxes; a damaged size (2–7, or a 64-bit size cut off) ends the walk after its box."""
+    for _ in range(limit):
+        if position + 8 > end:
             return
-        position = end
+        header = read(position, 16)
+        size, kind = struct.unpack(">I4s", header[:8])
+        head = 8
+        if size == 1:
+            if len(header) < 16:
+                return
+            (size,) = struct.unpack(">Q", header[8:16])
+            head = 16
+        box_end = position + size if size else end
+        yield kind, position + head, box_end
+        if size < head:   # 0 (the last box) or damaged: no box follows
+            return
+        position = box_end
+
+
+def _in_memory(data: bytes) -> Callable[[int, int], bytes]:
+    return lambda position, count: data[position:position + count]
 
 
 _JXL_CONTAINER = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
@@ -231,7 +243,7 @@ def _jpeg_xl(data: bytes, syntax: str) -> StreamImage:
 
 
 def _jxl_codestream(data: bytes) -> bytes:
-    for kind, start, end in _boxes(data, len(_JXL_CONTAINER)):
+    for kind, start, end in boxes(_in_memory(data), len(_JXL_CONTAINER), len(data)):
         if kind == b"jxlc":
             return data[start:end]
         if kind == b"jxlp":   # the first part of a codestream split over boxes, after its index

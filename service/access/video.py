@@ -19,6 +19,7 @@ from PIL import Image
 from storage import Archive, StoredInstance
 from storage.dataset import read_until_pixels
 from transcode import video
+from transcode.streams import boxes
 from transcode.syntaxes import TRANSFER_SYNTAXES
 
 from ..errors import NotAcceptable, NotFound, ServiceUnavailable
@@ -77,21 +78,19 @@ def _padded(archive: Archive, stored: StoredInstance, kind: str, spans) -> bool:
     return False
 
 
-def _boxes_end(archive: Archive, stored: StoredInstance, span: tuple[int, int]) -> int | None:
-    """Where an MP4's last top-level box ends (its boxes walked by their headers), None if they do not fit."""
+def _mp4_boxes(archive: Archive, stored: StoredInstance, span: tuple[int, int]):
+    """The top-level boxes of an MP4 stream in the blob (transcode.streams.boxes), read by their headers."""
     offset, length = span
-    position = 0
-    for _ in range(1024):
-        if position + 8 > length:
-            break
-        header = archive.read(stored, offset + position, 16)
-        size = int.from_bytes(header[:4], "big")
-        if size == 1:
-            size = int.from_bytes(header[8:16], "big")
-        if size < 8:
+    return boxes(lambda position, count: archive.read(stored, offset + position, count), 0, length)
+
+
+def _boxes_end(archive: Archive, stored: StoredInstance, span: tuple[int, int]) -> int | None:
+    """Where an MP4's last top-level box ends, None if one is damaged or they do not fit."""
+    end = 0
+    for _, start, end in _mp4_boxes(archive, stored, span):
+        if end < start:   # a size below its own header
             return None
-        position += size
-    return position if position <= length else None
+    return end if end <= span[1] else None
 
 
 @contextmanager
@@ -124,23 +123,10 @@ def local_copy(archive: Archive, stored: StoredInstance, found: StoredVideo, lim
 
 
 def _index_first(archive: Archive, stored: StoredInstance, found: StoredVideo) -> bool:
-    """Whether an MP4's moov box comes before its mdat (the top-level boxes walked by their headers)."""
-    offset, length = found.spans[0]
-    position = 0
-    for _ in range(64):
-        if position + 8 > length:
-            return False
-        header = archive.read(stored, offset + position, 16)
-        size, kind = int.from_bytes(header[:4], "big"), header[4:8]
-        if kind == b"moov":
-            return True
-        if kind == b"mdat":
-            return False
-        if size == 1:
-            size = int.from_bytes(header[8:16], "big")
-        if size < 8:
-            return False
-        position += size
+    """Whether an MP4's moov box comes before its mdat."""
+    for kind, _, _ in _mp4_boxes(archive, stored, found.spans[0]):
+        if kind in (b"moov", b"mdat"):
+            return kind == b"moov"
     return False
 
 
