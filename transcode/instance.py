@@ -90,9 +90,7 @@ def transcode(fp: BinaryIO, target: str, source: str) -> bytes:
         if recoded and "PixelData" in ds:
             pixels = PixelDescription.from_dataset(ds)
             frames = ((frame, pixels) for frame in generate_frames(ds.PixelData, number_of_frames=pixels.number_of_frames))
-            out = io.BytesIO()
-            write_streamed(_before_pixels(ds), frames, pixels.number_of_frames, source, target, out)
-            return out.getvalue()
+            return _streamed(ds, frames, pixels, source, target)
         if source == EXPLICIT_VR_BIG_ENDIAN:
             _swap_byte_order(ds)
         if source not in UNCOMPRESSED and "PixelData" in ds:
@@ -114,9 +112,15 @@ def transcode(fp: BinaryIO, target: str, source: str) -> bytes:
             raise CodecError(f"the pixel data holds {len(native)} bytes, less than its description's "
                              f"{size * pixels.number_of_frames}")
         frames = ((native[i * size:(i + 1) * size], pixels) for i in range(pixels.number_of_frames))
-        out = io.BytesIO()
-        write_streamed(_before_pixels(ds), frames, pixels.number_of_frames, source, target, out)
-        return out.getvalue()
+        return _streamed(ds, frames, pixels, source, target)
+
+
+def _streamed(ds: pydicom.Dataset, frames: Iterable[tuple[bytes, PixelDescription]], pixels: PixelDescription,
+              source: str, target: str) -> bytes:
+    """``write_streamed`` of an instance read whole, into memory."""
+    out = io.BytesIO()
+    write_streamed(_before_pixels(ds), frames, pixels.number_of_frames, source, target, out)
+    return out.getvalue()
 
 
 def _before_pixels(ds: pydicom.Dataset) -> pydicom.Dataset:
