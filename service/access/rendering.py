@@ -108,9 +108,7 @@ def render(reader: FrameReader, numbers: list[int], rendering: Rendering, limits
     an image that cannot be rendered is still a 406), each in a transcoding slot of its own."""
     limits.check(reader.cost(1), "rendering")
     with limits.slot(before_answer):
-        ds = reader.dataset()
-        if seed is not None:   # what annotations draw is what an anonymised copy holds
-            deidentify(ds, seed, pixels=False)
+        ds = _annotated_from(reader.dataset(), seed)
         first = _image(reader, numbers[0], ds, rendering)
     if rendering.media_type != "image/gif" or len(numbers) == 1:
         return [encode_images([first], rendering)]
@@ -133,9 +131,7 @@ def rendered_frames(archive: Archive, stored: StoredInstance, rendering: Renderi
     if reader is None:
         raise NotFound("the instance has no pixel data")
     limits.check(reader.cost(1), "rendering")
-    ds = reader.dataset()
-    if seed is not None:
-        deidentify(ds, seed, pixels=False)
+    ds = _annotated_from(reader.dataset(), seed)
 
     frames = (_image(reader, number, ds, rendering) for number in range(1, reader.pixels.number_of_frames + 1))
     return frames, frame_time_ms(lambda keyword: ds.get(keyword))
@@ -149,10 +145,15 @@ def video_still(archive: Archive, stored: StoredInstance, number: int, rendering
     viewport = rendering.viewport
     largest = max(viewport.width, viewport.height) * 2 if viewport is not None and viewport.region is None else MAX_SIDE
     picture = video_frame(archive, stored, number, largest, limits, before_answer)
-    ds = stored_header(archive, stored)
+    ds = _annotated_from(stored_header(archive, stored), seed)
+    return encode_images([to_image(np.asarray(picture), ds, rendering)], rendering)
+
+
+def _annotated_from(ds: pydicom.Dataset, seed: str | None) -> pydicom.Dataset:
+    """The data set annotations are drawn from: what an anonymised copy holds, with a seed."""
     if seed is not None:
         deidentify(ds, seed, pixels=False)
-    return encode_images([to_image(np.asarray(picture), ds, rendering)], rendering)
+    return ds
 
 
 def _image(reader: FrameReader, number: int, ds, rendering: Rendering):  # noqa: ANN001
