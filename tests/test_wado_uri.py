@@ -311,3 +311,22 @@ def test_a_presentation_state_activates_the_images_own_overlay(client):
     top, left = (int(v) - 1 for v in ds[0x60000050].value)
     drawn = shown["active"][top:top + rows, left:left + columns] < 5   # black where the overlay is set
     assert np.array_equal(drawn, overlay[:drawn.shape[0], :drawn.shape[1]]) and overlay.sum() > 100
+
+
+def test_a_hostile_presentation_state_costs_a_bound_and_no_500(client):
+    """Half a million points, a text of a million characters, frame numbers that name no frame,
+    a displayed area of a billion pixels: drawn within the bounds, or refused, never a 500."""
+    ds, _ = stored(client, "CT_small.dcm")
+    many = item(GraphicAnnotationUnits="PIXEL", GraphicDimensions=2, NumberOfGraphicPoints=65535,
+                GraphicData=[float(n % 128) for n in range(500_000)], GraphicType="POLYLINE", GraphicFilled="N")
+    huge_text = item(UnformattedTextValue="x" * 1_000_000, AnchorPoint=[1.0, 1.0], AnchorPointAnnotationUnits="PIXEL")
+    state, _ = gsps(ds, GraphicAnnotationSequence=[item(GraphicLayer="L", GraphicObjectSequence=[many] * 3,
+                                                        TextObjectSequence=[huge_text])],
+                    DisplayedAreaSelectionSequence=[item(DisplayedAreaTopLeftHandCorner=[-40000, -40000],
+                                                         DisplayedAreaBottomRightHandCorner=[40000, 40000])])
+    r = presented(client, ds, state)
+    assert r.status_code == 200 and Image.open(io.BytesIO(r.data)).size == (128, 128)   # the area ignored as damage
+    damaged, _ = gsps(ds, SoftcopyVOILUTSequence=[item(WindowCenter=40, WindowWidth=400, ReferencedImageSequence=[
+        item(ReferencedSOPInstanceUID=ds.SOPInstanceUID, ReferencedFrameNumber=[0, -5, 99999])])])
+    r = presented(client, ds, damaged)
+    assert r.status_code in (200, 406), r.data[:200]
