@@ -20,8 +20,8 @@ from flask import Flask, Response, request
 from transcode.codecs import ENCODABLE
 from transcode.syntaxes import UNCOMPRESSED
 
-from .errors import NotAcceptable, NotFound
-from .wire.media import parse_accept
+from .errors import BadRequest, NotAcceptable, NotFound
+from .wire.media import MalformedMediaType, parse_accept
 
 WADL = "application/vnd.sun.wadl+xml"
 WADL_NAMESPACE = "http://wadl.dev.java.net/2009/02"
@@ -209,7 +209,10 @@ def _steps_of(path: str) -> list[str]:
 
 
 def _negotiate() -> str:
-    accept = parse_accept(request.headers.get("Accept"))
+    try:
+        accept = parse_accept(request.headers.get("Accept"))
+    except MalformedMediaType as exc:
+        raise BadRequest(f"malformed Accept: {exc}") from None
     if not accept:
         return WADL
     for media in accept:

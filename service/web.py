@@ -18,7 +18,11 @@ from .errors import BadRequest, NotAcceptable, NotFound, PayloadTooLarge, Unsupp
 from .limits import TranscodeLimits
 from .facade.upstreams import UPSTREAM_ENVIRON_KEY, Facade
 from .wire.dicom_xml import json_to_xml, xml_to_json
-from .wire.media import DICOM_JSON, DICOM_XML, MULTIPART_RELATED, MediaType, parse_accept, parse_media_type, response_format
+from .wire.dicom_json import MalformedDataset, check_model
+from .wire.media import (
+    DICOM_JSON, DICOM_XML, MULTIPART_RELATED, MalformedMediaType, MediaType, parse_accept, parse_media_type,
+    response_format,
+)
 from .wire.multipart import encode_parts, encoded_length, new_boundary, related_type
 
 
@@ -97,7 +101,7 @@ def _accepted() -> list[MediaType]:
     header = ", ".join(values) if values else request.headers.get("Accept")
     try:
         return parse_accept(header)
-    except ValueError as exc:
+    except MalformedMediaType as exc:
         raise BadRequest(f"malformed Accept: {exc}") from None
 
 
@@ -200,7 +204,10 @@ def dataset_payload(what: str, max_bytes: int, optional: bool = False) -> dict |
     if optional and not request.content_length and not request.headers.get("Transfer-Encoding"):
         return None
     header = request.headers.get("Content-Type")
-    kind = parse_media_type(header).type if header else ""
+    try:
+        kind = parse_media_type(header).type if header else ""
+    except MalformedMediaType as exc:
+        raise BadRequest(f"Content-Type: {exc}") from None
     if kind not in (DICOM_JSON, DICOM_XML, "application/json"):
         raise UnsupportedMediaType(f"{what} is application/dicom+json or application/dicom+xml")
     if request.content_length is None or request.content_length > max_bytes:
@@ -208,12 +215,11 @@ def dataset_payload(what: str, max_bytes: int, optional: bool = False) -> dict |
     data = request.get_data(cache=False)
     try:
         model = xml_to_json(data) if kind == DICOM_XML else orjson.loads(data)
-    except ValueError as exc:
-        raise BadRequest(f"{what} is not a DICOM {'XML' if kind == DICOM_XML else 'JSON'} object: {exc}") from None
-    if isinstance(model, list) and len(model) == 1:   # a DICOM JSON array of one data set
-        model = model[0]
-    if not isinstance(model, dict):
-        raise BadRequest(f"{what} is not a DICOM JSON object")
+        if isinstance(model, list) and len(model) == 1:   # a DICOM JSON array of one data set
+            model = model[0]
+        check_model(model)
+    except (orjson.JSONDecodeError, MalformedDataset) as exc:
+        raise BadRequest(f"{what} is not a DICOM {'XML' if kind == DICOM_XML else 'JSON'} data set: {exc}") from None
     return model
 
 

@@ -108,7 +108,7 @@ MIN_INFLATION_ALLOWANCE = 64 << 20   # …unless it stays this small (a black im
 _SPOOL_MEMORY = 4 << 20   # of an inflated copy kept in memory before it goes to disk
 
 
-class InflationLimit(ValueError):
+class InflationLimit(Exception):
     """Deflated data that inflates beyond what one instance may take."""
 
 

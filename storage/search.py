@@ -30,7 +30,7 @@ DEPTH = {level: depth for depth, level in enumerate(LEVELS)}
 _INTEGER_VRS = {"IS", "US", "UL", "SS", "SL"}
 
 
-class QueryError(ValueError):
+class QueryError(Exception):
     """A query the archive cannot run as asked (the message names the parameter)."""
 
 

@@ -14,7 +14,7 @@ _UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 MAX_UID_LENGTH = 64
 
 
-class InvalidUID(ValueError):
+class InvalidUID(Exception):
     """A string that is not a DICOM UID."""
 
 

@@ -63,7 +63,7 @@ class WorkitemMissing(LookupError):
     pass
 
 
-class WorkitemExists(ValueError):
+class WorkitemExists(Exception):
     pass
 
 

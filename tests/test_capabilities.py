@@ -113,6 +113,14 @@ def test_json_is_offered_and_other_media_types_are_not(client):
     assert client.options("/dicom-web/", headers={"Accept": "image/png"}).status_code == 406
 
 
+@pytest.mark.parametrize("accept", ["application/json;q=abc", "application/json;q=nan", "application/json;q=2",
+                                    "application/json;=x", "no-slash"])
+def test_a_malformed_accept_is_a_400_that_names_it(client, accept):
+    """Reached without a key: a 500 before."""
+    r = client.options("/dicom-web/", headers={"Accept": accept})
+    assert r.status_code == 400 and "Accept" in r.get_json()["message"]
+
+
 def test_unknown_resources_and_malformed_uids_are_refused(client):
     assert client.options("/dicom-web/nothing").status_code == 404
     assert client.options("/dicom-web/studies/1..2").status_code == 400

@@ -118,6 +118,12 @@ def test_an_xml_request_is_read_too(client, study_of_one):
     (b"<NativeDicomModel><DicomAttribute", "application/dicom+xml", 400, "not a DICOM XML"),   # truncated
     (b'<!DOCTYPE x [<!ENTITY a "aaaa">]><x>&a;</x>', "application/dicom+xml", 400, "EntitiesForbidden"),
     (b"x" * (9 << 20), "application/dicom+json", 413, "8388608 bytes"),
+    # The Referenced SOP Sequence as a string, as a string Value, with a string item: 500s before
+    (orjson.dumps({"00081199": "1.2.3"}), "application/dicom+json", 400, "00081199 is not an object"),
+    (orjson.dumps({"00081199": {"vr": "SQ", "Value": "1.2.3"}}), "application/dicom+json", 400, "not an array"),
+    (orjson.dumps({"00081199": {"vr": "SQ", "Value": ["1.2.3"]}}), "application/dicom+json", 400, "not an object"),
+    (orjson.dumps(["1.2.3"]), "application/dicom+json", 400, "JSON object of attributes"),
+    (b"{}", "application/dicom+json;;q=x", 400, "Content-Type"),
     (request_body([(CT_IMAGE_STORAGE, f"1.2.{n}") for n in range(10_001)]), "application/dicom+json", 413, "10000"),
 ])
 def test_malformed_requests_get_4xx(client, body, content_type, status, says):

@@ -135,6 +135,9 @@ def test_a_cda_is_made_readable_as_html(client):
     latin = client.get(rendered(study, series, sop) + "?charset=ISO-8859-1", headers={"Accept": "text/html"})
     assert latin.headers["Content-Type"] == "text/html; charset=ISO-8859-1" and "Müller".encode("latin-1") in latin.data
     assert client.get(rendered(study, series, sop), headers={"Accept": "text/xml"}).get_data() == CDA
+    for charset in ("idna", "undefined"):   # codecs that exist and write no page: 500s before
+        r = client.get(rendered(study, series, sop) + f"?charset={charset}", headers={"Accept": "text/html"})
+        assert r.status_code == 406 and charset in r.get_json()["message"]
 
 
 @pytest.mark.parametrize("document", [b"not xml at all <", b'<?xml version="1.0"?><html/>',

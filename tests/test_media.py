@@ -1,7 +1,7 @@
 import pytest
 
 from service.wire.media import (
-    MediaType, PixelRepresentation, Representation, instance_representations, parse_accept, parse_media_type,
+    MalformedMediaType, MediaType, PixelRepresentation, Representation, instance_representations, parse_accept, parse_media_type,
     pixel_representations, response_format,
 )
 from service.access.frames import Choice, choose
@@ -18,7 +18,7 @@ def test_parse_quoted_and_unquoted_parameters():
 
 @pytest.mark.parametrize("text", ["", "text", "a/b; =x", "a/b; q=2", "a/b; q=x", "a b/c"])
 def test_malformed_media_types(text):
-    with pytest.raises(ValueError):
+    with pytest.raises(MalformedMediaType):
         parse_media_type(text)
 
 

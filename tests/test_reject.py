@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from pydicom.uid import generate_uid
 
 from service.cli import main
-from service.store.rejection import KEY_OBJECT_SELECTION, parse_code, rejected_by, rejection_note
+from service.store.rejection import KEY_OBJECT_SELECTION, UnknownRejectionCode, parse_code, rejected_by, rejection_note
 from testbed.messages import multipart_body, stow_headers
 from testbed.synthetic import ct_instance
 from tests.conftest import API_KEY
@@ -121,5 +121,5 @@ def test_an_ordinary_key_object_selection_is_no_rejection():
     code.CodeValue, code.CodingSchemeDesignator = "113000", "DCM"   # Of Interest
     note.ConceptNameCodeSequence = [code]
     assert rejected_by(note) is None
-    with pytest.raises(ValueError, match="113037"):
+    with pytest.raises(UnknownRejectionCode, match="113037"):
         parse_code("113000^DCM")

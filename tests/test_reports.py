@@ -181,7 +181,20 @@ def test_the_charset_is_honoured(client, study):
     r = client.get(f"{url}/rendered", headers={"Accept": "text/plain", "Accept-Charset": "iso-8859-1, utf-8;q=0.5"})
     assert r.status_code == 406 and "ask for UTF-8" in r.get_json()["message"]   # 所見 has no Latin-1 form
     assert client.get(f"{url}/rendered?charset=klingon").status_code == 406
-    assert client.get(f"{url}/rendered?charset=rot13").status_code == 400   # a codec, not a character set
+    assert client.get(f"{url}/rendered?charset=rot13").status_code == 406   # a codec, not a character set
+
+
+@pytest.mark.parametrize("charset", ["idna", "undefined", "punycode", "unicode_escape", "utf-7"])
+@pytest.mark.parametrize("media_type", ["text/html", "text/plain"])
+def test_a_codec_that_writes_no_text_is_refused_by_name(client, study, charset, media_type):
+    """idna and undefined exist as codecs and refuse to write a page: 500s before, on both services."""
+    ds, url, _ = study
+    r = client.get(f"{url}/rendered?charset={charset}", headers={"Accept": media_type})
+    assert r.status_code == 406 and charset in r.get_json()["message"]
+    query = (f"requestType=WADO&studyUID={ds.StudyInstanceUID}&seriesUID={ds.SeriesInstanceUID}"
+             f"&objectUID={ds.SOPInstanceUID}&contentType={media_type}&charset={charset}")
+    r = client.get(f"/dicom-web/wado?{query}")
+    assert r.status_code == 406 and charset in r.get_json()["message"]
 
 
 def pdf_text(data: bytes, tmp_path) -> str:

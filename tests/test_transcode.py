@@ -78,8 +78,10 @@ def test_decompression_keeps_pixels_and_attributes(name, target):
             assert converted[elem.tag].value == elem.value, elem.keyword
 
 
-def test_undecodable_data_is_a_value_error():
-    with open(TEST_FILES / "JPEG2000-embedded-sequence-delimiter.dcm", "rb") as fp, pytest.raises(ValueError):
+def test_undecodable_data_is_a_conversion_error():
+    from transcode.codecs import ConversionError
+
+    with open(TEST_FILES / "JPEG2000-embedded-sequence-delimiter.dcm", "rb") as fp, pytest.raises(ConversionError):
         transcode(fp, EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.4.91")
 
 

@@ -431,3 +431,20 @@ def test_concurrent_claims_of_one_workitem_have_one_winner(ups_app):
         winners = [k for status, k in statuses if status == 200]
         assert len(winners) == 1 and sorted(s for s, _ in statuses) == [200] + [409] * 5
         assert ups_app.extensions["worklist"].get(f"1.2.4.{n}").transaction_uid == f"1.2.99.{winners[0]}"
+
+
+@pytest.mark.parametrize("headers, status, named", [
+    ({"Sec-WebSocket-Version": "13"}, 400, "Sec-WebSocket-Key"),                          # no key
+    ({"Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "not base64!"}, 400, "Sec-WebSocket-Key"),
+    ({"Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "c2hvcnQ="}, 400, "Sec-WebSocket-Key"),   # 5 bytes
+    ({"Sec-WebSocket-Version": "12", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}, 426, "version 13"),
+    ({"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}, 426, "version 13"),              # no version
+])
+def test_a_malformed_opening_handshake_is_refused_before_the_channel_opens(client, ups_app, headers, status, named):
+    """RFC 6455 §4.2.1, §4.4: each was a 500 (simple-websocket's own error) before."""
+    upgrade = {"Upgrade": "websocket", "Connection": "Upgrade", **headers}
+    r = client.get("/dicom-web/subscribers/WATCHER", headers=upgrade)
+    assert r.status_code == status and named in r.get_json()["message"], r.get_data()
+    if status == 426:
+        assert r.headers["Sec-WebSocket-Version"] == "13"
+    assert ups_app.extensions["worklist"].channel_of("WATCHER") is None   # the AE title was not taken

@@ -30,7 +30,7 @@ _STYLE = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 
           "section{margin-left:1em}")
 
 
-class NotCda(ValueError):
+class NotCda(Exception):
     """Bytes that are not a CDA document (not XML, or another root)."""
 
 

@@ -74,7 +74,7 @@ DECODED_HERE = frozenset(_HTJ2K | _JPEG_XL | {JPEG_XL_JPEG_RECOMPRESSION})   # n
 RECODABLE = frozenset({(JPEG_BASELINE, JPEG_XL_JPEG_RECOMPRESSION), (JPEG_XL_JPEG_RECOMPRESSION, JPEG_BASELINE)})
 
 
-class ConversionError(ValueError):
+class ConversionError(Exception):
     """An instance that cannot be converted as asked (its data, not a fault of ours)."""
 
 
@@ -370,7 +370,7 @@ def _rle_decode(data: bytes, pixels: PixelDescription) -> tuple[bytes, PixelDesc
 def check_declared_size(data: bytes, pixels: PixelDescription, source: str) -> None:
     """CodecError unless a JPEG, JPEG-LS or JPEG 2000 codestream's header (SOF, SOF55, SIZ)
     declares the rows, columns and samples of ``pixels``; other codestreams declare no size."""
-    from .streams import describe_stream
+    from .streams import StreamError, describe_stream
 
     known = TRANSFER_SYNTAXES.get(source)
     media_type = known.bulk_media_type if known is not None else None
@@ -378,7 +378,7 @@ def check_declared_size(data: bytes, pixels: PixelDescription, source: str) -> N
         return
     try:
         declared = describe_stream(media_type, data[:1 << 16] if media_type != "image/jpeg" else data, source)
-    except ValueError as exc:
+    except StreamError as exc:
         raise CodecError(f"the pixel data could not be decoded: its codestream header: {exc}") from None
     found = (declared.rows, declared.columns, declared.samples_per_pixel)
     expected = (pixels.rows, pixels.columns, pixels.samples_per_pixel if found[2] is not None else None)

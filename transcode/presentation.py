@@ -28,7 +28,7 @@ MAX_TEXT = 1_000
 _MODALITY = ("RescaleSlope", "RescaleIntercept", "RescaleType", "ModalityLUTSequence")
 
 
-class NotApplicable(ValueError):
+class NotApplicable(Exception):
     """A presentation state that is not one this server applies, or not one for this image."""
 
 
@@ -98,8 +98,9 @@ def present(array: np.ndarray, image: pydicom.Dataset, ps: pydicom.Dataset, targ
     picture = _displayed_area(picture, ps, target)
     if str(ps.get("ImageHorizontalFlip", "N")).upper() == "Y":
         picture = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    rotation = int(ps.get("ImageRotation", 0) or 0) % 360
-    if rotation in (90, 180, 270):   # clockwise, after the flip (PS3.3 C.10.6)
+    rotation = ps.get("ImageRotation", 0)
+    if isinstance(rotation, int) and rotation % 360 in (90, 180, 270):   # a damaged IS stays text: no rotation
+        rotation %= 360   # clockwise, after the flip (PS3.3 C.10.6)
         picture = picture.rotate(-rotation, expand=True)
     for draw in later:   # display units: fractions of the displayed area as shown
         draw(picture)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import numbers
 import struct
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
@@ -30,6 +31,15 @@ ICC_PROFILES = ("no", "yes", "srgb")   # PS3.18 also names adobergb and rommrgb:
 MAX_SIDE = 8192                         # of a rendered image (viewport, WADO-URI rows and columns)…
 MAX_RENDERED_PIXELS = 4096 * 4096       # …and its area: what one answer may cost to draw and encode
 MAX_ASPECT_RATIO = 10.0                 # a row/column spacing ratio beyond this is taken as damage, not applied
+
+
+class BadParameter(Exception):
+    """A rendering parameter that is malformed or asks for more than an image is drawn with."""
+
+
+class Unrenderable(Exception):
+    """A frame its own data set cannot present: a damaged LUT, a rescale that is no number, a
+    description the pixel data contradicts (the sender's, not a fault of ours)."""
 
 
 @dataclass(frozen=True)
@@ -60,57 +70,57 @@ class Rendering:
 
 def parse_rendering(params: dict[str, str], media_type: str = "image/jpeg",
                     default_viewport: Viewport | None = None) -> Rendering:
-    """The rendering parameters of a request; ValueError naming the parameter when one is malformed."""
+    """The rendering parameters of a request; BadParameter naming the parameter when one is malformed."""
     quality = 90
     if "quality" in params:
         quality = _number(params["quality"], "quality", int)
         if not 1 <= quality <= 100:
-            raise ValueError("quality must be between 1 and 100")
+            raise BadParameter("quality must be between 1 and 100")
     window = None
     if "window" in params:
         parts = params["window"].split(",")
         if len(parts) not in (2, 3):
-            raise ValueError("window must be center,width[,function]")
+            raise BadParameter("window must be center,width[,function]")
         center, width = _number(parts[0], "window center", float), _number(parts[1], "window width", float)
         function = WINDOW_FUNCTIONS.get(parts[2].strip().lower() if len(parts) == 3 else "linear")
         if function is None:
-            raise ValueError(f"window function must be one of {', '.join(WINDOW_FUNCTIONS)}")
+            raise BadParameter(f"window function must be one of {', '.join(WINDOW_FUNCTIONS)}")
         if width < (1 if function == "LINEAR" else 0) or (width == 0):
-            raise ValueError("window width must be at least 1 (linear) or above 0")
+            raise BadParameter("window width must be at least 1 (linear) or above 0")
         window = Window(center, width, function)
     viewport = default_viewport
     if "viewport" in params:
         parts = params["viewport"].split(",")
         if len(parts) not in (2, 6):
-            raise ValueError("viewport must be vw,vh or vw,vh,sx,sy,sw,sh")
+            raise BadParameter("viewport must be vw,vh or vw,vh,sx,sy,sw,sh")
         vw, vh = (_number(p, "viewport", int) for p in parts[:2])
         if not (0 < vw <= MAX_SIDE and 0 < vh <= MAX_SIDE):
-            raise ValueError(f"viewport width and height must be between 1 and {MAX_SIDE}")
+            raise BadParameter(f"viewport width and height must be between 1 and {MAX_SIDE}")
         if vw * vh > MAX_RENDERED_PIXELS:
-            raise ValueError(f"viewport {vw}x{vh} asks for more than the {MAX_RENDERED_PIXELS} pixels "
+            raise BadParameter(f"viewport {vw}x{vh} asks for more than the {MAX_RENDERED_PIXELS} pixels "
                              "an image is rendered with")
         region = tuple(_number(p, "viewport", float) for p in parts[2:]) if len(parts) == 6 else None
         if region is not None and (region[0] < 0 or region[1] < 0 or region[2] == 0 or region[3] == 0):
-            raise ValueError("viewport sx and sy must not be negative, sw and sh not zero")
+            raise BadParameter("viewport sx and sy must not be negative, sw and sh not zero")
         viewport = Viewport(vw, vh, region)
     annotations: tuple[str, ...] = ()
     if params.get("annotation"):
         annotations = tuple(a.strip().lower() for a in params["annotation"].split(","))
         if any(a not in ANNOTATIONS for a in annotations):
-            raise ValueError(f"annotation must be a list of {', '.join(ANNOTATIONS)}")
+            raise BadParameter(f"annotation must be a list of {', '.join(ANNOTATIONS)}")
     icc_profile = params.get("iccprofile", "no").lower()
     if icc_profile not in ICC_PROFILES:
-        raise ValueError(f"iccprofile must be one of {', '.join(ICC_PROFILES)}: images are rendered in sRGB")
+        raise BadParameter(f"iccprofile must be one of {', '.join(ICC_PROFILES)}: images are rendered in sRGB")
     return Rendering(media_type, quality, window, viewport, annotations, icc_profile)
 
 
 def _number(text: str, name: str, kind):
     try:
         value = kind(text.strip())
-    except ValueError:
-        raise ValueError(f"{name} must be a number, not {text[:40]!r}") from None
+    except ValueError:   # int() or float() of the peer's text, alone in the try
+        raise BadParameter(f"{name} must be a number, not {text[:40]!r}") from None
     if kind is float and not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite number")
+        raise BadParameter(f"{name} must be a finite number")
     return value
 
 
@@ -126,13 +136,24 @@ def frame_array(native: bytes, pixels: PixelDescription) -> np.ndarray:
         if len(native) >= count * dtype.itemsize:
             return stored_bits(np.frombuffer(native, dtype, count).reshape(pixels.rows, pixels.columns), pixels)
     from pydicom.pixels import get_decoder
-    array, _ = get_decoder("1.2.840.10008.1.2.1").as_array(
-        native, rows=pixels.rows, columns=pixels.columns, samples_per_pixel=pixels.samples_per_pixel,
-        bits_allocated=pixels.bits_allocated, bits_stored=pixels.bits_stored,
-        pixel_representation=pixels.pixel_representation,
-        photometric_interpretation=pixels.photometric_interpretation,
-        planar_configuration=pixels.planar_configuration, number_of_frames=1, pixel_keyword="PixelData")
+    with _of_the_data("the frame does not hold what its description says"):
+        array, _ = get_decoder("1.2.840.10008.1.2.1").as_array(
+            native, rows=pixels.rows, columns=pixels.columns, samples_per_pixel=pixels.samples_per_pixel,
+            bits_allocated=pixels.bits_allocated, bits_stored=pixels.bits_stored,
+            pixel_representation=pixels.pixel_representation,
+            photometric_interpretation=pixels.photometric_interpretation,
+            planar_configuration=pixels.planar_configuration, number_of_frames=1, pixel_keyword="PixelData")
     return array
+
+
+@contextmanager
+def _of_the_data(what: str) -> Iterator[None]:
+    """Around one call of pydicom's on the sender's values (a decoder, a LUT): what it raises
+    for values it cannot use is the data's (Unrenderable), not a fault of ours."""
+    try:
+        yield
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise Unrenderable(f"{what}: {str(exc)[:200]}") from None
 
 
 def stored_bits(array: np.ndarray, pixels: PixelDescription) -> np.ndarray:
@@ -149,7 +170,8 @@ def stored_bits(array: np.ndarray, pixels: PixelDescription) -> np.ndarray:
 def to_8bit(array: np.ndarray, ds: pydicom.Dataset, photometric: str, window: Window | None) -> np.ndarray:
     """The presentation pipeline: an 8-bit grey or RGB array of one frame."""
     if photometric == "PALETTE COLOR":
-        rgb = apply_color_lut(array, ds)
+        with _of_the_data("the palette colour lookup tables cannot be applied"):
+            rgb = apply_color_lut(array, ds)
         return _scale_to_8bit(rgb, 16 if rgb.dtype.itemsize > 1 else 8)
     if array.ndim == 3:   # RGB (YCbCr is converted by the decoder)
         stored = int(ds.get("BitsStored") or array.dtype.itemsize * 8)
@@ -171,16 +193,18 @@ def _grey(array: np.ndarray, ds: pydicom.Dataset, photometric: str, window: Wind
     for keyword in ("RescaleSlope", "RescaleIntercept"):   # pydicom keeps a damaged DS value as text
         value = ds.get(keyword)
         if value not in (None, "") and not isinstance(value, numbers.Number):
-            raise ValueError(f"{keyword} {str(value)[:40]!r} is not a number")
-    values = apply_modality_lut(array, ds).astype(np.float64)
+            raise Unrenderable(f"{keyword} {str(value)[:40]!r} is not a number")
+    with _of_the_data("the modality LUT cannot be applied"):
+        values = apply_modality_lut(array, ds).astype(np.float64)
     if window is None:
         window = dataset_window(ds)
     if window is not None:
         grey = apply_window(values, window)
     elif "VOILUTSequence" in ds:
-        lut = apply_voi_lut(values.astype(np.int64) if np.all(values == np.round(values)) else values, ds,
-                            prefer_lut=True)
-        bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+        with _of_the_data("the VOI LUT cannot be applied"):
+            lut = apply_voi_lut(values.astype(np.int64) if np.all(values == np.round(values)) else values, ds,
+                                prefer_lut=True)
+            bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
         grey = np.clip(np.rint(lut.astype(np.float64) / ((1 << bits) - 1) * 255), 0, 255).astype(np.uint8)
     else:
         low, high = float(values.min()), float(values.max())
@@ -272,13 +296,13 @@ def _viewport(image: Image.Image, viewport: Viewport) -> Image.Image:
 
 def region_box(region: tuple[float, float, float, float], width: int, height: int) -> tuple[int, int, int, int]:
     """The part of a ``width`` × ``height`` image a viewport region (sx, sy, sw, sh) covers, as a
-    crop box; ValueError when it covers none of it. What lies outside the image is not drawn."""
+    crop box; BadParameter when it covers none of it. What lies outside the image is not drawn."""
     sx, sy, sw, sh = region
     left, right = sorted((sx, sx + sw))
     top, bottom = sorted((sy, sy + sh))
     box = (max(0, round(left)), max(0, round(top)), min(width, round(right)), min(height, round(bottom)))
     if box[0] >= box[2] or box[1] >= box[3]:
-        raise ValueError(f"the viewport region {sx:g},{sy:g},{sw:g},{sh:g} lies outside the {width}x{height} image")
+        raise BadParameter(f"the viewport region {sx:g},{sy:g},{sw:g},{sh:g} lies outside the {width}x{height} image")
     return box
 
 

@@ -26,6 +26,11 @@ PIXEL_MEDIA_TYPES = {
 }
 
 
+class StreamError(Exception):
+    """A stream that does not read as its media type, or whose header describes an image
+    DICOM cannot hold: the sender's to mend."""
+
+
 @dataclass
 class StreamImage:
     transfer_syntax: str
@@ -42,11 +47,11 @@ class StreamImage:
 
 
 def describe_stream(media_type: str, data: bytes, transfer_syntax: str | None = None) -> StreamImage:
-    """Raises ValueError when the stream does not read as its media type, or its header
+    """Raises StreamError when the stream does not read as its media type, or its header
     describes an image DICOM cannot hold (PS3.3 C.7.6.3: rows and columns 1 to 65535,
     1 to 4 samples, 1 to 16 bits): a header is the peer's word, checked before use."""
     if media_type not in PIXEL_MEDIA_TYPES:
-        raise ValueError(f"{media_type} is not a pixel data media type")
+        raise StreamError(f"{media_type} is not a pixel data media type")
     try:
         if media_type == "image/jpeg":
             image = _jpeg(data, transfer_syntax)
@@ -59,35 +64,35 @@ def describe_stream(media_type: str, data: bytes, transfer_syntax: str | None = 
         else:
             return StreamImage(transfer_syntax or PIXEL_MEDIA_TYPES[media_type], [data])
     except (struct.error, IndexError):
-        raise ValueError("the stream's header is truncated") from None
+        raise StreamError("the stream's header is truncated") from None
     checks = (("rows", image.rows, 1, 0xFFFF), ("columns", image.columns, 1, 0xFFFF),
               ("samples per pixel", image.samples_per_pixel, 1, 4), ("bits per sample", image.bits_stored, 1, 16))
     for name, value, low, high in checks:
         if value is not None and not low <= value <= high:
-            raise ValueError(f"the stream's header declares {value} {name}, outside {low}..{high}")
+            raise StreamError(f"the stream's header declares {value} {name}, outside {low}..{high}")
     return image
 
 
 def _markers(data: bytes):
     """(marker, segment payload) of a JPEG-family stream, up to its first scan."""
     if data[:2] != b"\xff\xd8":
-        raise ValueError("the stream does not start with a JPEG SOI marker")
+        raise StreamError("the stream does not start with a JPEG SOI marker")
     position = 2
     while position + 4 <= len(data):
         if data[position] != 0xFF:
-            raise ValueError(f"JPEG marker expected at byte {position}")
+            raise StreamError(f"JPEG marker expected at byte {position}")
         marker = data[position + 1]
         if marker == 0xFF:
             position += 1
             continue
         (length,) = struct.unpack(">H", data[position + 2:position + 4])
         if length < 2 or position + 2 + length > len(data):
-            raise ValueError(f"the JPEG marker segment at byte {position} is truncated")
+            raise StreamError(f"the JPEG marker segment at byte {position} is truncated")
         yield marker, data[position + 4:position + 2 + length]
         if marker == 0xDA:   # start of scan: the header ends
             return
         position += 2 + length
-    raise ValueError("the JPEG stream ends inside its header")
+    raise StreamError("the JPEG stream ends inside its header")
 
 
 def _split_jpeg_frames(data: bytes) -> list[bytes]:
@@ -121,8 +126,8 @@ def _jpeg(data: bytes, syntax: str | None) -> StreamImage:
                 photometric = "YBR_FULL_422"
             return StreamImage(syntax, frames, rows, columns, components, precision, photometric)
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            raise ValueError(f"JPEG process SOF{marker - 0xC0} has no DICOM transfer syntax here")
-    raise ValueError("the JPEG stream has no frame header")
+            raise StreamError(f"JPEG process SOF{marker - 0xC0} has no DICOM transfer syntax here")
+    raise StreamError("the JPEG stream has no frame header")
 
 
 def _jpeg_ls(data: bytes, syntax: str | None) -> StreamImage:
@@ -136,18 +141,18 @@ def _jpeg_ls(data: bytes, syntax: str | None) -> StreamImage:
             syntax = syntax or ("1.2.840.10008.1.2.4.81" if near else "1.2.840.10008.1.2.4.80")
             return StreamImage(syntax, [data], rows, columns, components, precision,
                                "MONOCHROME2" if components == 1 else "RGB")
-    raise ValueError("the JPEG-LS stream has no frame header (SOF55)")
+    raise StreamError("the JPEG-LS stream has no frame header (SOF55)")
 
 
 def _jpeg_2000(data: bytes, syntax: str) -> StreamImage:
     if data[4:8] == b"jP  ":   # a JP2 file: DICOM keeps its codestream (the jp2c box)
         data = _jp2_codestream(data)
     if data[:4] != b"\xff\x4f\xff\x51":
-        raise ValueError("the stream is not a JPEG 2000 codestream (no SOC and SIZ markers)")
+        raise StreamError("the stream is not a JPEG 2000 codestream (no SOC and SIZ markers)")
     (length,) = struct.unpack(">H", data[4:6])
     siz = data[6:4 + length]
     if len(siz) < 37 or length > len(data) - 4:
-        raise ValueError("the JPEG 2000 SIZ marker segment is truncated")
+        raise StreamError("the JPEG 2000 SIZ marker segment is truncated")
     xsiz, ysiz, xosiz, yosiz = struct.unpack(">IIII", siz[2:18])
     (components,) = struct.unpack(">H", siz[34:36])
     precision = (siz[36] & 0x7F) + 1
@@ -156,7 +161,7 @@ def _jpeg_2000(data: bytes, syntax: str) -> StreamImage:
         marker, size = struct.unpack(">HH", data[position:position + 4])
         if marker == 0xFF52:   # COD: multiple component transform and wavelet of the main header
             if position + 14 > len(data):
-                raise ValueError("the JPEG 2000 COD marker segment is truncated")
+                raise StreamError("the JPEG 2000 COD marker segment is truncated")
             mct, reversible = data[position + 8], data[position + 13] == 1
             break
         if marker == 0xFF90:   # first tile: the main header is over
@@ -168,7 +173,7 @@ def _jpeg_2000(data: bytes, syntax: str) -> StreamImage:
         syntax = HTJ2K
     photometric = "MONOCHROME2" if components == 1 else ("YBR_RCT" if reversible else "YBR_ICT") if mct else "RGB"
     if xosiz >= xsiz or yosiz >= ysiz:
-        raise ValueError(f"the JPEG 2000 image area is empty or negative ({xsiz}-{xosiz} by {ysiz}-{yosiz})")
+        raise StreamError(f"the JPEG 2000 image area is empty or negative ({xsiz}-{xosiz} by {ysiz}-{yosiz})")
     return StreamImage(syntax, [data], ysiz - yosiz, xsiz - xosiz, components, precision, photometric)
 
 
@@ -176,7 +181,7 @@ def _jp2_codestream(data: bytes) -> bytes:
     for kind, start, end in boxes(_in_memory(data), 0, len(data)):
         if kind == b"jp2c":
             return data[start:end]
-    raise ValueError("the JP2 file has no codestream box")
+    raise StreamError("the JP2 file has no codestream box")
 
 
 def boxes(read: Callable[[int, int], bytes], position: int, end: int, limit: int = 1024) -> Iterator[tuple[bytes, int, int]]:
@@ -216,7 +221,7 @@ def _jpeg_xl(data: bytes, syntax: str) -> StreamImage:
     in the container's first jxlc/jxlp box; its colour and bit depth lie in fields this does not read."""
     codestream = _jxl_codestream(data) if data.startswith(_JXL_CONTAINER) else data
     if codestream[:2] != b"\xff\x0a":
-        raise ValueError("the stream is not a JPEG XL codestream (no FF0A signature)")
+        raise StreamError("the stream is not a JPEG XL codestream (no FF0A signature)")
     bits = int.from_bytes(codestream[2:20], "little")   # the SizeHeader lies within its first 18 bytes
     position = 0
 
@@ -238,7 +243,7 @@ def _jpeg_xl(data: bytes, syntax: str) -> StreamImage:
     else:
         columns = (read(5) + 1) * 8 if small else size()
     if len(codestream) < 2 + (position + 7) // 8:
-        raise ValueError("the JPEG XL SizeHeader is truncated")
+        raise StreamError("the JPEG XL SizeHeader is truncated")
     return StreamImage(syntax, [data], rows, columns)
 
 
@@ -248,4 +253,4 @@ def _jxl_codestream(data: bytes) -> bytes:
             return data[start:end]
         if kind == b"jxlp":   # the first part of a codestream split over boxes, after its index
             return data[start + 4:end]
-    raise ValueError("the JPEG XL container has no codestream box")
+    raise StreamError("the JPEG XL container has no codestream box")

@@ -79,7 +79,7 @@ _IDENTIFYING = ("PatientName", "PatientID", "OtherPatientIDs", "OtherPatientName
                 "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName", "InstitutionName")
 
 
-class NotDeidentifiable(ValueError):
+class NotDeidentifiable(Exception):
     """An object this profile cannot make safe: its pixels or document may show who it is of."""
 
 

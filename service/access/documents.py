@@ -31,6 +31,10 @@ class NoDocument(LookupError):
     pass
 
 
+class DocumentTooLarge(Exception):
+    """A deflated instance's document larger than it may be inflated for one answer."""
+
+
 @dataclass(frozen=True)
 class Document:
     """Where the document is: ``length`` bytes of the blob from ``offset``, or (for a deflated
@@ -47,7 +51,7 @@ def is_document(stored: StoredInstance) -> bool:
 
 
 def locate(archive: Archive, stored: StoredInstance, max_in_memory: int) -> Document:
-    """The encapsulated document of ``stored``; NoDocument when it has none, ValueError when a
+    """The encapsulated document of ``stored``; NoDocument when it has none, DocumentTooLarge when a
     deflated one's document exceeds ``max_in_memory``."""
     default = ENCAPSULATED[stored.sop_class_uid]
     if stored.transfer_syntax_uid == DEFLATED:
@@ -56,7 +60,7 @@ def locate(archive: Archive, stored: StoredInstance, max_in_memory: int) -> Docu
             raise NoDocument(stored.sop_instance_uid)
         data = bytes(ds[DOCUMENT].value)
         if len(data) > max_in_memory:
-            raise ValueError(f"the deflated instance's document is {len(data)} bytes, over {max_in_memory}")
+            raise DocumentTooLarge(f"the deflated instance's document is {len(data)} bytes, over {max_in_memory}")
         data = data[:_declared(ds, len(data))]
         return Document(_media_type(ds, default), 0, len(data), data)
     with archive.ranged(stored) as fp:

@@ -12,8 +12,10 @@ import pydicom
 
 from storage import Archive, StoredInstance
 from transcode import PixelDescription
+from transcode.codecs import CodecError
 from transcode.render import (
-    MAX_RENDERED_PIXELS, MAX_SIDE, Rendering, animated_gif, encode_images, frame_array, region_box, to_8bit, to_image,
+    MAX_RENDERED_PIXELS, MAX_SIDE, BadParameter, Rendering, Unrenderable, animated_gif, encode_images, frame_array,
+    region_box, to_8bit, to_image,
 )
 from transcode.presentation import NotApplicable, Target, present
 from transcode.presentation import check as check_state
@@ -39,7 +41,7 @@ def check_cost(pixels: PixelDescription, numbers: Sequence[int] | None, renderin
     if rendering.viewport is not None and rendering.viewport.region is not None:
         try:
             region_box(rendering.viewport.region, pixels.columns, pixels.rows)
-        except ValueError as exc:
+        except BadParameter as exc:
             raise BadRequest(f"viewport: {exc}") from None
     count = 1 if several or rendering.media_type != "image/gif" else len(numbers or ()) or pixels.number_of_frames
     limits.check(pixels.frame_length * count, "rendering")
@@ -165,7 +167,7 @@ def _image(reader: FrameReader, number: int, ds, rendering: Rendering):  # noqa:
             native, description = reader.native(number)
             array, photometric = frame_array(native, description), description.photometric_interpretation
         return to_image(to_8bit(array, ds, photometric, rendering.window), ds, rendering)
-    except ValueError as exc:   # CodecError, or a description the pixels contradict
+    except (CodecError, Unrenderable) as exc:   # the data's; any other error is ours (a 500)
         raise NotAcceptable(f"the image cannot be rendered: {exc}") from None
 
 
@@ -210,11 +212,11 @@ def presented_image(reader: FrameReader, number: int, state: pydicom.Dataset, re
     check_cost(reader.pixels, [number], rendering, False, limits)
     with limits.slot(before_answer):
         ds = reader.dataset()
-        native, description = reader.native(number)
         try:
+            native, description = reader.native(number)
             picture = present(frame_array(native, description), ds, state, target, rendering.window)
         except NotApplicable as exc:
             raise NotAcceptable(f"the presentation state cannot be applied: {exc}") from None
-        except ValueError as exc:
+        except (CodecError, Unrenderable) as exc:
             raise NotAcceptable(f"the image cannot be rendered: {exc}") from None
         return encode_images([to_image(np.asarray(picture), ds, rendering)], rendering)

@@ -51,7 +51,8 @@ def report_media_type(accept: Sequence[MediaType]) -> tuple[str, str | None]:
 
 def text_encoding(*asked: str | None) -> str:
     """The first charset named (the ``charset`` query parameter, then the Accept entry's, then
-    Accept-Charset's first), checked to be a text encoding; UTF-8 when none is named."""
+    Accept-Charset's first), checked to be an encoding text can be written in; UTF-8 when none
+    is named."""
     for value in asked:
         if not value:
             continue
@@ -60,14 +61,37 @@ def text_encoding(*asked: str | None) -> str:
             continue
         if not _CHARSET.fullmatch(name):   # it is echoed in Content-Type: a token, no more
             raise BadRequest(f"charset {name[:40]!r} is not a character set name")
-        try:
-            found = codecs.lookup(name)
-        except LookupError:
-            raise NotAcceptable(f"charset {name[:40]!r} is not known here; UTF-8 is") from None
-        if not getattr(found, "_is_text_encoding", True):
-            raise BadRequest(f"charset {name[:40]!r} is not a character set")
+        if not _writes_text(name.lower()):
+            raise NotAcceptable(f"charset {name[:40]!r} is not a character set text is written in here; UTF-8 is")
         return name
     return "utf-8"
+
+
+# The encodings a browser reads (the WHATWG Encoding Standard's, and US-ASCII and Latin-1 by
+# their names), by the names Python's codecs give them: a codec that exists for something else
+# (idna, punycode, undefined, unicode_escape…) writes no text a client can read.
+_WEB_ENCODINGS = (
+    "utf-8", "utf-16", "utf-16le", "utf-16be", "us-ascii", "iso-8859-1", "iso-8859-2", "iso-8859-3", "iso-8859-4",
+    "iso-8859-5", "iso-8859-6", "iso-8859-7", "iso-8859-8", "iso-8859-10", "iso-8859-13", "iso-8859-14",
+    "iso-8859-15", "iso-8859-16", "ibm866", "koi8-r", "koi8-u", "macintosh", "windows-874", "windows-1250",
+    "windows-1251", "windows-1252", "windows-1253", "windows-1254", "windows-1255", "windows-1256",
+    "windows-1257", "windows-1258", "x-mac-cyrillic", "gbk", "gb18030", "big5", "euc-jp", "iso-2022-jp",
+    "shift_jis", "euc-kr",
+)
+
+
+def _codec_name(label: str) -> str | None:
+    try:
+        return codecs.lookup(label).name
+    except LookupError:
+        return None
+
+
+_WRITTEN = frozenset(filter(None, map(_codec_name, _WEB_ENCODINGS)))
+
+
+def _writes_text(name: str) -> bool:
+    return _codec_name(name) in _WRITTEN
 
 
 def render_report(archive: Archive, stored: StoredInstance, media_type: str, charset: str, link: Link,

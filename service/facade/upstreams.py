@@ -37,6 +37,10 @@ ANY_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 UPSTREAM_ENVIRON_KEY = "dicomweb.upstream"
 
 
+class UpstreamError(Exception):
+    """An upstream's answer that cannot be used: too large, too slow, malformed."""
+
+
 @dataclass
 class Upstream:
     name: str
@@ -57,19 +61,22 @@ class Upstream:
 
     def json(self, response: requests.Response):
         """A JSON answer of this upstream, read within ``max_json_bytes`` and four of its timeouts in all
-        (``timeout`` bounds each read, not the answer): ValueError beyond either."""
+        (``timeout`` bounds each read, not the answer): UpstreamError beyond either, or for what is not JSON."""
         deadline, body = time.monotonic() + 4 * self.timeout, bytearray()
         try:
             # read1: what one read of the socket gives, so that a trickle meets the deadline
             while chunk := response.raw.read1(1 << 16, decode_content=True):
                 body += chunk
                 if len(body) > self.max_json_bytes:
-                    raise ValueError(f"upstream {self.name} answered more than {self.max_json_bytes} bytes of JSON")
+                    raise UpstreamError(f"upstream {self.name} answered more than {self.max_json_bytes} bytes of JSON")
                 if time.monotonic() > deadline:
-                    raise ValueError(f"upstream {self.name} took more than {4 * self.timeout:g} s to answer")
+                    raise UpstreamError(f"upstream {self.name} took more than {4 * self.timeout:g} s to answer")
         finally:
             response.close()
-        return json.loads(body)
+        try:
+            return json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise UpstreamError(f"upstream {self.name} answered JSON that does not parse: {exc}") from None
 
 
 def load(path: Path | None, max_json_bytes: int = 16 << 20) -> list[Upstream]:
@@ -181,7 +188,7 @@ class Facade:
             if is_json:
                 try:
                     found = _here(upstream.json(response), here)
-                except ValueError:   # too large, too slow, or not JSON: as if this upstream had nothing
+                except UpstreamError:   # too large, too slow, or not JSON: as if this upstream had nothing
                     continue
                 if transform is not None:
                     found = [transform(model) for model in found] if isinstance(found, list) else transform(found)
@@ -201,7 +208,7 @@ class Facade:
         for upstream in (u for u in self.upstreams if {"search", "retrieve"} <= u.serves):
             try:
                 results = _search(upstream, scope, params)
-            except (requests.RequestException, ValueError):
+            except (requests.RequestException, UpstreamError):
                 continue
             paths = []
             for result in results:
@@ -228,21 +235,22 @@ def _search(upstream: Upstream, path: str, params: list[tuple[str, str]]) -> lis
         return []
     if response.status_code != 200:
         response.close()
-        raise ValueError(f"upstream {upstream.name} answered {response.status_code}")
+        raise UpstreamError(f"upstream {upstream.name} answered {response.status_code}")
     found = upstream.json(response)
     if not isinstance(found, list) or not all(isinstance(r, dict) for r in found):
-        raise ValueError(f"upstream {upstream.name} answered no list of results")
+        raise UpstreamError(f"upstream {upstream.name} answered no list of results")
     return found
 
 
 def parts(response: requests.Response, spool_dir: Path, spool_memory: int, max_bytes: int = 1 << 30) -> Iterator:
-    """Each instance of a streamed multipart answer, spooled, one at a time; ValueError for one
-    larger than ``max_bytes`` (the answer is not read further) or a malformed answer."""
+    """Each instance of a streamed multipart answer, spooled, one at a time; UpstreamError for an
+    answer that is not multipart, MultipartError for one malformed or an instance larger than
+    ``max_bytes`` (the answer is not read further)."""
     content_type = response.headers.get("Content-Type", "")
     boundary = next((p.split("=", 1)[1].strip('"') for p in content_type.split(";")
                      if p.strip().lower().startswith("boundary=")), None)
     if not boundary:
-        raise ValueError("the upstream's answer is not multipart")
+        raise UpstreamError("the upstream's answer is not multipart")
     try:
         for part in spooled_parts(response.iter_content(1 << 20), MultipartDecoder(boundary),
                                   lambda _: tempfile.SpooledTemporaryFile(max_size=spool_memory, dir=spool_dir),

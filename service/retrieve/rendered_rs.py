@@ -28,9 +28,9 @@ from storage.uids import is_valid_uid
 from transcode import PixelDescription
 from transcode.cda import NotCda, cda_html
 from transcode.presentation import GSPS_CLASS, NotApplicable
-from transcode.render import RENDERED_MEDIA_TYPES, Rendering, Viewport, parse_rendering
+from transcode.render import RENDERED_MEDIA_TYPES, BadParameter, Rendering, Viewport, parse_rendering
 
-from ..access.documents import NoDocument, is_document, locate
+from ..access.documents import DocumentTooLarge, NoDocument, is_document, locate
 from ..access.reports import is_report, render_report, rendered_link, report_media_type, text_encoding
 from ..access.frames import FrameReader
 from ..access.header import stored_header
@@ -81,7 +81,7 @@ def render_resource(study: str, series: str | None, instance: str | None, frames
     media_type, as_multipart = negotiate(accepted(), several)
     try:
         rendering = parse_rendering(request.args.to_dict(), media_type, THUMBNAIL if thumbnail else None)
-    except ValueError as exc:
+    except BadParameter as exc:
         raise BadRequest(str(exc)) from None
     images, refused = (representative if thumbnail else image_instances)(archive(), found, seed)
     if not images and refused:
@@ -129,7 +129,7 @@ def _document(stored: StoredInstance, anonymized: bool) -> Response:
         document = locate(archive(), stored, transcode_limits().max_bytes)
     except NoDocument:
         raise NotFound("the instance holds no encapsulated document") from None
-    except ValueError as exc:
+    except DocumentTooLarge as exc:
         raise PayloadTooLarge(str(exc)) from None
     kind = document.media_type
     acceptable = accepted()
@@ -179,7 +179,7 @@ def _presentation(stored: StoredInstance, anonymized: bool) -> Response:
     media_type, as_multipart = negotiate(accepted(), len(readers) > 1)
     try:
         rendering = parse_rendering(request.args.to_dict(), media_type)
-    except ValueError as exc:
+    except BadParameter as exc:
         raise BadRequest(str(exc)) from None
     limits = transcode_limits()
     try:   # the first now, so that what cannot be drawn is a 406; the others as the answer reaches them
@@ -270,7 +270,7 @@ def _video(stored: StoredInstance, seed: str | None) -> Response:
     made = "video/mp4" if made == "video/*" else made
     try:
         rendering = parse_rendering(request.args.to_dict(), "image/png")
-    except ValueError as exc:
+    except BadParameter as exc:
         raise BadRequest(str(exc)) from None
     images, refused = image_instances(archive(), [stored], seed)
     if not images:

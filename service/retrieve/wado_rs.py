@@ -15,7 +15,7 @@ from ..facade import upstreams
 from ..wire import urls
 from ..errors import NotAcceptable, NotFound
 from ..wire.media import DICOM, instance_representations
-from ..wire.multipart import Part, new_boundary
+from ..wire.multipart import MultipartError, Part, new_boundary
 from ..web import (
     accepted, anonymize_seed, archive, base_url, facade, multipart_response, require_uids, settings, transcode_limits, warning,
 )
@@ -98,7 +98,7 @@ def _from_upstream(study: str, series: str | None, instance: str | None, represe
                     part = _relayed(spool, candidates, seed, root, limit)
                     if part is not None:
                         yield part
-            except (ValueError, requests.RequestException) as exc:   # a broken upstream answer ends early
+            except (upstreams.UpstreamError, MultipartError, requests.RequestException) as exc:   # a broken upstream answer ends early
                 log.warning("upstream %s: answer cut short: %s", upstream.name, reason(exc))
 
     response = multipart_response(parts(), DICOM, status=status)

@@ -19,7 +19,9 @@ from flask import Response, request
 
 from storage.uids import is_valid_uid
 from transcode.presentation import NotApplicable
-from transcode.render import MAX_RENDERED_PIXELS, MAX_SIDE, RENDERED_MEDIA_TYPES, Viewport, Window, parse_rendering
+from transcode.render import (
+    MAX_RENDERED_PIXELS, MAX_SIDE, RENDERED_MEDIA_TYPES, BadParameter, Viewport, Window, parse_rendering,
+)
 from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 
 from ..access.rendering import check_cost, presented_image, render
@@ -27,7 +29,7 @@ from ..access import instances
 from ..access.header import stored_header
 from ..access.reports import REPORT_TYPES, SR_CLASS_PREFIX, render_report, text_encoding, wado_uri_link
 from ..errors import BadRequest, NotAcceptable, NotFound
-from ..wire.media import DICOM, Representation, parse_accept
+from ..wire.media import DICOM, MalformedMediaType, Representation, parse_accept
 from ..access.frames import FrameReader
 from ..web import anonymize_seed, archive, transcode_limits
 
@@ -96,7 +98,7 @@ def _content_type(asked: str | None, image: bool, sop_class: str) -> str:
         return "text/html" if sop_class.startswith(SR_CLASS_PREFIX) else DICOM
     try:
         wanted = [media.type for media in parse_accept(asked)]
-    except ValueError as exc:
+    except MalformedMediaType as exc:
         raise BadRequest(f"contentType: {exc}") from None
     for media_type in wanted:
         if media_type == DICOM or (media_type in RENDERED_MEDIA_TYPES and image) \
@@ -136,7 +138,7 @@ def _image(frames: FrameReader, content_type: str, args, state=None) -> Response
         params["annotation"] = args["annotation"]
     try:
         rendering = parse_rendering(params, content_type)
-    except ValueError as exc:
+    except BadParameter as exc:
         raise BadRequest(str(exc).replace("quality", "imageQuality", 1)) from None
     if ("windowCenter" in args) != ("windowWidth" in args):
         raise BadRequest("windowCenter and windowWidth go together")

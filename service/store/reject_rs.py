@@ -20,14 +20,14 @@ from ..errors import BadRequest, ServiceUnavailable
 from ..web import archive, base_url, require_uids
 from ..wire import urls
 from .delete_rs import no_such
-from .rejection import KEY_OBJECT_SELECTION, parse_code, rejected_by, rejection_note
+from .rejection import KEY_OBJECT_SELECTION, UnknownRejectionCode, parse_code, rejected_by, rejection_note
 
 
 def reject(study: str, code: str, series: str | None = None, instance: str | None = None) -> Response:
     require_uids(study=study, series=series, instance=instance)
     try:
         reason = parse_code(code)
-    except ValueError as exc:
+    except UnknownRejectionCode as exc:
         raise BadRequest(str(exc)) from None
     store = archive()
     notes = {row.note for row in store.catalog.rejected(study)}

@@ -23,12 +23,16 @@ _PATIENT_AND_STUDY = ("SpecificCharacterSet", "PatientName", "PatientID", "Issue
                       "ReferringPhysicianName", "StudyID", "StudyDescription")
 
 
+class UnknownRejectionCode(Exception):
+    """A code that names none of the rejection reasons of PS3.3 CID 7011."""
+
+
 def parse_code(text: str) -> tuple[str, str]:
-    """``113001^DCM`` → ("113001", "DCM"); ValueError naming the codes known."""
+    """``113001^DCM`` → ("113001", "DCM"); UnknownRejectionCode naming the codes known."""
     value, _, scheme = text.partition("^")
     if (value, scheme) not in REJECTION_CODES:
         known = ", ".join(f"{v}^{s} ({meaning})" for (v, s), meaning in REJECTION_CODES.items())
-        raise ValueError(f"{text!r} is not a rejection code; known: {known}")
+        raise UnknownRejectionCode(f"{text[:80]!r} is not a rejection code; known: {known}")
     return value, scheme
 
 

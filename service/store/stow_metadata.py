@@ -15,7 +15,6 @@ built fails alone, with its reason.
 from __future__ import annotations
 
 import errno
-import re
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -32,12 +31,13 @@ from storage.archive import file_sha256
 from storage.dataset import reason
 from storage.status import FailureReason
 from storage.uids import is_valid_uid
-from transcode.streams import PIXEL_MEDIA_TYPES, describe_stream
+from transcode.streams import PIXEL_MEDIA_TYPES, StreamError, describe_stream
 from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 
-from ..wire.dicom_xml import MAX_SEQUENCE_DEPTH, xml_to_json
+from ..wire.dicom_json import MalformedDataset, check_model
+from ..wire.dicom_xml import xml_to_json
 from ..errors import BadRequest
-from ..wire.media import DICOM_JSON, DICOM_XML, LEGACY_MEDIA_TYPES, parse_media_type
+from ..wire.media import DICOM_JSON, DICOM_XML, LEGACY_MEDIA_TYPES, MalformedMediaType, parse_media_type
 from ..wire.tags import KEY
 
 # This implementation, as file meta information names it (PS3.7 D.3.3.3): a UUID-derived UID.
@@ -75,7 +75,7 @@ def instances(parts: list[BodyPart], study: str | None, spool_dir, spool_memory:
     for part in metadata:
         try:
             models = _models(part)
-        except ValueError as exc:
+        except MalformedDataset as exc:
             yield StoreOutcome(None, None, failure=FailureReason.CANNOT_UNDERSTAND, message=str(exc))
             continue
         for model in models:
@@ -106,46 +106,19 @@ def instances(parts: list[BodyPart], study: str | None, spool_dir, spool_memory:
 def _models(part: BodyPart) -> list[dict]:
     data = part.body.read(METADATA_LIMIT + 1)
     if len(data) > METADATA_LIMIT:
-        raise ValueError(f"a metadata part is larger than {METADATA_LIMIT} bytes")
+        raise MalformedDataset(f"a metadata part is larger than {METADATA_LIMIT} bytes")
     if part.media_type == DICOM_XML:
         return [xml_to_json(data)]
     try:
         parsed = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise ValueError(f"the JSON metadata cannot be read: {exc}") from None
+        raise MalformedDataset(f"the JSON metadata cannot be read: {exc}") from None
     models = parsed if isinstance(parsed, list) else [parsed]
     if not models or not all(isinstance(m, dict) for m in models):
-        raise ValueError("JSON metadata is a DICOM JSON object or an array of them")
+        raise MalformedDataset("JSON metadata is a DICOM JSON object or an array of them")
     for model in models:
         check_model(model)
     return models
-
-
-_TAG = re.compile(r"[0-9A-Fa-f]{8}")
-
-
-def check_model(model: dict, depth: int = 0) -> None:
-    """ValueError unless ``model`` has the shape of a DICOM JSON object (PS3.18 F.2): tags of 8 hex
-    digits, each an object with a string "vr", a "Value" array or a string "BulkDataURI" or
-    "InlineBinary"; sequence items objects themselves, nested no deeper than readers should recurse."""
-    if depth > MAX_SEQUENCE_DEPTH:
-        raise ValueError(f"sequences are nested more than {MAX_SEQUENCE_DEPTH} levels deep")
-    for tag, attribute in model.items():
-        if not _TAG.fullmatch(tag):
-            raise ValueError(f"DICOM JSON attribute {tag[:20]!r} is not a tag of 8 hexadecimal digits")
-        if not isinstance(attribute, dict) or not isinstance(attribute.get("vr", ""), str):
-            raise ValueError(f"DICOM JSON attribute {tag} is not an object with a vr")
-        for key in ("BulkDataURI", "InlineBinary"):
-            if key in attribute and not isinstance(attribute[key], str):
-                raise ValueError(f"DICOM JSON attribute {tag}: {key} is not a string")
-        values = attribute.get("Value", [])
-        if not isinstance(values, list):
-            raise ValueError(f"DICOM JSON attribute {tag}: Value is not an array")
-        if attribute.get("vr") == "SQ":
-            for item in values:
-                if item is not None and not isinstance(item, dict):
-                    raise ValueError(f"DICOM JSON attribute {tag}: a sequence item is not an object")
-                check_model(item or {}, depth + 1)
 
 
 def model_uid(model: dict, tag: str) -> str | None:
@@ -232,7 +205,7 @@ def _encapsulate(ds: Dataset, part: BodyPart) -> str:
     the metadata lacks are read from the stream, and must agree with those it has."""
     try:
         image = describe_stream(part.media_type, part.body.read(), part.transfer_syntax)
-    except ValueError as exc:
+    except StreamError as exc:
         raise _Refused(FailureReason.CANNOT_UNDERSTAND, f"the {part.media_type} part: {exc}") from None
     for keyword, field in _DESCRIPTION:
         found = getattr(image, field)
@@ -289,7 +262,7 @@ def body_part(headers: dict[str, str], body: BinaryIO) -> BodyPart:
     declared = headers.get("content-type", "application/octet-stream")
     try:
         media = parse_media_type(declared)
-    except ValueError as exc:
+    except MalformedMediaType as exc:
         raise BadRequest(f"a part's Content-Type: {exc}") from None
     media_type = LEGACY_MEDIA_TYPES.get(media.type, media.type)
     return BodyPart(media_type, media.param("transfer-syntax"), headers.get("content-location"), body)

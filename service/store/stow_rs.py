@@ -24,7 +24,7 @@ from .. import metrics
 from ..auth import DELETED_ENVIRON_KEY, PERMISSIONS_ENVIRON_KEY
 from ..wire.dicom_xml import json_to_xml
 from ..errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
-from ..wire.media import DICOM, DICOM_JSON, DICOM_XML, MULTIPART_RELATED, parse_media_type, response_format
+from ..wire.media import DICOM, DICOM_JSON, DICOM_XML, MULTIPART_RELATED, MalformedMediaType, parse_media_type, response_format
 from ..wire.multipart import MultipartDecoder, MultipartError, PartLimit, spooled_parts
 from ..web import accepted, archive, base_url, require_uids, settings, warning
 
@@ -103,7 +103,7 @@ def _received(stream: BinaryIO, content_type: str, study_in_url: str | None = No
     an instance at all."""
     try:
         media = parse_media_type(content_type) if content_type else None
-    except ValueError as exc:
+    except MalformedMediaType as exc:
         raise BadRequest(str(exc)) from None
     if media is None:
         raise UnsupportedMediaType('Content-Type must be multipart/related; type="application/dicom"')
@@ -222,7 +222,7 @@ def _refusal(headers: dict[str, str]) -> StoreOutcome | None:
     try:
         if parse_media_type(declared).type == DICOM:
             return None
-    except ValueError:
+    except MalformedMediaType:
         pass
     return StoreOutcome(None, None, failure=FailureReason.CANNOT_UNDERSTAND,
                         message=f"part of type {declared[:80]} is not application/dicom")

@@ -10,6 +10,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 from pydicom.datadict import keyword_for_tag
 
+from .dicom_json import MAX_SEQUENCE_DEPTH, MalformedDataset
+
 NAMESPACE = "http://dicom.nema.org/PS3.19/models/NativeDICOM"
 _PN_COMPONENTS = ("FamilyName", "GivenName", "MiddleName", "NamePrefix", "NameSuffix")
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
@@ -56,14 +58,11 @@ def _person_name(number: int, value: dict[str, str]) -> str:
     return f'<PersonName number="{number}">{"".join(groups)}</PersonName>'
 
 
-# Deeper than any real data set (SR content trees nest a dozen levels), shallow enough that
-# no reader of ours, pydicom's included, recurses near Python's limit.
-MAX_SEQUENCE_DEPTH = 64
 _NUMBER_VRS = {"DS", "FL", "FD", "IS", "SL", "SS", "SV", "UL", "US", "UV"}
 
 
 def xml_to_json(document: bytes) -> dict[str, Any]:
-    """A Native DICOM Model document as a DICOM JSON object; ValueError if malformed.
+    """A Native DICOM Model document as a DICOM JSON object; MalformedDataset if malformed.
 
     Parsed with defusedxml: entities, DTDs and external references are refused, never
     resolved (XXE, billion laughs)."""
@@ -73,9 +72,9 @@ def xml_to_json(document: bytes) -> dict[str, Any]:
     try:
         root = fromstring(document)
     except (ParseError, DefusedXmlException) as exc:
-        raise ValueError(f"the XML metadata cannot be read: {exc}") from None
+        raise MalformedDataset(f"the XML metadata cannot be read: {exc}") from None
     if _local(root.tag) != "NativeDicomModel":
-        raise ValueError(f"the XML metadata's root is {_local(root.tag)!r}, not NativeDicomModel")
+        raise MalformedDataset(f"the XML metadata's root is {_local(root.tag)!r}, not NativeDicomModel")
     return _read(root, 0)
 
 
@@ -85,14 +84,14 @@ def _local(tag: str) -> str:
 
 def _read(parent, depth: int) -> dict[str, Any]:
     if depth > MAX_SEQUENCE_DEPTH:
-        raise ValueError(f"sequences are nested more than {MAX_SEQUENCE_DEPTH} levels deep")
+        raise MalformedDataset(f"sequences are nested more than {MAX_SEQUENCE_DEPTH} levels deep")
     model: dict[str, Any] = {}
     for attribute in parent:
         if _local(attribute.tag) != "DicomAttribute":
             continue
         tag, vr = (attribute.get("tag") or "").upper(), attribute.get("vr") or "UN"
         if len(tag) != 8 or any(c not in "0123456789ABCDEF" for c in tag):
-            raise ValueError(f"DicomAttribute tag {tag!r} is not 8 hexadecimal digits")
+            raise MalformedDataset(f"DicomAttribute tag {tag!r} is not 8 hexadecimal digits")
         element: dict[str, Any] = {"vr": vr}
         values: list[Any] = []
         for child in attribute:
@@ -117,8 +116,8 @@ def _read(parent, depth: int) -> dict[str, Any]:
 def _number(text: str, vr: str) -> int | float:
     try:
         return int(text) if vr in ("IS", "SL", "SS", "SV", "UL", "US", "UV") else float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number for VR {vr}") from None
+    except ValueError:   # int() or float() of the peer's text, alone in the try
+        raise MalformedDataset(f"{text[:40]!r} is not a number for VR {vr}") from None
 
 
 def _read_person_name(element) -> dict[str, str]:

@@ -6,6 +6,7 @@ and ranges are ordered by q-value, keeping the client's order among equals.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from storage.uids import is_valid_uid
@@ -16,6 +17,10 @@ DICOM_JSON = "application/dicom+json"
 DICOM_XML = "application/dicom+xml"
 MULTIPART_RELATED = "multipart/related"
 ANY_TRANSFER_SYNTAX = "*"
+
+
+class MalformedMediaType(Exception):
+    """A Content-Type, Accept or contentType value that is not a media type (the peer's to mend)."""
 
 
 @dataclass(frozen=True)
@@ -53,13 +58,16 @@ def _unquote(value: str) -> str:
     return value
 
 
+_QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
+
+
 def parse_media_type(text: str) -> MediaType:
-    """Parse one media type or range with parameters; raise ValueError if malformed."""
+    """Parse one media type or range with parameters; MalformedMediaType if malformed."""
     head, *raw_params = _split_outside_quotes(text, ";")
     mtype = head.strip().lower()
     major, slash, minor = mtype.partition("/")
     if not slash or not major or not minor or " " in mtype:
-        raise ValueError(f"malformed media type {text.strip()!r}")
+        raise MalformedMediaType(f"malformed media type {text.strip()[:80]!r}")
     params: dict[str, str] = {}
     q = 1.0
     for raw in raw_params:
@@ -68,15 +76,12 @@ def parse_media_type(text: str) -> MediaType:
         name, eq, value = raw.partition("=")
         name = name.strip().lower()
         if not eq or not name:
-            raise ValueError(f"malformed parameter {raw.strip()!r} in media type {text.strip()!r}")
+            raise MalformedMediaType(f"malformed parameter {raw.strip()[:80]!r} in media type {text.strip()[:80]!r}")
         value = _unquote(value)
         if name == "q":
-            try:
-                q = float(value)
-            except ValueError:
-                raise ValueError(f"malformed q-value {value!r}") from None
-            if not 0.0 <= q <= 1.0:
-                raise ValueError(f"q-value {value!r} is outside 0..1")
+            if not _QVALUE.fullmatch(value):   # RFC 9110 §12.4.2: 0, 1, or 0.ddd
+                raise MalformedMediaType(f"malformed q-value {value[:40]!r}: it is a number from 0 to 1, at most 3 decimals")
+            q = float(value)
         else:
             params[name] = value
     return MediaType(mtype, params, q)

@@ -18,7 +18,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator, Sequence
 MAX_HEADER_BYTES = 16 * 1024
 
 
-class MultipartError(ValueError):
+class MultipartError(Exception):
     """The body is not well-formed multipart."""
 
 

@@ -12,6 +12,8 @@ the events table (the embedded default).
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import os
 import threading
@@ -165,6 +167,21 @@ class _EventSocket(simple_websocket.Server):
         return keep_going
 
 
+def check_handshake(version: str | None, key: str | None) -> None:
+    """An opening handshake a WebSocket server can answer (RFC 6455 §4.2.1): version 13, else
+    426 naming it (§4.4); a key of 16 bytes in base64, else 400. Checked before the channel
+    takes the AE title or a thread."""
+    if (version or "").strip() != "13":
+        raise UpgradeRequired(f"Sec-WebSocket-Version {(version or 'missing')[:20]!r}: this server speaks "
+                              "WebSocket version 13 (RFC 6455)", {"Sec-WebSocket-Version": "13", "Upgrade": "websocket"})
+    try:
+        decoded = base64.b64decode((key or "").strip(), validate=True)
+    except binascii.Error:
+        decoded = b""
+    if len(decoded) != 16:
+        raise BadRequest("Sec-WebSocket-Key must be 16 random bytes in base64 (RFC 6455 §4.1)")
+
+
 def upgrade_required(subscriber: str) -> Response:
     """GET /subscribers/{aetitle} without ``Upgrade: websocket``."""
     raise UpgradeRequired("the event channel is a WebSocket: ask with Upgrade: websocket (RFC 6455)",
@@ -174,6 +191,7 @@ def upgrade_required(subscriber: str) -> Response:
 def open_channel(subscriber: str) -> Response:
     """GET /subscribers/{aetitle} with ``Upgrade: websocket``: the channel, until it closes."""
     title = ae_title(subscriber)
+    check_handshake(request.headers.get("Sec-WebSocket-Version"), request.headers.get("Sec-WebSocket-Key"))
     if "gunicorn.socket" not in request.environ and "werkzeug.socket" not in request.environ:
         raise BadRequest("this server cannot take the connection over for a WebSocket")
     slots: threading.BoundedSemaphore = current_app.extensions["worklist_channels"]
