@@ -85,8 +85,10 @@ def test_a_new_workitem_is_scheduled_with_its_identity_and_events():
     ({"ScheduledProcedureStepPriority": {"vr": "CS", "Value": ["URGENT"]}}, "Invalid value"),
     ({"ScheduledProcedureStepStartDateTime": {"vr": "DT", "Value": ["tomorrow"]}}, "Invalid value"),
     ({"TransactionUID": {"vr": "UI", "Value": [HELD]}}, "Invalid attribute TransactionUID"),
-    ({"ProcedureStepProgressInformationSequence": {"vr": "SQ", "Value": []}}, "Invalid attribute"),
-    ({"UnifiedProcedureStepPerformedProcedureSequence": {"vr": "SQ", "Value": []}}, "Invalid attribute"),
+    ({"ProcedureStepProgressInformationSequence": {"vr": "SQ", "Value": [
+        {"00741004": {"vr": "DS", "Value": ["50"]}}]}}, "Invalid attribute ProcedureStepProgressInformationSequence"),
+    ({"UnifiedProcedureStepPerformedProcedureSequence": performed()["00741216"]},
+     "Invalid attribute UnifiedProcedureStepPerformedProcedureSequence"),
     ({"ScheduledStationNameCodeSequence": {"vr": "SQ", "Value": [{"00080100": {"vr": "SH", "Value": ["X"]}}]}},
      "CodingSchemeDesignator"),
     ({"ScheduledHumanPerformersSequence": {"vr": "SQ", "Value": [{}]}}, "HumanPerformerCodeSequence"),
@@ -228,7 +230,7 @@ def test_update_by_state_and_transaction(state, given, status, warning):
 
 
 @pytest.mark.parametrize("keyword", ["PatientName", "PatientID", "ProcedureStepState", "SOPInstanceUID",
-                                     "TransactionUID", "ReferencedRequestSequence"])
+                                     "ReferencedRequestSequence"])
 def test_update_refuses_what_it_may_not_change(keyword):
     changes = {ups.tag(keyword): {"vr": "LO", "Value": ["x"]}}
     with pytest.raises(ups.Refused) as refused:
@@ -313,3 +315,72 @@ def test_tags_in_lower_case_are_read_as_tags():
     changes = {"0074100e": {"vr": "SQ", "Value": []}, "00741204": {"vr": "LO", "Value": ["relabelled"]}}
     updated = ups.update(outcome.model, None, None, changes, NOW).model
     assert "0074100E" in updated and ups.first(updated, "ProcedureStepLabel") == "relabelled"
+
+
+# -- table CC.2.5-3, N-CREATE column, row by row where ups.py differed from it -----------------
+
+@pytest.mark.parametrize("keyword", ["ProcedureStepProgressInformationSequence",
+                                     "UnifiedProcedureStepPerformedProcedureSequence"])
+@pytest.mark.parametrize("empty", [{"vr": "SQ"}, {"vr": "SQ", "Value": []}])
+def test_the_performance_sequences_are_taken_empty_at_creation(keyword, empty):
+    """Type 2 at N-CREATE (dcm4chee's creation form sends both, empty): refused before."""
+    outcome = ups.create(new_workitem(**{keyword: empty}), "1.2.3", NOW)
+    assert ups.has(outcome.model, keyword) and not ups.values(outcome.model, keyword)
+
+
+@pytest.mark.parametrize("keyword", ["IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence",
+                                     "OtherPatientIDsSequence", "AdmittingDiagnosesDescription",
+                                     "AdmittingDiagnosesCodeSequence", "ScheduledProcessingParametersSequence",
+                                     "ProcedureStepProgressInformationSequence",
+                                     "UnifiedProcedureStepPerformedProcedureSequence"])
+def test_each_type_2_attribute_of_the_table_is_added_empty_when_absent(keyword):
+    """Rows of table CC.2.5-3 that are Type 2 at N-CREATE and were not in PRESENT_AT_CREATE."""
+    outcome = ups.create(new_workitem(), "1.2.3", NOW)
+    assert ups.has(outcome.model, keyword) and not ups.values(outcome.model, keyword)
+    assert keyword in outcome.warnings[0].split(": ", 1)[1].split(", ")
+    given = ups.create(new_workitem(**{keyword: ups.element(keyword)}), "1.2.3", NOW)
+    assert keyword not in given.warnings[0].split(": ", 1)[1].split(", ")
+
+
+def test_the_transaction_uid_is_taken_empty_at_creation_and_never_kept():
+    """Type 2 at N-CREATE, and empty: a value is refused (test above), an empty one is taken."""
+    outcome = ups.create(new_workitem(TransactionUID={"vr": "UI"}), "1.2.3", NOW)
+    assert not ups.has(outcome.model, "TransactionUID")
+
+
+def test_the_worklist_label_is_the_scps_default_when_the_scu_gives_none():
+    """Type 3 for the SCU, 1 for the SCP: the SCP fills in a default."""
+    assert ups.first(ups.create(new_workitem(), "1.2.3", NOW).model, "WorklistLabel") == ups.DEFAULT_WORKLIST_LABEL
+    label = {"vr": "LO", "Value": ["CT reading"]}
+    assert ups.first(ups.create(new_workitem(WorklistLabel=label), "1.2.3", NOW).model, "WorklistLabel") == "CT reading"
+
+
+# -- the Transaction UID of an update, in the data set as N-SET carries it ---------------------
+
+def _with_transaction(uid: str | None) -> dict:
+    return {**PROGRESS, **({"00081195": {"vr": "UI", "Value": [uid]}} if uid else {})}
+
+
+@pytest.mark.parametrize("query, inside, status, warning", [
+    (None, HELD, 200, None),                             # the lock's own, in the data set: nothing changes
+    (HELD, HELD, 200, None),                             # in both, the same
+    (None, OTHER, 400, ups.TRANSACTION_INCORRECT),       # another
+    (HELD, OTHER, 400, ups.TRANSACTION_INCORRECT),       # the query and the data set differ
+    (None, "1..2", 400, ups.TRANSACTION_INCORRECT),      # not a UID
+])
+def test_an_update_takes_the_transaction_uid_from_the_data_set(query, inside, status, warning):
+    model = in_state("IN PROGRESS")
+    if status != 200:
+        with pytest.raises(ups.Refused) as refused:
+            ups.update(model, HELD, query, _with_transaction(inside), NOW)
+        assert (refused.value.status, refused.value.warning) == (status, warning)
+        return
+    outcome = ups.update(model, HELD, query, _with_transaction(inside), NOW)
+    assert outcome.transaction_uid == HELD and not ups.has(outcome.model, "TransactionUID")
+    assert ups.items(outcome.model, "ProcedureStepProgressInformationSequence")
+
+
+def test_a_transaction_uid_in_the_update_of_a_scheduled_workitem_is_inconsistent():
+    with pytest.raises(ups.Refused) as refused:
+        ups.update(in_state("SCHEDULED"), None, None, _with_transaction(HELD), NOW)
+    assert (refused.value.status, refused.value.warning) == (409, ups.INCONSISTENT)

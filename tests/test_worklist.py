@@ -448,3 +448,57 @@ def test_a_malformed_opening_handshake_is_refused_before_the_channel_opens(clien
     if status == 426:
         assert r.headers["Sec-WebSocket-Version"] == "13"
     assert ups_app.extensions["worklist"].channel_of("WATCHER") is None   # the AE title was not taken
+
+
+@pytest.mark.parametrize("query, inside", [
+    ("?transaction=1.2.99", None),           # PS3.18 §11.6.1
+    ("?1.2.99", None),                       # the bare form the standard writes, as at create
+    ("?Transaction-uid=1.2.99", None),       # dcm4chee's
+    ("?TRANSACTION-UID=1.2.99", None),
+    ("?00081195=1.2.99", None),
+    ("", "1.2.99"),                          # in the data set, as N-SET carries it
+    ("?transaction=1.2.99", "1.2.99"),       # both, the same
+])
+def test_an_update_of_a_claimed_workitem_takes_each_form_of_the_transaction_uid(client, query, inside):
+    """Only ?transaction= without one in the body was taken before; each other form was a 400."""
+    assert create(client, "1.2.3").status_code == 201
+    assert state(client, "1.2.3", "IN PROGRESS", "1.2.99").status_code == 200
+    body = performed() | ({"00081195": {"vr": "UI", "Value": [inside]}} if inside else {})
+    r = client.post(f"/dicom-web/workitems/1.2.3{query}", data=json.dumps(body), content_type=JSON)
+    assert r.status_code == 200, r.get_data()
+    assert state(client, "1.2.3", "COMPLETED", "1.2.99").status_code == 200   # the update took
+    assert "00081195" not in client.get("/dicom-web/workitems/1.2.3").get_json()
+
+
+@pytest.mark.parametrize("query, inside, status", [
+    ("?transaction=1.2.98", None, 400), ("?1.2.98", None, 400), ("", "1.2.98", 400),
+    ("?transaction=1.2.99", "1.2.98", 400), ("?transaction=1.2.99&1.2.98", None, 400), ("", None, 400),
+])
+def test_an_update_refuses_a_transaction_uid_that_is_not_the_locks(client, query, inside, status):
+    assert create(client, "1.2.3").status_code == 201
+    assert state(client, "1.2.3", "IN PROGRESS", "1.2.99").status_code == 200
+    body = performed() | ({"00081195": {"vr": "UI", "Value": [inside]}} if inside else {})
+    r = client.post(f"/dicom-web/workitems/1.2.3{query}", data=json.dumps(body), content_type=JSON)
+    assert r.status_code == status and "Transaction UID" in r.headers["Warning"], r.get_data()
+
+
+def test_a_dcm4chee_style_client_flow_runs_to_the_end(client, ups_app):
+    """Create with the two performance sequences empty and ?workitem=, claim, update with
+    ?Transaction-uid=, complete; a subscriber hears every step."""
+    workitem = new_workitem(ProcedureStepProgressInformationSequence={"vr": "SQ"},
+                            UnifiedProcedureStepPerformedProcedureSequence={"vr": "SQ", "Value": []},
+                            TransactionUID={"vr": "UI"})
+    r = client.post("/dicom-web/workitems?workitem=1.2.3", data=json.dumps(workitem), content_type=JSON)
+    assert r.status_code == 201, r.get_data()
+    assert client.post("/dicom-web/workitems/1.2.3/subscribers/WATCHER").status_code in (200, 201)
+    assert state(client, "1.2.3", "IN PROGRESS", "1.2.99").status_code == 200
+    progress = {"00741002": {"vr": "SQ", "Value": [{"00741004": {"vr": "DS", "Value": [50]}}]}}
+    r = client.post("/dicom-web/workitems/1.2.3?Transaction-uid=1.2.99", data=json.dumps(progress), content_type=JSON)
+    assert r.status_code == 200, r.get_data()
+    r = client.post("/dicom-web/workitems/1.2.3?Transaction-uid=1.2.99", data=json.dumps(performed()), content_type=JSON)
+    assert r.status_code == 200, r.get_data()
+    assert state(client, "1.2.3", "COMPLETED", "1.2.99").status_code == 200
+    reported = [(kind, step) for kind, _, step in waiting(ups_app, "WATCHER")]
+    assert reported == [(ups.STATE_REPORT, "SCHEDULED"),   # on subscribing (PS3.4 CC.2.3.3)
+                        (ups.STATE_REPORT, "IN PROGRESS"), (ups.PROGRESS_REPORT, "IN PROGRESS"),
+                        (ups.STATE_REPORT, "COMPLETED")]

@@ -61,6 +61,7 @@ T = {k: tag(k) for k in (
     "SCPStatus", "SubscriptionListStatus", "UnifiedProcedureStepListStatus", "CodeValue", "CodingSchemeDesignator",
     "CodeMeaning", "LongCodeValue", "URNCodeValue", "AccessionNumber", "RequestedProcedureID",
     "RequestedProcedureDescription", "RequestedProcedureCodeSequence", "SpecificCharacterSet",
+    "ScheduledProcessingParametersSequence",
 )}
 
 ENUMERATED = {
@@ -71,17 +72,25 @@ ENUMERATED = {
 # Type 1 at creation (PS3.4 table CC.2.5-3, N-CREATE column): present, with a value.
 REQUIRED_AT_CREATE = ("ScheduledProcedureStepPriority", "ProcedureStepLabel",
                       "ScheduledProcedureStepStartDateTime", "InputReadinessState", "ProcedureStepState")
-# Type 2 at creation: present, maybe empty. An SCU that leaves one out gets it added empty
-# (a Warning names them): refusing would be stricter than the SCPs peers meet elsewhere.
-PRESENT_AT_CREATE = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AdmissionID",
-                     "IssuerOfAdmissionIDSequence", "ReferencedRequestSequence", "ScheduledWorkitemCodeSequence",
-                     "ScheduledStationNameCodeSequence", "ScheduledStationClassCodeSequence",
-                     "ScheduledStationGeographicLocationCodeSequence", "InputInformationSequence")
-# What the SCP alone writes, or what records a performance: not in a new workitem.
-FORBIDDEN_AT_CREATE = ("ProcedureStepProgressInformationSequence", "UnifiedProcedureStepPerformedProcedureSequence")
+# Type 2 at creation (the N-CREATE column of table CC.2.5-3): present, maybe empty. An SCU that
+# leaves one out gets it added empty (a Warning names them): refusing would be stricter than the
+# SCPs peers meet elsewhere.
+PRESENT_AT_CREATE = ("PatientName", "PatientID", "IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence",
+                     "OtherPatientIDsSequence", "PatientBirthDate", "PatientSex", "AdmissionID",
+                     "IssuerOfAdmissionIDSequence", "AdmittingDiagnosesDescription", "AdmittingDiagnosesCodeSequence",
+                     "ReferencedRequestSequence", "ScheduledProcessingParametersSequence",
+                     "ScheduledWorkitemCodeSequence", "ScheduledStationNameCodeSequence",
+                     "ScheduledStationClassCodeSequence", "ScheduledStationGeographicLocationCodeSequence",
+                     "InputInformationSequence", "ProcedureStepProgressInformationSequence",
+                     "UnifiedProcedureStepPerformedProcedureSequence")
+# Type 2 at creation and empty: they record the performance, which has not begun (their items
+# are not allowed at N-CREATE). Sent empty, as the table has SCUs send them, they are taken.
+EMPTY_AT_CREATE = ("ProcedureStepProgressInformationSequence", "UnifiedProcedureStepPerformedProcedureSequence")
+# Type 3 for the SCU, 1 for the SCP: the SCP fills in a default when the SCU gives none.
+DEFAULT_WORKLIST_LABEL = "WORKLIST"
 # Not changed by an update (N-SET): the identity, the patient and the order (PS3.4 CC.2.6.3);
 # the state changes by its own transaction.
-FORBIDDEN_IN_UPDATE = ("SOPClassUID", "SOPInstanceUID", "TransactionUID", "ProcedureStepState", "PatientName",
+FORBIDDEN_IN_UPDATE = ("SOPClassUID", "SOPInstanceUID", "ProcedureStepState", "PatientName",
                        "PatientID", "IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence", "PatientBirthDate",
                        "PatientSex", "OtherPatientIDsSequence", "AdmissionID", "IssuerOfAdmissionIDSequence",
                        "AdmittingDiagnosesDescription", "AdmittingDiagnosesCodeSequence",
@@ -274,10 +283,11 @@ def create(model: Any, uid: str, now: str) -> Outcome:
     if first(model, "ProcedureStepState") != SCHEDULED:
         raise Refused(400, "The provided value of UPS State was not SCHEDULED.",
                       f"a new workitem is SCHEDULED, not {str(first(model, 'ProcedureStepState'))[:20]!r}")
-    for keyword in FORBIDDEN_AT_CREATE:
-        if has(model, keyword):
+    for keyword in EMPTY_AT_CREATE:
+        if values(model, keyword):
             raise Refused(400, f"Invalid attribute {_named(keyword)}.",
-                          f"{_named(keyword)} is written while the workitem is performed, not when it is made")
+                          f"{_named(keyword)} is empty in a new workitem: its items are written while the "
+                          "workitem is performed, not when it is made")
     _check_content(model)
     warnings = []
     absent = [k for k in PRESENT_AT_CREATE if not has(model, k)]
@@ -285,7 +295,9 @@ def create(model: Any, uid: str, now: str) -> Outcome:
         model[T[keyword]] = element(keyword)
     if absent:
         warnings.append(f"Type 2 attributes absent from the workitem were added empty: {', '.join(absent)}")
-    model.pop(T["TransactionUID"], None)
+    model.pop(T["TransactionUID"], None)   # Type 2 at creation, and empty (checked above)
+    if not values(model, "WorklistLabel"):
+        model[T["WorklistLabel"]] = element("WorklistLabel", DEFAULT_WORKLIST_LABEL)
     model[T["SOPClassUID"]] = element("SOPClassUID", PUSH_SOP_CLASS)
     model[T["SOPInstanceUID"]] = element("SOPInstanceUID", uid)
     model[T["ScheduledProcedureStepModificationDateTime"]] = element("ScheduledProcedureStepModificationDateTime", now)
@@ -295,7 +307,18 @@ def create(model: Any, uid: str, now: str) -> Outcome:
 def update(model: Model, held: str | None, given: str | None, changes: Any, now: str) -> Outcome:
     """Attributes of a workitem changed (N-SET, PS3.4 CC.2.6.3, PS3.18 §11.6): a SCHEDULED one
     by anyone, an IN PROGRESS one only with the Transaction UID that claimed it, a final one
-    never. The statuses are §11.6.3's (400 for what table 11.6.3-1 lists there)."""
+    never. The statuses are §11.6.3's (400 for what table 11.6.3-1 lists there). The Transaction
+    UID is ``given`` (from the query) or in the data set, as N-SET carries it (CC.2.6.2): equal
+    to the lock, it changes nothing; both, they must agree."""
+    changes = _dataset(changes)
+    inside = text(changes, "TransactionUID")
+    if inside:
+        if not is_uid(inside):
+            raise Refused(400, TRANSACTION_INCORRECT, f"TransactionUID {inside[:64]!r} is not a UID")
+        if given and given != inside:
+            raise Refused(400, TRANSACTION_INCORRECT, "the Transaction UID of the query and of the data set differ")
+        given = inside
+    changes.pop(T["TransactionUID"], None)
     state = first(model, "ProcedureStepState")
     if state in FINAL:
         raise Refused(400, INCONSISTENT, f"the workitem is {state}: it may no longer be updated")
@@ -306,7 +329,6 @@ def update(model: Model, held: str | None, given: str | None, changes: Any, now:
                                                 "that claimed it (?transaction=)")
     if state == IN_PROGRESS and given != held:
         raise Refused(400, TRANSACTION_INCORRECT)
-    changes = _dataset(changes)
     for keyword in FORBIDDEN_IN_UPDATE:
         if has(changes, keyword):
             raise Refused(400, f"Invalid attribute {_named(keyword)}.",

@@ -91,6 +91,22 @@ def _target_uid() -> str | None:
     return bare[0] if bare else None
 
 
+# How clients name the Transaction UID of an update in the query, besides ``?{uid}`` as PS3.18
+# writes it: ``transaction=`` (§11.6.1), ``Transaction-uid=`` (dcm4chee), the keyword, the tag.
+TRANSACTION_PARAMETERS = ("transaction", "transaction-uid", "transactionuid", "00081195")
+
+
+def _transaction_uid() -> str | None:
+    """The Transaction UID an update's query names, however it names it; 400 for two."""
+    named = {value for key, value in request.args.items(multi=True) if key.lower() in TRANSACTION_PARAMETERS}
+    named |= {key for key, value in request.args.items(multi=True)
+              if not value and key not in CONTROL and key.lower() not in TRANSACTION_PARAMETERS}
+    if len(named) > 1:
+        raise BadRequest("the query names more than one Transaction UID",
+                         {"Warning": warning(ups.TRANSACTION_INCORRECT)})
+    return named.pop() if named else None
+
+
 def retrieve(workitem: str) -> Response:
     """GET /workitems/{workitem} (§11.5): the workitem, never its Transaction UID."""
     require_uids(**{"Workitem UID": workitem})
@@ -102,9 +118,10 @@ def retrieve(workitem: str) -> Response:
 
 
 def update(workitem: str) -> Response:
-    """POST /workitems/{workitem}{?transaction} (§11.6)."""
+    """POST /workitems/{workitem}{?transaction} (§11.6); the Transaction UID may also be in the
+    data set (ups.update)."""
     require_uids(**{"Workitem UID": workitem})
-    given = request.args.get("transaction") or request.args.get("TransactionUID")
+    given = _transaction_uid()
     if given is not None:
         require_uids(**{"Transaction UID": given})
     changes = dataset_payload("a workitem update", MAX_WORKITEM_BYTES)
