@@ -166,6 +166,8 @@ def single_part(value: Value, content_type: str = OCTET_STREAM) -> Response:
     """One value as the whole answer, with one byte range when asked (206)."""
     headers = {"Accept-Ranges": "bytes" if value.ranges else "none"}
     asked = request.headers.get("Range") if value.ranges else None
+    if asked and asked.split("=", 1)[0].strip().lower() != "bytes":
+        asked = None   # a range unit not understood is ignored: the whole value (RFC 9110 §14.2)
     start, length, status = 0, value.size, 200
     if asked:
         match = _RANGE.fullmatch(asked.strip())
