@@ -82,3 +82,28 @@ def test_errors_and_authentication(app, client, studies):
     assert client.get("/fhir/ImagingStudy?_count=x").status_code == 400
     assert client.get(f"/fhir/ImagingStudy/{generate_uid()}").status_code == 404
     assert app.test_client().get("/fhir/ImagingStudy").status_code == 401
+
+
+@pytest.mark.parametrize("public", ["https://pacs.example.org/dicom-web", "https://gw.example.org/ncp/dicom-web"])
+def test_links_name_the_public_url_whatever_host_the_client_sends(tmp_path, public):
+    """fullUrl, the paging links and the endpoint's address come from DICOMWEB_PUBLIC_URL, as
+    DICOMweb RetrieveURLs do, never from the peer's Host header; the landing page's API link too."""
+    from service import create_app
+    from tests.conftest import API_KEY, make_config
+
+    client = create_app(make_config(tmp_path, public_base_url=public)).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"ApiKey {API_KEY}"
+    for _ in range(2):
+        client.post("/dicom-web/studies", data=ct_instance(generate_uid(), generate_uid(), rows=8, columns=8),
+                    content_type="application/dicom")
+    r = client.get("/fhir/ImagingStudy?_count=1", headers={"Host": "evil.example", "X-Forwarded-Host": "evil.example"})
+    bundle = r.get_json()
+    fhir_base = public.rsplit("/dicom-web", 1)[0] + "/fhir"
+    urls = [link["url"] for link in bundle["link"]] + [entry["fullUrl"] for entry in bundle["entry"]]
+    assert len(urls) == 3 and all(url.startswith(fhir_base + "/ImagingStudy") for url in urls), urls
+    [endpoint] = bundle["entry"][0]["resource"]["contained"]
+    assert endpoint["address"] == public
+    study = bundle["entry"][0]["resource"]["id"]
+    read = client.get(f"/fhir/ImagingStudy/{study}", headers={"Host": "evil.example"}).get_json()
+    assert read["contained"][0]["address"] == public
+    assert "evil.example" not in client.get("/", headers={"Host": "evil.example"}).get_data(as_text=True)

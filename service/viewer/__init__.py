@@ -17,6 +17,7 @@ from ..auth import identify
 from ..config import Config, Peer
 from ..errors import Forbidden, NotFound, PayloadTooLarge
 from ..sessions import COOKIE, LoginFailures, Sessions
+from ..web import base_url
 from . import pages
 from .app_config import app_config
 from .build import installed
@@ -96,9 +97,9 @@ def _may(person: Peer | None, permission: str) -> bool:
 # -- the landing page ---------------------------------------------------------------------
 
 def landing() -> Response:
-    root, config = _root(), _config()
+    root = _root()
     person = _signed_in()
-    links = {"viewer": f"{root}{VIEWER}/", "api": f"{request.host_url.rstrip('/')}{root}{config.url_prefix}",
+    links = {"viewer": f"{root}{VIEWER}/", "api": base_url(),
              "openapi": f"{root}/api", "openapi_json": f"{root}/openapi.json", "health": f"{root}/health",
              "ready": f"{root}/ready", "conformance": f"{root}/conformance"}
     html = pages.landing_page(links, person.name if person else None,
