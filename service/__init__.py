@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from storage.search import QueryError
+from storage.signins import SigninFailures
 from storage.worklist import Worklist
 
 from . import capabilities, metrics, routes, viewer
@@ -22,7 +23,7 @@ from .config import Config, in_networks
 from .errors import BadRequest, DicomWebError, Forbidden, Unauthorized
 from .handover import Handover
 from .limits import TranscodeLimits
-from .sessions import LoginFailures, Sessions
+from .sessions import LoginFailures, RedisFailures, Sessions
 from .wiring import anonymize_secret, make_archive, make_facade, session_secret
 from .worklist.channel import Bell
 
@@ -44,7 +45,9 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["anonymize_secret"] = anonymize_secret(config)
     app.extensions["sessions"] = Sessions(app.extensions["archive"].catalog, session_secret(config),
                                           config.session_idle_seconds, config.session_max_seconds)
-    app.extensions["login_failures"] = LoginFailures(config.login_failures_per_minute)
+    failures = SigninFailures(app.extensions["archive"].catalog)
+    app.extensions["login_failures"] = LoginFailures(
+        RedisFailures(config.redis_url, failures) if config.redis_url else failures, config.login_failures_per_minute)
     app.extensions["transcode_limits"] = TranscodeLimits(config.transcode_max_bytes, config.transcode_slots,
                                                          config.transcode_wait, config.converted_in_memory_bytes,
                                                          config.spool_dir)

@@ -11,17 +11,19 @@ person still holds that same key as a person's key: revoking or replacing the ke
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import secrets
-import threading
 import time
-from collections import OrderedDict, deque
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
 from itsdangerous import BadSignature, Signer
 
 from storage import Catalog
 
 from .config import Peer
+
+log = logging.getLogger(__name__)
 
 COOKIE = "dicomweb_session"
 TOUCH_EVERY = 60.0   # seconds: how stale "last used" may get, so a busy viewer costs no write a request
@@ -73,39 +75,82 @@ class Sessions:
             return None
 
 
+class FailureCount(Protocol):
+    """Where failed sign-ins are counted, seen by every worker: storage.signins.SigninFailures
+    (the catalog), or RedisFailures."""
+
+    def newest(self, address: str, since: float, limit: int) -> list[float]: ...
+
+    def record(self, address: str, at: float, forget_before: float) -> None: ...
+
+
 class LoginFailures:
-    """Failed sign-ins of each client address over the last minute, in this worker process:
-    past ``per_minute`` of them an address waits until the oldest is a minute old. At most
-    ``max_addresses`` are remembered (the least recently failing forgotten first), so a flood
-    from many addresses costs bounded memory."""
+    """Failed sign-ins of each client address over the last minute, counted where every worker
+    process and node sees them: past ``per_minute`` of them an address waits until the oldest
+    of its newest ``per_minute`` is a minute old."""
 
     WINDOW = 60.0
 
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic,
-                 max_addresses: int = 10_000) -> None:
-        self.per_minute, self.max_addresses = per_minute, max_addresses
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+    def __init__(self, count: FailureCount, per_minute: int, clock: Callable[[], float] = time.time) -> None:
+        self.count, self.per_minute, self._clock = count, per_minute, clock
 
     def retry_after(self, address: str) -> float:
         """Seconds until ``address`` may try again; 0 when it may now."""
         now = self._clock()
-        with self._lock:
-            times = self._failures.get(address)
-            while times and now - times[0] >= self.WINDOW:
-                times.popleft()
-            if not times or len(times) < self.per_minute:
-                return 0.0
-            return self.WINDOW - (now - times[0])
+        newest = self.count.newest(address, now - self.WINDOW, max(self.per_minute, 1))
+        if len(newest) < self.per_minute:
+            return 0.0
+        return max(0.0, self.WINDOW - (now - min(newest)))
 
     def failed(self, address: str) -> None:
-        with self._lock:
-            times = self._failures.pop(address, None) or deque(maxlen=max(self.per_minute, 1))
-            times.append(self._clock())
-            self._failures[address] = times
-            while len(self._failures) > self.max_addresses:
-                self._failures.popitem(last=False)
+        now = self._clock()
+        self.count.record(address, now, now - self.WINDOW)
+
+
+class RedisFailures:
+    """Failed sign-ins in Redis (DICOMWEB_REDIS_URL): a sorted set of times an address, which
+    expires a window after its last failure. Where Redis cannot be reached, the catalog counts."""
+
+    def __init__(self, url: str, fallback: FailureCount, window: float = LoginFailures.WINDOW) -> None:
+        self.url, self.fallback, self.window = url, fallback, window
+        self._client, self._pid = None, 0
+
+    def _redis(self):  # noqa: ANN202 - a redis.Redis, made once a process (after gunicorn forks)
+        import redis
+
+        if self._client is None or self._pid != os.getpid():
+            self._client = redis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
+            self._pid = os.getpid()
+        return self._client
+
+    @staticmethod
+    def _key(address: str) -> str:
+        return "dicomweb:signin-failures:" + hashlib.sha256(address.encode()).hexdigest()[:32]
+
+    def newest(self, address: str, since: float, limit: int) -> list[float]:
+        import redis
+
+        try:
+            found = self._redis().zrevrangebyscore(self._key(address), "+inf", f"({since}", start=0, num=limit,
+                                                   withscores=True)
+        except redis.RedisError:
+            log.warning("Redis cannot be reached: sign-in failures are counted in the catalog")
+            return self.fallback.newest(address, since, limit)
+        return [score for _, score in found]
+
+    def record(self, address: str, at: float, forget_before: float) -> None:
+        import redis
+
+        key = self._key(address)
+        try:
+            with self._redis().pipeline() as pipe:
+                pipe.zadd(key, {f"{at}:{secrets.token_hex(4)}": at})
+                pipe.zremrangebyscore(key, "-inf", f"({forget_before}")
+                pipe.expire(key, int(self.window) + 1)
+                pipe.execute()
+        except redis.RedisError:
+            log.warning("Redis cannot be reached: sign-in failures are counted in the catalog")
+            self.fallback.record(address, at, forget_before)
 
 
 def _digest(token: str) -> str:

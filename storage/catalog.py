@@ -499,7 +499,7 @@ class Catalog:
         grace). Not made durable: a mark lost in a crash leaves orphans, which the sweep is for.
         Returns the doomed blob keys under it, in the same transaction: the store writes other keys
         (a doomed one seen removed later was removed before this read; Archive.remove_doomed)."""
-        with self._unsynced_transaction() as conn:
+        with self.unsynced_transaction() as conn:
             conn.execute(self._statements["mark_pending"],
                          {"blob_prefix": blob_prefix, "batch": batch, "since": time.time()})
             return set(conn.execute(select(doomed_blobs.c.blob_key).where(
@@ -508,11 +508,11 @@ class Catalog:
     def forget_pending(self, batch: str) -> None:
         """The store ``batch`` has committed (or failed): its marks go. Not made durable either: a
         forgetting lost in a crash leaves marks that expire after their grace."""
-        with self._unsynced_transaction() as conn:
+        with self.unsynced_transaction() as conn:
             conn.execute(delete(pending_blobs).where(pending_blobs.c.batch == batch))
 
     @contextmanager
-    def _unsynced_transaction(self) -> Iterator[Connection]:
+    def unsynced_transaction(self) -> Iterator[Connection]:
         """A write transaction whose commit waits for no disk sync (what a crash may lose)."""
         with self._writer() as conn:
             raw = conn.connection.dbapi_connection
@@ -752,7 +752,7 @@ class Catalog:
     # -- viewer sessions (service.sessions) ------------------------------------
 
     def open_session(self, token_sha256: str, peer: str, key_sha256: str, now: float) -> None:
-        with self._unsynced_transaction() as conn:
+        with self.unsynced_transaction() as conn:
             conn.execute(viewer_sessions.insert().values(token_sha256=token_sha256, peer=peer, key_sha256=key_sha256,
                                                          created=now, seen=now, ended=None))
 
@@ -762,7 +762,7 @@ class Catalog:
             return conn.execute(select(viewer_sessions).where(viewer_sessions.c.token_sha256 == token_sha256)).first()
 
     def touch_session(self, token_sha256: str, now: float) -> None:
-        with self._unsynced_transaction() as conn:
+        with self.unsynced_transaction() as conn:
             conn.execute(update(viewer_sessions).where(viewer_sessions.c.token_sha256 == token_sha256)
                          .values(seen=now))
 

@@ -29,6 +29,11 @@ def _upstream_column(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE instances ADD COLUMN upstream VARCHAR(64)")
 
 
+def _title_seen_column(conn: Connection) -> None:
+    if "seen" not in {c["name"] for c in inspect(conn).get_columns("subscriber_titles")}:
+        conn.exec_driver_sql("ALTER TABLE subscriber_titles ADD COLUMN seen FLOAT")
+
+
 def _pending_blobs(conn: Connection) -> None:
     from .schema import pending_blobs
 
@@ -53,11 +58,14 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (7, "commitment_results: Storage Commitment results by Transaction UID", _table("commitment_results")),
     (8, "the Worklist: workitems, their search keys, subscriptions, AE titles and waiting events",
      _table(*WORKLIST_TABLES)),
+    (9, "signin_failures: failed sign-ins by address, seen by every worker", _table("signin_failures")),
+    (10, "subscriber_titles.seen: when an AE title's event channel was last seen, for the sweep", _title_seen_column),
 ]
 LATEST = MIGRATIONS[-1][0]
 # Columns later migrations add: a catalog made before versions were kept lacks them and is still version 1.
 ADDED_LATER = {"instances.upstream", "pending_blobs", "viewer_sessions", "doomed_blobs",
-               "rejected_instances", "commitment_results", *WORKLIST_TABLES}
+               "rejected_instances", "commitment_results", *WORKLIST_TABLES, "signin_failures",
+               "subscriber_titles.seen"}
 
 
 def current(conn: Connection) -> int:

@@ -255,12 +255,15 @@ global_subscriptions = Table(
 
 # Who an AE title belongs to: the peer that first subscribed with it; no other peer may use
 # it, nor open its event channel. ``channel`` names the event channel now delivering its
-# events (a newer one replaces an older, on any node).
+# events (a newer one replaces an older, on any node), NULL when none is open; ``seen`` is when
+# the title was first claimed, or a channel of it last opened, closed or was alive (the sweep
+# forgets a title unseen for long, with its subscriptions and events).
 subscriber_titles = Table(
     "subscriber_titles", metadata,
     Column("ae_title", Text(16), primary_key=True),
     Column("peer", Text(64), nullable=False),
     Column("channel", Text(64)),
+    Column("seen", Float),
 )
 
 # Event reports waiting for their subscriber, in order (pk); deleted once sent on its channel.
@@ -274,5 +277,15 @@ worklist_events = Table(
     Column("created", Float, nullable=False, index=True),
     Index("ix_worklist_events_ae", "ae_title", "pk"),
 )
+# Failed sign-ins to the viewer by client address, over the last minute: counted here so that
+# every worker and node sees the same count (service.sessions.LoginFailures).
+signin_failures = Table(
+    "signin_failures", metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("address", Text(64), nullable=False),
+    Column("at", Float, nullable=False, index=True),
+    Index("ix_signin_failures_address", "address", "at"),
+)
+
 WORKLIST_TABLES = ("workitems", "workitem_keys", "workitem_subscriptions", "global_subscriptions",
                    "subscriber_titles", "worklist_events")
