@@ -14,7 +14,7 @@ from storage.search import QueryError
 from storage.signins import SigninFailures
 from storage.worklist import Worklist
 
-from . import capabilities, metrics, routes, viewer
+from . import capabilities, content_policy, metrics, routes, viewer
 from .auth import (
     CHALLENGE, CREDENTIALS_ENVIRON_KEY, PEER_ENVIRON_KEY, PERMISSIONS_ENVIRON_KEY, SOCKET_PEER_ENVIRON_KEY, TRANSACTION_ENVIRON_KEY,
     AuditMiddleware, PeerSource, identify, presented_key, required_permission,
@@ -62,6 +62,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["worklist_channels"] = threading.BoundedSemaphore(config.worklist_channels)
     routes.register(app, config.url_prefix)
 
+    content_policy.install(app)   # every answer: nosniff, and a sandbox unless it is a page of ours
     cors.install(app, config.cors_origins)   # preflights are answered before authentication…
     capabilities.install(app, config.url_prefix)   # …and so is Retrieve Capabilities (OPTIONS)
     app.before_request(_authenticate)

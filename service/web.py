@@ -13,6 +13,7 @@ from storage.uids import InvalidUID, validate_uid
 
 from .auth import PEER_ENVIRON_KEY, STUDY_ENVIRON_KEY
 from .config import Config
+from .content_policy import as_sent
 from .access.deidentify import refusal_of_model, seed
 from .errors import BadRequest, NotAcceptable, NotFound, PayloadTooLarge, UnsupportedMediaType
 from .limits import TranscodeLimits
@@ -168,7 +169,8 @@ def from_upstream(anonymized: bool = False, transform=None) -> Response | None:
         return None
     upstream, status, content_type, body = found
     request.environ[UPSTREAM_ENVIRON_KEY] = upstream.name
-    return Response(body, status=status, content_type=content_type, direct_passthrough=True)
+    sent, headers = as_sent(content_type, "relayed")   # an upstream is a peer: its bytes are not run here
+    return Response(body, status=status, content_type=sent, headers=headers, direct_passthrough=True)
 
 
 def _forwarded_query() -> bytes:

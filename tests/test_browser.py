@@ -414,16 +414,19 @@ def test_every_study_of_the_archive_opens_with_its_series_panel(chromium, archiv
         for study, errors in unopened.items():
             assert any(OHIF_SR_DEFECT in e for e in errors), f"{study} did not open: {errors[:3]}"
         assert len(unopened) <= 1
+        aborted = set()
         for failure in watched.failed:   # only pixels (frames, a thumbnail) asked of instances that have none
             status, url = failure.split(" ", 1)
             if status == "net::ERR_ABORTED":   # still loading when the next study was opened
+                aborted.add(url.removeprefix(server.base))
                 continue
             assert status == "404", failure
             again = requests.get(url, headers={"Authorization": SYSTEM_KEY}, timeout=10)
             expected = "there is no image to render here" if "/thumbnail" in url else "no pixel data"
             assert again.status_code == 404 and expected in again.json()["message"], failure
+        # OHIF logs an XMLHttpRequest error for a frame it stopped loading too (seen once in ten runs)
         unexplained = [e for e in watched.errors if OHIF_SR_DEFECT not in e and "404" not in e
-                       and "Couldn't retrieve" not in e]
+                       and "Couldn't retrieve" not in e and not any(path in e for path in aborted)]
         assert not unexplained, unexplained[:5]
 
 
@@ -507,3 +510,92 @@ def test_ohif_shows_a_video_study_from_its_rendered_stream(chromium, archive_ser
         first, later = like(1), like(60)
         assert first > 0.9 and first > later + 0.05, (first, later)
         watched.clean()
+
+
+# A peer's documents, each trying to run on our origin with the signed-in person's session:
+# each script asks for /health?pwned-… (a request the test sees), then reads the archive.
+HOSTILE_DOCUMENTS = [
+    ("text/html", "1.2.840.10008.5.1.4.1.1.104.1",
+     b"<html><body><script>fetch('/health?pwned-html');fetch('/dicom-web/studies')</script>"
+     b"<img src=x onerror=\"fetch('/health?pwned-html-img')\"></body></html>"),
+    ("image/svg+xml", "1.2.840.10008.5.1.4.1.1.104.1",
+     b'<svg xmlns="http://www.w3.org/2000/svg" onload="fetch(\'/health?pwned-svg-onload\')">'
+     b"<script>fetch('/health?pwned-svg')</script></svg>"),
+    (None, "1.2.840.10008.5.1.4.1.1.104.2",   # a CDA-class instance whose XML is XHTML
+     b'<html xmlns="http://www.w3.org/1999/xhtml"><body><script>fetch("/health?pwned-xml")</script></body></html>'),
+]
+
+
+def _stored_document(server, mime: str | None, sop_class: str, document: bytes) -> str:
+    from testbed.messages import multipart_body, stow_headers
+    from tests.test_documents import document_instance
+
+    study, series, sop, data = document_instance(document, sop_class, mime=mime)
+    assert requests.post(server.dicomweb + "/studies", data=multipart_body([data]), timeout=60, headers={
+        "Authorization": f"Bearer {SYSTEM_KEY}", **stow_headers()}).status_code == 200
+    return f"{server.dicomweb}/studies/{study}/series/{series}/instances/{sop}/rendered"
+
+
+def test_a_peers_document_never_runs_on_the_viewers_origin(chromium, archive_server):
+    """Opened by a signed-in person, a peer's HTML, SVG and XHTML documents run nothing: the HTML
+    and the SVG come as downloads (application/octet-stream, an attachment, sandboxed besides);
+    the XHTML of a CDA-class instance, asked for as a browser asks (text/html first), is a 406
+    (it is no CDA to make readable). Before, each ran with the person's session."""
+    server, _, _ = archive_server
+    urls = [_stored_document(server, *hostile) for hostile in HOSTILE_DOCUMENTS]
+    with signed_in(chromium, server) as watched:
+        asked: list[str] = []
+        watched.page.context.on("request", lambda request: asked.append(request.url))
+        downloaded, statuses = [], {}
+        for url in urls:   # a tab a document: Chromium holds back a tab's second automatic download
+            tab = watched.page.context.new_page()
+            tab.on("download", lambda download: downloaded.append(download.suggested_filename))
+            tab.on("response", lambda response: statuses.update({response.url: response.status}))
+            try:
+                tab.goto(url)
+            except Exception as exc:   # Playwright's way of saying the navigation became a download
+                assert "Download is starting" in str(exc), exc
+            tab.wait_for_timeout(1000)
+            screenshot(tab, "hostile-document")
+        assert not [url for url in asked if "pwned" in url], asked
+        assert not [url for url in asked if url.endswith("/dicom-web/studies")], asked
+        assert {url.split("/")[-2] for url in urls[:2]} <= set(downloaded), downloaded
+        assert statuses[urls[2]] == 406
+
+
+def test_pdfs_reports_and_videos_still_show_sandboxed(chromium, archive_server):
+    """What is passive is shown as itself under the policy its kind needs: a PDF in Chromium's
+    viewer, a report as a readable page (its style applied), a video playing in its own document."""
+    from tests.test_documents import a_pdf
+    from testbed.synthetic import measurement_report
+
+    server, _, _ = archive_server
+    pdf = _stored_document(server, "application/pdf", "1.2.840.10008.5.1.4.1.1.104.1", a_pdf())
+    report = measurement_report(generate_uid(), [(generate_uid(), generate_uid())], measurements=2)
+    from testbed.messages import multipart_body, stow_headers
+    assert requests.post(server.dicomweb + "/studies", data=multipart_body([report]), timeout=60, headers={
+        "Authorization": f"Bearer {SYSTEM_KEY}", **stow_headers()}).status_code == 200
+    ds = pydicom.dcmread(io.BytesIO(report))
+    report_url = (f"{server.dicomweb}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+                  f"/instances/{ds.SOPInstanceUID}/rendered")
+    video = _stored_video(server) + "/rendered"
+    with signed_in(chromium, server) as watched:
+        page = watched.page
+        page.goto(pdf)
+        page.wait_for_timeout(1500)
+        assert page.locator("embed[type='application/pdf']").count() or page.evaluate(
+            "() => document.contentType") == "application/pdf"
+        screenshot(page, "sandboxed-pdf")
+        page.goto(report_url)
+        assert page.locator("h1").first.inner_text()
+        assert page.evaluate("() => getComputedStyle(document.body).fontFamily") != ""   # its inline style applies
+        screenshot(page, "sandboxed-report")
+        page.goto(video)
+        played = page.evaluate("""async () => {
+            const video = document.querySelector('video');
+            video.muted = true;
+            if (video.readyState < 2) await new Promise((ok, fail) => { video.onloadeddata = ok; video.onerror = fail; });
+            return [video.readyState, video.videoWidth];
+        }""")
+        assert played[0] >= 2 and played[1] == 320, played
+        screenshot(page, "sandboxed-video")

@@ -71,12 +71,50 @@ def test_a_document_larger_than_the_read_limit_is_found_not_loaded(client):
     assert r.status_code == 200 and r.get_data() == big
 
 
-def test_a_cda_renders_as_xml_and_the_mime_type_of_the_instance_wins(client):
+def test_a_cda_as_stored_is_an_attachment_of_octet_stream(client):
+    """XML is an active type (XHTML or SVG inside it runs): the document itself, byte for byte,
+    to be saved, not shown on our origin (service.content_policy)."""
     cda = b'<?xml version="1.0"?><ClinicalDocument xmlns="urn:hl7-org:v3"><title>Report</title></ClinicalDocument>'
     study, series, sop, data = document_instance(cda, CDA_CLASS, mime=None)
     store(client, data)
-    r = client.get(rendered(study, series, sop), headers={"Accept": "text/xml"}, buffered=True)
-    assert r.status_code == 200 and r.mimetype == "text/xml" and r.get_data() == cda
+    for accept in ("text/xml", "application/octet-stream", "*/*"):
+        r = client.get(rendered(study, series, sop), headers={"Accept": accept}, buffered=True)
+        assert r.status_code == 200 and r.mimetype == "application/octet-stream" and r.get_data() == cda
+        assert r.headers["Content-Disposition"] == f'attachment; filename="{sop}"'
+        assert r.headers["X-Content-Type-Options"] == "nosniff" and "sandbox" in r.headers["Content-Security-Policy"]
+
+
+ACTIVE = [
+    ("text/html", b"<html><body><script>document.title='PWNED'</script></body></html>"),
+    ("image/svg+xml", b'<svg xmlns="http://www.w3.org/2000/svg"><script>document.title="PWNED"</script></svg>'),
+    ("application/xhtml+xml", b'<html xmlns="http://www.w3.org/1999/xhtml"><script>alert(1)</script></html>'),
+    ("text/javascript", b"fetch('/dicom-web/studies')"),
+    ("application/x-unknown", b"MZ\x90\x00"),
+]
+
+
+@pytest.mark.parametrize("mime, document", ACTIVE)
+@pytest.mark.parametrize("sop_class", [PDF_CLASS, CDA_CLASS, "1.2.840.10008.5.1.4.1.1.104.3"])
+def test_a_document_of_an_active_type_is_never_sent_as_it(client, mime, document, sop_class):
+    """A peer with store permission names the MIME Type: HTML, SVG, XHTML, script or anything not
+    known to be passive is sent as an attachment of application/octet-stream, sandboxed; it was
+    sent as itself, with no policy, on the viewer's origin."""
+    study, series, sop, data = document_instance(document, sop_class, mime=mime)
+    store(client, data)
+    for accept in (mime, "*/*", None):
+        r = client.get(rendered(study, series, sop), headers={"Accept": accept} if accept else {}, buffered=True)
+        assert r.status_code == 200 and r.get_data() == document
+        assert r.mimetype == "application/octet-stream" and r.headers["Content-Disposition"].startswith("attachment")
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+        assert r.headers["Content-Security-Policy"].startswith("sandbox; default-src 'none'")
+
+
+def test_a_pdf_is_a_pdf_sandboxed(client):
+    study, series, sop, data = document_instance(a_pdf())
+    store(client, data)
+    r = client.get(rendered(study, series, sop), buffered=True)
+    assert r.mimetype == "application/pdf" and "Content-Disposition" not in r.headers
+    assert r.headers["Content-Security-Policy"].startswith("sandbox; default-src 'none'")
 
 
 @pytest.mark.parametrize("query, headers, status", [

@@ -39,6 +39,7 @@ from ..access.rendering import (
 )
 from ..access.video import frames_video, is_video, remuxed_mp4
 from ..access.video import locate as locate_video
+from ..content_policy import READABLE_PAGE_POLICY, as_sent
 from ..errors import BadRequest, NotAcceptable, NotFound, PayloadTooLarge
 from ..wire import multipart
 from ..wire.media import MULTIPART_RELATED, MediaType
@@ -121,8 +122,10 @@ def render_resource(study: str, series: str | None, instance: str | None, frames
 
 
 def _document(stored: StoredInstance, anonymized: bool) -> Response:
-    """An encapsulated document rendered: the document itself, as its own media type, byte for
-    byte, with one byte range when asked; 406 anonymised (no profile reaches inside a PDF)."""
+    """An encapsulated document rendered: the document itself, byte for byte, with one byte range
+    when asked; as its own media type when that is a passive one, else as an attachment of
+    application/octet-stream (service.content_policy); 406 anonymised (no profile reaches inside
+    a PDF)."""
     if anonymized:
         raise NotAcceptable("an encapsulated document cannot be sent anonymised: the profile cannot reach its content")
     try:
@@ -132,19 +135,22 @@ def _document(stored: StoredInstance, anonymized: bool) -> Response:
     except DocumentTooLarge as exc:
         raise PayloadTooLarge(str(exc)) from None
     kind = document.media_type
+    sent, headers = as_sent(kind, stored.sop_instance_uid)
     acceptable = accepted()
     value = (Value(document.data) if document.data is not None else
              Value(archive=archive(), stored=stored, offset=document.offset, size=document.length))
     for media in acceptable:
         if kind == "text/xml" and media.type == "text/html":   # a CDA made readable
             return _cda_page(stored, value, media.param("charset"))
-        if media.type in (kind, "*/*", kind.split("/")[0] + "/*"):
+        if media.type in (kind, sent, "*/*", kind.split("/")[0] + "/*"):
             break
     else:
         if acceptable:
             raise NotAcceptable(f"this instance renders as {kind}, its encapsulated document"
                                 + (", or text/html" if kind == "text/xml" else ""))
-    return _cached(single_part(value, kind), stored.sha256[:32])
+    response = single_part(value, sent)
+    response.headers.update(headers)
+    return _cached(response, stored.sha256[:32])
 
 
 MAX_PRESENTED = 64   # images of one presentation state rendered in one answer
@@ -211,6 +217,7 @@ def _cda_page(stored: StoredInstance, value: Value, asked_charset: str | None) -
     except NotCda as exc:
         raise NotAcceptable(f"the document cannot be made readable: {exc}; ask for text/xml") from None
     response = Response(page.encode(charset, "xmlcharrefreplace"), content_type=f"text/html; charset={charset}")
+    response.headers["Content-Security-Policy"] = READABLE_PAGE_POLICY
     return _cached(response, _digest(stored, "cda", charset))
 
 
@@ -226,7 +233,9 @@ def _report(stored: StoredInstance, anonymized: bool) -> Response:
         return unchanged
     rendered = render_report(archive(), stored, media_type, charset, rendered_link(link_root()),
                              transcode_limits())
-    return _cached(Response(rendered.body, content_type=rendered.content_type), tag)
+    response = Response(rendered.body, content_type=rendered.content_type)
+    response.headers["Content-Security-Policy"] = READABLE_PAGE_POLICY
+    return _cached(response, tag)
 
 
 VIDEO_TYPES = ("video/mp4", "video/mpeg", "video/mp2t", "video/h264", "video/h265")

@@ -28,6 +28,7 @@ from ..access.rendering import check_cost, presented_image, render
 from ..access import instances
 from ..access.header import stored_header
 from ..access.reports import REPORT_TYPES, SR_CLASS_PREFIX, render_report, text_encoding, wado_uri_link
+from ..content_policy import READABLE_PAGE_POLICY
 from ..errors import BadRequest, NotAcceptable, NotFound
 from ..wire.media import DICOM, MalformedMediaType, Representation, parse_accept
 from ..access.frames import FrameReader
@@ -216,4 +217,6 @@ def _report(stored, content_type: str, charset: str | None) -> Response:
     references linked to their WADO-URI forms."""
     rendered = render_report(archive(), stored, content_type, text_encoding(charset),
                              wado_uri_link(request.script_root + request.path), transcode_limits())
-    return Response(rendered.body, content_type=rendered.content_type)
+    response = Response(rendered.body, content_type=rendered.content_type)
+    response.headers["Content-Security-Policy"] = READABLE_PAGE_POLICY
+    return response

@@ -32,6 +32,7 @@ _PAGE_HEADERS = {   # pages of ours and the viewer's shell: never framed, never 
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",   # not no-referrer: with it a form's Origin is "null"
     "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Opener-Policy": "same-origin",   # no window of another site keeps a handle on ours
 }
 _OWN_PAGES_CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
 

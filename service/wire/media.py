@@ -146,6 +146,23 @@ def response_format(accept: list[MediaType], offered: tuple[str, ...]) -> str | 
 
 OCTET_STREAM = "application/octet-stream"
 
+# Media types a browser shows without running anything of the sender's: what a peer's bytes
+# (an encapsulated document, an upstream's answer) may be labelled with on our origin. HTML,
+# SVG, XML, JavaScript and whatever is not listed are active, or may be (service.content_policy).
+PASSIVE_MEDIA_TYPES = frozenset({
+    OCTET_STREAM, "application/pdf", DICOM, DICOM_JSON, "application/json", "text/plain", "multipart/related",
+    "model/stl", "model/obj", "model/mtl", "model/x3d-vrml",
+    "image/jpeg", "image/png", "image/gif", "image/bmp", "image/tiff", "image/webp", "image/jp2", "image/jpx",
+    "image/jls", "image/x-jls", "image/jxl", "image/jphc", "image/dicom-rle", "image/x-dicom-rle",
+    "video/mp4", "video/mpeg", "video/mp2t", "video/h264", "video/h265", "video/webm", "video/quicktime",
+    "audio/mpeg", "audio/mp4", "audio/wav", "audio/ogg",
+})
+
+
+def passive(media_type: str) -> bool:
+    """Whether bytes labelled ``media_type`` (parameters allowed) are shown, never run."""
+    return media_type.split(";", 1)[0].strip().lower() in PASSIVE_MEDIA_TYPES
+
 
 # Media type names before DICOM 2021a, still sent by clients; answers use the new names.
 LEGACY_MEDIA_TYPES = {"image/x-jls": "image/jls", "image/x-dicom-rle": "image/dicom-rle"}
