@@ -73,6 +73,9 @@ class Config:
     qido_max_offset: int = 100_000        # …and pages no further than this (facades: 10 × max results)
     cors_origins: tuple[str, ...] = ()    # browser origins allowed to call the service, or ("*",)
     transcode_max_bytes: int = 1 << 30    # largest instance (file or decoded pixels) converted for a request
+    # Sequence items of one stored instance, counted before it is parsed (storage.structure): ~100 µs
+    # and ~10 KiB of memory an item at ingest; a 5,000-item SR has some 14,000.
+    max_sequence_items: int = 25_000
     transcode_slots: int = 2              # conversions running at once in one worker process…
     transcode_wait: float = 10.0          # …and how long a request waits for a free one before a 503
     anonymize_secret: str = ""            # seeds de-identification; default: <data_dir>/anonymize-secret
@@ -145,6 +148,7 @@ class Config:
             cors_origins=tuple(o.strip().rstrip("/") for o in env.get("DICOMWEB_CORS_ORIGINS", "").split(",")
                                if o.strip()),
             transcode_max_bytes=int(env.get("DICOMWEB_TRANSCODE_MAX_BYTES", str(1 << 30))),
+            max_sequence_items=int(env.get("DICOMWEB_MAX_SEQUENCE_ITEMS", "25000")),
             transcode_slots=int(env.get("DICOMWEB_TRANSCODE_SLOTS", "2")),
             transcode_wait=float(env.get("DICOMWEB_TRANSCODE_WAIT", "10")),
             anonymize_secret=env.get("DICOMWEB_ANONYMIZE_SECRET", ""),

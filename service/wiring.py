@@ -23,7 +23,7 @@ def make_archive(config: Config) -> Archive:
     catalog.dispose()
     return Archive(blobs, catalog, replace_duplicates=config.replace_duplicates,
                    max_inflated_bytes=config.transcode_max_bytes, spool_memory=config.blob_spool_memory_bytes,
-                   spool_dir=config.spool_dir)
+                   spool_dir=config.spool_dir, max_sequence_items=config.max_sequence_items)
 
 
 def make_facade(config: Config) -> Facade:

@@ -27,6 +27,7 @@ from .dataset import (
 )
 from .search import Query
 from .status import FailureReason
+from .structure import MAX_SEQUENCE_ITEMS
 from .uids import blob_key
 
 log = logging.getLogger(__name__)
@@ -55,11 +56,12 @@ class StoreOutcome:
 class Archive:
     def __init__(self, blobs: BlobStore, catalog: Catalog, replace_duplicates: bool = False,
                  max_inflated_bytes: int = 1 << 30, spool_memory: int = 16 << 20,
-                 spool_dir: str | os.PathLike | None = None) -> None:
+                 spool_dir: str | os.PathLike | None = None, max_sequence_items: int = MAX_SEQUENCE_ITEMS) -> None:
         self._blobs = blobs
         self._catalog = catalog
         self.replace_duplicates = replace_duplicates
         self.max_inflated_bytes = max_inflated_bytes   # of a deflated instance's data set, read or stored
+        self.max_sequence_items = max_sequence_items   # of an instance stored (storage.structure)
         self.spool_memory, self.spool_dir = spool_memory, spool_dir   # of a blob made seekable (spooled)
 
     @property
@@ -362,7 +364,7 @@ class StoreBatch:
         if sha256 is None:
             sha256 = file_sha256(fp)
         try:
-            header = read_header(fp, self._archive.max_inflated_bytes)
+            header = read_header(fp, self._archive.max_inflated_bytes, self._archive.max_sequence_items)
         except RejectedInstance as exc:
             self._outcomes.append(StoreOutcome(exc.sop_class, exc.sop_instance, failure=exc.reason,
                                                message=exc.message))

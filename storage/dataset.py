@@ -18,6 +18,7 @@ from pydicom.errors import InvalidDicomError
 
 from .metadata import instance_metadata, with_transfer_syntax
 from .status import FailureReason
+from .structure import TooComplex, check_structure
 from .uids import is_valid_uid
 
 PATIENT_KEYWORDS = ("PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate", "PatientSex")
@@ -300,16 +301,20 @@ class CappedReads:
         self._fp.close()
 
 
-def read_header(fp: BinaryIO, max_inflated_bytes: int = 1 << 30) -> InstanceHeader:
+def read_header(fp: BinaryIO, max_inflated_bytes: int = 1 << 30, max_items: int | None = None) -> InstanceHeader:
     """Parse the Part 10 header and data set up to Pixel Data.
 
     Raises RejectedInstance with 0xC000 when the bytes are not a Part 10 file
     with a transfer syntax, or 0xA900 when identifying UIDs are absent or malformed.
     A deflated data set is read from its inflated copy, within ``max_inflated_bytes``
     (0xA700 beyond); the header still names the deflated syntax the file is stored in.
+    With ``max_items`` (at ingest), the data set is first counted (storage.structure): more
+    sequence items than that, sequences deeper or elements more than its bounds, is 0xA700,
+    before pydicom parses any of it.
     """
     fp = CappedReads(fp)
-    if transfer_syntax(fp) == DEFLATED:
+    syntax = transfer_syntax(fp)
+    if syntax == DEFLATED:
         try:
             copy = inflated_copy(fp, max_inflated_bytes)
         except InflationLimit as exc:
@@ -317,10 +322,12 @@ def read_header(fp: BinaryIO, max_inflated_bytes: int = 1 << 30) -> InstanceHead
         except Exception as exc:
             raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND, f"unreadable DICOM data: {reason(exc)}") from None
         with copy:
-            header = read_header(copy)
+            header = read_header(copy, max_items=max_items)
         pixels = header.pixels and PixelLocation(header.pixels.tag, header.pixels.vr, None, None)
         return replace(header, transfer_syntax_uid=DEFLATED, pixels=pixels,
                        metadata=with_transfer_syntax(header.metadata, DEFLATED))
+    if max_items is not None and syntax is not None:
+        _check_structure(fp, syntax, max_items)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -338,6 +345,31 @@ def read_header(fp: BinaryIO, max_inflated_bytes: int = 1 << 30) -> InstanceHead
                                "the 128-byte preamble, or no File Meta Information") from None
     except Exception as exc:  # pydicom raises many types on damaged input
         raise RejectedInstance(FailureReason.CANNOT_UNDERSTAND, f"unreadable DICOM data: {reason(exc)}") from None
+
+
+def _check_structure(fp: CappedReads, syntax: str, max_items: int) -> None:
+    """0xA700 for a data set beyond the bounds of storage.structure, counted from where its file
+    meta information ends (found as transfer_syntax finds it; pydicom's reading where that fails)."""
+    start = fp.tell()
+    head = fp.read(_META_READ)
+    _, meta_end = _meta_elements(head)
+    try:
+        if meta_end is None:
+            fp.seek(start)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pydicom.filereader.read_preamble(fp, False)
+                pydicom.filereader._read_file_meta_info(fp)
+            meta_end = fp.tell() - start
+        fp.seek(start + meta_end)
+        check_structure(fp, syntax, max_items=max_items)
+    except TooComplex as exc:
+        raise RejectedInstance(FailureReason.OUT_OF_RESOURCES, f"{exc}: more than one instance may cost to "
+                               "store (DICOMWEB_MAX_SEQUENCE_ITEMS, storage.structure)") from None
+    except Exception:   # no file meta information pydicom can find: its reading, next, says why
+        pass
+    finally:
+        fp.seek(start)
 
 
 def read_until_pixels(fp: BinaryIO) -> tuple[pydicom.Dataset, PixelLocation | None]:
