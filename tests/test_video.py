@@ -165,6 +165,46 @@ def test_videos_in_s3_are_framed_from_a_copy_and_sent_by_range(tmp_path, aws_env
         assert frame.status_code == 200 and Image.open(io.BytesIO(frame.data)).size == (320, 240)
 
 
+def test_a_cine_of_50000_small_frames_is_refused_before_any_is_drawn(client):
+    """Within the pixel and byte bounds (50,000 frames of 8×8), it took 17–21 s to make: the
+    frame count is bounded before the answer starts, and named."""
+    import time
+
+    from transcode.video import MAX_VIDEO_FRAMES
+
+    frames = 50_000
+    _, url = stored(client, ct_instance(generate_uid(), generate_uid(), rows=8, columns=8, frames=frames,
+                                        pixels=np.zeros((frames, 8, 8), np.uint16), FrameTime=10.0))
+    start = time.perf_counter()
+    for media_type in ("video/mp4", "video/mpeg", "image/gif"):   # an animated GIF too
+        r = client.get(f"{url}/rendered", headers={"Accept": media_type})
+        assert r.status_code == 413 and f"at most {MAX_VIDEO_FRAMES} frames" in r.get_json()["message"]
+    assert time.perf_counter() - start < 2
+
+
+def test_the_conversion_time_counts_from_the_first_frame(tmp_path, monkeypatch):
+    """Frames that come slowly stop the encoder at its time limit, however many remain: the limit
+    applied only once every frame was fed before."""
+    import time
+
+    from transcode import video
+
+    monkeypatch.setattr(video, "FFMPEG_SECONDS", 1.0)
+
+    def slow_frames():
+        while True:
+            time.sleep(0.05)
+            yield Image.new("L", (16, 16))
+
+    start = time.monotonic()
+    with pytest.raises(video.VideoBusy, match="more than 1.0 s"):
+        video.encode_video(slow_frames(), 40.0, tmp_path / "out.mp4")
+    assert time.monotonic() - start < 2
+    with pytest.raises(video.VideoError, match=f"at most {video.MAX_VIDEO_FRAMES} frames"):
+        video.encode_video((Image.new("L", (2, 2)) for _ in range(video.MAX_VIDEO_FRAMES + 1)), 40.0,
+                           tmp_path / "out.mp4")
+
+
 def test_a_cine_is_made_into_video_by_a_worker_of_one_conversion_slot(tmp_path):
     """The frames are drawn inside the encoder's slot: with one slot a worker, no deadlock."""
     from service import create_app

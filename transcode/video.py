@@ -12,7 +12,9 @@ caller answers 503 or 406, never waits. Its input is a file path or a span of on
 from __future__ import annotations
 
 import io
+import itertools
 import subprocess
+import time
 from pathlib import Path
 from typing import Iterable
 
@@ -22,7 +24,8 @@ from PIL import Image
 from .codecs import ConversionError
 
 FFMPEG = "ffmpeg"
-FFMPEG_SECONDS = 60          # wall clock of one ffmpeg run
+FFMPEG_SECONDS = 60          # wall clock of one ffmpeg run, frames fed to it included
+MAX_VIDEO_FRAMES = 5_000     # frames of one image encoded as a video (a 200-frame cine takes 1.3 s)
 FFMPEG_THREADS = "2"
 MAX_FRAME_BYTES = 64 << 20   # one frame extracted as PNG
 MAX_VIDEO_PIXELS = 8192 * 4320   # a frame decoded (8K video)
@@ -124,7 +127,9 @@ MPEG2_RATES = (24, 25, 30, 50, 60)
 def encode_video(images: Iterable[Image.Image], frame_ms: float, out: Path, media_type: str = "video/mp4") -> None:
     """Rendered frames encoded at one frame each ``frame_ms``, piped to ffmpeg as they are made:
     ``video/mp4``, H.264 (yuv420p, what every browser plays) in an MP4 with its index first;
-    ``video/mpeg``, MPEG-2 video in a program stream."""
+    ``video/mpeg``, MPEG-2 video in a program stream. FFMPEG_SECONDS bound the whole, from the
+    first frame (VideoBusy beyond); more than MAX_VIDEO_FRAMES frames is a VideoError."""
+    deadline = time.monotonic() + FFMPEG_SECONDS
     iterator = iter(images)
     first = next(iterator, None)
     if first is None:
@@ -149,13 +154,17 @@ def encode_video(images: Iterable[Image.Image], frame_ms: float, out: Path, medi
     except FileNotFoundError:
         raise VideoError("ffmpeg is not installed on this server") from None
     try:
-        for image in (first, *iterator):
+        for count, image in enumerate(itertools.chain([first], iterator), 1):
+            if count > MAX_VIDEO_FRAMES:
+                raise VideoError(f"a video is made of at most {MAX_VIDEO_FRAMES} frames")
+            if time.monotonic() > deadline:
+                raise VideoBusy(f"making the video took more than {FFMPEG_SECONDS} s; it was stopped")
             image = image.convert(mode)
             if image.size != (width, height):
                 image = image.resize((width, height))
             process.stdin.write(np.asarray(image, np.uint8).tobytes())
         process.stdin.close()
-        process.wait(timeout=FFMPEG_SECONDS)
+        process.wait(timeout=max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         process.kill()
         raise VideoBusy(f"ffmpeg ran past {FFMPEG_SECONDS} s and was stopped") from None

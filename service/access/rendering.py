@@ -19,7 +19,7 @@ from transcode.render import (
 )
 from transcode.presentation import NotApplicable, Target, present
 from transcode.presentation import check as check_state
-from transcode.video import frame_time_ms
+from transcode.video import MAX_VIDEO_FRAMES, frame_time_ms
 
 from ..errors import BadRequest, NotAcceptable, NotFound, PayloadTooLarge
 from ..limits import TranscodeLimits
@@ -37,13 +37,17 @@ def check_cost(pixels: PixelDescription, numbers: Sequence[int] | None, renderin
                limits: TranscodeLimits) -> None:
     """Refuse, before any work, a rendering beyond the request budget: the frames decoded for one
     image (every frame of an animated GIF) within DICOMWEB_TRANSCODE_MAX_BYTES, an animation's
-    pixels within MAX_ANIMATION_PIXELS, and a viewport region that misses the image (400)."""
+    pixels within MAX_ANIMATION_PIXELS and its frames within MAX_VIDEO_FRAMES, and a viewport region
+    that misses the image (400)."""
     if rendering.viewport is not None and rendering.viewport.region is not None:
         try:
             region_box(rendering.viewport.region, pixels.columns, pixels.rows)
         except BadParameter as exc:
             raise BadRequest(f"viewport: {exc}") from None
     count = 1 if several or rendering.media_type != "image/gif" else len(numbers or ()) or pixels.number_of_frames
+    if count > MAX_VIDEO_FRAMES:   # an animation or a video: each frame costs its drawing, however small
+        raise PayloadTooLarge(f"an animation or a video is made of at most {MAX_VIDEO_FRAMES} frames, not {count}: "
+                              "ask for some of them (…/frames/1,2,3/rendered)")
     limits.check(pixels.frame_length * count, "rendering")
     drawn = rendering.viewport.width * rendering.viewport.height if rendering.viewport else pixels.rows * pixels.columns
     if count > 1 and count * min(drawn, MAX_RENDERED_PIXELS) > MAX_ANIMATION_PIXELS:
