@@ -29,9 +29,11 @@ def _upstream_column(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE instances ADD COLUMN upstream VARCHAR(64)")
 
 
-def _title_seen_column(conn: Connection) -> None:
-    if "seen" not in {c["name"] for c in inspect(conn).get_columns("subscriber_titles")}:
-        conn.exec_driver_sql("ALTER TABLE subscriber_titles ADD COLUMN seen FLOAT")
+def _title_columns(conn: Connection) -> None:
+    present = {c["name"] for c in inspect(conn).get_columns("subscriber_titles")}
+    for name, kind in (("seen", "FLOAT"), ("queued", "INTEGER")):
+        if name not in present:
+            conn.exec_driver_sql(f"ALTER TABLE subscriber_titles ADD COLUMN {name} {kind}")
 
 
 def _pending_blobs(conn: Connection) -> None:
@@ -59,13 +61,13 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (8, "the Worklist: workitems, their search keys, subscriptions, AE titles and waiting events",
      _table(*WORKLIST_TABLES)),
     (9, "signin_failures: failed sign-ins by address, seen by every worker", _table("signin_failures")),
-    (10, "subscriber_titles.seen: when an AE title's event channel was last seen, for the sweep", _title_seen_column),
+    (10, "subscriber_titles.seen and .queued: when an AE title's channel was last seen, how many events wait",
+     _title_columns),
 ]
 LATEST = MIGRATIONS[-1][0]
 # Columns later migrations add: a catalog made before versions were kept lacks them and is still version 1.
 ADDED_LATER = {"instances.upstream", "pending_blobs", "viewer_sessions", "doomed_blobs",
-               "rejected_instances", "commitment_results", *WORKLIST_TABLES, "signin_failures",
-               "subscriber_titles.seen"}
+               "rejected_instances", "commitment_results", *WORKLIST_TABLES, "signin_failures"}
 
 
 def current(conn: Connection) -> int:

@@ -257,13 +257,15 @@ global_subscriptions = Table(
 # it, nor open its event channel. ``channel`` names the event channel now delivering its
 # events (a newer one replaces an older, on any node), NULL when none is open; ``seen`` is when
 # the title was first claimed, or a channel of it last opened, closed or was alive (the sweep
-# forgets a title unseen for long, with its subscriptions and events).
+# forgets a title unseen for long, with its subscriptions and events); ``queued`` counts its
+# waiting events, so that the bound on them is kept as they are queued.
 subscriber_titles = Table(
     "subscriber_titles", metadata,
     Column("ae_title", Text(16), primary_key=True),
     Column("peer", Text(64), nullable=False),
     Column("channel", Text(64)),
     Column("seen", Float),
+    Column("queued", Integer),
 )
 
 # Event reports waiting for their subscriber, in order (pk); deleted once sent on its channel.

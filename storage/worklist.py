@@ -10,13 +10,15 @@ new ones by NOTIFY in the same transaction, so that channels on any node wake.
 """
 from __future__ import annotations
 
+import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import orjson
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from sqlalchemy import ColumnElement, delete, exists, func, insert, not_, select, true, update
+from sqlalchemy import ColumnElement, case, delete, exists, func, insert, not_, select, true, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -26,6 +28,8 @@ from .schema import (
     workitem_subscriptions, workitems, worklist_events,
 )
 from .search import QueryError, any_of, date_time, known_keyword, name_match, uid_list, value_list
+
+log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "dicomweb_worklist"
 FINAL_STATES = ("CANCELED", "COMPLETED")
@@ -236,23 +240,37 @@ class Worklist:
                         _event_row(ae_title, uid, initial(uid, state, readiness), when) for uid, state, readiness in batch])
                 count += len(batch)
             if deletion_lock and count:
+                self._account(conn, Counter({ae_title: count}))
                 self._notify(conn)
         return count
 
     def unsubscribe(self, uid: str, ae_title: str, peer: str) -> int:
-        """End ``ae_title``'s subscription to one workitem (and its deletion lock); how many ended."""
+        """End ``ae_title``'s subscription to one workitem (and its deletion lock), and forget the
+        events of that workitem waiting for it; how many subscriptions ended."""
         with self._transaction() as conn:
             self._claim_title(conn, ae_title, peer)
-            return conn.execute(delete(workitem_subscriptions).where(
+            ended = conn.execute(delete(workitem_subscriptions).where(
                 workitem_subscriptions.c.workitem_uid == uid, workitem_subscriptions.c.ae_title == ae_title)).rowcount
+            self._forget_events(conn, ae_title, worklist_events.c.workitem_uid == uid)
+            return ended
 
     def unsubscribe_all(self, ae_title: str, peer: str) -> int:
-        """End the global subscription of ``ae_title`` and every workitem subscription it has."""
+        """End the global subscription of ``ae_title`` and every workitem subscription it has, and
+        forget every event waiting for it."""
         with self._transaction() as conn:
             self._claim_title(conn, ae_title, peer)
             ended = conn.execute(delete(global_subscriptions).where(global_subscriptions.c.ae_title == ae_title)).rowcount
-            return ended + conn.execute(delete(workitem_subscriptions)
-                                        .where(workitem_subscriptions.c.ae_title == ae_title)).rowcount
+            ended += conn.execute(delete(workitem_subscriptions)
+                                  .where(workitem_subscriptions.c.ae_title == ae_title)).rowcount
+            self._forget_events(conn, ae_title, true())
+            return ended
+
+    def _forget_events(self, conn: Connection, ae_title: str, which: ColumnElement) -> None:
+        forgotten = conn.execute(delete(worklist_events).where(worklist_events.c.ae_title == ae_title, which)).rowcount
+        if forgotten:
+            remaining = func.coalesce(subscriber_titles.c.queued, 0) - forgotten
+            conn.execute(update(subscriber_titles).where(subscriber_titles.c.ae_title == ae_title)
+                         .values(queued=case((remaining > 0, remaining), else_=0)))
 
     def suspend(self, ae_title: str, peer: str) -> int:
         """End the global subscription alone: the workitems it took stay subscribed."""
@@ -275,7 +293,7 @@ class Worklist:
     def _claim_title(self, conn: Connection, ae_title: str, peer: str) -> None:
         owner = conn.execute(select(subscriber_titles.c.peer).where(subscriber_titles.c.ae_title == ae_title)).scalar()
         if owner is None:
-            conn.execute(insert(subscriber_titles).values(ae_title=ae_title, peer=peer))
+            conn.execute(insert(subscriber_titles).values(ae_title=ae_title, peer=peer, seen=time.time(), queued=0))
         elif owner != peer:
             raise TitleTaken(ae_title)
 
@@ -288,6 +306,7 @@ class Worklist:
         with self._transaction() as conn:
             if titles:
                 conn.execute(insert(worklist_events), [_event_row(t, "", event, when) for t in titles])
+                self._account(conn, Counter(titles))
                 self._notify(conn)
         return len(titles)
 
@@ -300,7 +319,28 @@ class Worklist:
         rows = [_event_row(title, uid, event, when) for event in events for title in titles]
         if rows:
             conn.execute(insert(worklist_events), rows)
+            self._account(conn, Counter({title: len(events) for title in titles}))
             self._notify(conn)
+
+    def _account(self, conn: Connection, added: Counter) -> None:
+        """Count what was just queued for each title, and drop its oldest events beyond the newest
+        ``max_queued`` (logged): a title that never connects cannot grow the catalog without bound."""
+        for count in set(added.values()):
+            titles = [title for title, n in added.items() if n == count]
+            conn.execute(update(subscriber_titles).where(subscriber_titles.c.ae_title.in_(titles))
+                         .values(queued=func.coalesce(subscriber_titles.c.queued, 0) + count))
+        over = conn.execute(select(subscriber_titles.c.ae_title, subscriber_titles.c.queued)
+                            .where(subscriber_titles.c.ae_title.in_(list(added)),
+                                   subscriber_titles.c.queued > self.max_queued)).all()
+        for title, queued in over:
+            oldest_kept = (select(worklist_events.c.pk).where(worklist_events.c.ae_title == title)
+                           .order_by(worklist_events.c.pk.desc()).offset(self.max_queued - 1).limit(1)).scalar_subquery()
+            dropped = conn.execute(delete(worklist_events).where(worklist_events.c.ae_title == title,
+                                                                 worklist_events.c.pk < oldest_kept)).rowcount
+            conn.execute(update(subscriber_titles).where(subscriber_titles.c.ae_title == title)
+                         .values(queued=queued - dropped))
+            log.warning("worklist: the %d oldest events waiting for AE title %s were dropped: it has no channel "
+                        "open and more than %d wait (DICOMWEB_WORKLIST_QUEUED_EVENTS)", dropped, title, self.max_queued)
 
     def _notify(self, conn: Connection) -> None:
         if not self.catalog.is_sqlite:   # delivered at commit, to the listeners of every node
@@ -311,12 +351,22 @@ class Worklist:
         owns it), and drop what waits beyond the newest ``max_queued``."""
         with self._transaction() as conn:
             self._claim_title(conn, ae_title, peer)
-            conn.execute(update(subscriber_titles).where(subscriber_titles.c.ae_title == ae_title)
-                         .values(channel=channel))
             keep = (select(worklist_events.c.pk).where(worklist_events.c.ae_title == ae_title)
                     .order_by(worklist_events.c.pk.desc()).offset(self.max_queued).limit(1)).scalar_subquery()
             conn.execute(delete(worklist_events).where(worklist_events.c.ae_title == ae_title,
                                                        worklist_events.c.pk <= keep))
+            waiting = (select(func.count()).select_from(worklist_events)
+                       .where(worklist_events.c.ae_title == ae_title).scalar_subquery())
+            conn.execute(update(subscriber_titles).where(subscriber_titles.c.ae_title == ae_title)
+                         .values(channel=channel, seen=time.time(), queued=waiting))
+
+    def channel_alive(self, ae_title: str, channel: str, closed: bool = False) -> None:
+        """``channel`` is still open (or has just closed): the title is seen now, which keeps the
+        sweep from forgetting it."""
+        with self.catalog.unsynced_transaction() as conn:
+            conn.execute(update(subscriber_titles)
+                         .where(subscriber_titles.c.ae_title == ae_title, subscriber_titles.c.channel == channel)
+                         .values(seen=time.time(), **({"channel": None} if closed else {})))
 
     def channel_of(self, ae_title: str) -> str | None:
         with self.catalog.engine.connect() as conn:
@@ -333,8 +383,7 @@ class Worklist:
 
     def sent(self, ae_title: str, pks: Sequence[int]) -> None:
         with self._transaction() as conn:
-            conn.execute(delete(worklist_events).where(worklist_events.c.ae_title == ae_title,
-                                                       worklist_events.c.pk.in_(list(pks))))
+            self._forget_events(conn, ae_title, worklist_events.c.pk.in_(list(pks)))
 
     def latest_event(self) -> int:
         """The newest event's number (0 when none waits): what a polling bell watches."""
@@ -344,8 +393,11 @@ class Worklist:
     # -- upkeep -----------------------------------------------------------------------------
 
     def sweep(self, finished_before: float, events_before: float) -> tuple[int, int]:
-        """Remove workitems final since before ``finished_before`` that no deletion lock holds, and
-        events waiting since before ``events_before``; how many of each."""
+        """Remove workitems final since before ``finished_before`` that no deletion lock holds,
+        events waiting since before ``events_before``, and AE titles no channel has been seen for
+        since then (with their subscriptions and events: a subscriber that never connects); how
+        many workitems and events."""
+        self.forget_unseen(events_before)
         with self._transaction() as conn:
             locked = exists().where(workitem_subscriptions.c.workitem_uid == workitems.c.uid,
                                     workitem_subscriptions.c.deletion_lock == 1)
@@ -357,7 +409,30 @@ class Worklist:
                 conn.execute(delete(workitem_subscriptions).where(workitem_subscriptions.c.workitem_uid.in_(uids)))
                 conn.execute(delete(workitems).where(workitems.c.pk.in_(pks)))
             events = conn.execute(delete(worklist_events).where(worklist_events.c.created < events_before)).rowcount
+            if events:
+                waiting = (select(func.count()).select_from(worklist_events)
+                           .where(worklist_events.c.ae_title == subscriber_titles.c.ae_title).scalar_subquery())
+                conn.execute(update(subscriber_titles).values(queued=waiting))
         return len(pks), events
+
+    def forget_unseen(self, before: float) -> list[str]:
+        """Forget the AE titles whose channel was last seen (or that were claimed, never connecting)
+        before ``before``: their subscriptions, their waiting events, the titles; which they were."""
+        with self._transaction() as conn:
+            conn.execute(update(subscriber_titles).where(subscriber_titles.c.seen.is_(None))
+                         .values(seen=time.time()))   # titles of a catalog older than ``seen``: a full wait
+            titles = list(conn.execute(select(subscriber_titles.c.ae_title)
+                                       .where(subscriber_titles.c.seen < before)).scalars())
+            for batch in _batches(((t,) for t in titles), 500):
+                names = [t for (t,) in batch]
+                conn.execute(delete(global_subscriptions).where(global_subscriptions.c.ae_title.in_(names)))
+                conn.execute(delete(workitem_subscriptions).where(workitem_subscriptions.c.ae_title.in_(names)))
+                conn.execute(delete(worklist_events).where(worklist_events.c.ae_title.in_(names)))
+                conn.execute(delete(subscriber_titles).where(subscriber_titles.c.ae_title.in_(names)))
+        if titles:
+            log.info("worklist: forgot %d AE title(s) no event channel was seen for: %s", len(titles),
+                     ", ".join(titles[:20]))
+        return titles
 
     def _transaction(self) -> Any:
         return self.catalog.writer_transaction()

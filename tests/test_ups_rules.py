@@ -384,3 +384,34 @@ def test_a_transaction_uid_in_the_update_of_a_scheduled_workitem_is_inconsistent
     with pytest.raises(ups.Refused) as refused:
         ups.update(in_state("SCHEDULED"), None, None, _with_transaction(HELD), NOW)
     assert (refused.value.status, refused.value.warning) == (409, ups.INCONSISTENT)
+
+
+# -- the size of an event report ----------------------------------------------------------------
+
+def _large_progress(kilobytes: int) -> dict:
+    parameters = [{"0040A160": {"vr": "UT", "Value": ["x" * 1000]}} for _ in range(kilobytes)]
+    return {"00741002": {"vr": "SQ", "Value": [{
+        "00741004": {"vr": "DS", "Value": [40]}, "00741006": {"vr": "ST", "Value": ["Reconstructing"]},
+        "00741007": {"vr": "SQ", "Value": parameters}}]}}
+
+
+def test_a_large_progress_report_is_queued_within_the_bound():
+    """A 900 kB Progress Information Sequence made a 900 kB event for each subscriber."""
+    outcome = ups.update(in_state("IN PROGRESS"), HELD, HELD, _large_progress(900), NOW)
+    [event] = outcome.events
+    assert event.type_id == ups.PROGRESS_REPORT
+    import orjson
+    assert len(orjson.dumps(event.information)) <= ups.MAX_EVENT_BYTES
+    [item] = ups.items(event.information, "ProcedureStepProgressInformationSequence")   # Type 1, kept
+    assert ups.first(item, "ProcedureStepProgress") == 40 and ups.text(item, "ProcedureStepProgressDescription")
+    assert ups.items(outcome.model, "ProcedureStepProgressInformationSequence")[0]["00741007"]["Value"].__len__() == 900
+
+
+def test_a_small_event_is_sent_whole_and_any_event_is_bounded():
+    outcome = ups.update(in_state("IN PROGRESS"), HELD, HELD, _large_progress(3), NOW)
+    assert len(outcome.events[0].information["00741002"]["Value"][0]["00741007"]["Value"]) == 3   # 3 kB: whole
+    huge = ups.Event(ups.STATE_REPORT, {"00741000": {"vr": "CS", "Value": ["CANCELED"]},
+                                        "00404041": {"vr": "CS", "Value": ["READY"]},
+                                        **{f"0009{n:04X}": {"vr": "LO", "Value": ["y" * 60]} for n in range(1000)}})
+    reduced = ups.bounded(huge).information
+    assert set(reduced) == {"00741000", "00404041"}   # at worst, the state alone

@@ -396,17 +396,65 @@ def test_a_deletion_lock_keeps_a_final_workitem_until_its_subscription_ends(clie
     assert client.get("/dicom-web/workitems/1.2.3.1").status_code == 404
 
 
-def test_queued_events_are_bounded_per_ae_title(client, ups_app):
+def test_queued_events_are_bounded_per_ae_title_as_they_are_queued(client, ups_app, caplog):
+    """The bound held only when a channel opened: a title that never connects grew without one."""
+    import logging
+
     worklist = ups_app.extensions["worklist"]
     worklist.max_queued = 5
-    for n in range(4):
-        create(client, f"1.2.3.{n}")
-        client.post(f"/dicom-web/workitems/1.2.3.{n}/subscribers/SLOW")
-        state(client, f"1.2.3.{n}", "IN PROGRESS", "1.2.99")
-    assert len(waiting(ups_app, "SLOW")) == 8
-    worklist.open_channel("SLOW", PEER, "channel-1")
+    with caplog.at_level(logging.WARNING, logger="storage.worklist"):
+        for n in range(4):
+            create(client, f"1.2.3.{n}")
+            client.post(f"/dicom-web/workitems/1.2.3.{n}/subscribers/SLOW")
+            state(client, f"1.2.3.{n}", "IN PROGRESS", "1.2.99")
     kept = waiting(ups_app, "SLOW")
     assert len(kept) == 5 and kept[-1] == (1, "1.2.3.3", "IN PROGRESS"), "the newest are kept"
+    assert sum(int(m.split("the ")[1].split(" ")[0]) for m in caplog.messages if "dropped" in m) == 3
+    assert all("SLOW" in m and "DICOMWEB_WORKLIST_QUEUED_EVENTS" in m for m in caplog.messages if "dropped" in m)
+    worklist.open_channel("SLOW", PEER, "channel-1")
+    assert waiting(ups_app, "SLOW") == kept
+    worklist.max_queued = 3   # a lower bound takes effect at the next queueing too
+    state(client, "1.2.3.0", "COMPLETED", "1.2.99")   # refused (final-state requirements), nothing queued
+    client.post("/dicom-web/workitems/1.2.3.0?transaction=1.2.99", data=json.dumps(performed()), content_type=JSON)
+    assert state(client, "1.2.3.0", "COMPLETED", "1.2.99").status_code == 200
+    assert len(waiting(ups_app, "SLOW")) == 3
+
+
+def test_unsubscribing_forgets_the_events_waiting(client, ups_app):
+    for n in range(3):
+        create(client, f"1.2.3.{n}")
+        client.post(f"/dicom-web/workitems/1.2.3.{n}/subscribers/GONE")
+    client.post(f"/dicom-web/workitems/{WORKLIST}/subscribers/GONE")
+    state(client, "1.2.3.0", "IN PROGRESS", "1.2.99")
+    state(client, "1.2.3.1", "IN PROGRESS", "1.2.99")
+    assert {uid for _, uid, _ in waiting(ups_app, "GONE")} == {"1.2.3.0", "1.2.3.1", "1.2.3.2"}
+    assert client.delete("/dicom-web/workitems/1.2.3.0/subscribers/GONE").status_code == 200
+    assert {uid for _, uid, _ in waiting(ups_app, "GONE")} == {"1.2.3.1", "1.2.3.2"}   # that workitem's only
+    assert client.delete(f"/dicom-web/workitems/{WORKLIST}/subscribers/GONE").status_code == 200
+    assert waiting(ups_app, "GONE") == []
+
+
+def test_titles_that_never_connect_are_swept_with_what_they_hold(client, ups_app):
+    worklist = ups_app.extensions["worklist"]
+    create(client, "1.2.3.1")
+    client.post("/dicom-web/workitems/1.2.3.1/subscribers/NEVER")
+    client.post(f"/dicom-web/workitems/{WORKLIST}/subscribers/NEVER")
+    client.post("/dicom-web/workitems/1.2.3.1/subscribers/ACTIVE")
+    worklist.open_channel("ACTIVE", PEER, "channel-a")
+    later = time.time() + 10
+    worklist.channel_alive("ACTIVE", "channel-a")   # its channel is open: seen now, again
+    assert worklist.forget_unseen(time.time() - 60) == []   # both seen within the minute
+    import storage.worklist as stored
+    real = time.time
+    try:   # a week on: NEVER was claimed and never connected; ACTIVE's channel kept saying it is alive
+        stored.time.time = lambda: later + 7 * 86400
+        worklist.channel_alive("ACTIVE", "channel-a")
+    finally:
+        stored.time.time = real
+    assert worklist.forget_unseen(later + 86400) == ["NEVER"]
+    assert worklist.subscribed_titles() == ["ACTIVE"] and waiting(ups_app, "NEVER") == []
+    state(client, "1.2.3.1", "IN PROGRESS", "1.2.99")
+    assert waiting(ups_app, "NEVER") == [] and len(waiting(ups_app, "ACTIVE")) == 2
 
 
 # -- concurrency ------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ MAX_UNREAD_MESSAGES = 16     # what a subscriber may send us unread (nothing is 
 MAX_MESSAGE_BYTES = 4096
 PING_SECONDS = 20            # keeps proxies from closing an idle channel, and finds dead peers
 CHECK_SECONDS = 5            # an idle channel looks at the catalog this often whatever the bell says
+ALIVE_SECONDS = 3600         # an open channel says it is alive this often (the sweep forgets titles unseen for days)
 REPLACED = 4000              # close code: a newer channel took the AE title
 REDIS_CHANNEL = NOTIFY_CHANNEL
 
@@ -219,7 +220,7 @@ def deliver(socket: simple_websocket.Server, worklist: Worklist, bell: Bell, tit
             clock: Callable[[], float] = time.monotonic) -> None:
     """Send what waits for ``title``, in order, and then each event as it comes, until the peer
     goes, or a newer channel takes the AE title (closed with code 4000)."""
-    seen, message_id, checked = bell.count, 0, 0.0
+    seen, message_id, checked, alive = bell.count, 0, 0.0, clock()
     try:
         while socket.connected:
             while socket.receive(timeout=0) is not None:   # what the peer sent: read, and not acted on
@@ -237,6 +238,9 @@ def deliver(socket: simple_websocket.Server, worklist: Worklist, bell: Bell, tit
                 if worklist.channel_of(title) != channel:
                     socket.close(REPLACED, "a newer event channel took this AE title")
                     return
+                if checked - alive >= ALIVE_SECONDS:
+                    alive = checked
+                    worklist.channel_alive(title, channel)
             before = seen
             seen = bell.wait(seen, 1.0)
             while seen == before and socket.connected and clock() - checked < CHECK_SECONDS:
@@ -244,6 +248,7 @@ def deliver(socket: simple_websocket.Server, worklist: Worklist, bell: Bell, tit
     except ConnectionClosed:
         pass
     finally:
+        worklist.channel_alive(title, channel, closed=True)
         if socket.connected:
             try:
                 socket.close()

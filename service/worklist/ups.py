@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import re
+
+import orjson
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -123,12 +125,46 @@ class Event:
 @dataclass
 class Outcome:
     """What a transaction did: the workitem as it now is (None: unchanged), the Transaction UID
-    it now holds, its events, and Warning texts for the answer."""
+    it now holds, its events (each within MAX_EVENT_BYTES), and Warning texts for the answer."""
 
     model: Model | None
     transaction_uid: str | None = None
     events: list[Event] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.events = [bounded(event) for event in self.events]
+
+
+# An event's information is queued once for each subscriber: a progress report of a 900 kB
+# Progress Information Sequence to 50 AE titles queued 45 MB. The attributes table CC.2.4-1
+# requires are small; what else a report carries is sent while it stays within this.
+MAX_EVENT_BYTES = 16 << 10
+MAX_ELEMENT_BYTES = 1 << 10
+
+
+def bounded(event: Event) -> Event:
+    """``event`` as it is, when its information is within MAX_EVENT_BYTES; else with what is
+    larger than MAX_ELEMENT_BYTES left out (of a sequence, the first item kept, reduced alike),
+    and at worst the workitem's state and readiness alone (PS3.4 CC.2.4 lets the SCP send the
+    identity and state; a subscriber reads the rest with Retrieve)."""
+    if len(orjson.dumps(event.information)) <= MAX_EVENT_BYTES:
+        return event
+    reduced = _small_parts(event.information)
+    if len(orjson.dumps(reduced)) > MAX_EVENT_BYTES:
+        reduced = _selected(event.information, ("ProcedureStepState", "InputReadinessState"))
+    return Event(event.type_id, reduced)
+
+
+def _small_parts(model: Model) -> Model:
+    kept: Model = {}
+    for key, value in model.items():
+        if len(orjson.dumps(value)) <= MAX_ELEMENT_BYTES:
+            kept[key] = value
+        elif isinstance(value, dict) and value.get("vr") == "SQ" and value.get("Value"):
+            first_item = value["Value"][0]
+            kept[key] = {"vr": "SQ", "Value": [_small_parts(first_item) if isinstance(first_item, dict) else {}]}
+    return kept
 
 
 # -- reading a model ------------------------------------------------------------------------
