@@ -356,18 +356,19 @@ def _check_structure(fp: CappedReads, syntax: str, max_items: int) -> None:
     try:
         if meta_end is None:
             fp.seek(start)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                pydicom.filereader.read_preamble(fp, False)
-                pydicom.filereader._read_file_meta_info(fp)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    pydicom.filereader.read_preamble(fp, False)
+                    pydicom.filereader._read_file_meta_info(fp)
+            except Exception:   # noqa: BLE001 - no file meta information pydicom finds: its reading, next, says why
+                return
             meta_end = fp.tell() - start
         fp.seek(start + meta_end)
         check_structure(fp, syntax, max_items=max_items)
     except TooComplex as exc:
         raise RejectedInstance(FailureReason.OUT_OF_RESOURCES, f"{exc}: more than one instance may cost to "
                                "store (DICOMWEB_MAX_SEQUENCE_ITEMS, storage.structure)") from None
-    except Exception:   # no file meta information pydicom can find: its reading, next, says why
-        pass
     finally:
         fp.seek(start)
 

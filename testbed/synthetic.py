@@ -6,11 +6,12 @@ attributes and pixel data of the requested size, written as Part 10 files.
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from pydicom import Dataset, FileMetaDataset, dcmwrite
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -251,4 +252,71 @@ def video_instance(study_uid: str, series_uid: str, form: str = "h264-mp4", seco
     ds["PixelData"].VR = "OB"
     out = io.BytesIO()
     dcmwrite(out, ds, enforce_file_format=True)
+    return out.getvalue()
+
+
+# -- structured reports of hostile shapes (storage.structure's bounds) ----------------------
+
+def flat_report(items: int, syntax: str = ExplicitVRLittleEndian, undefined: bool = False) -> bytes:
+    """An SR of ``items`` TEXT content items in one container, each with its concept name: the
+    shape of the 100,000-item report (4.9 MB) that took 15 s and 250 MiB to store."""
+    ds = sr_dataset(syntax)
+    name = Dataset()
+    name.CodeValue, name.CodingSchemeDesignator, name.CodeMeaning = "121071", "DCM", "Finding"
+    children = []
+    for n in range(items):
+        child = Dataset()
+        child.RelationshipType, child.ValueType, child.TextValue = "CONTAINS", "TEXT", f"{n}"
+        child.ConceptNameCodeSequence = [name]
+        children.append(child)
+    ds.ContentSequence = children
+    return written(ds, undefined)
+
+
+def many_items_report(items: int) -> bytes:
+    """flat_report of ``items`` items (explicit VR, undefined lengths), made by repeating the bytes
+    of one: pydicom would take a minute to write 50,000."""
+    one = flat_report(1, undefined=True)
+    sequence = one.index(b"\x40\x00\x30\xa7SQ\x00\x00\xff\xff\xff\xff") + 12
+    end = one.rindex(b"\xfe\xff\xdd\xe0")   # the Content Sequence is the last element
+    return one[:sequence] + one[sequence:end] * items + one[end:]
+
+
+def deep_report(depth: int, syntax: str = ExplicitVRLittleEndian, undefined: bool = False) -> bytes:
+    ds = sr_dataset(syntax)
+    inner = Dataset()
+    inner.RelationshipType, inner.ValueType, inner.TextValue = "CONTAINS", "TEXT", "deep"
+    for _ in range(depth - 1):
+        outer = Dataset()
+        outer.RelationshipType, outer.ValueType = "CONTAINS", "CONTAINER"
+        outer.ContentSequence = [inner]
+        inner = outer
+    ds.ContentSequence = [inner]
+    return written(ds, undefined)
+
+
+def sr_dataset(syntax: str) -> Dataset:
+    """A Comprehensive SR data set with its identity and no content, written in ``syntax``."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID, ds.file_meta.MediaStorageSOPClassUID = syntax, COMPREHENSIVE_SR
+    ds.SOPClassUID, ds.SOPInstanceUID = COMPREHENSIVE_SR, generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality, ds.PatientID, ds.ValueType = "SR", "P-SR", "CONTAINER"
+    return ds
+
+
+def written(ds: Dataset, undefined: bool) -> bytes:
+    """``ds`` as a Part 10 file, its sequences and items of undefined length or not."""
+    for elem in ds.iterall():
+        if elem.VR == "SQ":
+            elem.is_undefined_length = undefined
+            for item in elem.value:
+                item.is_undefined_length_sequence_item = undefined
+    out = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.save_as(out, enforce_file_format=True, little_endian=ds.file_meta.TransferSyntaxUID != ExplicitVRBigEndian,
+                   implicit_vr=ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian)
     return out.getvalue()

@@ -10,81 +10,15 @@ import warnings
 
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 from storage.dataset import RejectedInstance, read_header
 from storage.status import FailureReason
 from storage.structure import MAX_SEQUENCE_DEPTH, TooComplex, check_structure
 from testbed.messages import multipart_body, stow_headers
-from testbed.synthetic import measurement_report
+from testbed.synthetic import deep_report, flat_report, many_items_report, measurement_report, sr_dataset, written
 from tests.conftest import pydicom_test_files
-
-COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
-
-
-def flat_report(items: int, syntax: str = ExplicitVRLittleEndian, undefined: bool = False) -> bytes:
-    """An SR of ``items`` TEXT content items in one container, each with its concept name: the
-    shape of the 100,000-item report (4.9 MB) that took 15 s and 250 MiB to store."""
-    ds = _sr(syntax)
-    name = Dataset()
-    name.CodeValue, name.CodingSchemeDesignator, name.CodeMeaning = "121071", "DCM", "Finding"
-    children = []
-    for n in range(items):
-        child = Dataset()
-        child.RelationshipType, child.ValueType, child.TextValue = "CONTAINS", "TEXT", f"{n}"
-        child.ConceptNameCodeSequence = [name]
-        children.append(child)
-    ds.ContentSequence = children
-    return _written(ds, undefined)
-
-
-def many_items_report(items: int) -> bytes:
-    """flat_report of ``items`` items (explicit VR, undefined lengths), made by repeating the bytes
-    of one: pydicom would take a minute to write 50,000."""
-    one = flat_report(1, undefined=True)
-    sequence = one.index(b"\x40\x00\x30\xa7SQ\x00\x00\xff\xff\xff\xff") + 12
-    end = one.rindex(b"\xfe\xff\xdd\xe0")   # the Content Sequence is the last element
-    return one[:sequence] + one[sequence:end] * items + one[end:]
-
-
-def deep_report(depth: int, syntax: str = ExplicitVRLittleEndian, undefined: bool = False) -> bytes:
-    ds = _sr(syntax)
-    inner = Dataset()
-    inner.RelationshipType, inner.ValueType, inner.TextValue = "CONTAINS", "TEXT", "deep"
-    for _ in range(depth - 1):
-        outer = Dataset()
-        outer.RelationshipType, outer.ValueType = "CONTAINS", "CONTAINER"
-        outer.ContentSequence = [inner]
-        inner = outer
-    ds.ContentSequence = [inner]
-    return _written(ds, undefined)
-
-
-def _sr(syntax: str) -> Dataset:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID, ds.file_meta.MediaStorageSOPClassUID = syntax, COMPREHENSIVE_SR
-    ds.SOPClassUID, ds.SOPInstanceUID = COMPREHENSIVE_SR, generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality, ds.PatientID, ds.ValueType = "SR", "P-SR", "CONTAINER"
-    return ds
-
-
-def _written(ds: Dataset, undefined: bool) -> bytes:
-    for elem in ds.iterall():
-        if elem.VR == "SQ":
-            elem.is_undefined_length = undefined
-            for item in elem.value:
-                item.is_undefined_length_sequence_item = undefined
-    out = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds.save_as(out, enforce_file_format=True, little_endian=ds.file_meta.TransferSyntaxUID != ExplicitVRBigEndian,
-                   implicit_vr=ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian)
-    return out.getvalue()
-
 
 ENCODINGS = [(ExplicitVRLittleEndian, False), (ExplicitVRLittleEndian, True), (ImplicitVRLittleEndian, False),
              (ImplicitVRLittleEndian, True), (ExplicitVRBigEndian, False)]
@@ -120,7 +54,7 @@ def test_a_deflated_instance_is_counted_in_its_inflated_copy():
 
 def test_a_private_sequence_sent_as_un_is_counted():
     """A value pydicom may read as a sequence (a UN of items) counts, whatever its tag."""
-    ds = _sr(ExplicitVRLittleEndian)
+    ds = sr_dataset(ExplicitVRLittleEndian)
     ds.add_new(0x00091010, "LO", "CREATOR")
     item = Dataset()
     item.PatientID = "x"
@@ -129,7 +63,7 @@ def test_a_private_sequence_sent_as_un_is_counted():
         body = b"\x10\x00\x20\x00\x02\x00\x00\x00x "
         raw.write(b"\xfe\xff\x00\xe0" + len(body).to_bytes(4, "little") + body)
     ds.add_new(0x00091011, "UN", raw.getvalue())
-    data = _written(ds, False)
+    data = written(ds, False)
     with pytest.raises(RejectedInstance, match="more than 40 items"):
         read_header(io.BytesIO(data), max_items=40)
 
