@@ -153,7 +153,7 @@ def _image(frames: FrameReader, content_type: str, args, state=None) -> Response
     if "region" in args:
         try:
             region = [float(v) for v in args["region"].split(",")]
-        except ValueError:
+        except ValueError:   # float() of the peer's text, alone in the try
             raise BadRequest("region must be four numbers from 0 to 1") from None
         if len(region) != 4 or not all(0 <= v <= 1 for v in region) or region[0] >= region[2] or region[1] >= region[3]:
             raise BadRequest("region must be x1,y1,x2,y2 with 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1")
@@ -193,7 +193,7 @@ def _positive(args, name: str, maximum: int = 1 << 31) -> int | None:
         return None
     try:
         value = int(args[name]) if len(args[name]) <= 12 else maximum + 1
-    except ValueError:
+    except ValueError:   # int() of the peer's text, alone in the try
         raise BadRequest(f"{name} must be a whole number") from None
     if value < 1:
         raise BadRequest(f"{name} must be at least 1")
@@ -205,7 +205,7 @@ def _positive(args, name: str, maximum: int = 1 << 31) -> int | None:
 def _float(args, name: str) -> float:
     try:
         value = float(args[name])
-    except ValueError:
+    except ValueError:   # float() of the peer's text, alone in the try
         raise BadRequest(f"{name} must be a number") from None
     if not math.isfinite(value):
         raise BadRequest(f"{name} must be a finite number")

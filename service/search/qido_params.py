@@ -54,7 +54,7 @@ def integer(name: str, value: str, minimum: int, maximum: int = INT32_MAX) -> in
         raise QueryError(f"{name} must be an integer from {minimum} to {maximum}, not {value[:24]!r}…")
     try:
         number = int(value)
-    except ValueError:
+    except ValueError:   # int() of the peer's text, alone in the try
         raise QueryError(f"{name} must be an integer, not {value!r}") from None
     if number < minimum:
         raise QueryError(f"{name} must be at least {minimum}")
