@@ -22,6 +22,18 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def need_redis() -> None:
+    """Skip (fail in CI, where it runs) unless Redis answers on 127.0.0.1:6379."""
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+    except OSError:
+        if in_ci():
+            pytest.fail("Redis is not reachable on 127.0.0.1:6379 in CI")
+        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
+
+
 def pydicom_test_files() -> list[Path]:
     """Every file under pydicom's test_files that looks like DICOM (readable or not)."""
     return sorted(p for p in TEST_FILES.rglob("*") if p.is_file() and p.suffix not in (".txt", ".json", ".dump",

@@ -103,7 +103,7 @@ def test_an_upstreams_active_answer_is_relayed_as_an_attachment(tmp_path, hostil
     path.write_text(json.dumps([{"name": "hostile", "url": hostile_upstream, "timeout": 2, "serves": ["retrieve"]}]))
     client = create_app(make_config(tmp_path, upstreams_file=path)).test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = f"ApiKey {API_KEY}"
-    r = client.get(f"/dicom-web/studies/1.2.3/series/1.2.4/instances/1.2.5/rendered", buffered=True)
+    r = client.get("/dicom-web/studies/1.2.3/series/1.2.4/instances/1.2.5/rendered", buffered=True)
     assert r.status_code == 200 and b"<script>" in r.get_data()
     assert r.mimetype == "application/octet-stream" and r.headers["Content-Disposition"].startswith("attachment")
     assert r.headers["Content-Security-Policy"] == ANSWER_POLICY

@@ -129,21 +129,10 @@ def _failure_counts(catalog_url: str, redis: bool):
     counted = SigninFailures(Catalog(catalog_url))   # the app made its schema
     if not redis:
         return counted
-    _need_redis()
+    from tests.conftest import need_redis
+
+    need_redis()
     return RedisFailures("redis://127.0.0.1:6379/0", counted)
-
-
-def _need_redis() -> None:
-    import socket
-
-    from tests.conftest import in_ci
-
-    try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
-    except OSError:
-        if in_ci():
-            pytest.fail("Redis is not reachable on 127.0.0.1:6379 in CI")
-        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
 
 
 @pytest.mark.parametrize("redis", [False, True], ids=["catalog", "redis"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import threading
 import time
 from collections import Counter
@@ -20,7 +19,7 @@ import websocket
 from service.worklist import ups
 from testbed.nginx import Nginx
 from testbed.server import Server
-from tests.conftest import API_KEY, free_port, in_ci, postgres_schema, require_nginx
+from tests.conftest import API_KEY, free_port, need_redis, postgres_schema, require_nginx
 from tests.test_faults import children
 from tests.test_ups_rules import code, new_workitem, performed
 
@@ -287,12 +286,7 @@ def test_events_cross_nodes_over_postgresql(tmp_path):
 
 
 def test_events_cross_nodes_over_redis(tmp_path):
-    try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
-    except OSError:
-        if in_ci():
-            pytest.fail("Redis is not reachable on 127.0.0.1:6379 in CI")
-        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
+    need_redis()
     # One SQLite catalog, two nodes; polling slowed to 30 s so that only Redis can wake the channel in time.
     catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
     first, second = _two_nodes(tmp_path, DICOMWEB_CATALOG_URL=catalog, DICOMWEB_STORAGE=str(tmp_path / "blobs"),
