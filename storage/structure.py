@@ -49,9 +49,8 @@ def check_structure(fp: BinaryIO, transfer_syntax: str, max_items: int = MAX_SEQ
     quietly: pydicom, reading next, says what is wrong with it. ``fp`` is left where it was."""
     start = fp.tell()
     end = fp.seek(0, 2)
-    walker = _Walker(fp, end, transfer_syntax, max_items, max_depth, max_elements)
+    walker = _Walker(fp, start, end, transfer_syntax, max_items, max_depth, max_elements)
     try:
-        fp.seek(start)
         walker.dataset(end, depth=0, top=True)
     except _Unreadable:
         pass
@@ -65,24 +64,41 @@ class _Unreadable(Exception):
 
 
 class _Walker:
-    def __init__(self, fp: BinaryIO, end: int, syntax: str, max_items: int, max_depth: int, max_elements: int) -> None:
-        self.fp, self.end = fp, end
+    """Reads ``fp`` through a window of CHUNK bytes: a header costs a slice, not a call of the
+    file's (a CT slice's data set is walked in one read)."""
+
+    CHUNK = 64 << 10
+
+    def __init__(self, fp: BinaryIO, start: int, end: int, syntax: str, max_items: int, max_depth: int,
+                 max_elements: int) -> None:
+        self.fp, self.position, self.end = fp, start, end
+        self.window, self.window_start = b"", start
         self.implicit = syntax == IMPLICIT_VR_LITTLE_ENDIAN
         self.order = ">" if syntax == EXPLICIT_VR_BIG_ENDIAN else "<"
         self.max_items, self.max_depth, self.max_elements = max_items, max_depth, max_elements
         self.counted = Counted()
 
+    def tell(self) -> int:
+        return self.position
+
+    def _peek(self, count: int) -> bytes:
+        offset = self.position - self.window_start
+        if offset < 0 or offset + count > len(self.window):
+            self.fp.seek(self.position)
+            self.window, self.window_start, offset = self.fp.read(max(count, self.CHUNK)), self.position, 0
+        return self.window[offset:offset + count]
+
     def _read(self, count: int) -> bytes:
-        data = self.fp.read(count)
+        data = self._peek(count)
         if len(data) < count:
             raise _Unreadable
+        self.position += count
         return data
 
     def _skip(self, length: int) -> None:
-        position = self.fp.tell() + length
-        if position > self.end:
+        if self.position + length > self.end:
             raise _Unreadable
-        self.fp.seek(position)
+        self.position += length
 
     def _tag(self, data: bytes) -> int:
         group, element = struct.unpack(self.order + "HH", data[:4])
@@ -92,10 +108,8 @@ class _Walker:
         """Elements up to the offset ``until``, or an item delimiter when ``until`` is None."""
         implicit = self.implicit if implicit is None else implicit
         order = "<" if implicit else self.order
-        while until is None or self.fp.tell() < until:
-            head = self.fp.read(8)
-            if len(head) < 8:
-                raise _Unreadable   # the end of the file: nothing more for pydicom either
+        while until is None or self.position < until:
+            head = self._read(8)   # the end of the file raises _Unreadable: nothing more for pydicom either
             tag = (struct.unpack(order + "H", head[:2])[0] << 16) | struct.unpack(order + "H", head[2:4])[0]
             if top and tag in _PIXEL_TAGS:
                 return
@@ -131,9 +145,9 @@ class _Walker:
         sequence delimiter; whatever tag an item has, as pydicom takes it."""
         if depth > self.max_depth:
             raise TooComplex(f"sequences are nested more than {self.max_depth} levels deep")
-        until = None if length == _UNDEFINED else min(self.fp.tell() + length, self.end)
+        until = None if length == _UNDEFINED else min(self.position + length, self.end)
         order = "<" if implicit else self.order
-        while until is None or self.fp.tell() < until:
+        while until is None or self.position < until:
             head = self._read(8)
             tag = (struct.unpack(order + "H", head[:2])[0] << 16) | struct.unpack(order + "H", head[2:4])[0]
             (item_length,) = struct.unpack(order + "I", head[4:8])
@@ -146,24 +160,24 @@ class _Walker:
             if item_length == _UNDEFINED:
                 self.dataset(None, depth, implicit=implicit)
             else:
-                item_end = min(self.fp.tell() + item_length, self.end)
+                item_end = min(self.position + item_length, self.end)
                 self.dataset(item_end, depth, implicit=implicit)
-                self.fp.seek(item_end)
+                self.position = item_end
 
     def _next_is_item(self) -> bool:
-        position = self.fp.tell()
-        peek = self.fp.read(4)
-        self.fp.seek(position)
-        return len(peek) == 4 and self._tag(peek + b"\0\0\0\0") == _ITEM
+        peek = self._peek(4)
+        return len(peek) == 4 and self._tag(peek) == _ITEM
 
     def _to_sequence_end(self) -> None:
         """Past an undefined length value that is no sequence (pydicom looks for the delimiter)."""
         delimiter = struct.pack(self.order + "HH", 0xFFFE, 0xE0DD)
-        carried = b""
+        self.fp.seek(self.position)
+        carried, read_to = b"", self.position
         while chunk := self.fp.read(1 << 16):
+            read_to += len(chunk)
             found = (carried + chunk).find(delimiter)
             if found >= 0:
-                self.fp.seek(self.fp.tell() - len(chunk) - len(carried) + found + 8)
+                self._skip(read_to - len(chunk) - len(carried) + found + 8 - self.position)
                 return
             carried = chunk[-3:]
         raise _Unreadable
