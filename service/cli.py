@@ -200,10 +200,12 @@ def sweep() -> None:
     click.echo(f"forgot {ended} expired viewer session(s)")
     kept = archive.catalog.forget_commitments(time.time() - RESULT_DAYS * 86400)
     click.echo(f"forgot {kept} Storage Commitment result(s) older than {RESULT_DAYS} days")
-    workitems, events = Worklist(archive.catalog).sweep(time.time() - config.worklist_retention_seconds,
-                                                        time.time() - EVENT_DAYS * 86400)
+    worklist = Worklist(archive.catalog)
+    titles = worklist.forget_unseen(time.time() - EVENT_DAYS * 86400)
+    workitems, events = worklist.sweep(time.time() - config.worklist_retention_seconds, time.time() - EVENT_DAYS * 86400)
     click.echo(f"removed {workitems} final workitem(s) no deletion lock holds, and {events} event report(s) "
-               f"waiting more than {EVENT_DAYS} days")
+               f"waiting more than {EVENT_DAYS} days; forgot {len(titles)} AE title(s) no event channel was seen "
+               f"for in {EVENT_DAYS} days")
 
 
 @main.command(help="Make the stored metadata of instances archived before it was kept.")

@@ -393,11 +393,8 @@ class Worklist:
     # -- upkeep -----------------------------------------------------------------------------
 
     def sweep(self, finished_before: float, events_before: float) -> tuple[int, int]:
-        """Remove workitems final since before ``finished_before`` that no deletion lock holds,
-        events waiting since before ``events_before``, and AE titles no channel has been seen for
-        since then (with their subscriptions and events: a subscriber that never connects); how
-        many workitems and events."""
-        self.forget_unseen(events_before)
+        """Remove workitems final since before ``finished_before`` that no deletion lock holds, and
+        events waiting since before ``events_before``; how many of each."""
         with self._transaction() as conn:
             locked = exists().where(workitem_subscriptions.c.workitem_uid == workitems.c.uid,
                                     workitem_subscriptions.c.deletion_lock == 1)
