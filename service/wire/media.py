@@ -58,7 +58,9 @@ def _unquote(value: str) -> str:
     return value
 
 
-_QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
+# RFC 9110 §12.4.2 writes 0 to 1 with at most three decimals; what clients send is looser (".2",
+# "0.9500"): digits and a point, no sign, exponent, "nan" or "inf".
+_QVALUE = re.compile(r"(?=.)[01]?(\.[0-9]*)?")
 
 
 def parse_media_type(text: str) -> MediaType:
@@ -79,8 +81,8 @@ def parse_media_type(text: str) -> MediaType:
             raise MalformedMediaType(f"malformed parameter {raw.strip()[:80]!r} in media type {text.strip()[:80]!r}")
         value = _unquote(value)
         if name == "q":
-            if not _QVALUE.fullmatch(value):   # RFC 9110 §12.4.2: 0, 1, or 0.ddd
-                raise MalformedMediaType(f"malformed q-value {value[:40]!r}: it is a number from 0 to 1, at most 3 decimals")
+            if not _QVALUE.fullmatch(value) or value == "." or float(value) > 1:
+                raise MalformedMediaType(f"malformed q-value {value[:40]!r}: it is a number from 0 to 1")
             q = float(value)
         else:
             params[name] = value
