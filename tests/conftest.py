@@ -22,6 +22,26 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def sweep_days_later(monkeypatch, config: Config, days: float) -> str:
+    """``dicomweb sweep`` run on ``config``'s archive as if ``days`` had passed; what it printed."""
+    import time
+
+    from click.testing import CliRunner
+
+    from service.cli import main
+
+    for name in [n for n in os.environ if n.startswith("DICOMWEB_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("DICOMWEB_DATA_DIR", str(config.data_dir))
+    monkeypatch.setenv("DICOMWEB_CATALOG_URL", config.catalog_url)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + days * 86400)
+    try:
+        return CliRunner().invoke(main, ["sweep"], catch_exceptions=False).output
+    finally:
+        monkeypatch.setattr(time, "time", real)
+
+
 def need_redis() -> None:
     """Skip (fail in CI, where it runs) unless Redis answers on 127.0.0.1:6379."""
     import socket

@@ -1,7 +1,6 @@
 """Storage Commitment (PS3.18 chapter 13): 1,000 instances asked, the missing, the tampered and
 the wrong-class ones failed with their reasons, results kept across restarts for the peer that
 asked; on SQLite and PostgreSQL."""
-import os
 
 import orjson
 import pytest
@@ -12,7 +11,7 @@ from service.config import Peer, hash_key
 from service.wire.dicom_xml import json_to_xml, xml_to_json
 from testbed.messages import multipart_body, stow_headers
 from testbed.synthetic import CT_IMAGE_STORAGE, ct_instance
-from tests.conftest import API_KEY, PEER, make_config
+from tests.conftest import API_KEY, PEER, make_config, sweep_days_later
 
 OTHER_KEY = "another-peer-key-0123456789"
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -138,21 +137,8 @@ def test_a_malformed_transaction_uid_and_another_accept(client, study_of_one):
 
 
 def test_the_sweep_forgets_old_results(client, study_of_one, monkeypatch, config):
-    import time
-
-    from click.testing import CliRunner
-
-    from service.cli import main
-
     transaction = generate_uid()
     commit(client, transaction, request_body([(CT_IMAGE_STORAGE, study_of_one)]))
-    for name in [n for n in os.environ if n.startswith("DICOMWEB_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("DICOMWEB_DATA_DIR", str(config.data_dir))
-    monkeypatch.setenv("DICOMWEB_CATALOG_URL", config.catalog_url)
-    real = time.time
-    monkeypatch.setattr(time, "time", lambda: real() + 8 * 86400)
-    output = CliRunner().invoke(main, ["sweep"], catch_exceptions=False).output
-    monkeypatch.setattr(time, "time", real)
+    output = sweep_days_later(monkeypatch, config, 8)
     assert "forgot 1 Storage Commitment result(s)" in output
     assert client.get(f"/dicom-web/commitment-requests/{transaction}").status_code == 404

@@ -12,7 +12,7 @@ from service import create_app
 from service.auth import hash_key
 from service.config import Peer
 from service.worklist import ups
-from tests.conftest import API_KEY, PEER, make_config
+from tests.conftest import API_KEY, PEER, make_config, sweep_days_later
 from tests.test_ups_rules import code, new_workitem, performed
 
 JSON = "application/dicom+json"
@@ -554,22 +554,11 @@ def test_a_dcm4chee_style_client_flow_runs_to_the_end(client, ups_app):
 
 def test_dicomweb_sweep_forgets_a_title_that_never_connected(tmp_path, monkeypatch):
     """Through the operator's command, eight days on: the title is forgotten and said to be."""
-    from click.testing import CliRunner
-
-    from service.cli import main
-
     config = make_config(tmp_path, peers=(Peer(PEER, hash_key(API_KEY), frozenset({"read", "worklist"})),))
     app = create_app(config)
     client = client_of(app)
     create(client, "1.2.3.1")
     client.post("/dicom-web/workitems/1.2.3.1/subscribers/NEVER")
-    for name in [n for n in __import__("os").environ if n.startswith("DICOMWEB_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("DICOMWEB_DATA_DIR", str(config.data_dir))
-    monkeypatch.setenv("DICOMWEB_CATALOG_URL", config.catalog_url)
-    real = time.time
-    monkeypatch.setattr(time, "time", lambda: real() + 8 * 86400)
-    output = CliRunner().invoke(main, ["sweep"], catch_exceptions=False).output
-    monkeypatch.setattr(time, "time", real)
+    output = sweep_days_later(monkeypatch, config, 8)
     assert "forgot 1 AE title(s)" in output, output
     assert app.extensions["worklist"].subscribed_titles() == [] and waiting(app, "NEVER") == []
