@@ -14,6 +14,7 @@ as the server (service.config).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -172,6 +173,17 @@ def keys_revoke(name: str) -> None:
     os.chmod(temporary, 0o600)
     os.replace(temporary, path)
     click.echo(f"revoked {name}")
+
+
+@main.command(help="Run the DIMSE listener (C-ECHO, C-STORE, C-FIND) on DICOMWEB_DIMSE_BIND until stopped.")
+def dimse() -> None:
+    from .dimse.listener import serve
+
+    config = _config()
+    if not config.dimse_bind:
+        raise click.UsageError("DICOMWEB_DIMSE_BIND is not set: host:port to listen on (e.g. 127.0.0.1:11112)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    serve(config, _archive(config))
 
 
 @main.command(help="Check that every catalog row has its blob and every blob its row.")

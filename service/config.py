@@ -39,6 +39,42 @@ def parse_permissions(text: str) -> frozenset[str]:
     return found
 
 
+@dataclass(frozen=True)
+class AePeer:
+    """A DIMSE peer (service.dimse): its AE title, where it listens (the address C-MOVE sends to),
+    and what it may do: ``read`` (find, move, get), ``store``, ``worklist``."""
+
+    ae_title: str
+    host: str
+    port: int
+    permissions: frozenset[str] = DEFAULT_PERMISSIONS
+
+
+_AE_TITLE = re.compile(r"[ -\[\]-~]{1,16}")   # printable ASCII but the backslash (PS3.5 table 6.2-1, AE)
+_AE_PEER = re.compile(r"(?P<title>[^@]+)@(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})"
+                      r"(?::(?P<permissions>[a-z+]+))?")
+
+
+def valid_ae_title(title: str) -> bool:
+    return bool(_AE_TITLE.fullmatch(title)) and title == title.strip()
+
+
+def parse_ae_peers(text: str, name: str = "DICOMWEB_DIMSE_PEERS") -> tuple[AePeer, ...]:
+    """``TITLE@HOST:PORT[:read+store+worklist],…`` → the peers (permissions ``read+store`` when
+    not given); ValueError naming the entry that does not read."""
+    peers: dict[str, AePeer] = {}
+    for entry in (e.strip() for e in text.split(",") if e.strip()):
+        found = _AE_PEER.fullmatch(entry)
+        if not found or not valid_ae_title(found["title"]) or not 0 < int(found["port"]) < 65536:
+            raise ValueError(f"{name}: {entry[:80]!r} is not TITLE@HOST:PORT[:read+store+worklist]")
+        permissions = (parse_permissions(found["permissions"].replace("+", ",")) if found["permissions"]
+                       else DEFAULT_PERMISSIONS)
+        if found["title"] in peers:
+            raise ValueError(f"{name}: the AE title {found['title']!r} is named twice")
+        peers[found["title"]] = AePeer(found["title"], found["host"].strip("[]"), int(found["port"]), permissions)
+    return tuple(peers.values())
+
+
 def hash_key(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8")).digest()
 
@@ -96,6 +132,13 @@ class Config:
     worklist_poll_seconds: float = 0.05   # SQLite: how often a worker with a channel looks for events others queued
     worklist_retention_seconds: float = 86400.0   # a final workitem no deletion lock holds is removed after this
     redis_url: str = ""                   # Redis for waking event channels across processes and nodes (optional)
+    # The DIMSE listener (service.dimse): where it listens (none: no listener), as whom, and whom it knows.
+    dimse_bind: str = ""                  # host:port
+    dimse_ae_title: str = "DICOMWEB"
+    dimse_peers: tuple[AePeer, ...] = ()
+    dimse_max_associations: int = 16      # at once; more are refused (A-ASSOCIATE-RJ, no reason, transient)
+    dimse_max_pdu: int = 1 << 20          # the largest PDU we receive (a peer declaring more is cut off)
+    dimse_timeout: float = 60.0           # ACSE, DIMSE and network: an association that sends nothing ends
 
     def __post_init__(self) -> None:
         data_dir = Path(self.data_dir)
@@ -168,7 +211,19 @@ class Config:
             worklist_poll_seconds=float(env.get("DICOMWEB_WORKLIST_POLL_SECONDS", "0.05")),
             worklist_retention_seconds=float(env.get("DICOMWEB_WORKLIST_RETENTION_SECONDS", "86400")),
             redis_url=env.get("DICOMWEB_REDIS_URL", ""),
+            dimse_bind=env.get("DICOMWEB_DIMSE_BIND", ""),
+            dimse_ae_title=_ae_title(env.get("DICOMWEB_DIMSE_AE_TITLE", "DICOMWEB")),
+            dimse_peers=parse_ae_peers(env.get("DICOMWEB_DIMSE_PEERS", "")),
+            dimse_max_associations=int(env.get("DICOMWEB_DIMSE_MAX_ASSOCIATIONS", "16")),
+            dimse_max_pdu=int(env.get("DICOMWEB_DIMSE_MAX_PDU", str(1 << 20))),
+            dimse_timeout=float(env.get("DICOMWEB_DIMSE_TIMEOUT", "60")),
         )
+
+
+def _ae_title(title: str) -> str:
+    if not valid_ae_title(title):
+        raise ValueError(f"DICOMWEB_DIMSE_AE_TITLE: {title[:40]!r} is not an AE title (1 to 16 characters, no backslash)")
+    return title
 
 
 def _networks(value: str | None, name: str) -> tuple[str, ...]:
