@@ -1,0 +1,123 @@
+"""The DIMSE listener as an operator runs it (``dicomweb dimse``, a process of its own beside
+gunicorn, on one data directory), driven by DCMTK's echoscu, storescu and findscu: independent
+peers. What a modality stores is at once what QIDO-RS and WADO-RS give, pixel for pixel, and
+what STOW-RS stored is what findscu finds."""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pydicom
+import pytest
+import requests
+from pydicom.uid import generate_uid
+
+from testbed.messages import multipart_body, split_multipart, stow_headers
+from testbed.server import ROOT, Server, free_port, stop_process
+from testbed.synthetic import ct_instance
+from tests.conftest import API_KEY, TEST_FILES, in_ci
+
+AUTH = {"Authorization": f"ApiKey {API_KEY}"}
+
+
+@pytest.fixture(scope="module")
+def dcmtk():
+    if shutil.which("storescu") is None:
+        if in_ci():
+            pytest.fail("DCMTK is not installed; make test installs it")
+        pytest.skip("DCMTK is not installed (apt-get install dcmtk; make test does)")
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory, dcmtk):
+    """gunicorn and the DIMSE listener on one data directory, as `make serve` runs them."""
+    work = tmp_path_factory.mktemp("dimse")
+    port = free_port()
+    env = {"DICOMWEB_DATA_DIR": str(work), "DICOMWEB_API_KEY": API_KEY, "DICOMWEB_DIMSE_BIND": f"127.0.0.1:{port}",
+           "DICOMWEB_DIMSE_PEERS": "MODALITY1@127.0.0.1:11113:store,VIEWER@127.0.0.1:11114:read"}
+    server = Server(env, free_port(), work / "gunicorn.log")
+    log = open(work / "dimse.log", "wb")
+    listener = subprocess.Popen([sys.executable, "-m", "service.cli", "dimse"], cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT,
+                                env={**{k: v for k, v in os.environ.items() if not k.startswith("DICOMWEB_")}, **env})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert listener.poll() is None, (work / "dimse.log").read_text()
+            time.sleep(0.1)
+    try:
+        yield server, port, work
+    finally:
+        stop_process(listener, 10)
+        log.close()
+        server.stop()
+        text = (work / "dimse.log").read_text()
+        assert "Traceback" not in text, text[-3000:]
+        assert listener.returncode == 0, text[-2000:]   # SIGTERM: a clean stop
+
+
+def dcmtk_run(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(list(arguments), capture_output=True, text=True, timeout=120)
+
+
+def test_echoscu_and_a_stranger(node):
+    _, port, _ = node
+    assert dcmtk_run("echoscu", "-aet", "VIEWER", "-aec", "DICOMWEB", "127.0.0.1", str(port)).returncode == 0
+    refused = dcmtk_run("echoscu", "-aet", "STRANGER", "-aec", "DICOMWEB", "127.0.0.1", str(port))
+    assert refused.returncode != 0 and "Calling AE Title Not Recognized" in refused.stderr + refused.stdout
+
+
+def test_storescu_stores_what_wado_rs_and_qido_rs_give(node, tmp_path):
+    server, port, _ = node
+    study, series = generate_uid(), generate_uid()
+    files = []
+    for n in range(3):
+        path = tmp_path / f"ct{n}.dcm"
+        path.write_bytes(ct_instance(study, series, number=n + 1, rows=64, columns=64, seed=n))
+        files.append(path)
+    jls = TEST_FILES / "MR_small_jpeg_ls_lossless.dcm"   # kept as sent: JPEG-LS lossless proposed with -xt
+    done = dcmtk_run("storescu", "-aet", "MODALITY1", "-aec", "DICOMWEB", "127.0.0.1", str(port), *map(str, files))
+    assert done.returncode == 0, done.stderr
+    done = dcmtk_run("storescu", "-xt", "-aet", "MODALITY1", "-aec", "DICOMWEB", "127.0.0.1", str(port), str(jls))
+    assert done.returncode == 0, done.stderr
+    [found] = requests.get(f"{server.dicomweb}/studies?StudyInstanceUID={study}", headers=AUTH, timeout=30).json()
+    assert found["00201208"]["Value"] == [3]
+    r = requests.get(f"{server.dicomweb}/studies/{study}", timeout=60,
+                     headers={**AUTH, "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
+    received = {str(ds.SOPInstanceUID): ds for ds in (pydicom.dcmread(io.BytesIO(body))
+                                                      for _, body in split_multipart(r.content, r.headers["Content-Type"]))}
+    for path in files:
+        sent = pydicom.dcmread(path)
+        assert received[str(sent.SOPInstanceUID)].PixelData == sent.PixelData
+    original = pydicom.dcmread(jls)
+    r = requests.get(f"{server.dicomweb}/studies/{original.StudyInstanceUID}/metadata", headers=AUTH, timeout=30)
+    assert r.json()[0]["00083002"]["Value"] == [original.file_meta.TransferSyntaxUID]   # as sent
+    refused = dcmtk_run("storescu", "-v", "-aet", "VIEWER", "-aec", "DICOMWEB", "127.0.0.1", str(port),
+                        str(tmp_path / "ct0.dcm"))
+    assert "Received Store Response (Unknown Status: 0x124)" in refused.stderr   # Refused: Not Authorized
+    assert requests.get(f"{server.dicomweb}/studies?StudyInstanceUID={study}", headers=AUTH,
+                        timeout=30).json()[0]["00201208"]["Value"] == [3]   # nothing more stored
+
+
+def test_findscu_finds_what_stow_rs_stored(node, tmp_path):
+    server, port, _ = node
+    study = generate_uid()
+    r = requests.post(f"{server.dicomweb}/studies", timeout=60, headers={**AUTH, **stow_headers()},
+                      data=multipart_body([ct_instance(study, generate_uid(), rows=8, columns=8,
+                                                       patient_name="Findscu^Found", patient_id="FS-1")]))
+    assert r.status_code == 200
+    done = dcmtk_run("findscu", "-S", "-aet", "VIEWER", "-aec", "DICOMWEB", "-k", "QueryRetrieveLevel=STUDY",
+                     "-k", "PatientName=Findscu*", "-k", "StudyInstanceUID", "-k", "NumberOfStudyRelatedInstances",
+                     "-X", "-od", str(tmp_path), "127.0.0.1", str(port))
+    assert done.returncode == 0, done.stderr
+    [answer] = [pydicom.dcmread(p) for p in tmp_path.glob("rsp*.dcm")]
+    assert answer.StudyInstanceUID == study and answer.PatientName == "Findscu^Found"
+    assert answer.NumberOfStudyRelatedInstances == 1
