@@ -8,6 +8,8 @@ TEST_DEBIAN_STAMP := /var/lib/dicomweb-debian-test-deps-2
 DICOMWEB_DATA_DIR ?= var
 DICOMWEB_BIND ?= 127.0.0.1:8080
 export DICOMWEB_DATA_DIR
+# make serve starts the DIMSE listener too, here unless DICOMWEB_DIMSE_BIND says where
+serve: export DICOMWEB_DIMSE_BIND ?= 127.0.0.1:11112
 
 .PHONY: serve viewer test bench bench-compare sweep backfill clean
 
@@ -53,8 +55,12 @@ serve: $(STAMP) viewer
 	@if [ -z "$$DICOMWEB_API_KEY" ]; then echo "API key (stored in $(DICOMWEB_DATA_DIR)/api-key): $$(cat $(DICOMWEB_DATA_DIR)/api-key)"; fi
 	@echo "DICOMweb service on http://$(DICOMWEB_BIND)/dicom-web (the key may read, store and use the Worklist)"
 	@echo "Viewer on http://$(DICOMWEB_BIND)/viewer/ (sign in with a person's key: $(BIN)/dicomweb keys add YOUR-NAME --person)"
-	exec env DICOMWEB_API_KEY_PERMISSIONS=$${DICOMWEB_API_KEY_PERMISSIONS:-read,store,worklist} \
-		$(BIN)/gunicorn --config deploy/gunicorn.conf.py --bind $(DICOMWEB_BIND) wsgi:app
+	@echo "DIMSE listener DICOMWEB on $(DICOMWEB_DIMSE_BIND) (peers: DICOMWEB_DIMSE_PEERS, e.g. MODALITY1@127.0.0.1:104:store)"
+	@trap 'kill $$listener $$server 2>/dev/null; wait $$listener $$server; exit 0' INT TERM; \
+		$(BIN)/dicomweb dimse & listener=$$!; \
+		env DICOMWEB_API_KEY_PERMISSIONS=$${DICOMWEB_API_KEY_PERMISSIONS:-read,store,worklist} \
+			$(BIN)/gunicorn --config deploy/gunicorn.conf.py --bind $(DICOMWEB_BIND) wsgi:app & server=$$!; \
+		wait $$server; status=$$?; kill $$listener 2>/dev/null; wait $$listener; exit $$status
 
 test: $(STAMP) | $(TEST_DEBIAN_STAMP)
 	$(BIN)/python -m pytest
