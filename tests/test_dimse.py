@@ -156,3 +156,15 @@ def test_c_find_refusals(node):
     query.QueryRetrieveLevel = "STUDY"
     query.StudyInstanceUID = ""
     assert _find(port, MODALITY, query) == [(0x0124, None)]   # the modality may store, not read
+
+
+def test_with_no_peer_every_association_is_rejected(tmp_path):
+    """pynetdicom takes an empty list of calling titles as "any": the listener does not."""
+    port = free_port()
+    config = make_config(tmp_path, dimse_bind=f"127.0.0.1:{port}")
+    listener = Listener(config, create_app(config).extensions["archive"])
+    listener.start()
+    try:
+        assert associate(port, "ANYONE", (Verification, [ExplicitVRLittleEndian])).is_rejected
+    finally:
+        listener.stop()

@@ -36,6 +36,7 @@ audit = logging.getLogger("dicomweb.audit")
 
 NOT_AUTHORIZED = 0x0124           # Refused: Not Authorized (PS3.7 C.4.1.1.4 and the general statuses)
 SUCCESS, PENDING, PENDING_UNSUPPORTED, CANCELED = 0x0000, 0xFF00, 0xFF01, 0xFE00
+NOBODY = "-NO-PEERS-"             # the calling title required when DICOMWEB_DIMSE_PEERS names none
 FIND_MODELS = (PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelFind)
 
 
@@ -53,7 +54,8 @@ class Listener:
         ae.maximum_pdu_size = config.dimse_max_pdu
         ae.maximum_associations = config.dimse_max_associations
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = config.dimse_timeout
-        ae.require_calling_aet = sorted(self.peers)
+        # pynetdicom takes an empty list as "any title": with no peer, only a title no peer has
+        ae.require_calling_aet = sorted(self.peers) or [NOBODY]
         syntaxes = sorted(TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
         for sop_class in _STORAGE_CLASSES.values():
