@@ -168,3 +168,36 @@ def test_with_no_peer_every_association_is_rejected(tmp_path):
         assert associate(port, "ANYONE", (Verification, [ExplicitVRLittleEndian])).is_rejected
     finally:
         listener.stop()
+
+
+@pytest.mark.parametrize("sent", [
+    b"\x01\x00\xff\xff\xff\xff" + b"x" * 65536,           # an A-ASSOCIATE-RQ declaring 4 GiB, then data
+    b"\x04\x00\x7f\xff\xff\xff" + b"x" * 65536,           # a P-DATA-TF declaring 2 GiB
+    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",                 # garbage: not a PDU
+])
+def test_hostile_bytes_cost_a_bound_and_the_listener_goes_on(node, sent):
+    """pynetdicom would read a declared PDU length whole into memory: a length beyond the bound
+    closes the connection before anything is read; garbage is aborted (A-ABORT); the listener keeps
+    serving."""
+    import socket
+    import time
+
+    _, port = node
+    connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+    started = time.monotonic()
+    try:
+        connection.sendall(sent)
+        answer = b""
+        while not answer.startswith(b"\x07"):   # the server closes it, or aborts (A-ABORT) and waits for us to
+            chunk = connection.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    finally:
+        connection.close()
+    assert time.monotonic() - started < 5
+    assoc = associate(port, VIEWER, (Verification, [ExplicitVRLittleEndian]))
+    assert assoc.is_established and assoc.send_c_echo().Status == 0x0000
+    assoc.release()

@@ -19,6 +19,7 @@ from typing import Iterator
 
 from pydicom import Dataset
 from pynetdicom import AE, _config, evt
+from pynetdicom.transport import AssociationSocket
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelFind, Verification,
     _STORAGE_CLASSES,
@@ -66,6 +67,7 @@ class Listener:
 
     def start(self, block: bool = False):  # noqa: ANN201 - pynetdicom's ThreadedAssociationServer, or None when blocking
         """Listen; with ``block``, until the process is stopped."""
+        bound_pdu_reads(max(self.config.dimse_max_pdu, MIN_PDU_BOUND))
         host, _, port = self.config.dimse_bind.rpartition(":")
         # A received data set is written to a file as it arrives, in our spool (pynetdicom's files go
         # to the process's temporary directory: the listener's own process, so this is its own).
@@ -150,6 +152,30 @@ class Listener:
             yield pending, answer(identifier, to_json(row), found, self.config.dimse_ae_title)
         self._audit(event, "c_find", SUCCESS, started, level=found.level, matches=matches)
         yield SUCCESS, None
+
+
+MIN_PDU_BOUND = 1 << 16   # an A-ASSOCIATE-RQ of many presentation contexts is some KiB; P-DATA is ours to bound
+
+
+def bound_pdu_reads(limit: int) -> None:
+    """pynetdicom reads a PDU's declared length whole, into memory, before it looks at it: a peer
+    declaring 4 GiB would be read into 4 GiB. Its socket's reads are bounded here (the one place
+    pynetdicom's internals are touched): a PDU longer than ``limit`` bytes closes the connection
+    (pynetdicom then sees the PDU cut short and ends the association), before anything is read."""
+    if getattr(AssociationSocket.recv, "bounded_to", None) == limit:
+        return
+    plain = getattr(AssociationSocket.recv, "plain", AssociationSocket.recv)
+
+    def recv(self, nr_bytes: int) -> bytearray:  # noqa: ANN001
+        if nr_bytes > limit:
+            log.warning("DIMSE: a PDU of %d bytes declared by %s, more than the %d taken: connection closed",
+                        nr_bytes, getattr(self.assoc, "requestor", None) and self.assoc.requestor.address, limit)
+            self.close()
+            return bytearray()
+        return plain(self, nr_bytes)
+
+    recv.bounded_to, recv.plain = limit, plain
+    AssociationSocket.recv = recv
 
 
 def serve(config: Config, archive: Archive) -> None:
