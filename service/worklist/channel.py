@@ -248,7 +248,10 @@ def deliver(socket: simple_websocket.Server, worklist: Worklist, bell: Bell, tit
     except ConnectionClosed:
         pass
     finally:
-        worklist.channel_alive(title, channel, closed=True)
+        try:   # bookkeeping for the sweep: a catalog away as the channel ends costs a log line, not the channel's end
+            worklist.channel_alive(title, channel, closed=True)
+        except Exception:   # noqa: BLE001 - logged with its traceback; the next open or sweep sets it again
+            log.warning("could not mark the event channel of %s closed", title, exc_info=True)
         if socket.connected:
             try:
                 socket.close()
