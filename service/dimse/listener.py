@@ -48,6 +48,7 @@ class Listener:
         self.config, self.archive = config, archive
         self.peers: dict[str, AePeer] = {peer.ae_title: peer for peer in config.dimse_peers}
         self.server = None
+        self._tempdir: str | None = None
 
     def application_entity(self) -> AE:
         config = self.config
@@ -73,7 +74,7 @@ class Listener:
         # to the process's temporary directory: the listener's own process, so this is its own).
         _config.STORE_RECV_CHUNKED_DATASET = True
         self.config.spool_dir.mkdir(parents=True, exist_ok=True)
-        tempfile.tempdir = str(self.config.spool_dir)
+        self._tempdir, tempfile.tempdir = tempfile.tempdir, str(self.config.spool_dir)
         handlers = [(evt.EVT_C_ECHO, self.echo), (evt.EVT_C_STORE, self.store), (evt.EVT_C_FIND, self.find)]
         ae = self.application_entity()
         log.info("DIMSE listener %s on %s, %d peer(s) known", self.config.dimse_ae_title, self.config.dimse_bind,
@@ -84,6 +85,7 @@ class Listener:
     def stop(self) -> None:
         if self.server is not None:
             self.server.shutdown()
+            tempfile.tempdir = self._tempdir   # the process's own again (a listener run inside tests)
 
     # -- who may do what --------------------------------------------------------------------
 
