@@ -403,9 +403,10 @@ def test_every_study_of_the_archive_opens_with_its_series_panel(chromium, archiv
     assert len(studies) > 30
     with signed_in(chromium, server) as watched:
         page = watched.page
-        unopened = {}
+        unopened, opened_at = {}, []
         for study in studies:
             errors_before = len(watched.errors)
+            opened_at.append((errors_before, study))
             page.goto(f"{server.base}/viewer/viewer?StudyInstanceUIDs={study}")
             try:
                 page.wait_for_selector("[data-cy=series-modality-label]", state="attached", timeout=15_000)
@@ -424,9 +425,14 @@ def test_every_study_of_the_archive_opens_with_its_series_panel(chromium, archiv
             again = requests.get(url, headers={"Authorization": SYSTEM_KEY}, timeout=10)
             expected = "there is no image to render here" if "/thumbnail" in url else "no pixel data"
             assert again.status_code == 404 and expected in again.json()["message"], failure
-        # OHIF logs an XMLHttpRequest error for a frame it stopped loading too (seen once in ten runs)
-        unexplained = [e for e in watched.errors if OHIF_SR_DEFECT not in e and "404" not in e
-                       and "Couldn't retrieve" not in e and not any(path in e for path in aborted)]
+        # OHIF logs an XMLHttpRequest error for a frame of the study it leaves when the next opens
+        # (the request aborted, or never sent): seen in about one run in five of the whole suite
+        def open_then(index: int) -> str:
+            return [study for at, study in opened_at if at <= index][-1]
+
+        unexplained = [e for i, e in enumerate(watched.errors) if OHIF_SR_DEFECT not in e and "404" not in e
+                       and "Couldn't retrieve" not in e and not any(path in e for path in aborted)
+                       and not ("XMLHttpRequest wadors:" in e and open_then(i) not in e)]
         assert not unexplained, unexplained[:5]
 
 

@@ -245,8 +245,8 @@ def deliver(socket: simple_websocket.Server, worklist: Worklist, bell: Bell, tit
             seen = bell.wait(seen, 1.0)
             while seen == before and socket.connected and clock() - checked < CHECK_SECONDS:
                 seen = bell.wait(seen, 1.0)
-    except ConnectionClosed:
-        pass
+    except (ConnectionClosed, OSError):   # the peer gone; OSError: simple-websocket's reader closed the socket
+        pass                              # between our look at it and our send (EBADF)
     finally:
         try:   # bookkeeping for the sweep: a catalog away as the channel ends costs a log line, not the channel's end
             worklist.channel_alive(title, channel, closed=True)
