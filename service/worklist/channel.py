@@ -248,10 +248,7 @@ def deliver(socket: simple_websocket.Server, worklist: Worklist, bell: Bell, tit
     except (ConnectionClosed, OSError):   # the peer gone; OSError: simple-websocket's reader closed the socket
         pass                              # between our look at it and our send (EBADF)
     finally:
-        try:   # bookkeeping for the sweep: a catalog away as the channel ends costs a log line, not the channel's end
-            worklist.channel_alive(title, channel, closed=True)
-        except Exception:   # noqa: BLE001 - logged with its traceback; the next open or sweep sets it again
-            log.warning("could not mark the event channel of %s closed", title, exc_info=True)
+        worklist.channel_alive(title, channel, closed=True)
         if socket.connected:
             try:
                 socket.close()
