@@ -562,3 +562,22 @@ def test_dicomweb_sweep_forgets_a_title_that_never_connected(tmp_path, monkeypat
     output = sweep_days_later(monkeypatch, config, 8)
     assert "forgot 1 AE title(s)" in output, output
     assert app.extensions["worklist"].subscribed_titles() == [] and waiting(app, "NEVER") == []
+
+
+def test_the_polling_bell_rings_for_an_event_committed_before_its_first_look():
+    """A channel looks at the catalog, finds nothing, and waits on the bell; the poller thread
+    starts with that wait. An event committed between the two was the poller's baseline, so
+    nothing rang and the channel slept until its next check (5 s): seen in a CI run."""
+    from service.worklist.channel import Bell
+
+    class Committed:   # an embedded (SQLite) worklist whose event is there when the poller first looks
+        class catalog:
+            is_sqlite = True
+
+        def latest_event(self):
+            return 7
+
+    bell = Bell(Committed(), poll_seconds=0.01)
+    started = time.monotonic()
+    assert bell.wait(bell.count, timeout=2.0) != 0
+    assert time.monotonic() - started < 1.0

@@ -109,12 +109,13 @@ class Bell:
                 time.sleep(1)
 
     def _poll(self, seconds: float = float("inf")) -> None:
-        last, until = None, time.monotonic() + seconds
+        # The first look rings too, as LISTEN does: an event committed after a channel's look at
+        # the catalog and before this first look would otherwise be the baseline, unrung.
+        last, until = object(), time.monotonic() + seconds
         while time.monotonic() < until:
             latest = self.worklist.latest_event()
             if latest != last:
-                if last is not None:
-                    self.ring(local_only=True)
+                self.ring(local_only=True)
                 last = latest
             time.sleep(self.poll_seconds)
 
