@@ -4,6 +4,8 @@ as the server (service.config).
     dicomweb serve [--bind HOST:PORT]      gunicorn with deploy/gunicorn.conf.py
     dicomweb import PATH…                   bulk-load files and folders (DICOMDIR trees too)
     dicomweb keys add|list|revoke           API keys of peers (only their hashes are kept)
+    dicomweb dimse                          the DIMSE listener (C-ECHO, C-STORE, C-FIND)
+    dicomweb aes add|list|remove            DIMSE peers: AE titles, their addresses and permissions
     dicomweb check [--repair]               every catalog row has its blob, every blob its row
     dicomweb sweep                          remove what interrupted writes left
     dicomweb backfill                       make the metadata of instances stored before it was kept
@@ -31,7 +33,7 @@ from storage import Archive, Catalog
 from storage.migrations import migrate as migrate_catalog
 from storage.worklist import Worklist
 
-from .config import Config, parse_permissions, read_peers
+from .config import Config, ae_peer_line, parse_ae_peers, parse_ae_peers_file, parse_permissions, read_peers
 from .store.commitment_rs import RESULT_DAYS
 from .wiring import make_archive
 
@@ -180,10 +182,71 @@ def dimse() -> None:
     from .dimse.listener import serve
 
     config = _config()
-    if not config.dimse_bind:
+    if not config.dimse_bind and not config.dimse_tls_bind:
         raise click.UsageError("DICOMWEB_DIMSE_BIND is not set: host:port to listen on (e.g. 127.0.0.1:11112)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     serve(config, _archive(config))
+
+
+@main.group(help="DIMSE peers (AE titles) in the AE peers file; the listener reads it again when it changes.")
+def aes() -> None:
+    pass
+
+
+@aes.command("add", help="Let the AE title TITLE, listening at HOST:PORT, in.")
+@click.argument("title")
+@click.argument("address", metavar="HOST:PORT")
+@click.option("--permissions", default="read+store", show_default=True,
+              help="what the peer may do: read (find, move, get), store, worklist ('+'-joined)")
+def aes_add(title: str, address: str, permissions: str) -> None:
+    path = _config().dimse_peers_file
+    try:
+        [peer] = parse_ae_peers(f"{title}@{address}:{permissions}", "the peer")
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    known, _ = _ae_peers(path)
+    if peer.ae_title in known:
+        raise click.UsageError(f"the AE title {peer.ae_title!r} is in {path} already; remove it first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as fh:
+        fh.write(ae_peer_line(peer) + "\n")
+    click.echo(f"added {ae_peer_line(peer)} to {path}")
+
+
+@aes.command("list", help="The DIMSE peers: of DICOMWEB_DIMSE_PEERS and of the AE peers file.")
+def aes_list() -> None:
+    config = _config()
+    known, problems = _ae_peers(config.dimse_peers_file)
+    for peer in config.dimse_peers:
+        click.echo(f"{ae_peer_line(peer)}\t(DICOMWEB_DIMSE_PEERS)")
+    for peer in known.values():
+        click.echo(ae_peer_line(peer))
+    for problem in problems:
+        click.echo(f"skipped: {problem}", err=True)
+    if problems:
+        sys.exit(1)
+
+
+@aes.command("remove", help="Let the AE title TITLE in no more.")
+@click.argument("title")
+def aes_remove(title: str) -> None:
+    path = _config().dimse_peers_file
+    known, _ = _ae_peers(path)
+    if title not in known:
+        raise click.UsageError(f"no AE title {title!r} in {path}")
+    kept = [line for line in path.read_text().splitlines() if line.strip().partition("@")[0] != title]
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text("".join(line + "\n" for line in kept))
+    os.chmod(temporary, 0o600)
+    os.replace(temporary, path)
+    click.echo(f"removed {title}")
+
+
+def _ae_peers(path: Path) -> tuple[dict, tuple[str, ...]]:
+    if not path.exists():
+        return {}, ()
+    peers, problems = parse_ae_peers_file(path.read_text(errors="replace"), str(path))
+    return {peer.ae_title: peer for peer in peers}, problems
 
 
 @main.command(help="Check that every catalog row has its blob and every blob its row.")

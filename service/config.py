@@ -75,6 +75,37 @@ def parse_ae_peers(text: str, name: str = "DICOMWEB_DIMSE_PEERS") -> tuple[AePee
     return tuple(peers.values())
 
 
+def parse_ae_peers_file(text: str, source: str = "AE peers file") -> tuple[tuple[AePeer, ...], tuple[str, ...]]:
+    """Lines of ``TITLE@HOST:PORT[:permissions]`` (a line starting with ``#`` is a comment): the
+    peers, and the lines skipped, each with why (a skipped line denies that one peer)."""
+    peers: dict[str, AePeer] = {}
+    problems = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            found = parse_ae_peers(line, f"{source}:{number}")
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        if len(found) != 1:
+            problems.append(f"{source}:{number}: one TITLE@HOST:PORT[:permissions] a line")
+            continue
+        peer = found[0]
+        if peer.ae_title in peers:
+            problems.append(f"{source}:{number}: the AE title {peer.ae_title!r} is named twice; the first line stands")
+            continue
+        peers[peer.ae_title] = peer
+    return tuple(peers.values()), tuple(problems)
+
+
+def ae_peer_line(peer: AePeer) -> str:
+    """The peers file's line of ``peer``."""
+    host = f"[{peer.host}]" if ":" in peer.host else peer.host
+    return f"{peer.ae_title}@{host}:{peer.port}:{'+'.join(sorted(peer.permissions))}"
+
+
 def hash_key(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8")).digest()
 
@@ -139,6 +170,13 @@ class Config:
     dimse_max_associations: int = 16      # at once; more are refused (A-ASSOCIATE-RJ, no reason, transient)
     dimse_max_pdu: int = 1 << 20          # the largest PDU we receive (a peer declaring more is cut off)
     dimse_timeout: float = 60.0           # ACSE, DIMSE and network: an association that sends nothing ends
+    dimse_peers_file: Path | None = None  # more peers, a TITLE@HOST:PORT[:permissions] a line (dicomweb aes)
+    # DICOM TLS (PS3.15 B.9, BCP 195): a second port, our certificate and key, and the CA that
+    # signs the peers' certificates (mutual authentication: a peer without one is refused).
+    dimse_tls_bind: str = ""
+    dimse_tls_cert: str = ""
+    dimse_tls_key: str = ""
+    dimse_tls_ca: str = ""
 
     def __post_init__(self) -> None:
         data_dir = Path(self.data_dir)
@@ -217,6 +255,11 @@ class Config:
             dimse_max_associations=int(env.get("DICOMWEB_DIMSE_MAX_ASSOCIATIONS", "16")),
             dimse_max_pdu=int(env.get("DICOMWEB_DIMSE_MAX_PDU", str(1 << 20))),
             dimse_timeout=float(env.get("DICOMWEB_DIMSE_TIMEOUT", "60")),
+            dimse_peers_file=Path(env.get("DICOMWEB_DIMSE_PEERS_FILE") or Path(env.get("DICOMWEB_DATA_DIR", "var")) / "ae-peers"),
+            dimse_tls_bind=env.get("DICOMWEB_DIMSE_TLS_BIND", ""),
+            dimse_tls_cert=env.get("DICOMWEB_DIMSE_TLS_CERT", ""),
+            dimse_tls_key=env.get("DICOMWEB_DIMSE_TLS_KEY", ""),
+            dimse_tls_ca=env.get("DICOMWEB_DIMSE_TLS_CA", ""),
         )
 
 

@@ -25,6 +25,14 @@ UNEXPECTED = Counter("dicomweb_unexpected_errors_total", "Requests answered 500 
 PEERS_FILE_PROBLEMS = Gauge("dicomweb_peers_file_problems", "Lines of the peers file that could not be read",
                             multiprocess_mode="max")
 
+# The DIMSE listener (service.dimse), a process of its own: counted here when it shares
+# PROMETHEUS_MULTIPROC_DIR with gunicorn's workers (make serve and deploy/systemd do).
+DIMSE_CONNECTIONS = Gauge("dicomweb_dimse_connections", "TCP connections the DIMSE listener holds open",
+                          multiprocess_mode="livesum")
+DIMSE_ASSOCIATIONS = Counter("dicomweb_dimse_associations_total", "Associations asked for", ["result"])   # accepted, rejected
+DIMSE_OPERATIONS = Counter("dicomweb_dimse_operations_total", "DIMSE requests answered", ["operation", "status"])
+DIMSE_REFUSED = Counter("dicomweb_dimse_refused_total", "Connections and messages cut at a bound", ["reason"])
+
 
 def observe(transaction: str | None, status: int | None, sent: int, seconds: float) -> None:
     transaction = transaction or "other"
@@ -41,3 +49,11 @@ def exposition(multiprocess_dir: str | None) -> tuple[bytes, str]:
         return generate_latest(registry), CONTENT_TYPE_LATEST
     from prometheus_client import REGISTRY
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def process_ended(multiprocess_dir: str | None) -> None:
+    """A process that shared ``multiprocess_dir`` ends: its live gauges leave the sums."""
+    if multiprocess_dir:
+        import os
+
+        multiprocess.mark_process_dead(os.getpid(), multiprocess_dir)

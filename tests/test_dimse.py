@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import copy
 import io
+import socket
+import time
+from contextlib import contextmanager
 
 import pydicom
 import pytest
@@ -201,3 +204,210 @@ def test_hostile_bytes_cost_a_bound_and_the_listener_goes_on(node, sent):
     assoc = associate(port, VIEWER, (Verification, [ExplicitVRLittleEndian]))
     assert assoc.is_established and assoc.send_c_echo().Status == 0x0000
     assoc.release()
+
+
+# -- bounds, peers, TLS ---------------------------------------------------------------------------
+
+@contextmanager
+def listening(tmp_path, **overrides):  # noqa: ANN001, ANN201
+    """A node on SQLite with the test's settings: its HTTP client, port and listener."""
+    port = free_port()
+    values = dict(dimse_bind=f"127.0.0.1:{port}", peers=(Peer(PEER, hash_key(API_KEY), frozenset({"read", "store"})),),
+                  dimse_peers=(AePeer(MODALITY, "127.0.0.1", 104, frozenset({"store", "read"})),))
+    values.update(overrides)
+    config = make_config(tmp_path, **values)
+    app = create_app(config)
+    listener = Listener(config, app.extensions["archive"])
+    listener.start()
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"ApiKey {API_KEY}"
+    try:
+        yield client, port, listener
+    finally:
+        listener.stop()
+
+
+def spooled_files(tmp_path) -> list:  # noqa: ANN001
+    spool = make_config(tmp_path).spool_dir
+    return sorted(p.name for p in spool.glob("*.dcm")) if spool.exists() else []
+
+
+def test_a_data_set_past_the_bound_is_refused_0xa700_and_the_association_goes_on(tmp_path):
+    with listening(tmp_path, max_request_bytes=200_000) as (client, port, _):
+        big = pydicom.dcmread(io.BytesIO(ct_instance(generate_uid(), generate_uid(), rows=512, columns=512)))
+        small = pydicom.dcmread(io.BytesIO(ct_instance(generate_uid(), generate_uid(), rows=8, columns=8)))
+        assoc = associate(port, MODALITY, (CTImageStorage, [ExplicitVRLittleEndian]))
+        refused = assoc.send_c_store(big)
+        assert refused.Status == 0xA700 and "DICOMWEB_MAX_REQUEST_BYTES" in refused.ErrorComment
+        assert assoc.send_c_store(small).Status == 0x0000   # the association goes on
+        assoc.release()
+        assert client.get(f"/dicom-web/studies?StudyInstanceUID={big.StudyInstanceUID}").get_json() == []
+        assert len(client.get(f"/dicom-web/studies?StudyInstanceUID={small.StudyInstanceUID}").get_json()) == 1
+    assert spooled_files(tmp_path) == []
+
+
+def test_an_association_ended_in_the_middle_of_a_data_set_leaves_no_file(tmp_path):
+    from pynetdicom.dimse_messages import C_STORE_RQ
+    from pynetdicom.dimse_primitives import C_STORE
+
+    with listening(tmp_path) as (client, port, _):
+        ds = pydicom.dcmread(io.BytesIO(ct_instance(generate_uid(), generate_uid(), rows=256, columns=256)))
+        assoc = associate(port, MODALITY, (CTImageStorage, [ExplicitVRLittleEndian]))
+        request = C_STORE()
+        request.MessageID, request.AffectedSOPClassUID, request.AffectedSOPInstanceUID = 1, CTImageStorage, ds.SOPInstanceUID
+        request.Priority = 2
+        buffer = io.BytesIO()
+        ds.save_as(buffer, implicit_vr=False, little_endian=True)
+        request.DataSet = io.BytesIO(buffer.getvalue())
+        message = C_STORE_RQ()
+        message.primitive_to_message(request)
+        fragments = list(message.encode_msg(assoc.accepted_contexts[0].context_id, 16384))
+        for fragment in fragments[:len(fragments) // 2]:   # half of the data set, then gone
+            assoc.dul.send_pdu(fragment)
+        deadline = time.monotonic() + 5
+        while not spooled_files(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert spooled_files(tmp_path), "the data set was being received into a file"
+        assoc.abort()
+        deadline = time.monotonic() + 5
+        while spooled_files(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert spooled_files(tmp_path) == []
+        assert client.get(f"/dicom-web/studies?StudyInstanceUID={ds.StudyInstanceUID}").get_json() == []
+
+
+def test_an_identifier_past_its_bound_aborts_the_association(tmp_path):
+    with listening(tmp_path) as (_, port, _listener):
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.PatientName = "x" * (2 << 20)
+        assoc = associate(port, MODALITY, (StudyRootQueryRetrieveInformationModelFind, [ExplicitVRLittleEndian]))
+        answers = list(assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind))
+        assert all(not status for status, _ in answers)   # no status: the listener aborted
+        deadline = time.monotonic() + 5
+        while assoc.is_established and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not assoc.is_established
+        again = associate(port, MODALITY, (Verification, [ExplicitVRLittleEndian]))
+        assert again.send_c_echo().Status == 0x0000
+        again.release()
+
+
+def test_connections_are_bounded_and_one_that_never_speaks_is_cut(tmp_path):
+    """Two connections at most; a third is closed at once, before a thread is given to it; one
+    that sends nothing is closed within the ACSE timeout; then associations are served again."""
+    with listening(tmp_path, dimse_max_associations=2, dimse_timeout=3.0) as (_, port, listener):
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+        deadline = time.monotonic() + 5
+        while listener.servers[0].open_connections < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        third = socket.create_connection(("127.0.0.1", port), timeout=5)
+        started = time.monotonic()
+        assert third.recv(1) == b"" and time.monotonic() - started < 1.5   # closed at once, not at the timeout
+        third.close()
+        for connection in idle:
+            started = time.monotonic()
+            try:
+                connection.recv(100)   # the ARTIM timer (ACSE timeout): closed by the listener
+            except ConnectionResetError:
+                pass
+            assert time.monotonic() - started < 6
+            connection.close()
+        deadline = time.monotonic() + 3
+        while listener.servers[0].open_connections and time.monotonic() < deadline:   # their threads end
+            time.sleep(0.02)
+        assoc = associate(port, MODALITY, (Verification, [ExplicitVRLittleEndian]))
+        assert assoc.send_c_echo().Status == 0x0000
+        assoc.release()
+
+
+def test_the_ae_peers_file_takes_effect_without_a_restart(tmp_path):
+    from click.testing import CliRunner
+
+    from service.cli import main
+
+    peers_file = tmp_path / "ae-peers"
+    environment = {"DICOMWEB_DATA_DIR": str(tmp_path / "var"), "DICOMWEB_DIMSE_PEERS_FILE": str(peers_file)}
+    with listening(tmp_path, dimse_peers_file=peers_file) as (_, port, listener):
+        listener.peer_source.recheck_seconds = 0
+        assert associate(port, "CT2", (Verification, [ExplicitVRLittleEndian])).is_rejected
+        runner = CliRunner()
+        added = runner.invoke(main, ["aes", "add", "CT2", "127.0.0.1:4006", "--permissions", "store"], env=environment)
+        assert added.exit_code == 0, added.output
+        assert peers_file.read_text() == "CT2@127.0.0.1:4006:store\n" and oct(peers_file.stat().st_mode)[-3:] == "600"
+        assoc = associate(port, "CT2", (Verification, [ExplicitVRLittleEndian]))
+        assert assoc.is_established and assoc.send_c_echo().Status == 0x0000
+        assoc.release()
+        listed = runner.invoke(main, ["aes", "list"], env=environment)
+        assert "CT2@127.0.0.1:4006:store" in listed.output
+        assert runner.invoke(main, ["aes", "add", "CT2", "127.0.0.1:4007"], env=environment).exit_code == 2
+        assert runner.invoke(main, ["aes", "add", "BAD\\TITLE", "127.0.0.1:4007"], env=environment).exit_code == 2
+        assert runner.invoke(main, ["aes", "remove", "CT2"], env=environment).exit_code == 0
+        assert associate(port, "CT2", (Verification, [ExplicitVRLittleEndian])).is_rejected
+        assert runner.invoke(main, ["aes", "remove", "CT2"], env=environment).exit_code == 2
+
+
+def test_ae_peers_file_lines_that_do_not_read_are_skipped_and_named():
+    from service.config import parse_ae_peers_file
+
+    peers, problems = parse_ae_peers_file("# comment\nCT1@10.0.0.5:104:store+worklist\nnot a peer\n"
+                                          "CT1@10.0.0.6:104\nA@h:1,B@h:2\nUS1@[::1]:11112\n", "f")
+    assert [(p.ae_title, p.host, p.port, sorted(p.permissions)) for p in peers] == [
+        ("CT1", "10.0.0.5", 104, ["store", "worklist"]), ("US1", "::1", 11112, ["read", "store"])]
+    assert [problem.split(":")[1] for problem in problems] == ["3", "4", "5"]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    from testbed.tls import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def tls_client(pki, cert: bool = True):  # noqa: ANN001, ANN201
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki.ca))
+    if cert:
+        context.load_cert_chain(str(pki.peer_cert), str(pki.peer_key))
+    return context
+
+
+def test_dicom_tls_with_mutual_authentication(tmp_path, pki):
+    """A second port under TLS: a peer with a certificate of the operator's CA is served; one
+    without, or with another CA's, is refused in the handshake; a connection that never starts
+    its handshake does not hold up the others (it is done in the connection's thread)."""
+    tls_port = free_port()
+    with listening(tmp_path, dimse_tls_bind=f"127.0.0.1:{tls_port}", dimse_tls_cert=str(pki.server_cert),
+                   dimse_tls_key=str(pki.server_key), dimse_tls_ca=str(pki.ca), dimse_timeout=5.0) as (_, port, _l):
+        silent = socket.create_connection(("127.0.0.1", tls_port), timeout=5)   # never says ClientHello
+        ae = AE(ae_title=MODALITY)
+        ae.add_requested_context(Verification, [ExplicitVRLittleEndian])
+        started = time.monotonic()
+        assoc = ae.associate("127.0.0.1", tls_port, ae_title="DICOMWEB", tls_args=(tls_client(pki), "localhost"))
+        assert assoc.is_established and assoc.send_c_echo().Status == 0x0000
+        assert time.monotonic() - started < 2
+        assoc.release()
+        silent.close()
+        no_cert = tls_client(pki, cert=False)
+        stranger = tls_client(pki, cert=False)
+        stranger.load_cert_chain(str(pki.stranger_cert), str(pki.stranger_key))
+        for context in (no_cert, stranger):
+            refused = ae.associate("127.0.0.1", tls_port, ae_title="DICOMWEB", tls_args=(context, "localhost"))
+            assert not refused.is_established
+        plain = associate(port, MODALITY, (Verification, [ExplicitVRLittleEndian]))   # the plain port as before
+        assert plain.send_c_echo().Status == 0x0000
+        plain.release()
+
+
+def test_a_connection_cut_before_its_association_request_gives_its_slot_back_at_once(tmp_path):
+    """pynetdicom's acceptor waited the whole ACSE timeout for a request from a peer already gone."""
+    with listening(tmp_path, dimse_timeout=60.0) as (_, port, listener):
+        for sent in (b"\x04\x00\x7f\xff\xff\xff" + b"x" * 1024, b""):   # past the PDU bound; nothing at all
+            connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+            connection.sendall(sent)
+            connection.close()
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline and listener.servers[0].open_connections:
+                time.sleep(0.02)
+            assert listener.servers[0].open_connections == 0

@@ -1,7 +1,8 @@
 """The DIMSE listener as an operator runs it (``dicomweb dimse``, a process of its own beside
-gunicorn, on one data directory), driven by DCMTK's echoscu, storescu and findscu: independent
-peers. What a modality stores is at once what QIDO-RS and WADO-RS give, pixel for pixel, and
-what STOW-RS stored is what findscu finds."""
+gunicorn, on one data directory, with a plain port and a DICOM TLS port), driven by DCMTK's
+echoscu, storescu and findscu: independent peers. What a modality stores is at once what QIDO-RS
+and WADO-RS give, pixel for pixel, and what STOW-RS stored is what findscu finds; gunicorn's
+/ready and /metrics cover the listener (one PROMETHEUS_MULTIPROC_DIR, as make serve shares it)."""
 from __future__ import annotations
 
 import io
@@ -20,6 +21,7 @@ from pydicom.uid import generate_uid
 from testbed.messages import multipart_body, split_multipart, stow_headers
 from testbed.server import ROOT, Server, free_port, stop_process
 from testbed.synthetic import ct_instance
+from testbed.tls import make_pki
 from tests.conftest import API_KEY, TEST_FILES, in_ci
 
 AUTH = {"Authorization": f"ApiKey {API_KEY}"}
@@ -37,9 +39,14 @@ def dcmtk():
 def node(tmp_path_factory, dcmtk):
     """gunicorn and the DIMSE listener on one data directory, as `make serve` runs them."""
     work = tmp_path_factory.mktemp("dimse")
-    port = free_port()
+    pki = make_pki(work / "pki")
+    port, tls_port = free_port(), free_port()
+    (work / "metrics").mkdir()
     env = {"DICOMWEB_DATA_DIR": str(work), "DICOMWEB_API_KEY": API_KEY, "DICOMWEB_DIMSE_BIND": f"127.0.0.1:{port}",
-           "DICOMWEB_DIMSE_PEERS": "MODALITY1@127.0.0.1:11113:store,VIEWER@127.0.0.1:11114:read"}
+           "DICOMWEB_DIMSE_PEERS": "MODALITY1@127.0.0.1:11113:store,VIEWER@127.0.0.1:11114:read",
+           "DICOMWEB_DIMSE_TLS_BIND": f"127.0.0.1:{tls_port}", "DICOMWEB_DIMSE_TLS_CERT": str(pki.server_cert),
+           "DICOMWEB_DIMSE_TLS_KEY": str(pki.server_key), "DICOMWEB_DIMSE_TLS_CA": str(pki.ca),
+           "PROMETHEUS_MULTIPROC_DIR": str(work / "metrics")}
     server = Server(env, free_port(), work / "gunicorn.log")
     log = open(work / "dimse.log", "wb")
     listener = subprocess.Popen([sys.executable, "-m", "service.cli", "dimse"], cwd=ROOT, stdout=log,
@@ -54,7 +61,7 @@ def node(tmp_path_factory, dcmtk):
             assert listener.poll() is None, (work / "dimse.log").read_text()
             time.sleep(0.1)
     try:
-        yield server, port, work
+        yield server, port, work, tls_port, pki, env
     finally:
         stop_process(listener, 10)
         log.close()
@@ -69,14 +76,14 @@ def dcmtk_run(*arguments: str) -> subprocess.CompletedProcess:
 
 
 def test_echoscu_and_a_stranger(node):
-    _, port, _ = node
+    _, port, *_ = node
     assert dcmtk_run("echoscu", "-aet", "VIEWER", "-aec", "DICOMWEB", "127.0.0.1", str(port)).returncode == 0
     refused = dcmtk_run("echoscu", "-aet", "STRANGER", "-aec", "DICOMWEB", "127.0.0.1", str(port))
     assert refused.returncode != 0 and "Calling AE Title Not Recognized" in refused.stderr + refused.stdout
 
 
 def test_storescu_stores_what_wado_rs_and_qido_rs_give(node, tmp_path):
-    server, port, _ = node
+    server, port, *_ = node
     study, series = generate_uid(), generate_uid()
     files = []
     for n in range(3):
@@ -108,7 +115,7 @@ def test_storescu_stores_what_wado_rs_and_qido_rs_give(node, tmp_path):
 
 
 def test_findscu_finds_what_stow_rs_stored(node, tmp_path):
-    server, port, _ = node
+    server, port, *_ = node
     study = generate_uid()
     r = requests.post(f"{server.dicomweb}/studies", timeout=60, headers={**AUTH, **stow_headers()},
                       data=multipart_body([ct_instance(study, generate_uid(), rows=8, columns=8,
@@ -121,3 +128,42 @@ def test_findscu_finds_what_stow_rs_stored(node, tmp_path):
     [answer] = [pydicom.dcmread(p) for p in tmp_path.glob("rsp*.dcm")]
     assert answer.StudyInstanceUID == study and answer.PatientName == "Findscu^Found"
     assert answer.NumberOfStudyRelatedInstances == 1
+
+
+def test_echoscu_over_dicom_tls(node):
+    _, _, _, tls_port, pki, _ = node
+    done = dcmtk_run("echoscu", "+tls", str(pki.peer_key), str(pki.peer_cert), "+cf", str(pki.ca), "-aet", "VIEWER",
+                     "-aec", "DICOMWEB", "localhost", str(tls_port))
+    assert done.returncode == 0, done.stderr
+    stranger = dcmtk_run("echoscu", "+tls", str(pki.stranger_key), str(pki.stranger_cert), "+cf", str(pki.ca),
+                         "-aet", "VIEWER", "-aec", "DICOMWEB", "localhost", str(tls_port))
+    assert stranger.returncode != 0   # a certificate of a CA the operator did not give
+    anonymous = dcmtk_run("echoscu", "+tla", "+cf", str(pki.ca), "-aet", "VIEWER", "-aec", "DICOMWEB", "localhost",
+                          str(tls_port))
+    assert anonymous.returncode != 0   # no certificate at all
+
+
+def test_dicomweb_aes_adds_a_peer_the_running_listener_lets_in(node):
+    _, port, work, _, _, env = node
+    command = [sys.executable, "-m", "service.cli", "aes"]
+    environment = {**{k: v for k, v in os.environ.items() if not k.startswith("DICOMWEB_")}, **env}
+    assert dcmtk_run("echoscu", "-aet", "US1", "-aec", "DICOMWEB", "127.0.0.1", str(port)).returncode != 0
+    subprocess.run([*command, "add", "US1", "127.0.0.1:4010", "--permissions", "store"], cwd=ROOT, env=environment,
+                   check=True, capture_output=True, timeout=60)
+    time.sleep(1.1)   # the listener looks at the file at most once a second
+    assert dcmtk_run("echoscu", "-aet", "US1", "-aec", "DICOMWEB", "127.0.0.1", str(port)).returncode == 0
+    listed = subprocess.run([*command, "list"], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60)
+    assert "US1@127.0.0.1:4010:store" in listed.stdout and "VIEWER@127.0.0.1:11114:read" in listed.stdout
+
+
+def test_ready_and_metrics_cover_the_listener(node):
+    server, port, *_ = node
+    assert dcmtk_run("echoscu", "-aet", "VIEWER", "-aec", "DICOMWEB", "127.0.0.1", str(port)).returncode == 0
+    assert dcmtk_run("echoscu", "-aet", "STRANGER", "-aec", "DICOMWEB", "127.0.0.1", str(port)).returncode != 0
+    ready = requests.get(server.dicomweb.rsplit("/dicom-web", 1)[0] + "/ready", timeout=30).json()
+    assert ready["dimse"] == ready["dimse_tls"] == "ok"
+    text = requests.get(server.dicomweb.rsplit("/dicom-web", 1)[0] + "/metrics", timeout=30).text
+    assert 'dicomweb_dimse_operations_total{operation="c_echo",status="0x0000"}' in text
+    assert 'dicomweb_dimse_associations_total{result="accepted"}' in text
+    assert 'dicomweb_dimse_associations_total{result="rejected"}' in text   # the stranger's
+    assert "dicomweb_dimse_connections" in text

@@ -19,6 +19,26 @@ def test_health_and_ready(app, client):
     assert r.status_code == 200 and r.get_json() == {"status": "ok", "catalog": "ok", "store": "ok", "peers_file": "ok"}
 
 
+def test_ready_says_whether_this_nodes_dimse_listener_takes_connections(tmp_path):
+    """Said, not a reason to take the node out of an HTTP balancer: its HTTP side still serves."""
+    import socket
+
+    from service import create_app
+    from tests.conftest import make_config
+
+    listening = socket.create_server(("127.0.0.1", 0))
+    closed = socket.create_server(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    config = make_config(tmp_path, dimse_bind=f"127.0.0.1:{listening.getsockname()[1]}",
+                         dimse_tls_bind=f"127.0.0.1:{closed_port}")
+    try:
+        r = create_app(config).test_client().get("/ready")
+        assert r.status_code == 200 and (r.get_json()["dimse"], r.get_json()["dimse_tls"]) == ("ok", "unreachable")
+    finally:
+        listening.close()
+
+
 def test_not_ready_when_the_store_or_catalog_is_gone(app, monkeypatch):
     anonymous = app.test_client()
     shutil.rmtree(app.config["DICOMWEB"].storage)

@@ -4,14 +4,16 @@ QIDO-RS). Peers are AE titles with permissions (DICOMWEB_DIMSE_PEERS); an associ
 calling AE title not among them is rejected (calling AE title not recognised).
 
 A received data set is written by pynetdicom to a file in the spool directory as its fragments
-arrive (never held whole in memory) and stored from there; the success status is sent only once
-its blob and catalog row are durable (StoreBatch.commit).
+arrive (never held whole in memory, bounded in size: service.dimse.bounds) and stored from there;
+the success status is sent only once its blob and catalog row are durable (StoreBatch.commit).
+DICOM TLS, where configured, is a second port of the same listener.
 """
 from __future__ import annotations
 
 import json
 import logging
 import signal
+import ssl
 import tempfile
 import threading
 import time
@@ -19,7 +21,6 @@ from typing import Iterator
 
 from pydicom import Dataset
 from pynetdicom import AE, _config, evt
-from pynetdicom.transport import AssociationSocket
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelFind, Verification,
     _STORAGE_CLASSES,
@@ -28,27 +29,38 @@ from pynetdicom.sop_class import (
 from storage import Archive
 from transcode.syntaxes import TRANSFER_SYNTAXES
 
+from .. import metrics
 from ..config import AePeer, Config
 from ..search.qido_response import ResultFormat
+from .bounds import MIN_PDU_BOUND, OVERSIZED, BoundedServer, MessageBounds, WholeAssociation, bound_messages, \
+    bound_pdu_reads, connection_closed
 from .find import BadIdentifier, answer, find_query
+from .peers import AePeerSource
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("dicomweb.audit")
 
 NOT_AUTHORIZED = 0x0124           # Refused: Not Authorized (PS3.7 C.4.1.1.4 and the general statuses)
+OUT_OF_RESOURCES = 0xA700         # Refused: Out of Resources (PS3.4 B.2.3): here, a data set past the bound
 SUCCESS, PENDING, PENDING_UNSUPPORTED, CANCELED = 0x0000, 0xFF00, 0xFF01, 0xFE00
 NOBODY = "-NO-PEERS-"             # the calling title required when DICOMWEB_DIMSE_PEERS names none
 FIND_MODELS = (PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelFind)
 
 
 class Listener:
-    """The association server of one node, bound to ``config.dimse_bind``."""
+    """The association server of one node, bound to ``config.dimse_bind`` (and, with DICOM TLS,
+    ``config.dimse_tls_bind``)."""
 
     def __init__(self, config: Config, archive: Archive) -> None:
         self.config, self.archive = config, archive
-        self.peers: dict[str, AePeer] = {peer.ae_title: peer for peer in config.dimse_peers}
-        self.server = None
+        self.peer_source = AePeerSource(config.dimse_peers, config.dimse_peers_file)
+        self.servers: list[BoundedServer] = []
+        self._ae: AE | None = None
         self._tempdir: str | None = None
+
+    @property
+    def peers(self) -> dict[str, AePeer]:
+        return self.peer_source.current()
 
     def application_entity(self) -> AE:
         config = self.config
@@ -56,8 +68,7 @@ class Listener:
         ae.maximum_pdu_size = config.dimse_max_pdu
         ae.maximum_associations = config.dimse_max_associations
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = config.dimse_timeout
-        # pynetdicom takes an empty list as "any title": with no peer, only a title no peer has
-        ae.require_calling_aet = sorted(self.peers) or [NOBODY]
+        self._require_known_titles(ae)
         syntaxes = sorted(TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
         for sop_class in _STORAGE_CLASSES.values():
@@ -66,26 +77,60 @@ class Listener:
             ae.add_supported_context(model)
         return ae
 
-    def start(self, block: bool = False):  # noqa: ANN201 - pynetdicom's ThreadedAssociationServer, or None when blocking
-        """Listen; with ``block``, until the process is stopped."""
-        bound_pdu_reads(max(self.config.dimse_max_pdu, MIN_PDU_BOUND))
-        host, _, port = self.config.dimse_bind.rpartition(":")
+    def _require_known_titles(self, ae: AE) -> None:
+        # pynetdicom takes an empty list as "any title": with no peer, only a title no peer has
+        ae.require_calling_aet = sorted(self.peers) or [NOBODY]
+
+    def start(self) -> list[BoundedServer]:
+        """Listen, in threads of this process, until ``stop``."""
+        config = self.config
+        bound_pdu_reads(max(config.dimse_max_pdu, MIN_PDU_BOUND))
+        bound_messages(MessageBounds(dataset_bytes=config.max_request_bytes))
         # A received data set is written to a file as it arrives, in our spool (pynetdicom's files go
         # to the process's temporary directory: the listener's own process, so this is its own).
         _config.STORE_RECV_CHUNKED_DATASET = True
-        self.config.spool_dir.mkdir(parents=True, exist_ok=True)
-        self._tempdir, tempfile.tempdir = tempfile.tempdir, str(self.config.spool_dir)
-        handlers = [(evt.EVT_C_ECHO, self.echo), (evt.EVT_C_STORE, self.store), (evt.EVT_C_FIND, self.find)]
-        ae = self.application_entity()
-        log.info("DIMSE listener %s on %s, %d peer(s) known", self.config.dimse_ae_title, self.config.dimse_bind,
-                 len(self.peers))
-        self.server = ae.start_server((host or "0.0.0.0", int(port)), block=block, evt_handlers=handlers)
-        return self.server
+        config.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._tempdir, tempfile.tempdir = tempfile.tempdir, str(config.spool_dir)
+        self._ae = ae = self.application_entity()
+        handlers = [(evt.EVT_C_ECHO, self.echo), (evt.EVT_C_STORE, self.store), (evt.EVT_C_FIND, self.find),
+                    (evt.EVT_CONN_OPEN, self._connection_opened), (evt.EVT_CONN_CLOSE, connection_closed),
+                    (evt.EVT_ACCEPTED, self._counted("accepted")), (evt.EVT_REJECTED, self._counted("rejected"))]
+        binds = [(config.dimse_bind, None)] if config.dimse_bind else []
+        if config.dimse_tls_bind:
+            binds.append((config.dimse_tls_bind, tls_context(config)))
+        for bind, context in binds:
+            host, _, port = bind.rpartition(":")
+            server = ae.make_server((host.strip("[]") or "0.0.0.0", int(port)), ssl_context=context,
+                                    evt_handlers=handlers, server_class=BoundedServer,
+                                    request_handler=WholeAssociation)
+            ae._servers.append(server)   # as start_server does: its shutdown takes it out again
+            server.max_connections = config.dimse_max_associations
+            server.handshake_seconds = config.dimse_timeout
+            threading.Thread(target=server.serve_forever, name=f"dimse-{bind}", daemon=True).start()
+            self.servers.append(server)
+            log.info("DIMSE listener %s on %s%s, %d peer(s) known", config.dimse_ae_title, bind,
+                     " (DICOM TLS)" if context else "", len(self.peers))
+        return self.servers
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
+        for server in self.servers:
+            for assoc in server.active_associations:   # what is under way ends (A-ABORT): not acknowledged
+                assoc.abort()
+            server.shutdown()
+        self.servers = []
+        if self._tempdir is not None or tempfile.tempdir == str(self.config.spool_dir):
             tempfile.tempdir = self._tempdir   # the process's own again (a listener run inside tests)
+
+    def _connection_opened(self, event) -> None:  # noqa: ANN001 - EVT_CONN_OPEN
+        # Before the association is negotiated: the peers file's changes take effect here.
+        if self._ae is not None:
+            self._require_known_titles(self._ae)
+
+    @staticmethod
+    def _counted(result: str):  # noqa: ANN205
+        def count(event) -> None:  # noqa: ANN001
+            metrics.DIMSE_ASSOCIATIONS.labels(result).inc()
+        return count
 
     # -- who may do what --------------------------------------------------------------------
 
@@ -94,6 +139,7 @@ class Listener:
 
     def _audit(self, event, operation: str, status: int, started: float, **more) -> None:  # noqa: ANN001
         requestor = event.assoc.requestor
+        metrics.DIMSE_OPERATIONS.labels(operation, f"0x{status:04X}").inc()
         audit.info(json.dumps({
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)) + f".{int(started % 1 * 1000):03d}Z",
             "peer": requestor.ae_title.strip(), "credentials": "ae-title", "remote": requestor.address,
@@ -114,6 +160,12 @@ class Listener:
         if peer is None or "store" not in peer.permissions:
             self._audit(event, "c_store", NOT_AUTHORIZED, started, instance=sop_instance)
             return NOT_AUTHORIZED
+        if getattr(event.request._dataset_file, OVERSIZED, False):
+            self._audit(event, "c_store", OUT_OF_RESOURCES, started, instance=sop_instance)
+            status = Dataset()
+            status.Status = OUT_OF_RESOURCES
+            status.ErrorComment = f"data set over {self.config.max_request_bytes} bytes (DICOMWEB_MAX_REQUEST_BYTES)"
+            return status
         with open(event.dataset_path, "rb") as fp:
             batch = self.archive.batch(may_replace="replace" in peer.permissions)
             batch.add(fp)
@@ -156,28 +208,17 @@ class Listener:
         yield SUCCESS, None
 
 
-MIN_PDU_BOUND = 1 << 16   # an A-ASSOCIATE-RQ of many presentation contexts is some KiB; P-DATA is ours to bound
-
-
-def bound_pdu_reads(limit: int) -> None:
-    """pynetdicom reads a PDU's declared length whole, into memory, before it looks at it: a peer
-    declaring 4 GiB would be read into 4 GiB. Its socket's reads are bounded here (the one place
-    pynetdicom's internals are touched): a PDU longer than ``limit`` bytes closes the connection
-    (pynetdicom then sees the PDU cut short and ends the association), before anything is read."""
-    if getattr(AssociationSocket.recv, "bounded_to", None) == limit:
-        return
-    plain = getattr(AssociationSocket.recv, "plain", AssociationSocket.recv)
-
-    def recv(self, nr_bytes: int) -> bytearray:  # noqa: ANN001
-        if nr_bytes > limit:
-            log.warning("DIMSE: a PDU of %d bytes declared by %s, more than the %d taken: connection closed",
-                        nr_bytes, getattr(self.assoc, "requestor", None) and self.assoc.requestor.address, limit)
-            self.close()
-            return bytearray()
-        return plain(self, nr_bytes)
-
-    recv.bounded_to, recv.plain = limit, plain
-    AssociationSocket.recv = recv
+def tls_context(config: Config) -> ssl.SSLContext:
+    """DICOM TLS as PS3.15 B.9 (BCP 195) asks: TLS 1.2 or later, our certificate, and the peer's
+    certificate required and checked against the operator's CA (mutual authentication)."""
+    if not (config.dimse_tls_cert and config.dimse_tls_key and config.dimse_tls_ca):
+        raise ValueError("DICOMWEB_DIMSE_TLS_BIND needs DICOMWEB_DIMSE_TLS_CERT, DICOMWEB_DIMSE_TLS_KEY and "
+                         "DICOMWEB_DIMSE_TLS_CA (the CA of the peers' certificates)")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=config.dimse_tls_ca)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_cert_chain(config.dimse_tls_cert, config.dimse_tls_key)
+    return context
 
 
 def serve(config: Config, archive: Archive) -> None:
@@ -186,8 +227,9 @@ def serve(config: Config, archive: Archive) -> None:
     stop = threading.Event()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signal_number, lambda *_: stop.set())
-    listener.start(block=False)
+    listener.start()
     try:
         stop.wait()
     finally:
         listener.stop()
+        metrics.process_ended(config.prometheus_multiproc_dir)

@@ -1,0 +1,56 @@
+"""The DIMSE peers the listener knows: those of DICOMWEB_DIMSE_PEERS, and those of the AE peers
+file (``dicomweb aes add|remove``), re-read when it changes so that a change takes effect at the
+next association without a restart. A title in both is the configuration's."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from ..config import AePeer, parse_ae_peers_file
+
+log = logging.getLogger(__name__)
+
+
+class AePeerSource:
+    def __init__(self, static: tuple[AePeer, ...], path: Path | None, recheck_seconds: float = 1.0) -> None:
+        self.static, self.path, self.recheck_seconds = static, path, recheck_seconds
+        self._lock = threading.Lock()
+        self._checked, self._stamp = 0.0, None
+        self._peers: dict[str, AePeer] = {peer.ae_title: peer for peer in static}
+        self.problems: tuple[str, ...] = ()
+        self.current()
+
+    def current(self) -> dict[str, AePeer]:
+        """AE title → peer."""
+        now = time.monotonic()
+        if now - self._checked >= self.recheck_seconds:
+            with self._lock:
+                self._checked = now
+                try:
+                    stat = self.path.stat() if self.path is not None else None
+                    stamp = (stat.st_mtime_ns, stat.st_size) if stat else None
+                except FileNotFoundError:
+                    stamp = None
+                if stamp != self._stamp:
+                    self._stamp = stamp
+                    self._reload()
+        return self._peers
+
+    def _reload(self) -> None:
+        from_file: tuple[AePeer, ...] = ()
+        if self.path is not None and self.path.exists():
+            try:
+                from_file, self.problems = parse_ae_peers_file(self.path.read_text(errors="replace"), str(self.path))
+            except OSError as exc:
+                self.problems = (f"{self.path}: cannot be read ({exc}); the peers read before stay in force",)
+                log.error("AE peers file: %s", self.problems[0])
+                return
+        else:
+            self.problems = ()
+        for problem in self.problems:
+            log.error("AE peers file: %s", problem)
+        peers = {peer.ae_title: peer for peer in from_file}
+        peers.update({peer.ae_title: peer for peer in self.static})
+        self._peers = peers
