@@ -56,11 +56,8 @@ serve: $(STAMP) viewer
 	@echo "DICOMweb service on http://$(DICOMWEB_BIND)/dicom-web (the key may read, store and use the Worklist)"
 	@echo "Viewer on http://$(DICOMWEB_BIND)/viewer/ (sign in with a person's key: $(BIN)/dicomweb keys add YOUR-NAME --person)"
 	@echo "DIMSE listener DICOMWEB on $(DICOMWEB_DIMSE_BIND) (peers: DICOMWEB_DIMSE_PEERS, e.g. MODALITY1@127.0.0.1:104:store)"
-	@trap 'kill $$listener $$server 2>/dev/null; wait $$listener $$server; exit 0' INT TERM; \
-		$(BIN)/dicomweb dimse & listener=$$!; \
-		env DICOMWEB_API_KEY_PERMISSIONS=$${DICOMWEB_API_KEY_PERMISSIONS:-read,store,worklist} \
-			$(BIN)/gunicorn --config deploy/gunicorn.conf.py --bind $(DICOMWEB_BIND) wsgi:app & server=$$!; \
-		wait $$server; status=$$?; kill $$listener 2>/dev/null; wait $$listener; exit $$status
+	@env PATH="$(abspath $(BIN)):$$PATH" DICOMWEB_BIND=$(DICOMWEB_BIND) \
+		DICOMWEB_API_KEY_PERMISSIONS=$${DICOMWEB_API_KEY_PERMISSIONS:-read,store,worklist} deploy/start.sh
 
 test: $(STAMP) | $(TEST_DEBIAN_STAMP)
 	$(BIN)/python -m pytest

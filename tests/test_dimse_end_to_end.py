@@ -167,3 +167,37 @@ def test_ready_and_metrics_cover_the_listener(node):
     assert 'dicomweb_dimse_associations_total{result="accepted"}' in text
     assert 'dicomweb_dimse_associations_total{result="rejected"}' in text   # the stranger's
     assert "dicomweb_dimse_connections" in text
+
+
+def test_the_start_script_runs_both_and_a_term_stops_both(tmp_path, dcmtk):
+    """deploy/start.sh, what `make serve` and the container run: gunicorn and the listener on one
+    metrics directory; a TERM ends both, with gunicorn's status."""
+    http_port, dimse_port = free_port(), free_port()
+    bin_dir = os.path.dirname(sys.executable)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("DICOMWEB_")},
+           "PATH": f"{bin_dir}:{os.environ['PATH']}", "DICOMWEB_DATA_DIR": str(tmp_path / "var"),
+           "DICOMWEB_API_KEY": API_KEY, "DICOMWEB_BIND": f"127.0.0.1:{http_port}",
+           "DICOMWEB_DIMSE_BIND": f"127.0.0.1:{dimse_port}", "DICOMWEB_DIMSE_PEERS": "VIEWER@127.0.0.1:11114:read",
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), "GUNICORN_CMD_ARGS": "--workers 2"}
+    with open(tmp_path / "start.log", "wb") as log:
+        started = subprocess.Popen([str(ROOT / "deploy" / "start.sh")], cwd=ROOT, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+        try:
+            base = f"http://127.0.0.1:{http_port}"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if requests.get(f"{base}/ready", timeout=2).json().get("dimse") == "ok":
+                        break
+                except requests.ConnectionError:
+                    pass
+                assert started.poll() is None, (tmp_path / "start.log").read_text()
+                time.sleep(0.2)
+            assert dcmtk_run("echoscu", "-aet", "VIEWER", "-aec", "DICOMWEB", "127.0.0.1", str(dimse_port)).returncode == 0
+            assert 'operation="c_echo"' in requests.get(f"{base}/metrics", timeout=10).text
+        finally:
+            started.send_signal(15)
+            assert started.wait(30) == 0, (tmp_path / "start.log").read_text()[-3000:]
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", dimse_port), timeout=1).close()
+    assert "Traceback" not in (tmp_path / "start.log").read_text()
