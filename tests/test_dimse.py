@@ -411,3 +411,166 @@ def test_a_connection_cut_before_its_association_request_gives_its_slot_back_at_
             while time.monotonic() < deadline and listener.servers[0].open_connections:
                 time.sleep(0.02)
             assert listener.servers[0].open_connections == 0
+
+
+# -- C-GET and C-MOVE ------------------------------------------------------------------------------
+
+def _stow(client, *instances: bytes) -> None:  # noqa: ANN001
+    r = client.post("/dicom-web/studies", headers=stow_headers(), data=multipart_body(list(instances)))
+    assert r.status_code == 200, r.data
+
+
+def _identifier(level: str, **keys) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    for keyword, value in keys.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def _getter(port: int, contexts: dict, calling: str = MODALITY):  # noqa: ANN001, ANN202
+    """A C-GET requestor taking the storage SCP role for ``contexts`` (SOP class → syntaxes); the
+    instances it receives, as data sets, in the list returned."""
+    from pynetdicom import build_role, evt as events
+    from pynetdicom.sop_class import PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet
+
+    received: list = []
+
+    def on_store(event):  # noqa: ANN001, ANN202
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        received.append(ds)
+        return 0x0000
+
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(PatientRootQueryRetrieveInformationModelGet)
+    roles = []
+    for sop_class, syntaxes in contexts.items():
+        ae.add_requested_context(sop_class, syntaxes)
+        roles.append(build_role(sop_class, scp_role=True))
+    assoc = ae.associate("127.0.0.1", port, ae_title="DICOMWEB", ext_neg=roles,
+                         evt_handlers=[(events.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    return assoc, received
+
+
+def test_c_get_sends_a_study_in_what_the_requestor_accepted(tmp_path):
+    """As stored where accepted, decoded where only Explicit VR Little Endian is, recompressed to
+    JPEG-LS where only that is; the pixels the same as stored."""
+    from pydicom.uid import JPEGLSLossless
+    from pynetdicom.sop_class import MRImageStorage, StudyRootQueryRetrieveInformationModelGet
+
+    with listening(tmp_path) as (client, port, _):
+        study, series = generate_uid(), generate_uid()
+        cts = [ct_instance(study, series, number=n, rows=64, columns=64, seed=n) for n in range(1, 4)]
+        _stow(client, *cts)
+        jls = pydicom.dcmread(TEST_FILES / "MR_small_jpeg_ls_lossless.dcm")
+        assoc = associate(port, MODALITY, (jls.SOPClassUID, [JPEGLSLossless]))
+        assert assoc.send_c_store(jls).Status == 0x0000
+        assoc.release()
+
+        assoc, received = _getter(port, {CTImageStorage: [ExplicitVRLittleEndian]})
+        statuses = [s for s, _ in assoc.send_c_get(_identifier("STUDY", StudyInstanceUID=study),
+                                                    StudyRootQueryRetrieveInformationModelGet)]
+        assoc.release()
+        assert statuses[-1].Status == 0x0000 and statuses[-1].NumberOfCompletedSuboperations == 3
+        sent = {str(pydicom.dcmread(io.BytesIO(b)).SOPInstanceUID): pydicom.dcmread(io.BytesIO(b)) for b in cts}
+        assert {str(ds.SOPInstanceUID) for ds in received} == set(sent)
+        for ds in received:
+            assert ds.PixelData == sent[str(ds.SOPInstanceUID)].PixelData   # as stored: Explicit VR LE
+
+        for syntaxes in ([ExplicitVRLittleEndian], [JPEGLSLossless], [ImplicitVRLittleEndian]):
+            assoc, received = _getter(port, {MRImageStorage: syntaxes})
+            [*_, (final, _)] = assoc.send_c_get(_identifier("STUDY", StudyInstanceUID=jls.StudyInstanceUID),
+                                                StudyRootQueryRetrieveInformationModelGet)
+            assoc.release()
+            assert final.Status == 0x0000, syntaxes
+            [got] = received
+            assert got.file_meta.TransferSyntaxUID == syntaxes[0]
+            assert (got.pixel_array == jls.pixel_array).all()
+
+
+def test_c_get_at_each_level_and_its_refusals(tmp_path):
+    from pynetdicom.sop_class import (
+        PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet,
+    )
+
+    with listening(tmp_path, dimse_peers=(AePeer(MODALITY, "127.0.0.1", 104, frozenset({"read"})),
+                                          AePeer(STRANGER, "127.0.0.1", 105, frozenset({"store"})))) as (client, port, _):
+        study, series, other = generate_uid(), generate_uid(), generate_uid()
+        data = [ct_instance(study, series, number=n, rows=8, columns=8, patient_id="PAT-GET") for n in (1, 2)]
+        data.append(ct_instance(study, other, number=3, rows=8, columns=8, patient_id="PAT-GET"))
+        _stow(client, *data)
+        uids = [str(pydicom.dcmread(io.BytesIO(b)).SOPInstanceUID) for b in data]
+
+        def get(identifier, model=StudyRootQueryRetrieveInformationModelGet, calling=MODALITY):  # noqa: ANN001, ANN202
+            assoc, received = _getter(port, {CTImageStorage: [ExplicitVRLittleEndian]}, calling)
+            [*_, (final, failed)] = assoc.send_c_get(identifier, model)
+            assoc.release()
+            return final.Status, sorted(str(ds.SOPInstanceUID) for ds in received)
+
+        assert get(_identifier("SERIES", StudyInstanceUID=study, SeriesInstanceUID=series)) == (0, sorted(uids[:2]))
+        assert get(_identifier("IMAGE", StudyInstanceUID=study, SeriesInstanceUID=series,
+                               SOPInstanceUID=uids[1])) == (0, [uids[1]])
+        assert get(_identifier("PATIENT", PatientID="PAT-GET"), PatientRootQueryRetrieveInformationModelGet) == (
+            0, sorted(uids))
+        assert get(_identifier("SERIES", SeriesInstanceUID=series))[0] == 0xA900     # the study's UID missing
+        assert get(_identifier("PATIENT", PatientID="PAT-GET"))[0] == 0xA900         # not a level of Study Root
+        assert get(_identifier("STUDY", StudyInstanceUID=study), calling=STRANGER) == (0x0124, [])
+        assert get(_identifier("STUDY", StudyInstanceUID=generate_uid())) == (0, [])   # nothing: no sub-operation
+
+
+def test_c_get_an_instance_the_requestor_cannot_take_is_a_failed_sub_operation(tmp_path):
+    from pydicom.uid import MPEG2MPML
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
+
+    with listening(tmp_path) as (client, port, _):
+        study = generate_uid()
+        data = ct_instance(study, generate_uid(), rows=8, columns=8)
+        _stow(client, data)
+        assoc, received = _getter(port, {CTImageStorage: [MPEG2MPML]})
+        [*_, (final, failed)] = assoc.send_c_get(_identifier("STUDY", StudyInstanceUID=study),
+                                                 StudyRootQueryRetrieveInformationModelGet)
+        assoc.release()
+        assert final.Status == 0xA702 and final.NumberOfFailedSuboperations == 1 and received == []
+        assert failed.FailedSOPInstanceUIDList == str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID)
+    assert spooled_files(tmp_path) == []
+
+
+def test_c_move_to_a_known_destination_and_refusals(tmp_path):
+    from pynetdicom import evt as events
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
+
+    received: list = []
+    destination = AE(ae_title="DEST")
+    destination.add_supported_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    destination.add_supported_context(Verification)   # as storage SCPs do (a refusal is sent after an echo-only association)
+    dest_port = free_port()
+    server = destination.start_server(("127.0.0.1", dest_port), block=False, evt_handlers=[
+        (events.EVT_C_STORE, lambda event: received.append((event.dataset, event.assoc.requestor.ae_title)) or 0)])
+    peers = (AePeer(VIEWER, "127.0.0.1", 105, frozenset({"read"})), AePeer("DEST", "127.0.0.1", dest_port,
+                                                                            frozenset({"store"})),
+             AePeer(MODALITY, "127.0.0.1", 104, frozenset({"store"})))
+    try:
+        with listening(tmp_path, dimse_peers=peers) as (client, port, _):
+            study = generate_uid()
+            data = [ct_instance(study, generate_uid(), number=n, rows=16, columns=16, seed=n) for n in (1, 2)]
+            _stow(client, *data)
+
+            def move(to: str, calling: str = VIEWER) -> int:
+                assoc = associate(port, calling, (StudyRootQueryRetrieveInformationModelMove, [ExplicitVRLittleEndian]))
+                [*_, (final, _)] = assoc.send_c_move(_identifier("STUDY", StudyInstanceUID=study), to,
+                                                     StudyRootQueryRetrieveInformationModelMove)
+                assoc.release()
+                return final.Status
+
+            assert move("DEST") == 0x0000
+            assert sorted(str(ds.SOPInstanceUID) for ds, _ in received) == sorted(
+                str(pydicom.dcmread(io.BytesIO(b)).SOPInstanceUID) for b in data)
+            assert {title for _, title in received} == {"DICOMWEB"}
+            assert move("NOWHERE") == 0xA801        # not a known AE
+            assert move("DEST", calling=MODALITY) == 0x0124   # the modality may store, not read
+            assert len(received) == 2
+    finally:
+        server.shutdown()

@@ -40,10 +40,11 @@ def node(tmp_path_factory, dcmtk):
     """gunicorn and the DIMSE listener on one data directory, as `make serve` runs them."""
     work = tmp_path_factory.mktemp("dimse")
     pki = make_pki(work / "pki")
-    port, tls_port = free_port(), free_port()
+    port, tls_port, dest_port = free_port(), free_port(), free_port()
     (work / "metrics").mkdir()
     env = {"DICOMWEB_DATA_DIR": str(work), "DICOMWEB_API_KEY": API_KEY, "DICOMWEB_DIMSE_BIND": f"127.0.0.1:{port}",
-           "DICOMWEB_DIMSE_PEERS": "MODALITY1@127.0.0.1:11113:store,VIEWER@127.0.0.1:11114:read",
+           "DICOMWEB_DIMSE_PEERS": f"MODALITY1@127.0.0.1:11113:store,VIEWER@127.0.0.1:11114:read,"
+                                   f"ARCHIVE2@127.0.0.1:{dest_port}:store",
            "DICOMWEB_DIMSE_TLS_BIND": f"127.0.0.1:{tls_port}", "DICOMWEB_DIMSE_TLS_CERT": str(pki.server_cert),
            "DICOMWEB_DIMSE_TLS_KEY": str(pki.server_key), "DICOMWEB_DIMSE_TLS_CA": str(pki.ca),
            "PROMETHEUS_MULTIPROC_DIR": str(work / "metrics")}
@@ -61,6 +62,7 @@ def node(tmp_path_factory, dcmtk):
             assert listener.poll() is None, (work / "dimse.log").read_text()
             time.sleep(0.1)
     try:
+        env["_DEST_PORT"] = str(dest_port)
         yield server, port, work, tls_port, pki, env
     finally:
         stop_process(listener, 10)
@@ -201,3 +203,39 @@ def test_the_start_script_runs_both_and_a_term_stops_both(tmp_path, dcmtk):
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", dimse_port), timeout=1).close()
     assert "Traceback" not in (tmp_path / "start.log").read_text()
+
+
+def test_movescu_to_a_storescp_and_getscu_receive_what_was_stored(node, tmp_path):
+    """DCMTK's movescu asks for a study to be sent to ARCHIVE2 (a storescp the test runs, a known
+    AE with its address); getscu takes it on its own association. Both get every instance, the
+    pixels as stored; an unknown destination is 0xA801."""
+    server, port, _, _, _, env = node
+    study, series = generate_uid(), generate_uid()
+    data = [ct_instance(study, series, number=n, rows=32, columns=32, seed=n) for n in range(1, 4)]
+    r = requests.post(f"{server.dicomweb}/studies", timeout=60, headers={**AUTH, **stow_headers()},
+                      data=multipart_body(data))
+    assert r.status_code == 200
+    sent = {str(ds.SOPInstanceUID): ds for ds in (pydicom.dcmread(io.BytesIO(b)) for b in data)}
+    moved, got = tmp_path / "moved", tmp_path / "got"
+    moved.mkdir(), got.mkdir()
+    receiver = subprocess.Popen(["storescp", "-aet", "ARCHIVE2", "-od", str(moved), env["_DEST_PORT"]],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        done = dcmtk_run("movescu", "-S", "-aet", "VIEWER", "-aec", "DICOMWEB", "-aem", "ARCHIVE2",
+                         "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(port))
+        assert done.returncode == 0, done.stderr
+        unknown = dcmtk_run("movescu", "-v", "-S", "-aet", "VIEWER", "-aec", "DICOMWEB", "-aem", "NOWHERE",
+                            "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(port))
+        assert "Refused: MoveDestinationUnknown" in unknown.stderr + unknown.stdout
+    finally:
+        receiver.terminate()
+        receiver.wait(10)
+    done = dcmtk_run("getscu", "-S", "-aet", "VIEWER", "-aec", "DICOMWEB", "-od", str(got),
+                     "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(port))
+    assert done.returncode == 0, done.stderr
+    for folder in (moved, got):
+        arrived = {str(ds.SOPInstanceUID): ds for ds in (pydicom.dcmread(p) for p in folder.iterdir())}
+        assert set(arrived) == set(sent), folder
+        for uid, ds in arrived.items():
+            assert ds.PixelData == sent[uid].PixelData

@@ -14,6 +14,9 @@ own code, kept here so that an upgrade of pynetdicom has one place to check.
   connection's own thread within the ACSE timeout (never in the accept loop), and a file left by
   an association that ended in the middle of a data set is removed (``BoundedServer``,
   ``connection_closed``).
+- pynetdicom's C-GET and C-MOVE take only data sets held whole in memory: an instance a handler
+  yields (``retrieve.InstanceToSend``) is sent from a file instead, in fragments, in a syntax the
+  receiving association accepted (``send_instances_from_files``).
 """
 from __future__ import annotations
 
@@ -24,12 +27,14 @@ import threading
 import time
 from dataclasses import dataclass
 
-from pynetdicom import evt
+from pynetdicom import _config, evt
+from pynetdicom.association import Association
 from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from .. import metrics
+from .retrieve import InstanceToSend, NotSendable
 
 log = logging.getLogger(__name__)
 
@@ -235,3 +240,35 @@ class BoundedServer(ThreadedAssociationServer):
             with self._count_lock:
                 self._open -= 1
             metrics.DIMSE_CONNECTIONS.dec()
+
+
+def send_instances_from_files() -> None:
+    """``Association.send_c_store`` given an ``InstanceToSend`` (by pynetdicom's C-GET and C-MOVE
+    service classes, on the requestor's association or the one to the move destination): the
+    instance is made into a file in a syntax that association accepted for its class and sent from
+    it in fragments. A failure of the data's (NotSendable) is a failed sub-operation, logged; any
+    other exception is a defect, logged with its traceback (pynetdicom counts it failed too)."""
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    if getattr(Association.send_c_store, "plain", None) is not None:
+        return
+    plain = Association.send_c_store
+
+    def send_c_store(self, dataset, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if not isinstance(dataset, InstanceToSend):
+            return plain(self, dataset, *args, **kwargs)
+        accepted = [cx.transfer_syntax[0] for cx in self.accepted_contexts
+                    if cx.abstract_syntax == dataset.SOPClassUID and cx.transfer_syntax]
+        try:
+            with dataset.file_for(accepted) as prepared:
+                answered = plain(self, prepared.path, *args, **kwargs)
+                dataset.store_status = getattr(answered, "Status", None)
+                return answered
+        except NotSendable as exc:
+            log.warning("DIMSE: %s", exc)
+            raise
+        except Exception:
+            log.exception("DIMSE: sending %s failed: a defect", dataset.SOPInstanceUID)
+            raise
+
+    send_c_store.plain = plain
+    Association.send_c_store = send_c_store

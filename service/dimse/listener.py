@@ -21,8 +21,12 @@ from typing import Iterator
 
 from pydicom import Dataset
 from pynetdicom import AE, _config, evt
+from pynetdicom.presentation import build_context
+from pynetdicom.status import STATUS_FAILURE, STATUS_WARNING, STORAGE_SERVICE_CLASS_STATUS
 from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelFind, Verification,
+    PatientRootQueryRetrieveInformationModelFind, PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelMove, Verification,
     _STORAGE_CLASSES,
 )
 
@@ -31,10 +35,12 @@ from transcode.syntaxes import TRANSFER_SYNTAXES
 
 from .. import metrics
 from ..config import AePeer, Config
+from ..limits import TranscodeLimits
 from ..search.qido_response import ResultFormat
 from .bounds import MIN_PDU_BOUND, OVERSIZED, BoundedServer, MessageBounds, WholeAssociation, bound_messages, \
-    bound_pdu_reads, connection_closed
+    bound_pdu_reads, connection_closed, send_instances_from_files
 from .find import BadIdentifier, answer, find_query
+from .retrieve import Sender, requested_instances
 from .peers import AePeerSource
 
 log = logging.getLogger(__name__)
@@ -45,6 +51,9 @@ OUT_OF_RESOURCES = 0xA700         # Refused: Out of Resources (PS3.4 B.2.3): her
 SUCCESS, PENDING, PENDING_UNSUPPORTED, CANCELED = 0x0000, 0xFF00, 0xFF01, 0xFE00
 NOBODY = "-NO-PEERS-"             # the calling title required when DICOMWEB_DIMSE_PEERS names none
 FIND_MODELS = (PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelFind)
+RETRIEVE_MODELS = {PatientRootQueryRetrieveInformationModelGet: "patient", StudyRootQueryRetrieveInformationModelGet: "study",
+                   PatientRootQueryRetrieveInformationModelMove: "patient", StudyRootQueryRetrieveInformationModelMove: "study"}
+MAX_CONTEXTS = 128                # presentation contexts one association may propose (PS3.8 9.3.2.2: odd IDs 1-255)
 
 
 class Listener:
@@ -54,6 +63,9 @@ class Listener:
     def __init__(self, config: Config, archive: Archive) -> None:
         self.config, self.archive = config, archive
         self.peer_source = AePeerSource(config.dimse_peers, config.dimse_peers_file)
+        limits = TranscodeLimits(config.transcode_max_bytes, config.transcode_slots, config.transcode_wait,
+                                 config.converted_in_memory_bytes, config.spool_dir)
+        self.sender = Sender(archive, limits, str(config.spool_dir))
         self.servers: list[BoundedServer] = []
         self._ae: AE | None = None
         self._tempdir: str | None = None
@@ -72,8 +84,10 @@ class Listener:
         syntaxes = sorted(TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
         for sop_class in _STORAGE_CLASSES.values():
-            ae.add_supported_context(sop_class, syntaxes)
-        for model in FIND_MODELS:
+            # Either role: a modality's C-STORE to us, and our C-STOREs to a C-GET requestor
+            # (which proposes the storage SCP role for itself, PS3.7 D.3.3.4).
+            ae.add_supported_context(sop_class, syntaxes, scu_role=True, scp_role=True)
+        for model in (*FIND_MODELS, *RETRIEVE_MODELS):
             ae.add_supported_context(model)
         return ae
 
@@ -92,7 +106,9 @@ class Listener:
         config.spool_dir.mkdir(parents=True, exist_ok=True)
         self._tempdir, tempfile.tempdir = tempfile.tempdir, str(config.spool_dir)
         self._ae = ae = self.application_entity()
+        send_instances_from_files()
         handlers = [(evt.EVT_C_ECHO, self.echo), (evt.EVT_C_STORE, self.store), (evt.EVT_C_FIND, self.find),
+                    (evt.EVT_C_GET, self.get), (evt.EVT_C_MOVE, self.move),
                     (evt.EVT_CONN_OPEN, self._connection_opened), (evt.EVT_CONN_CLOSE, connection_closed),
                     (evt.EVT_ACCEPTED, self._counted("accepted")), (evt.EVT_REJECTED, self._counted("rejected"))]
         binds = [(config.dimse_bind, None)] if config.dimse_bind else []
@@ -206,6 +222,92 @@ class Listener:
             yield pending, answer(identifier, to_json(row), found, self.config.dimse_ae_title)
         self._audit(event, "c_find", SUCCESS, started, level=found.level, matches=matches)
         yield SUCCESS, None
+
+
+    # -- retrieve -------------------------------------------------------------------------------
+
+    def _retrieve(self, event, operation: str):  # noqa: ANN001, ANN202
+        """The instances a C-GET/C-MOVE asks for, as items to send; or the status refusing it."""
+        peer = self._peer(event)
+        if peer is None or "read" not in peer.permissions:
+            return NOT_AUTHORIZED, None
+        try:
+            found = requested_instances(self.archive, event.identifier, RETRIEVE_MODELS[event.context.abstract_syntax],
+                                        self._studies_of_patient)
+        except BadIdentifier as exc:
+            log.info("%s from %s refused (0x%04X): %s", operation, peer.ae_title, exc.status, exc)
+            return exc.status, None
+        return SUCCESS, found
+
+    def _studies_of_patient(self, patient_id: str) -> list[str]:
+        from ..search.qido_params import parse_query
+
+        query, _ = parse_query("study", [("PatientID", patient_id), ("includefield", "StudyInstanceUID")],
+                               self.config.qido_max_results)
+        rows, _ = self.archive.search(query)
+        return [row["0020000D"]["Value"][0] for row in (ResultFormat(query.returned(), "study", "")(r) for r in rows)]
+
+    def _sent(self, event, operation: str, found: list, started: float):  # noqa: ANN001, ANN202
+        """The sub-operations of a retrieve, one pending (status, instance) each; C-CANCEL
+        honoured between them."""
+        yield len(found)
+        items = self.sender.items(found)
+        for done, item in enumerate(items):
+            if event.is_cancelled:
+                self._audit(event, operation, CANCELED, started, instances=len(found), sent=done)
+                yield CANCELED, None
+                return
+            yield PENDING, item
+        # pynetdicom asks once more after the last sub-operation: the receiver's answers are known
+        kinds = [STORAGE_SERVICE_CLASS_STATUS.get(item.store_status, (STATUS_FAILURE,))[0] for item in items]
+        failed, warned = kinds.count(STATUS_FAILURE), kinds.count(STATUS_WARNING)
+        status = SUCCESS if not failed and not warned else 0xA702 if failed == len(items) else 0xB000
+        self._audit(event, operation, status, started, instances=len(found), failed=failed, warnings=warned)
+
+    def get(self, event):  # noqa: ANN001, ANN201
+        """C-GET (PS3.4 C.4.3): the instances sent on the requestor's own association."""
+        started = time.time()
+        status, found = self._retrieve(event, "c_get")
+        if found is None:
+            self._audit(event, "c_get", status, started)
+            yield 1
+            yield status, None
+            return
+        yield from self._sent(event, "c_get", found, started)
+
+    def move(self, event):  # noqa: ANN001, ANN201
+        """C-MOVE (PS3.4 C.4.2): the instances sent over a new association to the Move Destination,
+        which must be a known AE with an address (else 0xA801)."""
+        started = time.time()
+        destination = self.peers.get(str(event.move_destination or "").strip())
+        status, found = self._retrieve(event, "c_move")
+        if destination is None:
+            self._audit(event, "c_move", 0xA801, started, destination=str(event.move_destination)[:16])
+            yield None, None
+            return
+        # pynetdicom associates with the destination before it reads a refusal: Verification alone then
+        contexts = _contexts_for(found) if found else [build_context(Verification)]
+        yield destination.host, destination.port, {"contexts": contexts}
+        if found is None:
+            self._audit(event, "c_move", status, started, destination=destination.ae_title)
+            yield 1
+            yield status, None
+            return
+        yield from self._sent(event, "c_move", found, started)
+
+
+def _contexts_for(instances: list) -> list:
+    """The presentation contexts a move destination is asked for: one for each SOP class and
+    stored syntax, offering it as stored, then Explicit and Implicit VR Little Endian."""
+    wanted: dict[tuple[str, str], list[str]] = {}
+    for instance in instances:
+        stored = instance.transfer_syntax_uid
+        wanted.setdefault((instance.sop_class_uid, stored),
+                          list(dict.fromkeys([stored, "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])))
+    if len(wanted) > MAX_CONTEXTS:
+        log.warning("C-MOVE: %d SOP class and syntax pairs, more than the %d contexts of one association: "
+                    "the instances of the others will fail", len(wanted), MAX_CONTEXTS)
+    return [build_context(sop_class, syntaxes) for (sop_class, _), syntaxes in list(wanted.items())[:MAX_CONTEXTS]]
 
 
 def tls_context(config: Config) -> ssl.SSLContext:
