@@ -4,7 +4,7 @@ as the server (service.config).
     dicomweb serve [--bind HOST:PORT]      gunicorn with deploy/gunicorn.conf.py
     dicomweb import PATH…                   bulk-load files and folders (DICOMDIR trees too)
     dicomweb keys add|list|revoke           API keys of peers (only their hashes are kept)
-    dicomweb dimse                          the DIMSE listener (C-ECHO, C-STORE, C-FIND)
+    dicomweb dimse                          the DIMSE listener (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET)
     dicomweb aes add|list|remove            DIMSE peers: AE titles, their addresses and permissions
     dicomweb check [--repair]               every catalog row has its blob, every blob its row
     dicomweb sweep                          remove what interrupted writes left
@@ -177,7 +177,7 @@ def keys_revoke(name: str) -> None:
     click.echo(f"revoked {name}")
 
 
-@main.command(help="Run the DIMSE listener (C-ECHO, C-STORE, C-FIND) on DICOMWEB_DIMSE_BIND until stopped.")
+@main.command(help="Run the DIMSE listener (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET) on DICOMWEB_DIMSE_BIND until stopped.")
 def dimse() -> None:
     from .dimse.listener import serve
 
