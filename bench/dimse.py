@@ -9,7 +9,11 @@
   and DCMTK's findscu repeating the query on one association (its mean, process and association
   left out).
 
-    python -m bench.dimse [--slices 500] [--rounds 3] [--finds 300] [--out bench/results/dimse.jsonl]
+- C-MOVE of a study (300 slices) to a ``storescp`` (DCMTK, ``--ignore``: it takes and drops), asked
+  by ``movescu``: instances a second, interleaved the same way.
+- The listener's resident memory while it moves a study of ~1 GB (2,000 slices) to that storescp.
+
+    python -m bench.dimse [--slices 500] [--rounds 3] [--finds 300] [--move-slices 300] [--big-slices 2000]
 
 Orthanc (Debian's, installed by bench.compare.ensure_installed when missing) runs with its storage
 synchronous (``SyncStorageArea``) as ours is durable before a success status (fsync).
@@ -50,6 +54,7 @@ class Node:
     port: int
     stop: Callable[[], None]
     qido: str = ""          # ours: the DICOMweb root, for QIDO-RS beside C-FIND
+    pid: int = 0            # ours: the listener's process
 
 
 def _wait_port(port: int, process: subprocess.Popen, timeout: float = 60) -> None:
@@ -67,10 +72,10 @@ def _wait_port(port: int, process: subprocess.Popen, timeout: float = 60) -> Non
     raise RuntimeError(f"port {port} did not open within {timeout} s")
 
 
-def start_ours(work: Path) -> Node:
+def start_ours(work: Path, dest_port: int) -> Node:
     port = free_port()
     env = {"DICOMWEB_DATA_DIR": str(work / "ours"), "DICOMWEB_API_KEY": KEY, "DICOMWEB_DIMSE_BIND": f"127.0.0.1:{port}",
-           "DICOMWEB_DIMSE_PEERS": f"{CALLING}@127.0.0.1:11119:read+store"}
+           "DICOMWEB_DIMSE_PEERS": f"{CALLING}@127.0.0.1:11119:read+store,DEST@127.0.0.1:{dest_port}:store"}
     server = Server(env, free_port(), work / "ours.log")
     log = open(work / "ours-dimse.log", "wb")
     listener = subprocess.Popen([sys.executable, "-m", "service.cli", "dimse"], cwd=ROOT, stdout=log,
@@ -82,16 +87,18 @@ def start_ours(work: Path) -> Node:
         stop_process(listener, 30)
         log.close()
         server.stop()
-    return Node("ours", "DICOMWEB", port, stop, server.dicomweb)
+    node = Node("ours", "DICOMWEB", port, stop, server.dicomweb)
+    node.pid = listener.pid
+    return node
 
 
-def start_orthanc(work: Path) -> Node:
+def start_orthanc(work: Path, dest_port: int) -> Node:
     port, http_port = free_port(), free_port()
     config = {
         "Name": "bench", "HttpPort": http_port, "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
         "DicomServerEnabled": True, "DicomAet": "ORTHANC", "DicomPort": port, "DicomCheckCalledAet": False,
         "DicomAlwaysAllowEcho": True, "DicomAlwaysAllowStore": True, "DicomAlwaysAllowFind": True,
-        "DicomModalities": {"bench": [CALLING, "127.0.0.1", 11119]},
+        "DicomModalities": {"bench": [CALLING, "127.0.0.1", 11119], "dest": ["DEST", "127.0.0.1", dest_port]},
         "StorageDirectory": str(work / "orthanc" / "storage"), "IndexDirectory": str(work / "orthanc" / "index"),
         "StorageCompression": False, "SyncStorageArea": True,
     }
@@ -197,6 +204,47 @@ def qido(node: Node, studies: list[str], count: int) -> list[float]:
     return took
 
 
+def move(node: Node, study: str, count: int) -> float:
+    """Instances a second of a C-MOVE of ``study`` to DEST, asked by movescu."""
+    started = time.perf_counter()
+    done = subprocess.run(["movescu", "-S", "-aet", CALLING, "-aec", node.ae_title, "-aem", "DEST",
+                           "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+                           "127.0.0.1", str(node.port)], capture_output=True, text=True)
+    took = time.perf_counter() - started
+    if done.returncode != 0 or "Error" in done.stderr:
+        raise RuntimeError(f"movescu from {node.name}: {done.stderr[-2000:]}")
+    return count / took
+
+
+def resident_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def peak_while(pid: int, work: Callable[[], object]) -> tuple[float, float]:
+    """The process's resident MB before ``work`` and at its highest during it (sampled every 20 ms)."""
+    import threading
+
+    before, peak, done = resident_mb(pid), 0.0, threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, resident_mb(pid))
+            time.sleep(0.02)
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        work()
+    finally:
+        done.set()
+        sampler.join()
+    return before, peak
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
@@ -207,6 +255,8 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--finds", type=int, default=300)
+    parser.add_argument("--move-slices", type=int, default=300)
+    parser.add_argument("--big-slices", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "dimse.jsonl")
     args = parser.parse_args()
     ensure_installed()
@@ -214,7 +264,13 @@ def main() -> None:
         work = Path(temporary)
         with multiprocessing.Pool() as pool:
             series = [make_series(work / f"series{r}", args.slices, pool) for r in range(args.rounds)]
-        nodes = {"ours": start_ours(work), "orthanc": start_orthanc(work)}
+            moved_study, moved_files = make_series(work / "moved", args.move_slices, pool)
+            big_study, big_files = (make_series(work / "big", args.big_slices, pool) if args.big_slices
+                                    else (None, []))
+        dest_port = free_port()
+        receiver = subprocess.Popen(["storescp", "--ignore", "-aet", "DEST", str(dest_port)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        nodes = {"ours": start_ours(work, dest_port), "orthanc": start_orthanc(work, dest_port)}
         try:
             rates: dict[str, list[float]] = {"ours": [], "orthanc": []}
             for r, (_, files) in enumerate(series):
@@ -230,9 +286,29 @@ def main() -> None:
                     latency[name] += finds(nodes[name], studies, args.finds // args.rounds)
                     dcmtk[name].append(findscu(nodes[name], studies[r], args.finds // args.rounds))
                 latency["qido"] += qido(nodes["ours"], studies, args.finds // args.rounds)
+            moves: dict[str, list[float]] = {"ours": [], "orthanc": []}
+            for name in nodes:
+                store(nodes[name], moved_files)
+            for r in range(args.rounds):
+                for name in (["ours", "orthanc"] if r % 2 == 0 else ["orthanc", "ours"]):
+                    moves[name].append(move(nodes[name], moved_study, len(moved_files)))
+                    print(f"round {r + 1}: C-MOVE {name} {moves[name][-1]:.1f} instances/s", flush=True)
+            memory = {}
+            if big_files:
+                store(nodes["ours"], big_files)
+                size = sum(p.stat().st_size for p in big_files)
+                before, peak = peak_while(nodes["ours"].pid, lambda: move(nodes["ours"], big_study, len(big_files)))
+                small_before, small_peak = peak_while(nodes["ours"].pid,
+                                                      lambda: move(nodes["ours"], moved_study, len(moved_files)))
+                memory = {"study_mb": round(size / 1e6), "slices": len(big_files), "listener_mb_before": round(before, 1),
+                          "listener_mb_peak": round(peak, 1), "small_study_mb": round(sum(p.stat().st_size
+                                                                                          for p in moved_files) / 1e6),
+                          "small_listener_mb_before": round(small_before, 1), "small_listener_mb_peak": round(small_peak, 1)}
         finally:
             for node in nodes.values():
                 node.stop()
+            receiver.terminate()
+            receiver.wait(10)
     ratios = [a / b for a, b in zip(rates["ours"], rates["orthanc"])]
     result = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "slices": args.slices, "rounds": args.rounds,
@@ -242,6 +318,10 @@ def main() -> None:
         "c_find_ms": {name: {"p50": round(percentile(v, 0.5), 2), "p95": round(percentile(v, 0.95), 2), "n": len(v)}
                       for name, v in latency.items()},
         "findscu_repeat_ms_mean": {name: [round(v, 2) for v in values] for name, values in dcmtk.items()},
+        "move_slices": args.move_slices,
+        "c_move_instances_per_s": {name: [round(v, 1) for v in values] for name, values in moves.items()},
+        "c_move_ratio_median": round(statistics.median([a / b for a, b in zip(moves["ours"], moves["orthanc"])]), 2),
+        "listener_memory_while_moving": memory,
     }
     print(json.dumps(result, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
