@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEBIAN_STAMP := /var/lib/dicomweb-debian-deps-5
-TEST_DEBIAN_STAMP := /var/lib/dicomweb-debian-test-deps-2
+TEST_DEBIAN_STAMP := /var/lib/dicomweb-debian-test-deps-3
 DICOMWEB_DATA_DIR ?= var
 DICOMWEB_BIND ?= 127.0.0.1:8080
 export DICOMWEB_DATA_DIR
@@ -30,9 +30,11 @@ $(DEBIAN_STAMP):
 
 # For the tests only: chromium, the browser the viewer's tests drive (Playwright, its own
 # browser downloads unused); djxl and ojph_expand, the JPEG XL and HTJ2K reference decoders
-# that check what our encoders write; pdftotext, which reads the PDFs of reports.
+# that check what our encoders write; pdftotext, which reads the PDFs of reports; Orthanc, an
+# independent DIMSE peer (its service is not started: the tests run their own).
 $(TEST_DEBIAN_STAMP):
 	@command -v chromium >/dev/null || { apt-get update && apt-get install -y chromium; }
+	@command -v Orthanc >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y orthanc; }
 	@command -v djxl >/dev/null && command -v ojph_expand >/dev/null && command -v pdftotext >/dev/null || \
 		{ apt-get update && apt-get install -y libjxl-tools openjph-tools poppler-utils; }
 	@touch $@ 2>/dev/null || true

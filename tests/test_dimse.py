@@ -574,3 +574,46 @@ def test_c_move_to_a_known_destination_and_refusals(tmp_path):
             assert len(received) == 2
     finally:
         server.shutdown()
+
+
+def test_the_syntax_an_instance_is_sent_in():
+    from pydicom.uid import JPEG2000Lossless, JPEGLSLossless
+
+    from service.dimse.retrieve import syntax_for
+
+    anything, nothing = (lambda syntax: True), (lambda syntax: False)
+    assert syntax_for(JPEGLSLossless, [ImplicitVRLittleEndian, JPEGLSLossless], anything) == JPEGLSLossless  # as stored
+    assert syntax_for(JPEGLSLossless, [ImplicitVRLittleEndian, ExplicitVRLittleEndian], anything) == ExplicitVRLittleEndian
+    assert syntax_for(ExplicitVRLittleEndian, [JPEG2000Lossless], anything) == JPEG2000Lossless       # recompressed
+    assert syntax_for(ExplicitVRLittleEndian, [JPEG2000Lossless], nothing) is None
+    assert syntax_for(JPEGLSLossless, [], anything) is None
+
+
+def test_a_c_move_longer_than_the_network_timeout_goes_on(tmp_path):
+    """The requestor of a C-MOVE sends nothing while the sub-operations go to the destination:
+    pynetdicom counted that as silence and aborted a move longer than DICOMWEB_DIMSE_TIMEOUT."""
+    from pynetdicom import evt as events
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
+
+    def slow(event):  # noqa: ANN001, ANN202
+        time.sleep(0.4)
+        return 0x0000
+
+    destination = AE(ae_title="SLOWDEST")
+    destination.add_supported_context(CTImageStorage, [ExplicitVRLittleEndian])
+    dest_port = free_port()
+    server = destination.start_server(("127.0.0.1", dest_port), block=False, evt_handlers=[(events.EVT_C_STORE, slow)])
+    peers = (AePeer(VIEWER, "127.0.0.1", 105, frozenset({"read"})), AePeer("SLOWDEST", "127.0.0.1", dest_port))
+    try:
+        with listening(tmp_path, dimse_peers=peers, dimse_timeout=1.0) as (client, port, _):
+            study = generate_uid()
+            _stow(client, *[ct_instance(study, generate_uid(), number=n, rows=8, columns=8) for n in range(1, 6)])
+            assoc = associate(port, VIEWER, (StudyRootQueryRetrieveInformationModelMove, [ExplicitVRLittleEndian]))
+            [*_, (final, _)] = assoc.send_c_move(_identifier("STUDY", StudyInstanceUID=study), "SLOWDEST",
+                                                 StudyRootQueryRetrieveInformationModelMove)
+            assert final.Status == 0x0000 and final.NumberOfCompletedSuboperations == 5
+            time.sleep(0.1)   # pynetdicom's reactor looks at its timer once the move is answered
+            assoc.release()
+            assert assoc.is_released and not assoc.is_aborted   # it aborted once the move was answered
+    finally:
+        server.shutdown()

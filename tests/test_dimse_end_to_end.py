@@ -239,3 +239,64 @@ def test_movescu_to_a_storescp_and_getscu_receive_what_was_stored(node, tmp_path
         assert set(arrived) == set(sent), folder
         for uid, ds in arrived.items():
             assert ds.PixelData == sent[uid].PixelData
+
+
+@pytest.fixture(scope="module")
+def orthanc(node, tmp_path_factory):
+    """Debian's Orthanc, knowing our listener as modality "archive"; ours knows it as ORTHANC."""
+    from testbed import orthanc as peer
+
+    if not peer.available():
+        if in_ci():
+            pytest.fail("Orthanc is not installed; make test installs it")
+        pytest.skip("Orthanc is not installed (apt-get install orthanc; make test does)")
+    _, port, *_ = node
+    running = peer.Orthanc(tmp_path_factory.mktemp("orthanc"), "ORTHANC", {"archive": ("DICOMWEB", "127.0.0.1", port)})
+    yield running
+    running.stop()
+
+
+def test_orthanc_as_a_peer_stores_finds_and_moves_out_of_us(node, orthanc, tmp_path):
+    """Orthanc, an independent DIMSE implementation, drives the listener through its REST API:
+    it C-FINDs what STOW-RS stored, C-MOVEs it to itself (what arrives is what was stored, byte for
+    byte in its pixels) and C-STOREs an instance of its own into us, then seen by QIDO-RS."""
+    server, port, work, _, _, env = node
+    aes = [sys.executable, "-m", "service.cli", "aes", "add", "ORTHANC", f"127.0.0.1:{orthanc.dicom_port}",
+           "--permissions", "read+store"]
+    subprocess.run(aes, cwd=ROOT, check=True, capture_output=True, timeout=60,
+                   env={**{k: v for k, v in os.environ.items() if not k.startswith("DICOMWEB_")},
+                        **{k: v for k, v in env.items() if not k.startswith("_")}})
+    time.sleep(1.1)   # the listener looks at the AE peers file at most once a second
+    study = generate_uid()
+    data = [ct_instance(study, generate_uid(), number=n, rows=48, columns=48, seed=n, patient_name="Orthanc^Peer",
+                        patient_id="ORTHANC-PEER")
+            for n in (1, 2)]
+    assert requests.post(f"{server.dicomweb}/studies", timeout=60, headers={**AUTH, **stow_headers()},
+                         data=multipart_body(data)).status_code == 200
+
+    r = orthanc.post("/modalities/archive/query", {"Level": "Study", "Query": {"StudyInstanceUID": study,
+                                                                                 "PatientName": ""}})
+    assert r.status_code == 200, r.text
+    answers = orthanc.get(f"{r.json()['Path']}/answers?expand").json()
+    assert [a["0010,0010"]["Value"] for a in answers] == ["Orthanc^Peer"]
+
+    r = orthanc.post("/modalities/archive/move", {"Level": "Study", "Resources": [{"StudyInstanceUID": study}],
+                                                  "TargetAet": "ORTHANC"})
+    assert r.status_code == 200, r.text + orthanc.log_path.read_text()[-2000:]
+    sent = {str(ds.SOPInstanceUID): ds for ds in (pydicom.dcmread(io.BytesIO(b)) for b in data)}
+    arrived = {}
+    for identifier in orthanc.get("/instances").json():
+        ds = pydicom.dcmread(io.BytesIO(orthanc.get(f"/instances/{identifier}/file").content))
+        arrived[str(ds.SOPInstanceUID)] = ds
+    assert set(arrived) == set(sent)
+    for uid, ds in arrived.items():
+        assert ds.PixelData == sent[uid].PixelData
+
+    own = ct_instance(generate_uid(), generate_uid(), rows=16, columns=16, patient_name="From^Orthanc",
+                      patient_id="FROM-ORTHANC")
+    uploaded = requests.post(f"{orthanc.base}/instances", data=own, timeout=60).json()
+    r = orthanc.post("/modalities/archive/store", {"Resources": [uploaded["ID"]], "Synchronous": True})
+    assert r.status_code == 200, r.text
+    own_study = str(pydicom.dcmread(io.BytesIO(own)).StudyInstanceUID)
+    [found] = requests.get(f"{server.dicomweb}/studies?StudyInstanceUID={own_study}", headers=AUTH, timeout=30).json()
+    assert found["00100010"]["Value"][0]["Alphabetic"] == "From^Orthanc"

@@ -272,3 +272,12 @@ def send_instances_from_files() -> None:
 
     send_c_store.plain = plain
     Association.send_c_store = send_c_store
+
+
+def still_working(assoc) -> None:  # noqa: ANN001
+    """pynetdicom's network timeout counts from the last PDU received: a requestor that waits
+    quietly while we answer a long C-MOVE/C-GET (minutes for a large study) would be aborted
+    after DICOMWEB_DIMSE_TIMEOUT. Called as each answer goes out, it counts from then."""
+    timer = getattr(getattr(assoc, "dul", None), "_idle_timer", None)
+    if timer is not None:
+        timer.restart()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import socket
 import ssl
 import tempfile
 import threading
@@ -38,7 +39,7 @@ from ..config import AePeer, Config
 from ..limits import TranscodeLimits
 from ..search.qido_response import ResultFormat
 from .bounds import MIN_PDU_BOUND, OVERSIZED, BoundedServer, MessageBounds, WholeAssociation, bound_messages, \
-    bound_pdu_reads, connection_closed, send_instances_from_files
+    bound_pdu_reads, connection_closed, send_instances_from_files, still_working
 from .find import BadIdentifier, answer, find_query
 from .retrieve import Sender, requested_instances
 from .peers import AePeerSource
@@ -257,6 +258,7 @@ class Listener:
                 self._audit(event, operation, CANCELED, started, instances=len(found), sent=done)
                 yield CANCELED, None
                 return
+            still_working(event.assoc)
             yield PENDING, item
         # pynetdicom asks once more after the last sub-operation: the receiver's answers are known
         kinds = [STORAGE_SERVICE_CLASS_STATUS.get(item.store_status, (STATUS_FAILURE,))[0] for item in items]
@@ -287,13 +289,21 @@ class Listener:
             return
         # pynetdicom associates with the destination before it reads a refusal: Verification alone then
         contexts = _contexts_for(found) if found else [build_context(Verification)]
-        yield destination.host, destination.port, {"contexts": contexts}
+        yield destination.host, destination.port, {"contexts": contexts,
+                                                   "evt_handlers": [(evt.EVT_CONN_OPEN, _without_nagle)]}
         if found is None:
             self._audit(event, "c_move", status, started, destination=destination.ae_title)
             yield 1
             yield status, None
             return
         yield from self._sent(event, "c_move", found, started)
+
+
+def _without_nagle(event) -> None:  # noqa: ANN001 - EVT_CONN_OPEN of the association to a move destination
+    # The tail of each PDU would wait for the ACK of the one before (Nagle), which the receiver delays.
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _contexts_for(instances: list) -> list:
