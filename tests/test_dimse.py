@@ -617,3 +617,31 @@ def test_a_c_move_longer_than_the_network_timeout_goes_on(tmp_path):
             assert assoc.is_released and not assoc.is_aborted   # it aborted once the move was answered
     finally:
         server.shutdown()
+
+
+def test_c_cancel_ends_a_c_get_between_instances(tmp_path):
+    from pynetdicom import build_role, evt as events
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
+
+    with listening(tmp_path) as (client, port, _):
+        study = generate_uid()
+        _stow(client, *[ct_instance(study, generate_uid(), number=n, rows=8, columns=8) for n in range(1, 7)])
+        received = []
+        ae = AE(ae_title=MODALITY)
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+        ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+
+        def on_store(event):  # noqa: ANN001, ANN202
+            received.append(event.request.AffectedSOPInstanceUID)
+            if len(received) == 2:   # C-CANCEL of the C-GET (message ID 1) from the requestor
+                context = next(cx for cx in event.assoc.accepted_contexts
+                               if cx.abstract_syntax == StudyRootQueryRetrieveInformationModelGet)
+                event.assoc.send_c_cancel(1, context.context_id)
+            return 0x0000
+
+        assoc = ae.associate("127.0.0.1", port, ae_title="DICOMWEB", ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                             evt_handlers=[(events.EVT_C_STORE, on_store)])
+        [*_, (final, _)] = assoc.send_c_get(_identifier("STUDY", StudyInstanceUID=study),
+                                            StudyRootQueryRetrieveInformationModelGet, msg_id=1)
+        assoc.release()
+        assert final.Status == 0xFE00 and 2 <= len(received) < 6
