@@ -220,6 +220,7 @@ class Listener:
                 yield CANCELED, None
                 return
             matches += 1
+            still_working(event.assoc)
             yield pending, answer(identifier, to_json(row), found, self.config.dimse_ae_title)
         self._audit(event, "c_find", SUCCESS, started, level=found.level, matches=matches)
         yield SUCCESS, None
