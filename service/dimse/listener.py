@@ -32,7 +32,7 @@ from pynetdicom.sop_class import (
 )
 
 from storage import Archive
-from transcode.syntaxes import TRANSFER_SYNTAXES
+from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, TRANSFER_SYNTAXES
 
 from .. import metrics
 from ..config import AePeer, Config
@@ -225,7 +225,6 @@ class Listener:
         self._audit(event, "c_find", SUCCESS, started, level=found.level, matches=matches)
         yield SUCCESS, None
 
-
     # -- retrieve -------------------------------------------------------------------------------
 
     def _retrieve(self, event, operation: str):  # noqa: ANN001, ANN202
@@ -314,7 +313,7 @@ def _contexts_for(instances: list) -> list:
     for instance in instances:
         stored = instance.transfer_syntax_uid
         wanted.setdefault((instance.sop_class_uid, stored),
-                          list(dict.fromkeys([stored, "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])))
+                          list(dict.fromkeys([stored, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN])))
     if len(wanted) > MAX_CONTEXTS:
         log.warning("C-MOVE: %d SOP class and syntax pairs, more than the %d contexts of one association: "
                     "the instances of the others will fail", len(wanted), MAX_CONTEXTS)
