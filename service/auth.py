@@ -9,13 +9,12 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable
 
 from . import metrics
-from .config import Peer, hash_key, read_peers
+from .config import Peer, WatchedFile, hash_key, read_peers
 
 PEER_ENVIRON_KEY = "dicomweb.peer"
 PERMISSIONS_ENVIRON_KEY = "dicomweb.permissions"   # the peer's, as "read,store"
@@ -49,25 +48,14 @@ class PeerSource:
     peers read before in force, reported the same way."""
 
     def __init__(self, static: Iterable[Peer], path: Path | None, recheck_seconds: float = 1.0) -> None:
-        self.static, self.path, self.recheck_seconds = tuple(static), path, recheck_seconds
-        self._lock = threading.Lock()
-        self._checked, self._stamp, self._from_file = 0.0, None, ()
+        self.static, self.path = tuple(static), path
+        self._file = WatchedFile(path, recheck_seconds)
+        self._from_file: tuple[Peer, ...] = ()
         self.problems: tuple[str, ...] = ()
         self.current()
 
     def current(self) -> tuple[Peer, ...]:
-        now = time.monotonic()
-        if now - self._checked >= self.recheck_seconds:
-            with self._lock:
-                self._checked = now
-                try:
-                    stat = self.path.stat() if self.path is not None else None
-                    stamp = (stat.st_mtime_ns, stat.st_size) if stat else None
-                except FileNotFoundError:
-                    stamp = None
-                if stamp != self._stamp:
-                    self._stamp = stamp
-                    self._reload()
+        self._file.reload_if_changed(self._reload)
         return self.static + self._from_file
 
     def _reload(self) -> None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 
 LOOPBACK = ("127.0.0.0/8", "::1")
@@ -119,7 +121,7 @@ class Config:
     catalog_url: str = ""                 # default sqlite:///<data_dir>/catalog.sqlite
     peers: tuple[Peer, ...] = ()          # from DICOMWEB_API_KEY (the peers file is read by auth.PeerSource)
     peers_file: Path | None = None        # lines of "<peer> <sha256 of its key>", re-read when it changes…
-    peers_recheck_seconds: float = 1.0    # …looked at no more often than this
+    peers_recheck_seconds: float = 1.0    # …looked at no more often than this (the AE peers file too)
     auth_enabled: bool = True
     url_prefix: str = "/dicom-web"
     public_base_url: str | None = None    # e.g. https://pacs.example.org/dicom-web
@@ -305,6 +307,33 @@ def _read_key_file(path: Path) -> str | None:
         return path.read_text().strip() or None
     except FileNotFoundError:
         return None
+
+
+class WatchedFile:
+    """A file read again when it changes (its modification time and size), looked at no more
+    often than every ``recheck_seconds``: the peers files, so that `dicomweb keys` and `dicomweb
+    aes` take effect without a restart."""
+
+    def __init__(self, path: Path | None, recheck_seconds: float) -> None:
+        self.path, self.recheck_seconds = path, recheck_seconds
+        self._lock = threading.Lock()
+        self._checked, self._stamp = 0.0, None
+
+    def reload_if_changed(self, reload: Callable[[], None]) -> None:
+        """Call ``reload`` (once, whatever the threads asking) when the file changed since the last look."""
+        now = time.monotonic()
+        if now - self._checked < self.recheck_seconds:
+            return
+        with self._lock:
+            self._checked = now
+            try:
+                stat = self.path.stat() if self.path is not None else None
+                stamp = (stat.st_mtime_ns, stat.st_size) if stat else None
+            except FileNotFoundError:
+                stamp = None
+            if stamp != self._stamp:
+                self._stamp = stamp
+                reload()
 
 
 def peers_path(env: Mapping[str, str]) -> Path:

@@ -3,7 +3,6 @@ archive's listener among its modalities, its REST API (loopback only) to drive i
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import time
@@ -12,10 +11,6 @@ from pathlib import Path
 import requests
 
 from .server import free_port, stop_process
-
-
-def available() -> bool:
-    return shutil.which("Orthanc") is not None
 
 
 class Orthanc:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -95,6 +96,15 @@ def postgres_schema(prefix: str = "t"):
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
     with postgres.schema(prefix) as url:
         yield url
+
+
+def require_command(command: str, package: str) -> None:
+    """Skips with a visible reason where ``command`` is not installed; in CI, where make test
+    installs its Debian ``package``, fails."""
+    if shutil.which(command) is None:
+        if in_ci():
+            pytest.fail(f"{command} is not installed; make test installs it ({package})")
+        pytest.skip(f"{command} is not installed (apt-get install {package}; make test does)")
 
 
 def require_nginx() -> None:

@@ -328,8 +328,7 @@ def test_the_ae_peers_file_takes_effect_without_a_restart(tmp_path):
 
     peers_file = tmp_path / "ae-peers"
     environment = {"DICOMWEB_DATA_DIR": str(tmp_path / "var"), "DICOMWEB_DIMSE_PEERS_FILE": str(peers_file)}
-    with listening(tmp_path, dimse_peers_file=peers_file) as (_, port, listener):
-        listener.peer_source.recheck_seconds = 0
+    with listening(tmp_path, dimse_peers_file=peers_file, peers_recheck_seconds=0) as (_, port, listener):
         assert associate(port, "CT2", (Verification, [ExplicitVRLittleEndian])).is_rejected
         runner = CliRunner()
         added = runner.invoke(main, ["aes", "add", "CT2", "127.0.0.1:4006", "--permissions", "store"], env=environment)

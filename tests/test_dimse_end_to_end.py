@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,17 +21,14 @@ from testbed.messages import multipart_body, split_multipart, stow_headers
 from testbed.server import ROOT, Server, free_port, stop_process
 from testbed.synthetic import ct_instance
 from testbed.tls import make_pki
-from tests.conftest import API_KEY, TEST_FILES, in_ci
+from tests.conftest import API_KEY, TEST_FILES, require_command
 
 AUTH = {"Authorization": f"ApiKey {API_KEY}"}
 
 
 @pytest.fixture(scope="module")
 def dcmtk():
-    if shutil.which("storescu") is None:
-        if in_ci():
-            pytest.fail("DCMTK is not installed; make test installs it")
-        pytest.skip("DCMTK is not installed (apt-get install dcmtk; make test does)")
+    require_command("storescu", "dcmtk")
 
 
 @pytest.fixture(scope="module")
@@ -244,14 +240,11 @@ def test_movescu_to_a_storescp_and_getscu_receive_what_was_stored(node, tmp_path
 @pytest.fixture(scope="module")
 def orthanc(node, tmp_path_factory):
     """Debian's Orthanc, knowing our listener as modality "archive"; ours knows it as ORTHANC."""
-    from testbed import orthanc as peer
+    from testbed.orthanc import Orthanc
 
-    if not peer.available():
-        if in_ci():
-            pytest.fail("Orthanc is not installed; make test installs it")
-        pytest.skip("Orthanc is not installed (apt-get install orthanc; make test does)")
+    require_command("Orthanc", "orthanc")
     _, port, *_ = node
-    running = peer.Orthanc(tmp_path_factory.mktemp("orthanc"), "ORTHANC", {"archive": ("DICOMWEB", "127.0.0.1", port)})
+    running = Orthanc(tmp_path_factory.mktemp("orthanc"), "ORTHANC", {"archive": ("DICOMWEB", "127.0.0.1", port)})
     yield running
     running.stop()
 

@@ -5,7 +5,6 @@ the instance marked lossy; every other attribute survives; DCMTK, which no one
 here wrote, reads what we write.
 """
 import io
-import shutil
 import subprocess
 import warnings
 
@@ -13,7 +12,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from tests.conftest import in_ci, pydicom_test_files
+from tests.conftest import pydicom_test_files, require_command
 from transcode import PixelDescription, can_transcode, transcode
 from transcode.codecs import JPEG_LS_NEAR, ConversionError
 from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, TRANSFER_SYNTAXES
@@ -135,10 +134,7 @@ DCMTK_DECOMPRESSORS = {"1.2.840.10008.1.2.4.50": "dcmdjpeg", "1.2.840.10008.1.2.
 
 @pytest.fixture(scope="module")
 def dcmtk():
-    if shutil.which("dcmdump") is None:
-        if in_ci():
-            pytest.fail("DCMTK is not installed; make test installs it")
-        pytest.skip("DCMTK is not installed (apt-get install dcmtk; make test does)")
+    require_command("dcmdump", "dcmtk")
 
 
 @pytest.mark.parametrize("name", ["CT_small.dcm", "examples_rgb_color.dcm", "SC_rgb_rle_2frame.dcm",

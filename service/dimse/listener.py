@@ -63,7 +63,7 @@ class Listener:
 
     def __init__(self, config: Config, archive: Archive) -> None:
         self.config, self.archive = config, archive
-        self.peer_source = AePeerSource(config.dimse_peers, config.dimse_peers_file)
+        self.peer_source = AePeerSource(config.dimse_peers, config.dimse_peers_file, config.peers_recheck_seconds)
         limits = TranscodeLimits(config.transcode_max_bytes, config.transcode_slots, config.transcode_wait,
                                  config.converted_in_memory_bytes, config.spool_dir)
         self.sender = Sender(archive, limits, str(config.spool_dir))

@@ -4,38 +4,24 @@ next association without a restart. A title in both is the configuration's."""
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from pathlib import Path
 
-from ..config import AePeer, parse_ae_peers_file
+from ..config import AePeer, WatchedFile, parse_ae_peers_file
 
 log = logging.getLogger(__name__)
 
 
 class AePeerSource:
     def __init__(self, static: tuple[AePeer, ...], path: Path | None, recheck_seconds: float = 1.0) -> None:
-        self.static, self.path, self.recheck_seconds = static, path, recheck_seconds
-        self._lock = threading.Lock()
-        self._checked, self._stamp = 0.0, None
+        self.static, self.path = static, path
+        self._file = WatchedFile(path, recheck_seconds)
         self._peers: dict[str, AePeer] = {peer.ae_title: peer for peer in static}
         self.problems: tuple[str, ...] = ()
         self.current()
 
     def current(self) -> dict[str, AePeer]:
         """AE title → peer."""
-        now = time.monotonic()
-        if now - self._checked >= self.recheck_seconds:
-            with self._lock:
-                self._checked = now
-                try:
-                    stat = self.path.stat() if self.path is not None else None
-                    stamp = (stat.st_mtime_ns, stat.st_size) if stat else None
-                except FileNotFoundError:
-                    stamp = None
-                if stamp != self._stamp:
-                    self._stamp = stamp
-                    self._reload()
+        self._file.reload_if_changed(self._reload)
         return self._peers
 
     def _reload(self) -> None:
