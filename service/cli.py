@@ -143,10 +143,8 @@ def keys_add(name: str, permissions: str, person: bool) -> None:
     if name in {peer.name for peer in read_peers(path).peers}:
         raise click.UsageError(f"peer {name!r} has a key already; revoke it first")
     key = secrets.token_urlsafe(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as fh:
-        kind = " person" if person else ""
-        fh.write(f"{name} {hashlib.sha256(key.encode()).hexdigest()} {','.join(sorted(granted))}{kind}\n")
+    kind = " person" if person else ""
+    _append_line(path, f"{name} {hashlib.sha256(key.encode()).hexdigest()} {','.join(sorted(granted))}{kind}")
     click.echo(key)
     click.echo(f"(peer {name!r} added to {path}; the key is not stored and will not be shown again)", err=True)
 
@@ -169,12 +167,23 @@ def keys_revoke(name: str) -> None:
     path = _config().peers_file
     if name not in {peer.name for peer in read_peers(path).peers}:
         raise click.UsageError(f"no peer {name!r} in {path}")
-    lines = [line for line in path.read_text().splitlines() if line.split(None, 1)[:1] != [name]]
+    _rewrite_lines(path, [line for line in path.read_text().splitlines() if line.split(None, 1)[:1] != [name]])
+    click.echo(f"revoked {name}")
+
+
+def _append_line(path: Path, line: str) -> None:
+    """A line added to a peers file, made readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as fh:
+        fh.write(line + "\n")
+
+
+def _rewrite_lines(path: Path, lines: list[str]) -> None:
+    """A peers file replaced whole, at once (a reader sees the old file or the new one)."""
     temporary = path.with_suffix(".tmp")
     temporary.write_text("".join(line + "\n" for line in lines))
     os.chmod(temporary, 0o600)
     os.replace(temporary, path)
-    click.echo(f"revoked {name}")
 
 
 @main.command(help="Run the DIMSE listener (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET) on DICOMWEB_DIMSE_BIND until stopped.")
@@ -207,9 +216,7 @@ def aes_add(title: str, address: str, permissions: str) -> None:
     known, _ = _ae_peers(path)
     if peer.ae_title in known:
         raise click.UsageError(f"the AE title {peer.ae_title!r} is in {path} already; remove it first")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as fh:
-        fh.write(ae_peer_line(peer) + "\n")
+    _append_line(path, ae_peer_line(peer))
     click.echo(f"added {ae_peer_line(peer)} to {path}")
 
 
@@ -234,11 +241,7 @@ def aes_remove(title: str) -> None:
     known, _ = _ae_peers(path)
     if title not in known:
         raise click.UsageError(f"no AE title {title!r} in {path}")
-    kept = [line for line in path.read_text().splitlines() if line.strip().partition("@")[0] != title]
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text("".join(line + "\n" for line in kept))
-    os.chmod(temporary, 0o600)
-    os.replace(temporary, path)
+    _rewrite_lines(path, [line for line in path.read_text().splitlines() if line.strip().partition("@")[0] != title])
     click.echo(f"removed {title}")
 
 

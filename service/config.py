@@ -169,7 +169,7 @@ class Config:
     dimse_bind: str = ""                  # host:port
     dimse_ae_title: str = "DICOMWEB"
     dimse_peers: tuple[AePeer, ...] = ()
-    dimse_max_associations: int = 16      # at once; more are refused (A-ASSOCIATE-RJ, no reason, transient)
+    dimse_max_associations: int = 16      # connections at once; more are closed at once (service.dimse.bounds)
     dimse_max_pdu: int = 1 << 20          # the largest PDU we receive (a peer declaring more is cut off)
     dimse_timeout: float = 60.0           # ACSE, DIMSE and network: an association that sends nothing ends
     dimse_peers_file: Path | None = None  # more peers, a TITLE@HOST:PORT[:permissions] a line (dicomweb aes)
