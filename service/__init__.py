@@ -48,9 +48,7 @@ def create_app(config: Config | None = None) -> Flask:
     failures = SigninFailures(app.extensions["archive"].catalog)
     app.extensions["login_failures"] = LoginFailures(
         RedisFailures(config.redis_url, failures) if config.redis_url else failures, config.login_failures_per_minute)
-    app.extensions["transcode_limits"] = TranscodeLimits(config.transcode_max_bytes, config.transcode_slots,
-                                                         config.transcode_wait, config.converted_in_memory_bytes,
-                                                         config.spool_dir)
+    app.extensions["transcode_limits"] = TranscodeLimits.of(config)
 
     from . import cors
     from .retrieve.rendered_rs import ThumbnailCache

@@ -7,9 +7,12 @@ import os
 import tempfile
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from .errors import PayloadTooLarge, ServiceUnavailable
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
 class TranscodeLimits:
@@ -20,6 +23,12 @@ class TranscodeLimits:
         self.wait = wait
         self.in_memory, self.spool_dir = in_memory, spool_dir   # of one converted instance, then on disk
         self._free = threading.BoundedSemaphore(self.slots)
+
+    @classmethod
+    def of(cls, config: "Config") -> "TranscodeLimits":
+        """The limits of one process (a gunicorn worker, the DIMSE listener) as ``config`` sets them."""
+        return cls(config.transcode_max_bytes, config.transcode_slots, config.transcode_wait,
+                   config.converted_in_memory_bytes, config.spool_dir)
 
     def spool(self) -> tempfile.SpooledTemporaryFile:
         """A file for a converted instance: in memory up to ``in_memory`` bytes, then in ``spool_dir``."""

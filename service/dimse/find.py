@@ -19,9 +19,6 @@ from ..search.qido_params import parse_query
 # Query/Retrieve Level (0008,0052) → the level of a QIDO-RS search.
 LEVELS = {"PATIENT": "patient", "STUDY": "study", "SERIES": "series", "IMAGE": "instance"}
 NOT_KEYS = {"QueryRetrieveLevel", "SpecificCharacterSet", "QueryRetrieveView", "TimezoneOffsetFromUTC"}
-# The unique keys of each level (PS3.4 C.2.2.1): the higher levels' are matched in hierarchical queries.
-UNIQUE = {"patient": "PatientID", "study": "StudyInstanceUID", "series": "SeriesInstanceUID",
-          "instance": "SOPInstanceUID"}
 
 
 class BadIdentifier(Exception):
@@ -55,7 +52,7 @@ def find_query(identifier: Dataset, max_results: int) -> Find:
         asked.append(keyword)
         if element.VR == "SQ":
             continue   # sequence matching is not done (QIDO-RS ignores it too): returned empty
-        value = _text(element.value)
+        value = text_of(element.value)
         params.append((keyword, value) if value else ("includefield", keyword))
     try:
         query, warnings = parse_query(level, params, max_results)
@@ -64,12 +61,12 @@ def find_query(identifier: Dataset, max_results: int) -> Find:
     return Find(level, query, tuple(asked), bool(warnings) or any(e.VR == "SQ" for e in identifier))
 
 
-def _text(value: object) -> str:
+def text_of(value: object) -> str:
     """An element's value as QIDO-RS takes it: DICOM's string form, several values joined by '\\'."""
     if value is None:
         return ""
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return "\\".join(_text(v) for v in value)
+        return "\\".join(text_of(v) for v in value)
     return str(value).strip()
 
 

@@ -37,6 +37,7 @@ from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_END
 from .. import metrics
 from ..config import AePeer, Config
 from ..limits import TranscodeLimits
+from ..search.qido_params import parse_query
 from ..search.qido_response import ResultFormat
 from .bounds import MIN_PDU_BOUND, OVERSIZED, BoundedServer, MessageBounds, WholeAssociation, bound_messages, \
     bound_pdu_reads, connection_closed, send_instances_from_files, still_working
@@ -64,9 +65,7 @@ class Listener:
     def __init__(self, config: Config, archive: Archive) -> None:
         self.config, self.archive = config, archive
         self.peer_source = AePeerSource(config.dimse_peers, config.dimse_peers_file, config.peers_recheck_seconds)
-        limits = TranscodeLimits(config.transcode_max_bytes, config.transcode_slots, config.transcode_wait,
-                                 config.converted_in_memory_bytes, config.spool_dir)
-        self.sender = Sender(archive, limits, str(config.spool_dir))
+        self.sender = Sender(archive, TranscodeLimits.of(config), str(config.spool_dir))
         self.servers: list[BoundedServer] = []
         self._ae: AE | None = None
         self._tempdir: str | None = None
@@ -241,8 +240,6 @@ class Listener:
         return SUCCESS, found
 
     def _studies_of_patient(self, patient_id: str) -> list[str]:
-        from ..search.qido_params import parse_query
-
         query, _ = parse_query("study", [("PatientID", patient_id), ("includefield", "StudyInstanceUID")],
                                self.config.qido_max_results)
         rows, _ = self.archive.search(query)

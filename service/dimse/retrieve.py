@@ -23,7 +23,7 @@ from transcode.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_END
 
 from ..access.instances import PlannedPart, convert, pixel_descriptions
 from ..limits import TranscodeLimits
-from .find import LEVELS, BadIdentifier
+from .find import LEVELS, BadIdentifier, text_of
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,7 @@ def requested_instances(archive: Archive, identifier: Dataset, model: str,
         raise BadIdentifier(0xA900, "Query/Retrieve Level (0008,0052) is not one this model retrieves at")
 
     def uids(keyword: str, many: bool) -> list[str]:
-        value = identifier.get(keyword)
-        values = [str(v).strip() for v in (value if isinstance(value, (list, tuple)) or
-                                           type(value).__name__ == "MultiValue" else [value]) if v]
+        values = [v for v in text_of(identifier.get(keyword)).split("\\") if v]
         if not values or (not many and len(values) > 1):
             raise BadIdentifier(0xA900, f"{keyword} must be given{' (one value)' if not many else ''} to retrieve "
                                         f"at {identifier.QueryRetrieveLevel} level")
