@@ -17,6 +17,8 @@ own code, kept here so that an upgrade of pynetdicom has one place to check.
 - pynetdicom's C-GET and C-MOVE take only data sets held whole in memory: an instance a handler
   yields (``retrieve.InstanceToSend``) is sent from a file instead, in fragments, in a syntax the
   receiving association accepted (``send_instances_from_files``).
+- Its network timeout counts only what is received: our answers count too
+  (``answers_count_as_activity``), so that a long C-MOVE is not aborted when it ends.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 
 from pynetdicom import _config, evt
 from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
@@ -274,10 +277,20 @@ def send_instances_from_files() -> None:
     Association.send_c_store = send_c_store
 
 
-def still_working(assoc) -> None:  # noqa: ANN001
+def answers_count_as_activity() -> None:
     """pynetdicom's network timeout counts from the last PDU received: a requestor that waits
-    quietly while we answer a long C-MOVE/C-GET (minutes for a large study) would be aborted
-    after DICOMWEB_DIMSE_TIMEOUT. Called as each answer goes out, it counts from then."""
-    timer = getattr(getattr(assoc, "dul", None), "_idle_timer", None)
-    if timer is not None:
-        timer.restart()
+    quietly while we answer a long C-MOVE/C-GET/C-FIND (minutes for a large study) was aborted
+    once the operation ended, after DICOMWEB_DIMSE_TIMEOUT. Each DIMSE message we send restarts
+    the count too: only an association on which nothing moves either way is idle."""
+    if getattr(DIMSEServiceProvider.send_msg, "plain", None) is not None:
+        return
+    plain = DIMSEServiceProvider.send_msg
+
+    def send_msg(self, primitive, context_id: int) -> None:  # noqa: ANN001
+        plain(self, primitive, context_id)
+        timer = getattr(self.dul, "_idle_timer", None)
+        if timer is not None:
+            timer.restart()
+
+    send_msg.plain = plain
+    DIMSEServiceProvider.send_msg = send_msg

@@ -40,7 +40,7 @@ from ..limits import TranscodeLimits
 from ..search.qido_params import parse_query
 from ..search.qido_response import ResultFormat
 from .bounds import MIN_PDU_BOUND, OVERSIZED, BoundedServer, MessageBounds, WholeAssociation, bound_messages, \
-    bound_pdu_reads, connection_closed, send_instances_from_files, still_working
+    answers_count_as_activity, bound_pdu_reads, connection_closed, send_instances_from_files
 from .find import BadIdentifier, answer, find_query
 from .retrieve import Sender, requested_instances
 from .peers import AePeerSource
@@ -107,6 +107,7 @@ class Listener:
         self._tempdir, tempfile.tempdir = tempfile.tempdir, str(config.spool_dir)
         self._ae = ae = self.application_entity()
         send_instances_from_files()
+        answers_count_as_activity()
         handlers = [(evt.EVT_C_ECHO, self.echo), (evt.EVT_C_STORE, self.store), (evt.EVT_C_FIND, self.find),
                     (evt.EVT_C_GET, self.get), (evt.EVT_C_MOVE, self.move),
                     (evt.EVT_CONN_OPEN, self._connection_opened), (evt.EVT_CONN_CLOSE, connection_closed),
@@ -219,7 +220,6 @@ class Listener:
                 yield CANCELED, None
                 return
             matches += 1
-            still_working(event.assoc)
             yield pending, answer(identifier, to_json(row), found, self.config.dimse_ae_title)
         self._audit(event, "c_find", SUCCESS, started, level=found.level, matches=matches)
         yield SUCCESS, None
@@ -255,7 +255,6 @@ class Listener:
                 self._audit(event, operation, CANCELED, started, instances=len(found), sent=done)
                 yield CANCELED, None
                 return
-            still_working(event.assoc)
             yield PENDING, item
         # pynetdicom asks once more after the last sub-operation: the receiver's answers are known
         kinds = [STORAGE_SERVICE_CLASS_STATUS.get(item.store_status, (STATUS_FAILURE,))[0] for item in items]
