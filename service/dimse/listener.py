@@ -135,8 +135,8 @@ class Listener:
                 assoc.abort()
             server.shutdown()
         self.servers = []
-        if self._tempdir is not None or tempfile.tempdir == str(self.config.spool_dir):
-            tempfile.tempdir = self._tempdir   # the process's own again (a listener run inside tests)
+        if self._ae is not None:   # started: the process's own temporary directory again (a listener run inside tests)
+            tempfile.tempdir, self._ae = self._tempdir, None
 
     def _connection_opened(self, event) -> None:  # noqa: ANN001 - EVT_CONN_OPEN
         # Before the association is negotiated: the peers file's changes take effect here.
